@@ -99,6 +99,8 @@ class TrainConfig:
     """Sequences per forward/backward pass; 'auto' finds the largest that fits and keeps the global batch by adjusting grad_accum_steps."""
     grad_accum_steps: int = 43
     """Micro-batches accumulated into one optimizer step (per process)."""
+    global_batch_size: int = 0
+    """Sequences per optimizer step per process; when above 0, grad_accum_steps is derived from it (it must be a multiple of a numeric micro_batch_size; with 'auto' the closest fit, within 1%, is used). 0 means micro_batch_size x grad_accum_steps as given."""
     max_steps: int = 0
     """Optimizer steps to run; 0 means derive them from token_budget."""
     token_budget: int = 0
@@ -383,7 +385,7 @@ def validate(cfg: Config, source: str = "config") -> None:
     positive("train", t, "seq_len", "grad_accum_steps", "lr", "log_interval", "max_nonfinite_steps")
     if t.micro_batch_size != "auto":
         positive("train", t, "micro_batch_size")
-    non_negative("train", t, "max_steps", "token_budget", "warmup_steps", "weight_decay", "grad_clip",
+    non_negative("train", t, "global_batch_size", "max_steps", "token_budget", "warmup_steps", "weight_decay", "grad_clip",
                  "eval_interval", "eval_tokens", "ckpt_interval", "min_lr_ratio")
     positive("train", t, "keep_last")
     if t.seq_len > m.max_seq_len:

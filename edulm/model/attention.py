@@ -3,6 +3,12 @@
 Query heads share key/value heads in groups of ``n_heads / n_kv_heads``. SDPA picks its fastest
 kernel (flash / cuDNN / memory-efficient on GPU, a fused kernel on CPU); ``enable_gqa`` lets it read
 the shared K/V heads without materialising repeated copies.
+
+Which kernels read grouped K/V heads natively (torch's ``sdp_utils``): on CPU the fused kernel does;
+on CUDA, flash attention and cuDNN do, but only for fp16/bf16 inputs, and flash takes no explicit
+mask. The memory-efficient kernel (the one CUDA uses for float32) does not, and SDPA would then fall
+back to the math kernel, which builds the whole (T x T) score matrix. So on CUDA in float32, or with a
+mask, K/V heads are repeated first (:func:`native_gqa`): a little extra memory instead of a T x T one.
 """
 
 from __future__ import annotations
@@ -12,6 +18,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from edulm.model.rope import apply_rope
+
+
+def native_gqa(device_type: str, dtype: torch.dtype, has_mask: bool) -> bool:
+    """Whether SDPA's fast kernel for this device/dtype/mask reads grouped K/V heads without repeating them."""
+    if device_type != "cuda":
+        return True
+    return dtype in (torch.float16, torch.bfloat16) and not has_mask
 
 
 class KVCache:
@@ -63,7 +76,12 @@ class Attention(nn.Module):
                 # A chunk after earlier tokens: query i sees every cached key and its own prefix.
                 mask = torch.ones(T, start + T, dtype=torch.bool, device=x.device).tril(diagonal=start)
                 is_causal = False
+        grouped = self.n_kv_heads != self.n_heads
+        if grouped and not native_gqa(q.device.type, q.dtype, mask is not None):
+            repeats = self.n_heads // self.n_kv_heads
+            k, v = k.repeat_interleave(repeats, dim=1), v.repeat_interleave(repeats, dim=1)  # (B, H, S, hd)
+            grouped = False
         y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=is_causal, enable_gqa=self.n_kv_heads != self.n_heads
+            q, k, v, attn_mask=mask, is_causal=is_causal, enable_gqa=grouped
         )  # (B, H, T, hd)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim))

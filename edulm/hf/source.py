@@ -1,0 +1,234 @@
+"""Finding and loading a model: one resolver for every MODEL argument (HF folder, run dir, checkpoint dir)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from safetensors import SafetensorError
+
+from edulm.config import ModelConfig, load_config
+from edulm.errors import UsageError
+from edulm.hf.mapping import model_config_from_hf
+from edulm.weights import MODEL_FILE, load_weights
+
+SHARD_INDEX_FILE = "model.safetensors.index.json"
+"""Index of a sharded safetensors checkpoint, as transformers writes it."""
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
+"""Any of these in a folder means it carries its own tokenizer."""
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+"""Weight dtypes accepted by name."""
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """Where a model's weights and description live, found without loading any weights."""
+
+    kind: Literal["hf", "run", "checkpoint"]
+    """What the user pointed at: a Hugging Face folder, a run dir or a checkpoint dir."""
+    path: Path
+    """The path the user gave."""
+    model_config: ModelConfig
+    """Architecture of the weights."""
+    tokenizer_name: str | None
+    """What to pass to ``edulm.tokenizer.load_tokenizer``; None when nothing names a tokenizer."""
+    weights: Path
+    """``model.safetensors`` (or a shard index) that holds the weights."""
+    hf_config: dict[str, Any] | None = None
+    """The source ``config.json`` when the weights sit in a Hugging Face folder."""
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise UsageError(f"{path}: cannot read it as JSON ({err}); is the folder complete?") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"{path}: expected a JSON object")
+    return data
+
+
+def hf_weights_file(folder: Path) -> Path | None:
+    """The weights of an HF folder: ``model.safetensors`` or the shard index; None if neither exists."""
+    for name in (MODEL_FILE, SHARD_INDEX_FILE):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def is_hf_folder(folder: str | Path) -> bool:
+    """True when ``folder`` holds a ``config.json`` and safetensors weights."""
+    folder = Path(folder)
+    return (folder / "config.json").is_file() and hf_weights_file(folder) is not None
+
+
+def has_tokenizer(folder: Path) -> bool:
+    """True when ``folder`` carries its own tokenizer files."""
+    return any((folder / name).is_file() for name in TOKENIZER_FILES)
+
+
+def _resolve_hf(folder: Path, kind: str, path: Path, fallback_tokenizer: str | None = None) -> ResolvedModel:
+    weights = hf_weights_file(folder)
+    if weights is None:
+        raise UsageError(
+            f"{folder}: has config.json but no {MODEL_FILE} or {SHARD_INDEX_FILE}; "
+            "edulm reads safetensors weights (re-save the model with save_pretrained)"
+        )
+    hf_config = _read_json(folder / "config.json")
+    cfg = model_config_from_hf(hf_config, where=str(folder / "config.json"))
+    tokenizer = str(folder) if has_tokenizer(folder) else fallback_tokenizer
+    return ResolvedModel(kind, path, cfg, tokenizer, weights, hf_config)  # type: ignore[arg-type]
+
+
+def _resolve_checkpoint(folder: Path, kind: str, path: Path) -> ResolvedModel:
+    run_cfg = load_config(folder / "config.yaml")
+    return ResolvedModel(kind, path, run_cfg.model, run_cfg.tokenizer.name, folder / MODEL_FILE)  # type: ignore[arg-type]
+
+
+def resolve_model(src: str | Path) -> ResolvedModel:
+    """Find the weights and architecture behind a MODEL argument, without loading weights.
+
+    Accepts a Hugging Face Llama folder (``config.json`` + safetensors), an edulm checkpoint dir
+    (``model.safetensors`` + ``config.yaml``) or a run dir (``config.yaml`` + ``final/`` or
+    ``checkpoints/``). A run dir resolves to the newest of ``final/`` and its latest intact
+    checkpoint (``final/`` is written after the last checkpoint, so it wins unless training went on).
+    """
+    path = Path(src)
+    expected = "pass a Hugging Face Llama folder, an edulm run dir or a checkpoint dir"
+    if not path.exists():
+        raise UsageError(f"{path}: no such file or folder; {expected}")
+    if not path.is_dir():
+        raise UsageError(f"{path}: is a file, not a folder; {expected}")
+    if (path / "config.json").is_file():
+        return _resolve_hf(path, "hf", path)
+    if (path / MODEL_FILE).is_file() and (path / "config.yaml").is_file():
+        return _resolve_checkpoint(path, "checkpoint", path)
+    if (path / "config.yaml").is_file() and ((path / "final").is_dir() or (path / "checkpoints").is_dir()):
+        return _resolve_run(path)
+    raise UsageError(f"{path}: is neither a Hugging Face folder, a run dir nor a checkpoint dir; {expected}")
+
+
+def _resolve_run(run_dir: Path) -> ResolvedModel:
+    from edulm.checkpoint import find_latest_good  # the trainer's module; imported only when needed
+
+    final = run_dir / "final"
+    checkpoint = find_latest_good(run_dir) if (run_dir / "checkpoints").is_dir() else None
+    if is_hf_folder(final):
+        final_weights = hf_weights_file(final)
+        assert final_weights is not None
+        newer_checkpoint = (
+            checkpoint is not None
+            and (checkpoint / MODEL_FILE).stat().st_mtime > final_weights.stat().st_mtime
+        )
+        if not newer_checkpoint:
+            run_tokenizer = load_config(run_dir / "config.yaml").tokenizer.name
+            return _resolve_hf(final, "run", run_dir, fallback_tokenizer=run_tokenizer)
+    if checkpoint is None:
+        raise UsageError(
+            f"{run_dir}: run dir has no complete final/ folder and no intact checkpoint yet; "
+            "train it first or pass a checkpoint dir"
+        )
+    return _resolve_checkpoint(Path(checkpoint), "run", run_dir)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+# ---------------------------------------------------------------------------------------------
+
+
+def as_dtype(dtype: torch.dtype | str) -> torch.dtype:
+    """A torch dtype from itself or its name ('float32', 'bfloat16', 'float16')."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise UsageError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``'auto'`` -> CUDA when available, else CPU; other names as torch reads them."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise UsageError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"device {device!r} asked for, but CUDA is not available here; use --device cpu")
+    return resolved
+
+
+def empty_model(cfg: ModelConfig):
+    """A :class:`LlamaLM` with uninitialised CPU parameters (no time spent on a random init)."""
+    from edulm.model import LlamaLM
+
+    with torch.device("meta"):
+        model = LlamaLM(cfg)
+    model.to_empty(device="cpu")
+    if cfg.tie_embeddings:  # to_empty makes a new tensor per module, which unties shared weights
+        model.lm_head.weight = model.model.embed_tokens.weight
+    model.rope.reset_tables()
+    return model
+
+
+def _load_sharded(model, index_file: Path) -> None:
+    """Load the shards listed in a transformers shard index, with the same key checks as one file."""
+    from safetensors.torch import load_file
+
+    index = _read_json(index_file)
+    shards = sorted(set(index.get("weight_map", {}).values()))
+    if not shards:
+        raise UsageError(f"{index_file}: lists no weight files")
+    state: dict[str, torch.Tensor] = {}
+    for shard in shards:
+        state.update(load_file(str(index_file.parent / shard)))
+    if model.config.tie_embeddings:
+        state.pop("lm_head.weight", None)
+    expected = set(dict(model.named_parameters()).keys())
+    missing, unexpected = expected - state.keys(), state.keys() - expected
+    if missing or unexpected:
+        raise UsageError(f"{index_file}: weights do not fit the config (missing: {sorted(missing)[:5]}, unexpected: {sorted(unexpected)[:5]})")
+    model.load_state_dict(state, strict=False)
+
+
+def load_model(src: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | str = torch.float32):
+    """Load a model from an HF folder, a run dir or a checkpoint dir; returns ``(LlamaLM, ResolvedModel)``.
+
+    The model is in eval mode on ``device`` (``'auto'`` picks CUDA when available) with parameters
+    in ``dtype``; the RoPE tables stay float32 whatever the dtype.
+    """
+    resolved = resolve_model(src)
+    model = empty_model(resolved.model_config)
+    if resolved.weights.name == SHARD_INDEX_FILE:
+        _load_sharded(model, resolved.weights)
+    else:
+        try:
+            load_weights(model, resolved.weights)
+        except (ValueError, RuntimeError) as err:  # missing/unexpected keys, or shapes off
+            raise UsageError(f"{resolved.weights}: {str(err).splitlines()[0]}; the weights and their config disagree") from None
+        except SafetensorError as err:
+            raise UsageError(f"{resolved.weights}: not a readable safetensors file ({err}); re-export or re-download it") from None
+    model.to(device=resolve_device(device), dtype=as_dtype(dtype))
+    model.rope.float()
+    model.rope.reset_tables()
+    return model.eval(), resolved
+
+
+def load_model_tokenizer(src: str | Path | ResolvedModel):
+    """The tokenizer that belongs to a model: its folder's own tokenizer files, else the one its run config names."""
+    from edulm.tokenizer import load_tokenizer
+
+    resolved = src if isinstance(src, ResolvedModel) else resolve_model(src)
+    if resolved.tokenizer_name is None:
+        raise UsageError(
+            f"{resolved.path}: has no tokenizer files and no run config naming a tokenizer; "
+            "add tokenizer.json to the folder"
+        )
+    return load_tokenizer(resolved.tokenizer_name)
+
+

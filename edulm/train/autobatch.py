@@ -1,0 +1,173 @@
+"""``train.micro_batch_size: auto``: the largest micro-batch that fits, with the global batch kept.
+
+Two separate steps, so the arithmetic can be tested without a GPU:
+
+1. :func:`largest_fitting` finds the largest micro-batch ``m`` for which ``fits(m)`` holds, by
+   doubling and then bisecting (``fits`` is assumed monotone: if ``m`` fits, every smaller one does).
+   On CUDA, :func:`cuda_fits` runs one real forward and backward at ``(m, seq_len)`` and reports
+   whether it ran without running out of memory and left room for the optimizer state.
+   On CPU nothing is probed (running out of host memory swaps or kills the process rather than
+   raising): the largest micro-batch considered is :data:`CPU_MAX_MICRO_BATCH`.
+2. :func:`split_global_batch` picks the micro-batch and accumulation steps whose product stays
+   within :data:`GLOBAL_BATCH_TOLERANCE` of the target global batch, preferring the largest
+   micro-batch (fewer, fuller passes are faster).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from edulm.config import Config
+from edulm.errors import UsageError
+
+CPU_MAX_MICRO_BATCH = 4
+"""On CPU, 'auto' means at most 4 sequences per pass: CPU throughput barely grows past a few, and host memory is not probed."""
+
+GLOBAL_BATCH_TOLERANCE = 0.01
+"""Largest relative change of the global batch accepted in exchange for a bigger micro-batch."""
+
+MEMORY_HEADROOM = 0.9
+"""Fraction of the device's memory a probe may peak at (the rest covers fragmentation and other buffers)."""
+
+MAX_PROBE = 1024
+"""Largest micro-batch ever probed when no global batch bounds the search."""
+
+
+def largest_fitting(fits: Callable[[int], bool], limit: int) -> int:
+    """Largest ``m`` in ``1..limit`` with ``fits(m)``, or 0 when not even 1 fits.
+
+    Doubles from 1 until a size fails (or ``limit`` is reached), then bisects between the last size
+    that fitted and the first that did not: about ``2 * log2(answer)`` probes.
+    """
+    if limit < 1 or not fits(1):
+        return 0
+    good = 1
+    bad = None
+    while bad is None:
+        trial = min(good * 2, limit)
+        if trial == good:
+            return good  # reached the limit and it fits
+        if fits(trial):
+            good = trial
+        else:
+            bad = trial
+    while bad - good > 1:
+        mid = (good + bad) // 2
+        if fits(mid):
+            good = mid
+        else:
+            bad = mid
+    return good
+
+
+def split_global_batch(target: int, max_micro: int, tolerance: float = GLOBAL_BATCH_TOLERANCE) -> tuple[int, int]:
+    """``(micro_batch, accum_steps)`` with ``micro_batch <= max_micro`` and ``micro * accum`` close to ``target``.
+
+    The largest micro-batch whose global batch is within ``tolerance`` (relative) of ``target`` wins;
+    when none is that close, the closest global batch wins (ties to the larger micro-batch).
+    """
+    if target < 1 or max_micro < 1:
+        raise ValueError(f"target ({target}) and max_micro ({max_micro}) must be positive")
+    best: tuple[float, int, int] | None = None  # (relative error, -micro, accum)
+    for micro in range(min(max_micro, target), 0, -1):
+        accum = max(1, round(target / micro))
+        error = abs(micro * accum - target) / target
+        if error <= tolerance:
+            return micro, accum
+        if best is None or (error, -micro) < best[:2]:
+            best = (error, -micro, accum)
+    assert best is not None
+    return -best[1], best[2]
+
+
+def target_global_batch(cfg: Config) -> int | None:
+    """The global batch (sequences per step per process) to keep, or None when 'auto' keeps grad_accum_steps."""
+    t = cfg.train
+    if t.global_batch_size > 0:
+        return t.global_batch_size
+    if t.micro_batch_size == "auto":
+        return None
+    return t.micro_batch_size * t.grad_accum_steps
+
+
+def _uses_bf16(cfg: Config, device: torch.device) -> bool:
+    return device.type == "cuda" and cfg.train.precision in ("auto", "bf16")
+
+
+def cuda_fits(cfg: Config, model: torch.nn.Module, device: torch.device) -> Callable[[int], bool]:
+    """A predicate: does one forward + backward of ``model`` at micro-batch ``m`` fit on ``device``?
+
+    It fits when it runs without running out of memory and its peak leaves room for the AdamW
+    state (two float32 copies of the parameters) within :data:`MEMORY_HEADROOM` of the device.
+    Gradients are cleared after each probe.
+    """
+    total = torch.cuda.get_device_properties(device).total_memory
+    optimizer_state = 2 * sum(p.numel() * 4 for p in model.parameters() if p.requires_grad)
+    budget = MEMORY_HEADROOM * total - optimizer_state
+    seq_len, vocab = cfg.train.seq_len, cfg.model.vocab_size
+    was_training = model.training
+
+    def fits(micro: int) -> bool:
+        model.train()
+        ids = torch.randint(0, vocab, (micro, seq_len), device=device)
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+        try:
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=_uses_bf16(cfg, device)):
+                loss = model(ids, ids)
+            loss.backward()
+            torch.cuda.synchronize(device)
+            ok = torch.cuda.max_memory_allocated(device) <= budget
+        except torch.OutOfMemoryError:
+            ok = False
+        finally:
+            loss = ids = None
+            model.zero_grad(set_to_none=True)
+            model.train(was_training)
+            torch.cuda.empty_cache()
+        return ok
+
+    return fits
+
+
+def resolve_micro_batch(
+    cfg: Config,
+    model: torch.nn.Module,
+    device: torch.device | str,
+    fits: Callable[[int], bool] | None = None,
+) -> tuple[int, int]:
+    """``(micro_batch_size, grad_accum_steps)`` to train with.
+
+    A numeric ``train.micro_batch_size`` is used as given; accumulation comes from
+    ``train.global_batch_size`` when set (which must then be a multiple of it), else from
+    ``train.grad_accum_steps``. For 'auto', the largest micro-batch that fits (``fits`` if given,
+    else a real probe on CUDA, else :data:`CPU_MAX_MICRO_BATCH`) is split against the global batch
+    (:func:`split_global_batch`), or paired with ``train.grad_accum_steps`` when no global batch is set.
+    """
+    t = cfg.train
+    target = target_global_batch(cfg)
+    if t.micro_batch_size != "auto":
+        micro = t.micro_batch_size
+        if t.global_batch_size <= 0:
+            return micro, t.grad_accum_steps
+        if t.global_batch_size % micro:
+            raise UsageError(
+                f"train.global_batch_size ({t.global_batch_size}) is not a multiple of train.micro_batch_size "
+                f"({micro}); change one of them or set train.micro_batch_size=auto"
+            )
+        return micro, t.global_batch_size // micro
+    device = torch.device(device)
+    limit = target if target is not None else MAX_PROBE
+    if fits is None:
+        fits = cuda_fits(cfg, model, device) if device.type == "cuda" else (lambda m: m <= CPU_MAX_MICRO_BATCH)
+    largest = largest_fitting(fits, limit)
+    if largest == 0:
+        raise UsageError(
+            f"not even one sequence of train.seq_len={t.seq_len} fits on {device}; lower train.seq_len "
+            "or set train.grad_checkpointing=true"
+        )
+    if target is None:
+        return largest, t.grad_accum_steps
+    return split_global_batch(target, largest)

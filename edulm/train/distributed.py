@@ -1,0 +1,164 @@
+"""Process-group set-up and teardown under ``torchrun``, model wrapping (DDP or FSDP2), full state dicts.
+
+One process per device. ``torchrun`` sets ``RANK``, ``LOCAL_RANK`` and ``WORLD_SIZE``; without them the
+run is a single process and nothing here touches ``torch.distributed``. The backend is NCCL on CUDA
+and gloo on CPU. Every rank-0-only decision in the trainer asks :attr:`DistEnv.is_main`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_optimizer_state_dict,
+)
+
+from edulm.errors import UsageError
+
+
+@dataclass
+class DistEnv:
+    """Where this process stands: its rank, how many there are, and its device."""
+
+    rank: int
+    local_rank: int
+    world_size: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        """True on the one process that logs, writes files and shows progress."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        """True when a process group is in use."""
+        return self.world_size > 1
+
+    def barrier(self) -> None:
+        """Wait for every process (no-op in a single process)."""
+        if self.distributed:
+            dist.barrier()
+
+    def mean(self, value: torch.Tensor) -> torch.Tensor:
+        """Average a tensor over processes (gloo has no AVG, so sum and divide)."""
+        if self.distributed:
+            value = value.clone()
+            dist.all_reduce(value, op=dist.ReduceOp.SUM)
+            value /= self.world_size
+        return value
+
+    def any(self, flag: bool) -> bool:
+        """True when ``flag`` is true on at least one process (so all of them decide alike)."""
+        if not self.distributed:
+            return flag
+        t = torch.tensor([1.0 if flag else 0.0], device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item() > 0)
+
+    def broadcast(self, obj):
+        """Rank 0's value of a picklable object, on every process."""
+        if not self.distributed:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """``auto`` -> ``cuda:LOCAL_RANK`` when CUDA is available, else ``cpu``; otherwise the named device."""
+    if name == "auto":
+        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"train.device: {name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"train.device is {name!r} but CUDA is not available; use train.device=cpu")
+        if device.index is None:
+            device = torch.device(f"cuda:{local_rank}")
+    return device
+
+
+def init_distributed(device_name: str) -> DistEnv:
+    """Join the process group that ``torchrun`` describes (if any) and pick this process's device."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = resolve_device(device_name, local_rank)
+    if world_size > 1 and not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+            dist.init_process_group("nccl", device_id=device, timeout=datetime.timedelta(minutes=30))
+        else:
+            dist.init_process_group("gloo", timeout=datetime.timedelta(minutes=30))
+    elif device.type == "cuda":
+        torch.cuda.set_device(device)
+    return DistEnv(rank=rank, local_rank=local_rank, world_size=world_size, device=device)
+
+
+def teardown(env: DistEnv) -> None:
+    """Leave the process group (so NCCL/gloo threads stop before the interpreter exits)."""
+    if env.distributed and dist.is_initialized():
+        try:
+            dist.barrier()
+        finally:
+            dist.destroy_process_group()
+
+
+def wrap_model(model: nn.Module, env: DistEnv, strategy: str) -> nn.Module:
+    """The module the training loop calls: the model itself, DDP around it, or the model after FSDP2 sharding.
+
+    FSDP2 (``fully_shard``) shards each decoder block, then the root (embeddings, final norm and the
+    tied head stay together in the root's group); it changes ``model`` in place.
+    """
+    if not env.distributed:
+        return model
+    if strategy == "ddp":
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [env.device.index] if env.device.type == "cuda" else None
+        return DistributedDataParallel(model, device_ids=ids)
+    if strategy == "fsdp":
+        from torch.distributed.fsdp import fully_shard
+
+        for block in model.model.layers:
+            fully_shard(block)
+        fully_shard(model)
+        return model
+    raise UsageError(f"train.distributed: {strategy!r} is not 'ddp' or 'fsdp'")
+
+
+def set_gradient_sync(wrapped: nn.Module, enabled: bool) -> None:
+    """Turn gradient synchronisation on (last micro-batch) or off (the others) under DDP or FSDP2."""
+    if hasattr(wrapped, "require_backward_grad_sync"):  # DDP: what no_sync() toggles
+        wrapped.require_backward_grad_sync = enabled
+    elif hasattr(wrapped, "set_requires_gradient_sync"):  # FSDP2
+        wrapped.set_requires_gradient_sync(enabled)
+
+
+_FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
+
+
+def full_model_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Unsharded model state on CPU under Hugging Face names (with FSDP, complete on rank 0 only)."""
+    return get_model_state_dict(model, options=_FULL)
+
+
+def full_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+    """Unsharded optimizer state keyed by parameter name (with FSDP, complete on rank 0 only)."""
+    return get_optimizer_state_dict(model, optimizer, options=_FULL)
+
+
+def load_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """Load a state from :func:`full_optimizer_state` into this process's (possibly sharded) optimizer."""
+    set_optimizer_state_dict(model, optimizer, optim_state_dict=state, options=StateDictOptions(full_state_dict=True))

@@ -1,0 +1,104 @@
+"""One optimizer step (gradient accumulation, clipping, the non-finite guard) and one evaluation pass."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+from typing import Iterable, Iterator
+
+import torch
+from torch import nn
+
+from edulm.train.distributed import DistEnv, set_gradient_sync
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``train.precision`` on this device: bf16 on CUDA for 'auto', None (fp32) on CPU."""
+    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+        return torch.bfloat16
+    return None
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` for a dtype, or a no-op context for full precision."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@dataclass
+class StepResult:
+    """What one optimizer step reports."""
+
+    loss: float
+    """Mean training loss over the step's micro-batches (and processes)."""
+    grad_norm: float
+    """Global gradient norm before clipping."""
+    finite: bool
+    """False when the loss or the gradient norm was not finite; the update was then skipped."""
+
+
+def train_step(
+    model: nn.Module,
+    params: list[nn.Parameter],
+    optimizer: torch.optim.Optimizer,
+    batches: Iterator[tuple[torch.Tensor, torch.Tensor]],
+    grad_accum_steps: int,
+    grad_clip: float,
+    env: DistEnv,
+    amp_dtype: torch.dtype | None,
+) -> StepResult:
+    """Accumulate ``grad_accum_steps`` micro-batches, clip, and update, unless the step is not finite.
+
+    Each micro-batch loss is divided by ``grad_accum_steps`` so the gradient is that of the mean
+    loss; gradient synchronisation between processes happens on the last micro-batch only. A
+    non-finite loss or gradient norm zeroes the gradients and skips the update (the caller counts it).
+    """
+    device = env.device
+    loss_sum = torch.zeros((), device=device, dtype=torch.float32)
+    for micro in range(grad_accum_steps):
+        inputs, targets = next(batches)
+        inputs = inputs.to(device, non_blocking=True)
+        targets = targets.to(device, non_blocking=True)
+        set_gradient_sync(model, micro == grad_accum_steps - 1)
+        with autocast(device, amp_dtype):
+            loss = model(inputs, targets)
+        (loss / grad_accum_steps).backward()
+        loss_sum += loss.detach().float()
+    loss = env.mean(loss_sum / grad_accum_steps)
+    # max_norm=inf measures the norm without changing the gradients (the clip factor is capped at 1).
+    norm = torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip > 0 else math.inf, foreach=True)
+    if hasattr(norm, "full_tensor"):  # FSDP2 returns a DTensor
+        norm = norm.full_tensor()
+    # One host sync per step: the values are needed to decide on the update and to log.
+    loss_value, norm_value = torch.stack([loss, norm.float()]).tolist()
+    finite = math.isfinite(loss_value) and math.isfinite(norm_value)
+    if finite:
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return StepResult(loss=loss_value, grad_norm=norm_value, finite=finite)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], device: torch.device, amp_dtype: torch.dtype | None
+) -> float:
+    """Token-weighted mean loss over held-out batches (ignored targets do not count)."""
+    was_training = model.training
+    model.eval()
+    total = torch.zeros((), device=device, dtype=torch.float64)
+    count = torch.zeros((), device=device, dtype=torch.float64)
+    try:
+        for inputs, targets in batches:
+            inputs, targets = inputs.to(device), targets.to(device)
+            with autocast(device, amp_dtype):
+                loss = model(inputs, targets)
+            n = (targets != -100).sum()
+            total += loss.double() * n
+            count += n
+    finally:
+        model.train(was_training)
+    if count.item() == 0:
+        return math.nan
+    return (total / count).item()

@@ -1,0 +1,110 @@
+"""Fixtures for the evaluation tests: tiny Hugging Face Llama folders and local lm-eval tasks.
+
+The models are random 2-layer Llamas with a 512-token byte-level BPE tokenizer, so lm-eval runs
+them in a second or two on a CPU. The tasks (``tasks/``) are two invented benchmarks in the shape
+of ARC (multiple choice) and LAMBADA (loglikelihood) whose YAMLs point at JSONL files; the
+fixture copies them with absolute data paths, since lm-eval reads ``data_files`` relative to the
+working directory.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+TASKS_DIR = Path(__file__).parent / "tasks"
+TASK_NAMES = ("tiny_quiz", "tiny_cloze")
+
+
+def task_texts() -> list[str]:
+    """Every text in the local tasks (questions, choices, passages)."""
+    texts = []
+    for name in TASK_NAMES:
+        for line in (TASKS_DIR / f"{name}.jsonl").read_text().splitlines():
+            doc = json.loads(line)
+            texts.extend(str(v) for v in doc.values() if isinstance(v, str))
+            texts.extend(doc.get("choices", []))
+    return texts
+
+
+def train_tiny_tokenizer(texts: list[str], vocab_size: int = 512):
+    """A byte-level BPE tokenizer with ``<|endoftext|>`` as id 0, as a transformers fast tokenizer."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token="<|endoftext|>", bos_token="<|endoftext|>", unk_token="<|endoftext|>"
+    )
+
+
+def save_tiny_llama(folder: Path, tokenizer, seed: int, max_positions: int = 256) -> Path:
+    """Save a random tiny ``LlamaForCausalLM`` and its tokenizer to ``folder``."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=160,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=max_positions,
+        rope_theta=10000.0,
+        tie_word_embeddings=True,
+        bos_token_id=0,
+        eos_token_id=0,
+        initializer_range=0.2,  # wide weights, so different seeds give clearly different scores
+    )
+    model = LlamaForCausalLM(config)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    """The 512-token BPE tokenizer shared by the tiny models."""
+    filler = [
+        "Clouds form when warm air rises and cools, and the water vapour in it condenses into droplets.",
+        "A lever lets a small force lift a heavy load when the pivot sits close to the load.",
+        "Bees carry pollen from flower to flower, and the plants make seeds and fruit.",
+    ]
+    return train_tiny_tokenizer(task_texts() + filler * 4)
+
+
+@pytest.fixture(scope="session")
+def tiny_hf_model(tmp_path_factory, tiny_tokenizer) -> Path:
+    """A random tiny Llama saved as a Hugging Face folder (with tokenizer)."""
+    return save_tiny_llama(tmp_path_factory.mktemp("tiny-llama-a"), tiny_tokenizer, seed=0)
+
+
+@pytest.fixture(scope="session")
+def other_tiny_hf_model(tmp_path_factory, tiny_tokenizer) -> Path:
+    """A second tiny Llama, with different weights (a 'baseline')."""
+    return save_tiny_llama(tmp_path_factory.mktemp("tiny-llama-b"), tiny_tokenizer, seed=1)
+
+
+@pytest.fixture(scope="session")
+def local_tasks(tmp_path_factory) -> Path:
+    """A folder of task YAMLs (tiny_quiz: multiple choice, tiny_cloze: loglikelihood) with absolute data paths."""
+    out = tmp_path_factory.mktemp("tasks")
+    for name in TASK_NAMES:
+        shutil.copy(TASKS_DIR / f"{name}.jsonl", out / f"{name}.jsonl")
+        yaml_text = (TASKS_DIR / f"{name}.yaml").read_text().replace("__TASK_DIR__", str(out))
+        (out / f"{name}.yaml").write_text(yaml_text)
+    return out

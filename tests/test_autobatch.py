@@ -1,0 +1,106 @@
+"""micro_batch_size: auto — the search and the global-batch arithmetic, with an injected 'fits' predicate."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from edulm.config import config_from_dict
+from edulm.errors import UsageError
+from edulm.model import LlamaLM
+from edulm.train.autobatch import (
+    CPU_MAX_MICRO_BATCH,
+    largest_fitting,
+    resolve_micro_batch,
+    split_global_batch,
+)
+
+
+class CountingFits:
+    """fits(m) == m <= capacity, remembering every size asked about."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.asked: list[int] = []
+
+    def __call__(self, micro: int) -> bool:
+        self.asked.append(micro)
+        return micro <= self.capacity
+
+
+@pytest.mark.parametrize("capacity", [1, 2, 3, 7, 8, 13, 64, 100])
+def test_largest_fitting_finds_the_capacity_in_few_probes(capacity):
+    fits = CountingFits(capacity)
+    assert largest_fitting(fits, limit=1000) == capacity
+    assert len(fits.asked) <= 2 * capacity.bit_length() + 1
+    assert len(set(fits.asked)) == len(fits.asked)  # never probes the same size twice
+
+
+def test_largest_fitting_respects_the_limit_and_reports_nothing_fits():
+    assert largest_fitting(CountingFits(50), limit=12) == 12
+    assert largest_fitting(CountingFits(0), limit=12) == 0
+
+
+@pytest.mark.parametrize(
+    "target,max_micro,expected",
+    [
+        (258, 6, (6, 43)),  # exact
+        (258, 16, (16, 16)),  # 256 sequences: 0.8% off, for 16-sequence passes
+        (258, 7, (7, 37)),  # 259
+        (64, 100, (64, 1)),  # never more than the target
+        (96, 8, (8, 12)),
+        (10, 3, (2, 5)),  # 3 x 3 = 9 is 10% off; 2 x 5 is exact
+    ],
+)
+def test_split_global_batch_keeps_the_global_batch(target, max_micro, expected):
+    micro, accum = split_global_batch(target, max_micro)
+    assert (micro, accum) == expected
+    assert micro <= max_micro
+
+
+def test_split_global_batch_falls_back_to_the_closest_product():
+    micro, accum = split_global_batch(7, 2, tolerance=0.0)  # 7 is prime: 2 x 4 = 8 or 2 x 3 = 6 or 1 x 7
+    assert (micro, accum) == (1, 7)
+
+
+def _cfg(**train):
+    return config_from_dict({"model": {"vocab_size": 64, "n_layers": 1, "d_model": 16, "d_ff": 32, "n_heads": 2,
+                                       "n_kv_heads": 1, "max_seq_len": 16},
+                             "train": {"seq_len": 16, **train}})
+
+
+def test_auto_keeps_the_configured_global_batch():
+    cfg = _cfg(micro_batch_size="auto", global_batch_size=258)
+    # 9 x 29 = 261 is 1.2% off the target, beyond the 1% tolerance; 8 x 32 = 256 is 0.8% off.
+    assert resolve_micro_batch(cfg, None, "cuda", fits=CountingFits(9)) == (8, 32)
+
+
+def test_auto_without_global_batch_keeps_accumulation():
+    cfg = _cfg(micro_batch_size="auto", grad_accum_steps=5)
+    assert resolve_micro_batch(cfg, None, "cuda", fits=CountingFits(12)) == (12, 5)
+
+
+def test_auto_on_cpu_uses_the_fixed_cap_without_probing(tiny_model_config):
+    cfg = _cfg(micro_batch_size="auto", global_batch_size=32)
+    model = LlamaLM(tiny_model_config)
+    before = [p.detach().clone() for p in model.parameters()]
+    assert resolve_micro_batch(cfg, model, torch.device("cpu")) == (CPU_MAX_MICRO_BATCH, 32 // CPU_MAX_MICRO_BATCH)
+    assert all(p.grad is None for p in model.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_numeric_micro_batch_is_used_as_given():
+    assert resolve_micro_batch(_cfg(micro_batch_size=3, grad_accum_steps=7), None, "cpu") == (3, 7)
+    assert resolve_micro_batch(_cfg(micro_batch_size=4, global_batch_size=32), None, "cpu") == (4, 8)
+    with pytest.raises(UsageError, match="multiple of train.micro_batch_size"):
+        resolve_micro_batch(_cfg(micro_batch_size=5, global_batch_size=32), None, "cpu")
+
+
+def test_nothing_fits_is_a_usage_error():
+    with pytest.raises(UsageError, match="grad_checkpointing"):
+        resolve_micro_batch(_cfg(micro_batch_size="auto"), None, "cuda", fits=CountingFits(0))
+
+
+def test_negative_global_batch_is_rejected():
+    with pytest.raises(UsageError, match="global_batch_size"):
+        _cfg(global_batch_size=-1)
