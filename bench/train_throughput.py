@@ -30,7 +30,8 @@ from pathlib import Path
 
 import torch
 
-from edulm.config import Config, config_from_dict, load_config
+from edulm.config import Config, apply_overrides, config_from_dict, load_config
+from edulm.errors import UsageError
 from edulm.memory import track_tensor_memory
 from edulm.metrics import device_info, mfu, peak_bf16_flops
 from edulm.model import LlamaLM, count_parameters, flops_per_token
@@ -67,6 +68,8 @@ class Case:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", default="tiny", help=f"a YAML run config or a preset ({', '.join(PRESETS)})")
+    p.add_argument("overrides", nargs="*", metavar="section.key=value",
+                   help="config overrides, e.g. train.fused_loss=false model.n_layers=8")
     p.add_argument("--micro-batches", default="4,6,8", help="comma-separated micro-batch sizes")
     p.add_argument("--seq-len", type=int, default=None, help="sequence length (default: the config's train.seq_len)")
     p.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step")
@@ -91,12 +94,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def load_bench_config(name: str, seq_len: int | None) -> Config:
-    """A preset by name or a YAML run config, with ``train.seq_len`` overridden when given."""
+def load_bench_config(name: str, seq_len: int | None, overrides: list[str] = ()) -> Config:
+    """A preset by name or a YAML run config, with ``overrides`` applied and ``train.seq_len`` set when given."""
     if name in PRESETS:
-        raw = {k: dict(v) for k, v in PRESETS[name].items()}
+        raw = apply_overrides(PRESETS[name], list(overrides))
     else:
-        cfg = load_config(name)
+        cfg = load_config(name, list(overrides))
         raw = {"model": vars(cfg.model).copy(), "train": vars(cfg.train).copy()}
     if seq_len is not None:
         raw["train"]["seq_len"] = seq_len
@@ -232,7 +235,7 @@ def markdown(cases: list[Case], header: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    cfg = load_bench_config(args.config, args.seq_len)
+    cfg = load_bench_config(args.config, args.seq_len, args.overrides)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if args.device == "auto" else args.device))
     if device.type == "cuda":
@@ -246,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         "device": f"{name} ({torch.get_num_threads()} threads)" if device.type == "cpu" else name,
         "peak bf16 TFLOPS": "unknown" if peak is None else f"{peak / 1e12:g}",
         "torch": torch.__version__, "transformers": transformers.__version__,
-        "config": args.config, "parameters": f"{count_parameters(cfg.model):,}",
+        "config": " ".join([args.config, *args.overrides]), "parameters": f"{count_parameters(cfg.model):,}",
         "seq_len": cfg.train.seq_len, "grad_accum": args.grad_accum,
         "FLOPs/token": f"{flops_per_token(cfg.model, cfg.train.seq_len):,}",
         "precision": "bf16 autocast" if device.type == "cuda" and cfg.train.precision != "fp32" else "fp32",
@@ -273,4 +276,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except UsageError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)

@@ -40,6 +40,33 @@ def plain_lm_loss(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Ten
     return torch.nn.functional.cross_entropy(logits.float(), targets.reshape(-1), ignore_index=IGNORE_INDEX)
 
 
+def _softmax_cross_entropy(
+    logits: torch.Tensor, targets: torch.Tensor, keep: torch.Tensor, scale: torch.Tensor, with_grad: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Summed cross-entropy of float32 ``logits`` (n, V) and, if asked, ``d logits = (softmax - one_hot) * scale``.
+
+    targets: (n, 1) valid ids; keep: (n,) which rows count; scale: (n, 1) each row's share of the mean.
+    Two spellings of the same arithmetic: under ``torch.compile`` a pure expression that inductor fuses
+    into one reduction and one pointwise pass over the logits; in eager mode PyTorch's fused
+    ``log_softmax`` kernel and in-place updates, so no (n, V) temporaries pile up.
+    """
+    if torch.compiler.is_compiling():
+        lse = torch.logsumexp(logits, dim=-1, keepdim=True)  # (n, 1)
+        loss_sum = ((lse - logits.gather(1, targets)).squeeze(1) * keep).sum()
+        if not with_grad:
+            return loss_sum, None
+        one_hot = torch.arange(logits.shape[1], device=logits.device) == targets  # (n, V), fused away
+        return loss_sum, (torch.exp(logits - lse) - one_hot.float()) * scale
+    log_probs = torch.log_softmax(logits, dim=-1)  # (n, V)
+    target_log_prob = log_probs.gather(1, targets)  # (n, 1)
+    loss_sum = -(target_log_prob.squeeze(1) * keep).sum()
+    if not with_grad:
+        return loss_sum, None
+    d_logits = log_probs.exp_()
+    d_logits.scatter_add_(1, targets, torch.full_like(target_log_prob, -1.0))
+    return loss_sum, d_logits.mul_(scale)
+
+
 def fused_linear_cross_entropy(
     hidden: torch.Tensor,
     weight: torch.Tensor,
@@ -55,35 +82,35 @@ def fused_linear_cross_entropy(
     float32. Returns ``(loss, d loss / d hidden or None, d loss / d weight or None)``, the gradients
     in the inputs' dtypes.
     """
-    n_tokens = hidden.shape[0]
     valid = targets != IGNORE_INDEX  # (N,)
     # A tensor, not a Python int: no host sync and no graph break under torch.compile.
     count = valid.sum().clamp(min=1).float()
     w = weight.to(dtype)
+    with_grad = grad_hidden or grad_weight
     loss_sum = torch.zeros((), device=hidden.device, dtype=torch.float32)
-    d_hidden = torch.empty_like(hidden) if grad_hidden else None
-    d_weight = torch.zeros(weight.shape, device=weight.device, dtype=torch.float32) if grad_weight else None
-    for start in range(0, n_tokens, chunk_size):
-        end = min(start + chunk_size, n_tokens)
-        h = hidden[start:end].to(dtype)  # (n, d)
-        keep = valid[start:end]  # (n,)
-        safe_targets = torch.where(keep, targets[start:end], 0).unsqueeze(1)  # (n, 1)
-        # One fused kernel for max, sum of exponentials and subtraction, in float32.
-        log_probs = torch.log_softmax((h @ w.t()).float(), dim=-1)  # (n, V)
-        target_log_prob = log_probs.gather(1, safe_targets)  # (n, 1)
-        loss_sum = loss_sum - (target_log_prob.squeeze(1) * keep).sum()
-        if d_hidden is None and d_weight is None:
+    d_hidden_parts: list[torch.Tensor] = []
+    d_weight: torch.Tensor | None = None
+    for start in range(0, hidden.shape[0], chunk_size):
+        h = hidden[start : start + chunk_size].to(dtype)  # (n, d)
+        keep = valid[start : start + chunk_size]  # (n,)
+        safe_targets = torch.where(keep, targets[start : start + chunk_size], 0).unsqueeze(1)  # (n, 1)
+        scale = (keep.float() / count).unsqueeze(1)  # (n, 1): d(mean)/d(row loss), 0 for ignored rows
+        logits = (h @ w.t()).float()  # (n, V)
+        chunk_loss, d_logits = _softmax_cross_entropy(logits, safe_targets, keep, scale, with_grad)
+        loss_sum = loss_sum + chunk_loss
+        if d_logits is None:
             continue
-        # d(mean loss)/d logits = (softmax - one_hot(target)) * keep / count, built in place.
-        probs = log_probs.exp_()
-        probs.scatter_add_(1, safe_targets, torch.full_like(target_log_prob, -1.0))
-        scale = (keep.float() / count).unsqueeze(1)  # (n, 1)
-        d_logits = probs.mul_(scale).to(dtype)  # (n, V)
-        if d_hidden is not None:
-            d_hidden[start:end] = (d_logits @ w).to(hidden.dtype)
-        if d_weight is not None:
-            d_weight.add_((d_logits.t() @ h).float())
-    d_weight = d_weight.to(weight.dtype) if d_weight is not None else None
+        d_logits = d_logits.to(dtype)
+        if grad_hidden:
+            d_hidden_parts.append((d_logits @ w).to(hidden.dtype))  # (n, d)
+        if grad_weight:
+            part = (d_logits.t() @ h).float()  # (V, d), summed over chunks in float32
+            d_weight = part if d_weight is None else d_weight + part
+    d_hidden = None
+    if grad_hidden:
+        d_hidden = d_hidden_parts[0] if len(d_hidden_parts) == 1 else torch.cat(d_hidden_parts)
+    if d_weight is not None:
+        d_weight = d_weight.to(weight.dtype)
     return loss_sum / count, d_hidden, d_weight
 
 

@@ -19,4 +19,10 @@ class RMSNorm(nn.Module):
         x = x.float()
         x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
         # Cast back before scaling, as transformers does, so bf16 results match it bit for bit.
-        return self.weight * x.to(dtype)
+        out = self.weight * x.to(dtype)
+        device_type = out.device.type
+        if torch.is_autocast_enabled(device_type):
+            # Every reader is a projection that autocast would cast anyway, each one separately:
+            # casting once here lets q/k/v (gate/up) share one saved copy, the same values.
+            out = out.to(torch.get_autocast_dtype(device_type))
+        return out

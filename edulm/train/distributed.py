@@ -106,11 +106,16 @@ def init_distributed(device_name: str) -> DistEnv:
     return DistEnv(rank=rank, local_rank=local_rank, world_size=world_size, device=device)
 
 
-def teardown(env: DistEnv) -> None:
-    """Leave the process group (so NCCL/gloo threads stop before the interpreter exits)."""
+def teardown(env: DistEnv, clean: bool = True) -> None:
+    """Leave the process group (so NCCL/gloo threads stop before the interpreter exits).
+
+    After a clean run every process waits for the others first; after a failure it leaves at once
+    (a barrier could wait forever for a process that is gone).
+    """
     if env.distributed and dist.is_initialized():
         try:
-            dist.barrier()
+            if clean:
+                dist.barrier()
         finally:
             dist.destroy_process_group()
 

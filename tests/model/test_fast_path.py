@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
 
 import edulm.model.attention as attention
 from edulm.memory import saved_for_backward_bytes, track_tensor_memory
@@ -128,6 +129,27 @@ def test_fused_loss_keeps_nothing_vocab_sized_per_token_for_backward():
     assert plain_saved >= n_tokens * vocab * 4
     # d hidden and d weight only: the size of the inputs, not tokens x vocab.
     assert fused_saved <= (hidden.numel() + weight.numel()) * 4 + 64
+
+
+def test_fused_loss_does_three_matmuls_per_token_and_no_recompute():
+    n_tokens, d, vocab = 40, 16, 300
+    hidden, weight, targets = _head_inputs(n_tokens, d=d, vocab=vocab)
+    with FlopCounterMode(display=False) as flops:
+        lm_loss(hidden, weight, targets, chunk_size=16).backward()
+    # logits, d hidden and d weight: 3 products of 2 * N * V * d FLOPs; recomputing logits would be 4.
+    assert flops.get_total_flops() == 3 * 2 * n_tokens * vocab * d
+
+
+def test_compiled_fused_loss_matches_reference_with_ignored_targets():
+    hidden, weight, targets = _head_inputs(45)
+    targets[1::4] = IGNORE_INDEX
+    want = _loss_and_grads(_reference, hidden, weight, targets)
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda h, w, t: lm_loss(h, w, t, chunk_size=16), backend="aot_eager", fullgraph=True)
+    got = _loss_and_grads(compiled, hidden, weight, targets)
+    torch._dynamo.reset()
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("grad_checkpointing", [False, True])

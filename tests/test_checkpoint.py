@@ -1,0 +1,94 @@
+"""Checkpoint folders: atomic commit, integrity checks, fallback to the previous one, retention."""
+
+import logging
+
+import pytest
+
+from edulm import checkpoint
+from edulm.errors import UsageError
+
+
+def make(run_dir, step, payload=b"weights"):
+    tmp = checkpoint.begin(run_dir, step)
+    (tmp / "model.safetensors").write_bytes(payload * 100)
+    (tmp / "config.yaml").write_text(f"step: {step}\n")
+    return checkpoint.commit(tmp, step)
+
+
+def test_commit_is_a_rename_with_a_manifest(tmp_path):
+    tmp = checkpoint.begin(tmp_path, 5)
+    assert tmp.name.startswith(".tmp-") and checkpoint.list_checkpoints(tmp_path) == []
+    (tmp / "a.bin").write_bytes(b"x" * 10)
+    path = checkpoint.commit(tmp, 5)
+    assert path == tmp_path / "checkpoints" / "step-0000005"
+    assert not tmp.exists()
+    assert checkpoint.verify(path) is None
+    assert checkpoint.step_of(path) == 5
+    assert checkpoint.list_checkpoints(tmp_path) == [path]
+
+
+def test_damage_is_detected(tmp_path):
+    path = make(tmp_path, 1)
+    data = (path / "model.safetensors").read_bytes()
+    (path / "model.safetensors").write_bytes(data[:-1] + b"?")  # same size, different bytes
+    assert "checksum" in checkpoint.verify(path)
+    assert checkpoint.verify(path, checksums=False) is None
+    (path / "model.safetensors").write_bytes(data[:10])
+    assert "bytes" in checkpoint.verify(path, checksums=False)
+    (path / "model.safetensors").unlink()
+    assert "missing" in checkpoint.verify(path)
+    (path / "manifest.json").unlink()
+    assert "manifest" in checkpoint.verify(path)
+
+
+def test_latest_good_falls_back_with_a_warning(tmp_path, caplog):
+    first = make(tmp_path, 10)
+    second = make(tmp_path, 20)
+    assert checkpoint.find_latest_good(tmp_path) == second
+    with (second / "model.safetensors").open("r+b") as f:
+        f.truncate(3)
+    with caplog.at_level(logging.WARNING, logger="edulm"):
+        assert checkpoint.find_latest_good(tmp_path) == first
+    assert "step-0000020" in caplog.text
+    assert checkpoint.resolve_resume(tmp_path, "auto") == first
+    assert checkpoint.resolve_resume(tmp_path, str(first)) == first
+    with pytest.raises(UsageError, match="damaged"):
+        checkpoint.resolve_resume(tmp_path, str(second))
+    with pytest.raises(UsageError, match="no such"):
+        checkpoint.resolve_resume(tmp_path, str(tmp_path / "nope"))
+
+
+def test_unfinished_temporaries_are_ignored_and_cleaned(tmp_path):
+    good = make(tmp_path, 1)
+    tmp = checkpoint.begin(tmp_path, 2)
+    (tmp / "model.safetensors").write_bytes(b"half")
+    assert checkpoint.find_latest_good(tmp_path) == good
+    checkpoint.remove_stale_temporaries(tmp_path)
+    assert not tmp.exists() and good.exists()
+
+
+def test_retention_keeps_the_newest_complete_ones(tmp_path):
+    paths = [make(tmp_path, s) for s in (1, 2, 3, 4)]
+    deleted = checkpoint.apply_retention(tmp_path, keep_last=2)
+    assert deleted == paths[:2]
+    assert checkpoint.list_checkpoints(tmp_path) == paths[2:]
+
+
+def test_retention_never_deletes_the_only_good_one(tmp_path):
+    good = make(tmp_path, 1)
+    bad = make(tmp_path, 2)
+    (bad / "manifest.json").unlink()
+    # keep_last=1 would normally drop step 1, but step 2 is not complete: step 1 stays.
+    assert checkpoint.apply_retention(tmp_path, keep_last=1) == []
+    assert good.exists() and bad.exists()
+    newer = make(tmp_path, 3)
+    assert checkpoint.apply_retention(tmp_path, keep_last=1) == [good, bad]
+    assert checkpoint.list_checkpoints(tmp_path) == [newer]
+
+
+def test_recommitting_a_step_replaces_it(tmp_path):
+    make(tmp_path, 7, b"old")
+    path = make(tmp_path, 7, b"new")
+    assert (path / "model.safetensors").read_bytes().startswith(b"new")
+    assert checkpoint.verify(path) is None
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["step-0000007"]
