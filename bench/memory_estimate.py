@@ -26,7 +26,7 @@ import sys
 
 import torch
 
-from edulm.config import ModelConfig, load_config
+from edulm.config import Config, ModelConfig, load_config
 from edulm.errors import UsageError
 from edulm.memory import track_tensor_memory
 from edulm.model import LlamaLM, count_parameters
@@ -53,13 +53,14 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", default=None, help="a YAML run config (default: the 135M recipe's model)")
     p.add_argument("--micro-batch", type=int, default=8)
-    p.add_argument("--seq-len", type=int, default=2048)
+    p.add_argument("--seq-len", type=int, default=None, help="default: the config's train.seq_len (2048)")
     p.add_argument("--precision", choices=("bf16", "fp32"), default="bf16")
     p.add_argument("--grad-ckpt", action="store_true", help="with gradient checkpointing")
     args = p.parse_args(argv)
-    cfg = load_config(args.config).model if args.config else ModelConfig()
-    cfg = dataclasses.replace(cfg, max_seq_len=max(cfg.max_seq_len, args.seq_len))
-    bf16, T = args.precision == "bf16", args.seq_len
+    run = load_config(args.config) if args.config else Config()
+    T = args.seq_len or run.train.seq_len
+    cfg = dataclasses.replace(run.model, max_seq_len=max(run.model.max_seq_len, T))
+    bf16 = args.precision == "bf16"
     # Smallest micro-batch whose tokens fill one loss chunk: from there on the peak is linear in B.
     b0 = max(1, -(-LOSS_CHUNK_TOKENS // T))
     points = [(1, b0), (2, b0), (1, b0 + 1), (2, b0 + 1)]
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{'on' if args.grad_ckpt else 'off'}, fused loss chunk {LOSS_CHUNK_TOKENS} tokens",
         f"- per layer per sequence: {b / 2**20:.1f} MiB; per sequence outside the layers: {a / 2**20:.1f} MiB; "
         f"fixed: {c / 2**20:.1f} MiB",
-        f"- fit check at L=2, B={b0 + 1}: predicted {check / GiB:.3f} GiB, measured {peaks[2, b0 + 1] / GiB:.3f} GiB",
+        f"- fit check at L=2, B={b0 + 1}: predicted {check / 2**20:.2f} MiB, measured {peaks[2, b0 + 1] / 2**20:.2f} MiB",
         f"- step peak (activations, gradients, loss workspace): {step_peak / GiB:.2f} GiB",
         f"- weights + AdamW state (float32): {outside / GiB:.2f} GiB",
         f"- **estimated peak allocated: {(step_peak + outside) / GiB:.2f} GiB**",

@@ -4,14 +4,16 @@ Both models get the same config, the same weights, the same batches (random toke
 the device), the same micro-batch, sequence length and accumulation, the same AdamW
 (``edulm.train.optim.build_optimizer``: fused on CUDA), the same precision (bf16 autocast on CUDA,
 float32 on CPU unless the config says otherwise) and, unless ``--no-compile``, ``torch.compile``.
-transformers runs with ``attn_implementation="sdpa"``. Each case is warmed up (compilation happens
-there), then the median of ``--steps`` timed optimizer steps gives tokens/s; MFU counts
-``edulm.model.flops_per_token`` (6N + 12·L·d·T) against ``edulm.metrics.peak_bf16_flops`` and says
-"unknown" for a device not in its table.
+transformers runs with ``attn_implementation="sdpa"``. The implementations' steps are interleaved
+(one step of each in turn) so that any slowdown of the machine hits them alike. Each case is warmed
+up (compilation happens there), then the median of ``--steps`` timed optimizer steps gives tokens/s;
+MFU counts ``edulm.model.flops_per_token`` (6N + 12·L·d·T) against
+``edulm.metrics.peak_bf16_flops`` and says "unknown" for a device not in its table.
 
-Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` over the whole case (weights, gradients,
-optimizer state, activations). On CPU, the same total counted tensor by tensor
-(``edulm.memory.TensorMemoryTracker``) over one extra uncompiled step.
+Peak memory: the weights and optimizer state of that implementation plus the peak of one step on
+top of everything already allocated (activations, gradients, workspaces): on CUDA from the
+allocator's statistics over a compiled step, on CPU counted tensor by tensor
+(``edulm.memory.TensorMemoryTracker``) over an eager step.
 
     python bench/train_throughput.py --config tiny                     # CPU smoke figures
     python bench/train_throughput.py --config configs/l20_135m_deepthin.yaml --micro-batches 4,6,8 \\
@@ -77,7 +79,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=3, help="untimed optimizer steps per case (compilation happens here)")
     p.add_argument("--no-compile", action="store_true", help="run both models eagerly")
     p.add_argument("--grad-ckpt", choices=("both", "on", "off"), default="both", help="gradient checkpointing cases")
-    p.add_argument("--impl", default=",".join(IMPLEMENTATIONS), help="implementations to run: edulm,transformers")
+    p.add_argument("--impl", action="append", metavar="'NAME [section.key=value ...]'",
+                   help="an implementation to run (edulm or transformers), optionally with its own config "
+                        "overrides; repeat for several (default: edulm and transformers)")
     p.add_argument("--device", default="auto", help="'auto' (CUDA when available), 'cpu' or 'cuda[:N]'")
     p.add_argument("--out", default=None, help="also write the results: .json for JSON, anything else for markdown")
     args = p.parse_args(argv)
@@ -85,10 +89,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.micro_batches = [int(x) for x in args.micro_batches.split(",") if x.strip()]
     except ValueError:
         p.error(f"--micro-batches must be comma-separated integers, got {args.micro_batches!r}")
-    args.impl = [x.strip() for x in args.impl.split(",") if x.strip()]
-    unknown = set(args.impl) - set(IMPLEMENTATIONS)
-    if unknown or not args.impl:
-        p.error(f"--impl takes {', '.join(IMPLEMENTATIONS)}; got {args.impl}")
+    args.impl = [" ".join(spec.split()) for spec in (args.impl or IMPLEMENTATIONS)]
+    for spec in args.impl:
+        if not spec or spec.split()[0] not in IMPLEMENTATIONS:
+            p.error(f"--impl must start with one of {', '.join(IMPLEMENTATIONS)}; got {spec!r}")
     if not args.micro_batches or min(args.micro_batches) < 1 or args.steps < 1 or args.warmup < 0 or args.grad_accum < 1:
         p.error("--micro-batches, --steps and --grad-accum must be positive, --warmup 0 or more")
     return args
@@ -144,77 +148,138 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def run_case(cfg: Config, args: argparse.Namespace, impl: str, micro: int, grad_ckpt: bool, device: torch.device) -> Case:
-    """Warm up, then time ``args.steps`` optimizer steps of one implementation at one micro-batch."""
-    case = Case(impl, micro, grad_ckpt)
-    seq_len, accum = cfg.train.seq_len, args.grad_accum
-    bf16 = device.type == "cuda" and cfg.train.precision in ("auto", "bf16") or cfg.train.precision == "bf16"
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
-    model, loss_fn = build_models(cfg, impl, device, grad_ckpt)
-    optimizer, _ = build_optimizer(model, cfg.train)
-    step_fn = loss_fn if args.no_compile else torch.compile(loss_fn)
-    g = torch.Generator().manual_seed(1)
-    windows = [torch.randint(0, cfg.model.vocab_size, (micro, seq_len + 1), generator=g) for _ in range(4)]
-    # (inputs, targets) as the data loader yields them: contiguous, already on the device.
-    batches = [(w[:, :-1].contiguous().to(device), w[:, 1:].contiguous().to(device)) for w in windows]
+class Runner:
+    """One implementation at one micro-batch: model, optimizer, (compiled) loss and fixed batches."""
 
-    def train_step(i: int, fn) -> float:
-        total = 0.0
-        for j in range(accum):
-            ids, targets = batches[(i * accum + j) % len(batches)]
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                loss = fn(ids, targets) / accum
+    def __init__(self, label: str, impl: str, cfg: Config, args: argparse.Namespace, micro: int, grad_ckpt: bool,
+                 device: torch.device) -> None:
+        self.case = Case(label, micro, grad_ckpt)
+        self.cfg, self.device, self.accum = cfg, device, args.grad_accum
+        self.bf16 = cfg.train.precision == "bf16" or (device.type == "cuda" and cfg.train.precision == "auto")
+        self.model, self.eager_fn = build_models(cfg, impl, device, grad_ckpt)
+        self.optimizer, _ = build_optimizer(self.model, cfg.train)
+        # Static shapes, as in training: every case compiles its own graphs (see run_cases).
+        self.fn = self.eager_fn if args.no_compile else torch.compile(self.eager_fn, dynamic=False)
+        g = torch.Generator().manual_seed(1)
+        windows = [torch.randint(0, cfg.model.vocab_size, (micro, cfg.train.seq_len + 1), generator=g) for _ in range(4)]
+        # (inputs, targets) as the data loader yields them: contiguous, already on the device.
+        self.batches = [(w[:, :-1].contiguous().to(device), w[:, 1:].contiguous().to(device)) for w in windows]
+
+    def step(self, i: int, eager: bool = False) -> torch.Tensor:
+        """One optimizer step over ``accum`` micro-batches; returns the mean loss."""
+        fn = self.eager_fn if eager else self.fn
+        total = torch.zeros((), device=self.device)
+        for j in range(self.accum):
+            ids, targets = self.batches[(i * self.accum + j) % len(self.batches)]
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                loss = fn(ids, targets) / self.accum
             loss.backward()
             total += loss.detach()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
         return total
 
-    try:
-        for i in range(args.warmup + args.steps):
-            _sync(device)
+    def timed_step(self, i: int, record: bool) -> None:
+        if self.case.error:
+            return
+        try:
+            _sync(self.device)
             start = time.perf_counter()
-            loss = train_step(i, step_fn)
-            _sync(device)
-            if i == 0:
-                case.first_loss = float(loss)
-            if i >= args.warmup:
-                case.step_times_s.append(time.perf_counter() - start)
-        if device.type == "cuda":
-            case.peak_mem_gib = torch.cuda.max_memory_allocated(device) / 2**30
-        else:
-            case.peak_mem_gib = _cpu_peak_bytes(model, optimizer, lambda: train_step(0, loss_fn)) / 2**30
-    except torch.OutOfMemoryError:
-        case.error = "OOM"
-    finally:
-        del model, optimizer, step_fn, batches
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-    if case.step_times_s:
-        median = statistics.median(case.step_times_s)
-        case.step_ms = median * 1e3
-        case.tokens_per_s = micro * accum * seq_len / median
-        case.mfu = mfu(case.tokens_per_s, flops_per_token(cfg.model, seq_len), peak_bf16_flops(device_info(device)["name"]))
-    return case
+            loss = self.step(i)
+            _sync(self.device)
+        except torch.OutOfMemoryError:
+            self.case.error = "OOM"
+            return
+        if i == 0:
+            self.case.first_loss = float(loss)
+        if record:
+            self.case.step_times_s.append(time.perf_counter() - start)
+
+    def persistent_bytes(self) -> int:
+        """Weights and optimizer state: what stays allocated between steps."""
+        params = sum(p.numel() * p.element_size() for p in self.model.parameters())
+        state = sum(t.numel() * t.element_size() for st in self.optimizer.state.values() for t in st.values()
+                    if torch.is_tensor(t))
+        return params + state
+
+    def measure_memory(self) -> None:
+        """Peak of one step (activations, gradients, workspaces) on top of this model's weights and state.
+
+        Measured on top of whatever else is allocated, so the other implementation's model, alive
+        at the same time, does not count. CUDA: the compiled step, from the allocator's statistics;
+        CPU: an eager step, tensor by tensor.
+        """
+        if self.case.error:
+            return
+        try:
+            if self.device.type == "cuda":
+                _sync(self.device)
+                torch.cuda.empty_cache()
+                before = torch.cuda.memory_allocated(self.device)
+                torch.cuda.reset_peak_memory_stats(self.device)
+                self.step(0)
+                _sync(self.device)
+                step_peak = torch.cuda.max_memory_allocated(self.device) - before
+            else:
+                with track_tensor_memory() as mem:
+                    self.step(0, eager=True)
+                step_peak = mem.peak_bytes
+        except torch.OutOfMemoryError:
+            self.case.error = "OOM"
+            return
+        self.case.peak_mem_gib = (self.persistent_bytes() + step_peak) / 2**30
+
+    def finish(self, cfg: Config) -> Case:
+        """Release the model and turn the step times into the case's figures."""
+        del self.model, self.optimizer, self.fn, self.eager_fn, self.batches
+        case = self.case
+        if case.step_times_s and not case.error:
+            median = statistics.median(case.step_times_s)
+            tokens = case.micro_batch * self.accum * cfg.train.seq_len
+            case.step_ms = median * 1e3
+            case.tokens_per_s = tokens / median
+            peak = peak_bf16_flops(device_info(self.device)["name"])
+            case.mfu = mfu(case.tokens_per_s, flops_per_token(cfg.model, cfg.train.seq_len), peak)
+        return case
 
 
-def _cpu_peak_bytes(model, optimizer, step) -> int:
-    """Weights + optimizer state + gradients + the peak of what one eager step allocates on top."""
-    params = sum(p.numel() * p.element_size() for p in model.parameters())
-    state = sum(t.numel() * t.element_size() for s in optimizer.state.values() for t in s.values() if torch.is_tensor(t))
-    with track_tensor_memory() as mem:
-        step()
-    return params + state + mem.peak_bytes
+def run_cases(variants: list[tuple[str, str, Config]], args: argparse.Namespace, micro: int, grad_ckpt: bool,
+              device: torch.device) -> list[Case]:
+    """Time every variant at one micro-batch, their steps interleaved so that any slowdown of the
+    machine hits them alike; then measure each one's memory."""
+    torch._dynamo.reset()  # fresh compilation per case: no recompile limits, no shapes marked dynamic
+    runners = []
+    for label, impl, cfg in variants:
+        try:
+            runners.append(Runner(label, impl, cfg, args, micro, grad_ckpt, device))
+        except torch.OutOfMemoryError:
+            runners.append(None)
+            print(f"{label}: out of memory while building", file=sys.stderr)
+    for i in range(args.warmup + args.steps):
+        for runner in filter(None, runners):
+            runner.timed_step(i, record=i >= args.warmup)
+    for runner in filter(None, runners):
+        runner.measure_memory()
+    cases = []
+    for runner, (label, _, cfg) in zip(runners, variants):
+        cases.append(runner.finish(cfg) if runner else Case(label, micro, grad_ckpt, error="OOM"))
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return cases
 
 
 def _fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+def _mfu_text(case: Case) -> str:
+    if case.tokens_per_s is None:
+        return "-"
+    return "unknown" if case.mfu is None else f"{case.mfu * 100:.1f}%"
+
+
 def markdown(cases: list[Case], header: dict) -> str:
-    """The results as a markdown table (one row per case, edulm's speed-up over transformers last)."""
+    """The results as a markdown table: one row per case, the speed-up over transformers at the same settings last."""
     lines = [f"- {k}: {v}" for k, v in header.items()]
     lines += ["", "| impl | micro-batch | grad ckpt | tokens/s | step ms | MFU | peak mem GiB | first loss | vs transformers |",
               "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
@@ -222,12 +287,11 @@ def markdown(cases: list[Case], header: dict) -> str:
     for c in cases:
         ref = reference.get((c.micro_batch, c.grad_ckpt))
         speedup = "-"
-        if c.impl != "transformers" and ref and ref.tokens_per_s and c.tokens_per_s:
+        if c is not ref and ref and ref.tokens_per_s and c.tokens_per_s:
             speedup = f"{c.tokens_per_s / ref.tokens_per_s:.2f}x"
-        mfu = "unknown" if c.mfu is None and c.tokens_per_s else _fmt(c.mfu and c.mfu * 100, ".1f") + ("%" if c.mfu else "")
         lines.append(
             f"| {c.impl} | {c.micro_batch} | {'on' if c.grad_ckpt else 'off'} | "
-            f"{c.error or _fmt(c.tokens_per_s, ',.0f')} | {_fmt(c.step_ms, '.1f')} | {mfu} | "
+            f"{c.error or _fmt(c.tokens_per_s, ',.0f')} | {_fmt(c.step_ms, '.1f')} | {_mfu_text(c)} | "
             f"{_fmt(c.peak_mem_gib, '.3f')} | {_fmt(c.first_loss, '.4f')} | {speedup} |"
         )
     return "\n".join(lines) + "\n"
@@ -236,8 +300,11 @@ def markdown(cases: list[Case], header: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     cfg = load_bench_config(args.config, args.seq_len, args.overrides)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if args.device == "auto" else args.device))
+    variants = []
+    for spec in args.impl:
+        impl, *extra = spec.split()
+        variants.append((spec, impl, load_bench_config(args.config, args.seq_len, [*args.overrides, *extra])))
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -245,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
 
     name = device_info(device)["name"]
     peak = peak_bf16_flops(name)
+    bf16 = cfg.train.precision == "bf16" or (device.type == "cuda" and cfg.train.precision == "auto")
     header = {
         "device": f"{name} ({torch.get_num_threads()} threads)" if device.type == "cpu" else name,
         "peak bf16 TFLOPS": "unknown" if peak is None else f"{peak / 1e12:g}",
@@ -252,17 +320,16 @@ def main(argv: list[str] | None = None) -> int:
         "config": " ".join([args.config, *args.overrides]), "parameters": f"{count_parameters(cfg.model):,}",
         "seq_len": cfg.train.seq_len, "grad_accum": args.grad_accum,
         "FLOPs/token": f"{flops_per_token(cfg.model, cfg.train.seq_len):,}",
-        "precision": "bf16 autocast" if device.type == "cuda" and cfg.train.precision != "fp32" else "fp32",
-        "compile": not args.no_compile, "steps": f"{args.warmup} warm-up + {args.steps} timed (median)",
+        "precision": "bf16 autocast" if bf16 else "fp32", "compile": not args.no_compile,
+        "steps": f"{args.warmup} warm-up + {args.steps} timed, interleaved across implementations (median)",
     }
     ckpt_cases = {"both": (False, True), "on": (True,), "off": (False,)}[args.grad_ckpt]
     cases = []
     for grad_ckpt in ckpt_cases:
         for micro in args.micro_batches:
-            for impl in args.impl:
-                case = run_case(cfg, args, impl, micro, grad_ckpt, device)
+            for case in run_cases(variants, args, micro, grad_ckpt, device):
                 cases.append(case)
-                print(f"{impl:>12} micro={micro} ckpt={'on' if grad_ckpt else 'off'}: "
+                print(f"{case.impl} micro={micro} ckpt={'on' if grad_ckpt else 'off'}: "
                       f"{case.error or _fmt(case.tokens_per_s, ',.0f') + ' tokens/s'}", file=sys.stderr, flush=True)
     table = markdown(cases, header)
     print(table)

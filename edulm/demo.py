@@ -2,7 +2,7 @@
 
 ``python -m edulm.demo [CONFIG] [section.key=value ...]`` (default ``configs/smoke.yaml``):
 
-1. tokenizes ``data.source`` into shards unless ``data.shards_dir`` already holds them;
+1. tokenizes ``data.source`` into shards (nothing to do when ``data.shards_dir`` already holds them);
 2. trains the config, continuing an earlier demo run from its latest checkpoint if there is one;
 3. the trainer exports ``final/`` (a Hugging Face folder) through the same code as ``edulm export``;
 4. generates a sample from ``final/`` and prints where every artifact is, then one line with the
@@ -37,12 +37,9 @@ def run_demo(config_path: str | Path, overrides: list[str]) -> dict[str, float]:
     cfg = load_config(config_path, overrides)
     shards = Path(cfg.data.shards_dir)
     print(f"== 1/4 data: {cfg.data.source} -> {shards}", flush=True)
-    if (shards / "manifest.json").is_file():
-        print(f"shards already prepared in {shards}", flush=True)
-    else:
-        from edulm.data.prepare import prepare
+    from edulm.data.prepare import prepare
 
-        prepare(cfg)
+    prepare(cfg)  # returns at once when the shards are already there
 
     run_dir = Path(cfg.run.out_dir)
     print(f"== 2/4 train: {config_path} -> {run_dir}", flush=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,8 @@ from tqdm.auto import tqdm
 
 from edulm.config import Config
 from edulm.errors import UsageError
-from edulm.metrics import MetricsCSV
+from edulm.metrics import MetricsCSV, code_revision, cost_estimate, mfu, perplexity, versions, write_json
+from edulm.model.llama import count_parameters, flops_per_token
 
 TRAINING_DIR = "training"
 METRICS_FILE = "training_metrics.csv"
@@ -121,6 +123,49 @@ class Reporter:
         if self._wandb is not None:
             self._wandb.finish()
             self._wandb = None
+
+
+def write_summary(
+    path: Path, *, status: str, cfg: Config, tally: Tally, step: int, total: int, tokens: int, step_tokens: int,
+    skipped: int, last_loss: float | None, last_val: float | None, wall_time_s: float, device: dict[str, Any],
+    device_type: str, world_size: int, amp: bool, peak_flops: float | None, gpu_hourly_rate: float | None,
+    started_at: datetime,
+) -> None:
+    """Write ``training_summary.json``: totals, throughput, memory, device, time, cost, versions."""
+    t = cfg.train
+    fpt = flops_per_token(cfg.model, t.seq_len)
+    after = tally.after_warmup_tokens / tally.after_warmup_time_s if tally.after_warmup_time_s > 0 else None
+    summary = {
+        "run": cfg.run.name,
+        "status": status,
+        "parameters": count_parameters(cfg.model),
+        "flops_per_token": fpt,
+        "steps": step,
+        "total_steps": total,
+        "tokens": tokens,
+        "tokens_per_step": step_tokens,
+        "batch": {"micro_batch_size": t.micro_batch_size, "grad_accum_steps": t.grad_accum_steps,
+                  "world_size": world_size, "seq_len": t.seq_len},
+        "skipped_steps": skipped,
+        "final_train_loss": last_loss,
+        "final_val_loss": last_val,
+        "final_val_ppl": perplexity(last_val) if last_val is not None else None,
+        "mean_tokens_per_s": tally.step_tokens / tally.step_time_s if tally.step_time_s > 0 else None,
+        "mean_tokens_per_s_after_warmup": after,
+        "mfu_after_warmup": mfu(after, fpt, peak_flops, world_size) if after else None,
+        "peak_memory_gb": round(tally.peak_memory_gb, 4),
+        "device": device,
+        "precision": "bf16 autocast" if amp else "fp32",
+        "distributed": t.distributed if world_size > 1 else None,
+        "wall_time_s": round(wall_time_s, 3),
+        "wall_time_h": round(wall_time_s / 3600, 6),
+        **cost_estimate(wall_time_s, world_size if device_type == "cuda" else 0, gpu_hourly_rate),
+        "versions": versions(),
+        "code_revision": code_revision(),
+        "segment_started_at": started_at.isoformat(timespec="seconds"),
+        "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    write_json(path, summary)
 
 
 def _tensorboard(log_dir: Path):

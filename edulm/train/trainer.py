@@ -27,14 +27,12 @@ import torch
 from edulm import checkpoint
 from edulm.config import Config, load_config, save_config
 from edulm.errors import UsageError
-from edulm.metrics import (
-    code_revision, cost_estimate, device_info, mfu, peak_bf16_flops, perplexity, take_peak_memory_gb, versions, write_json,
-)
+from edulm.metrics import device_info, mfu, peak_bf16_flops, perplexity, take_peak_memory_gb
 from edulm.model.llama import LlamaLM, count_parameters, flops_per_token
 from edulm.train import state as ckpt_state
 from edulm.train.distributed import DistEnv, init_distributed, teardown, wrap_model
 from edulm.train.optim import build_optimizer, describe_groups, set_lr
-from edulm.train.reporting import SUMMARY_FILE, Reporter, Tally
+from edulm.train.reporting import SUMMARY_FILE, Reporter, Tally, write_summary
 from edulm.train.schedule import lr_at, tokens_per_step, total_steps
 from edulm.train.signals import EXIT_CODES, GracefulStop
 from edulm.train.step import autocast_dtype, evaluate, train_step
@@ -189,7 +187,6 @@ class TrainingRun:
         self._announce(ckpt, groups)
         if rank_state:
             ckpt_state.restore_rng(rank_state["rng"])  # last: nothing may draw random numbers after this
-        self.segment_start = time.perf_counter()
 
     def _announce(self, ckpt: Path | None, groups: list[dict]) -> None:
         cfg, say = self.cfg, self.reporter.info
@@ -216,7 +213,7 @@ class TrainingRun:
 
     def loop(self) -> int | None:
         """Train until the last step or a stop request; returns the signal that stopped it, if any."""
-        cfg, env, t = self.cfg, self.env, self.cfg.train
+        env, t = self.env, self.cfg.train
         batches = iter(self.loader)
         first_step_of_process = True
         interval_tokens, interval_time = 0, 0.0
@@ -355,40 +352,13 @@ class TrainingRun:
         self.reporter.info(f"metrics: {self.reporter.training_dir}")
 
     def _write_summary(self, status: str) -> None:
-        t, tally = self.cfg.train, self.tally
-        wall = self.elapsed()
-        after = tally.after_warmup_tokens / tally.after_warmup_time_s if tally.after_warmup_time_s > 0 else None
-        summary = {
-            "run": self.cfg.run.name,
-            "status": status,
-            "parameters": count_parameters(self.cfg.model),
-            "flops_per_token": self.flops_per_token,
-            "steps": self.step,
-            "total_steps": self.total,
-            "tokens": self.tokens,
-            "tokens_per_step": self.step_tokens,
-            "batch": {"micro_batch_size": t.micro_batch_size, "grad_accum_steps": t.grad_accum_steps,
-                      "world_size": self.env.world_size, "seq_len": t.seq_len},
-            "skipped_steps": self.skipped,
-            "final_train_loss": self.last_loss,
-            "final_val_loss": self.last_val,
-            "final_val_ppl": perplexity(self.last_val) if self.last_val is not None else None,
-            "mean_tokens_per_s": tally.step_tokens / tally.step_time_s if tally.step_time_s > 0 else None,
-            "mean_tokens_per_s_after_warmup": after,
-            "mfu_after_warmup": mfu(after, self.flops_per_token, self.peak_flops, self.env.world_size) if after else None,
-            "peak_memory_gb": round(tally.peak_memory_gb, 4),
-            "device": self.device,
-            "precision": "bf16 autocast" if self.amp_dtype else "fp32",
-            "distributed": t.distributed if self.env.distributed else None,
-            "wall_time_s": round(wall, 3),
-            "wall_time_h": round(wall / 3600, 6),
-            **cost_estimate(wall, self.env.world_size if self.env.device.type == "cuda" else 0, self.gpu_hourly_rate),
-            "versions": versions(),
-            "code_revision": code_revision(),
-            "segment_started_at": self.started_at.isoformat(timespec="seconds"),
-            "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        }
-        write_json(self.reporter.training_dir / SUMMARY_FILE, summary)
+        write_summary(
+            self.reporter.training_dir / SUMMARY_FILE, status=status, cfg=self.cfg, tally=self.tally,
+            step=self.step, total=self.total, tokens=self.tokens, step_tokens=self.step_tokens, skipped=self.skipped,
+            last_loss=self.last_loss, last_val=self.last_val, wall_time_s=self.elapsed(), device=self.device,
+            device_type=self.env.device.type, world_size=self.env.world_size, amp=self.amp_dtype is not None,
+            peak_flops=self.peak_flops, gpu_hourly_rate=self.gpu_hourly_rate, started_at=self.started_at,
+        )
 
     def close(self) -> None:
         """Stop the data workers and close files (safe after a failed set-up)."""

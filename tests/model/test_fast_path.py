@@ -152,13 +152,14 @@ def test_compiled_fused_loss_matches_reference_with_ignored_targets():
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("grad_checkpointing", [False, True])
-def test_training_forward_has_no_graph_breaks(tiny_model_config, grad_checkpointing):
+@pytest.mark.parametrize("grad_checkpointing,bf16", [(False, False), (True, False), (False, True)])
+def test_training_forward_has_no_graph_breaks(tiny_model_config, grad_checkpointing, bf16):
     model = LlamaLM(tiny_model_config)
     model.grad_checkpointing = grad_checkpointing
     ids = torch.randint(0, tiny_model_config.vocab_size, (2, 16))
     torch._dynamo.reset()
-    explanation = torch._dynamo.explain(model)(ids, torch.roll(ids, -1, dims=1))
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        explanation = torch._dynamo.explain(model)(ids, torch.roll(ids, -1, dims=1))
     torch._dynamo.reset()
     assert explanation.graph_break_count == 0, explanation.break_reasons
     assert explanation.graph_count == 1
@@ -204,3 +205,30 @@ def test_repeated_kv_heads_give_the_same_attention(tiny_model_config, monkeypatc
     monkeypatch.setattr(attention, "native_gqa", lambda *args: False)
     repeated = attn(x, cos, sin)
     torch.testing.assert_close(repeated, native, rtol=1e-5, atol=1e-6)
+
+
+def test_norm_casts_once_under_autocast_with_the_values_autocast_would_give(tiny_model_config):
+    from edulm.model.norm import RMSNorm
+
+    norm = RMSNorm(tiny_model_config.d_model)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+    x = torch.randn(2, 5, tiny_model_config.d_model)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = norm(x)
+    assert y.dtype == torch.bfloat16
+    assert torch.equal(y, norm(x).to(torch.bfloat16))
+    # q, k and v read one bf16 copy of the norm's output: the block saves it once, not three times.
+    block = LlamaLM(tiny_model_config).model.layers[0]
+    cos, sin = LlamaLM(tiny_model_config).rope(0, 5)
+    expected = block.input_layernorm(x).to(torch.bfloat16)
+    copies = set()
+
+    def pack(t):
+        if t.dtype == torch.bfloat16 and t.numel() == x.numel() and torch.equal(t.reshape(x.shape), expected):
+            copies.add(t.untyped_storage().data_ptr())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), torch.autocast("cpu", dtype=torch.bfloat16):
+        block(x.requires_grad_(), cos, sin)
+    assert len(copies) == 1

@@ -1,0 +1,55 @@
+"""torchrun with two gloo processes gives the losses of one process with twice the accumulation.
+
+The loader deals window ``i`` of the shuffled order to rank ``i mod 2``, so one step of two processes
+(micro-batch 2, no accumulation) sees the same four windows as one step of one process (micro-batch
+2, accumulation 2): the losses agree up to float summation order.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from train_helpers import REPO, cli_env, run_cli, tiny_config, write_config
+
+from edulm.metrics import read_metrics
+
+pytestmark = pytest.mark.slow
+
+COMMON = dict(max_steps=6, eval_interval=3, ckpt_interval=3, micro_batch_size=2)
+
+
+@pytest.fixture(scope="module")
+def single_process_rows(corpus, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("single")
+    cfg = write_config(tmp / "single.yaml", tiny_config(corpus, tmp / "run", grad_accum_steps=2, **COMMON))
+    done = run_cli("train", str(cfg))
+    assert done.returncode == 0, done.stderr
+    return read_metrics(tmp / "run" / "training" / "training_metrics.csv")
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_processes_match_one_with_double_accumulation(corpus, tmp_path, single_process_rows, strategy):
+    cfg = write_config(tmp_path / "pair.yaml", tiny_config(corpus, tmp_path / "pair", grad_accum_steps=1,
+                                                           distributed=strategy, **COMMON))
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "edulm", "train", str(cfg)],
+        env=cli_env(), cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr and "terminate called" not in done.stderr
+    one = single_process_rows
+    two = read_metrics(tmp_path / "pair" / "training" / "training_metrics.csv")
+    assert [r["step"] for r in one] == [r["step"] for r in two] == list(range(1, 7))
+    assert [r["tokens"] for r in one] == [r["tokens"] for r in two]
+    for a, b in zip(one, two):
+        assert a["loss"] == pytest.approx(b["loss"], abs=1e-5)
+        assert a["grad_norm"] == pytest.approx(b["grad_norm"], abs=1e-5)
+        if a["val_loss"] is not None:
+            assert a["val_loss"] == pytest.approx(b["val_loss"], abs=1e-5)
+    assert sorted(p.name for p in (tmp_path / "pair" / "checkpoints" / "step-0000006").iterdir()) == [
+        "config.yaml", "manifest.json", "model.safetensors", "optimizer.pt", "rank-00000.pt", "rank-00001.pt",
+        "trainer_state.json",
+    ]
+    assert (tmp_path / "pair" / "final" / "config.json").is_file()
