@@ -251,6 +251,12 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):
+            # YAML 1.1 reads 3e-4 (no dot) as a string; it is plainly a number.
+            try:
+                return float(value)
+            except ValueError:
+                pass
         raise UsageError(f"{where}: expected a number, got {value!r}")
     if tp is str:
         if isinstance(value, str):
@@ -306,7 +312,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Return a copy of the nested mapping ``raw`` with each ``section.key=value`` applied."""
-    out = {k: dict(v or {}) for k, v in (raw or {}).items()}
+    # Sections that are not mappings are kept as they are for config_from_dict to reject.
+    out = {k: dict(v or {}) if isinstance(v, dict) or v is None else v for k, v in (raw or {}).items()}
     for text in overrides:
         (section, key), value = parse_override(text)
         if section not in SECTIONS:
@@ -314,6 +321,8 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
         names = [f.name for f in dataclasses.fields(SECTIONS[section])]
         if key not in names:
             raise UsageError(f"override '{text}': unknown key '{section}.{key}'{_did_you_mean(key, names)}")
+        if not isinstance(out.get(section, {}), dict):
+            raise UsageError(f"override '{text}': section '{section}' in the config file is not a mapping")
         out.setdefault(section, {})[key] = value
     return out
 

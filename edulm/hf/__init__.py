@@ -5,7 +5,7 @@ config mapping (``mapping``), one resolver and loader for every MODEL argument: 
 run dir or a checkpoint dir (``source``), and an export that validates its own output (``export``).
 """
 
-from edulm.hf.export import EXPORT_MARKER, cache_root, ensure_hf_folder, export, validate_hf_folder
+from edulm.hf.export import EXPORT_MARKER, ensure_hf_folder, export, validate_hf_folder
 from edulm.hf.mapping import model_config_from_hf, to_hf_config
 from edulm.hf.source import (
     ResolvedModel,
@@ -20,7 +20,6 @@ from edulm.hf.source import (
 __all__ = [
     "EXPORT_MARKER",
     "ResolvedModel",
-    "cache_root",
     "empty_model",
     "ensure_hf_folder",
     "export",

@@ -151,26 +151,22 @@ def _replace_folder(new: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def cache_root() -> Path:
-    """edulm's cache folder: ``$EDULM_CACHE``, else ``$XDG_CACHE_HOME/edulm``, else ``~/.cache/edulm``."""
-    if os.environ.get("EDULM_CACHE"):
-        return Path(os.environ["EDULM_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edulm"
-
-
 def ensure_hf_folder(src: str | Path) -> Path:
-    """An HF folder for ``src``: itself if it already is one, else an export cached under ``cache_root()/hf``.
+    """An HF folder for ``src``: itself if it already is one, else an export cached in edulm's cache folder
+    (``$EDULM_CACHE/hf/``, default ``~/.cache/edulm/hf/``).
 
     The cache entry is keyed by the weights file's path, size and modification time, so a
     checkpoint is converted once and a rewritten one is converted again.
     """
+    from edulm.tokenizer import cache_dir
+
     resolved = resolve_model(src)
     folder = resolved.weights.parent
     if is_hf_folder(folder):
         return folder
     stat = resolved.weights.stat()
     key = f"{resolved.weights.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
-    target = cache_root() / "hf" / hashlib.sha256(key.encode()).hexdigest()[:20]
+    target = cache_dir() / "hf" / hashlib.sha256(key.encode()).hexdigest()[:20]
     if not (is_hf_folder(target) and (target / EXPORT_MARKER).is_file()):
         # Export the checkpoint itself, not the run dir, so a checkpoint written meanwhile can't slip in.
         export(folder, target)

@@ -18,8 +18,8 @@ from edulm.weights import MODEL_FILE, load_weights
 SHARD_INDEX_FILE = "model.safetensors.index.json"
 """Index of a sharded safetensors checkpoint, as transformers writes it."""
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
-"""Any of these in a folder means it carries its own tokenizer."""
+TOKENIZER_FILES = ("tokenizer.json",)
+"""A folder with one of these carries its own (fast) tokenizer."""
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 """Weight dtypes accepted by name."""
@@ -114,20 +114,23 @@ def resolve_model(src: str | Path) -> ResolvedModel:
 
 
 def _resolve_run(run_dir: Path) -> ResolvedModel:
-    from edulm.checkpoint import find_latest_good  # the trainer's module; imported only when needed
+    # The trainer's module, imported only when needed.
+    from edulm.checkpoint import find_latest_good, list_checkpoints
 
     final = run_dir / "final"
-    checkpoint = find_latest_good(run_dir) if (run_dir / "checkpoints").is_dir() else None
-    if is_hf_folder(final):
-        final_weights = hf_weights_file(final)
-        assert final_weights is not None
-        newer_checkpoint = (
-            checkpoint is not None
-            and (checkpoint / MODEL_FILE).stat().st_mtime > final_weights.stat().st_mtime
-        )
-        if not newer_checkpoint:
-            run_tokenizer = load_config(run_dir / "config.yaml").tokenizer.name
-            return _resolve_hf(final, "run", run_dir, fallback_tokenizer=run_tokenizer)
+    final_weights = hf_weights_file(final) if is_hf_folder(final) else None
+
+    def newer_than_final(checkpoint: Path | None) -> bool:
+        if checkpoint is None:
+            return False
+        return final_weights is None or (checkpoint / MODEL_FILE).stat().st_mtime > final_weights.stat().st_mtime
+
+    # Checksumming checkpoints costs seconds, so only when one may be newer than final/.
+    listed = list_checkpoints(run_dir)
+    checkpoint = find_latest_good(run_dir) if newer_than_final(listed[-1] if listed else None) else None
+    if final_weights is not None and not newer_than_final(checkpoint):
+        run_tokenizer = load_config(run_dir / "config.yaml").tokenizer.name
+        return _resolve_hf(final, "run", run_dir, fallback_tokenizer=run_tokenizer)
     if checkpoint is None:
         raise UsageError(
             f"{run_dir}: run dir has no complete final/ folder and no intact checkpoint yet; "

@@ -1,0 +1,70 @@
+"""``edulm info``: what a config or a saved model is — architecture, exact size, training cost per token."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from edulm.config import Config, ModelConfig, dump_config, explain, load_config
+from edulm.errors import UsageError
+from edulm.model.llama import count_parameters, flops_per_token
+
+
+def architecture_lines(m: ModelConfig, seq_len: int) -> list[str]:
+    """The architecture, the exact parameter count and the training FLOPs per token at ``seq_len``."""
+    n = count_parameters(m)
+    embedding = m.vocab_size * m.d_model * (1 if m.tie_embeddings else 2)
+    return [
+        f"architecture: Llama decoder, {m.n_layers} layers, d_model {m.d_model}, FFN {m.d_ff} (SwiGLU), "
+        f"{m.n_heads} query / {m.n_kv_heads} key-value heads of width {m.head_dim}",
+        f"vocabulary: {m.vocab_size:,}; context: {m.max_seq_len:,}; RoPE theta {m.rope_theta:g}; "
+        f"RMSNorm eps {m.norm_eps:g}; embeddings {'tied' if m.tie_embeddings else 'untied'}",
+        f"parameters: {n:,}",
+        f"non-embedding parameters: {n - embedding:,}",
+        f"training FLOPs/token: {flops_per_token(m, seq_len):,} (6N + 12·L·d·T with T = {seq_len:,})",
+    ]
+
+
+def _budget_lines(cfg: Config) -> list[str]:
+    t = cfg.train
+    if t.micro_batch_size == "auto":
+        return [f"tokens per step: set at start (micro_batch_size auto) x {t.grad_accum_steps} x {t.seq_len}"]
+    per_step = t.micro_batch_size * t.grad_accum_steps * t.seq_len
+    lines = [f"tokens per step: {per_step:,} ({t.micro_batch_size} x {t.grad_accum_steps} x {t.seq_len:,}, one process)"]
+    if t.max_steps:
+        lines.append(f"steps: {t.max_steps:,} (train.max_steps) = {t.max_steps * per_step:,} tokens")
+    elif t.token_budget:
+        lines.append(f"steps: {math.ceil(t.token_budget / per_step):,} (ceil of the {t.token_budget:,}-token budget / tokens per step)")
+    return lines
+
+
+def describe(target: str | None, overrides: list[str], explain: bool = False) -> str:
+    """Text for ``edulm info TARGET``: a YAML config (with overrides) or a MODEL folder."""
+    if target is None:
+        if explain:
+            return _explain_text()
+        raise UsageError("info needs a config or model path (or --explain to list every config key)")
+    path = Path(target)
+    if not path.exists():
+        raise UsageError(f"{target}: no such file or folder; pass a YAML config or a model folder")
+    if path.is_file():
+        cfg = load_config(path, overrides)
+        lines = [f"config: {path}", *architecture_lines(cfg.model, cfg.train.seq_len), *_budget_lines(cfg)]
+        lines += ["", "resolved config:", dump_config(cfg).rstrip()]
+    else:
+        if overrides:
+            raise UsageError("key=value overrides apply to configs, not to model folders")
+        from edulm.hf import resolve_model
+
+        resolved = resolve_model(path)
+        m = resolved.model_config
+        lines = [f"model: {resolved.path} ({resolved.kind})", *architecture_lines(m, m.max_seq_len)]
+        lines.append(f"weights: {resolved.weights}")
+        lines.append(f"tokenizer: {resolved.tokenizer_name or 'none recorded'}")
+    if explain:
+        lines += ["", _explain_text()]
+    return "\n".join(lines)
+
+
+def _explain_text() -> str:
+    return "config keys (section.key, type, default, meaning):\n" + explain()

@@ -1,0 +1,64 @@
+"""The command line's contract: exit 2 with one line for bad input, tracebacks only with --debug."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from edulm.cli import main
+
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "edulm", *args], capture_output=True, text=True, env=ENV, timeout=120)
+
+
+def test_info_reference_config_prints_exact_parameter_count():
+    out = run("info", "configs/l20_135m_deepthin.yaml")
+    assert out.returncode == 0, out.stderr
+    assert "parameters: 134,515,008" in out.stdout.splitlines()
+    assert "training FLOPs/token: 1,231,763,328" in out.stdout
+    assert out.stderr == ""
+
+
+def test_bad_override_is_one_line_exit_2():
+    out = run("info", "configs/smoke.yaml", "train.lrr=1")
+    assert out.returncode == 2
+    assert out.stderr.count("\n") == 1 and "did you mean 'lr'" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_debug_shows_the_traceback():
+    out = run("--debug", "info", "configs/smoke.yaml", "model.n_heads=3")
+    assert out.returncode != 0 and "Traceback" in out.stderr and "UsageError" in out.stderr
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["train", "missing.yaml"],
+        ["prepare", "missing.yaml"],
+        ["nonsense"],
+        ["info"],
+        ["export", "no/such/dir", "--out", "x"],
+        ["generate"],
+        ["perplexity", "x"],
+        ["train", "configs/smoke.yaml", "notakeyvalue"],
+    ],
+)
+def test_bad_usage_exits_2(argv, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("edulm") and err.count("\n") == 1
+
+
+def test_help_lists_every_command():
+    out = run("--help")
+    assert out.returncode == 0
+    for command in ("info", "prepare", "train", "export", "generate", "perplexity", "eval", "baselines",
+                    "compare", "sample-text", "contamination", "card", "tokenizer"):
+        assert command in out.stdout

@@ -1,0 +1,113 @@
+"""Config loading, overrides and validation: every bad input is one clear UsageError."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from edulm.config import (
+    SECTIONS,
+    Config,
+    apply_overrides,
+    config_from_dict,
+    field_docs,
+    load_config,
+    save_config,
+)
+from edulm.errors import UsageError
+
+
+def write(tmp_path, text: str):
+    path = tmp_path / "cfg.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_are_valid_and_the_135m_shape():
+    cfg = config_from_dict({})
+    assert (cfg.model.n_layers, cfg.model.d_model, cfg.model.n_heads, cfg.model.n_kv_heads) == (30, 576, 9, 3)
+
+
+def test_every_field_has_a_docstring():
+    for name, cls in SECTIONS.items():
+        docs = field_docs(cls)
+        for f in dataclasses.fields(cls):
+            assert docs.get(f.name), f"{name}.{f.name} has no docstring"
+    assert set(field_docs(Config)) == set(SECTIONS)
+
+
+def test_yaml_and_typed_overrides(tmp_path):
+    path = write(tmp_path, "train:\n  lr: 1.0e-3\n  max_steps: 10\n")
+    cfg = load_config(path, ["train.lr=3e-4", "train.compile=true", "train.micro_batch_size=auto", "run.name=x"])
+    assert cfg.train.lr == pytest.approx(3e-4) and isinstance(cfg.train.lr, float)
+    assert cfg.train.compile is True
+    assert cfg.train.micro_batch_size == "auto"
+    assert cfg.train.max_steps == 10
+    assert cfg.run.name == "x"
+
+
+def test_integral_float_is_an_int():
+    assert load_config_from({"train": {"max_steps": 1e3}}).train.max_steps == 1000
+
+
+def load_config_from(raw):
+    return config_from_dict(raw)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.lrr=1", "did you mean 'lr'"),
+        ("trian.lr=1", "did you mean 'train'"),
+        ("train.max_steps=abc", "expected an integer"),
+        ("train.compile=maybe", "expected true or false"),
+        ("train.precision=fp8", "is not one of"),
+        ("train.lr", "section.key=value"),
+        ("lr=1", "must be section.key"),
+        ("model.n_heads=5", "must divide model.d_model"),
+        ("model.n_kv_heads=2", "must divide model.n_heads"),
+        ("model.n_layers=0", "must be positive"),
+        ("train.seq_len=-1", "must be positive"),
+        ("train.seq_len=4096", "longer than model.max_seq_len"),
+        ("train.beta2=1.5", "must be in [0, 1)"),
+        ("train.micro_batch_size=big", "is not a int"),
+    ],
+)
+def test_bad_overrides_are_rejected(override, message):
+    with pytest.raises(UsageError, match=None) as err:
+        config_from_dict(apply_overrides({}, [override]))
+    assert message in str(err.value)
+
+
+def test_unknown_key_in_file(tmp_path):
+    with pytest.raises(UsageError, match="unknown key 'model.d_modle'.*did you mean 'd_model'"):
+        load_config(write(tmp_path, "model:\n  d_modle: 64\n"))
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(UsageError, match="no such config file"):
+        load_config(tmp_path / "nope.yaml")
+    with pytest.raises(UsageError, match="not valid YAML at line"):
+        load_config(write(tmp_path, "train:\n  lr: [1,\n"))
+    with pytest.raises(UsageError, match="expected a mapping"):
+        load_config(write(tmp_path, "- 1\n- 2\n"))
+    with pytest.raises(UsageError, match="section 'train' must be a mapping"):
+        load_config(write(tmp_path, "train: 3\n"))
+
+
+def test_save_and_load_round_trip(tmp_path):
+    cfg = config_from_dict(apply_overrides({}, ["train.lr=1e-3", "model.n_layers=2", "train.micro_batch_size=auto"]))
+    save_config(cfg, tmp_path / "out" / "config.yaml")
+    assert load_config(tmp_path / "out" / "config.yaml") == cfg
+    assert not list((tmp_path / "out").glob("*.tmp"))
+
+
+def test_reference_config_is_the_recipe():
+    cfg = load_config("configs/l20_135m_deepthin.yaml")
+    t = cfg.train
+    assert (t.seq_len, t.micro_batch_size, t.grad_accum_steps, t.token_budget) == (2048, 6, 43, 10_001_252_352)
+    assert (t.lr, t.min_lr_ratio, t.warmup_steps, t.weight_decay, t.beta1, t.beta2, t.grad_clip) == (
+        4e-4, 0.1, 1000, 0.1, 0.9, 0.95, 1.0)
+    assert (t.precision, t.grad_checkpointing, t.compile) == ("bf16", True, True)
+    assert (t.eval_interval, t.ckpt_interval, t.keep_last) == (500, 1000, 2)

@@ -1,0 +1,48 @@
+"""`edulm info` on configs and on saved models."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from edulm.config import ModelConfig
+from edulm.errors import UsageError
+from edulm.info import describe
+from edulm.model import LlamaLM, count_parameters
+
+
+def test_config_with_overrides_and_explain():
+    text = describe("configs/smoke.yaml", ["model.n_layers=2"], explain=True)
+    assert "2 layers" in text
+    assert "resolved config:" in text and "n_layers: 2" in text
+    assert "grad_accum_steps (int, default 43)" in text
+
+
+def test_explain_alone_and_nothing():
+    assert "seq_len" in describe(None, [], explain=True)
+    with pytest.raises(UsageError):
+        describe(None, [])
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_count_matches_real_tensors(tied):
+    cfg = ModelConfig(vocab_size=300, n_layers=3, d_model=48, d_ff=96, n_heads=6, n_kv_heads=2, max_seq_len=32,
+                      tie_embeddings=tied)
+    with torch.device("meta"):
+        model = LlamaLM(cfg)
+    assert count_parameters(cfg) == sum(p.numel() for p in model.parameters())
+
+
+def test_model_folder(tmp_path, tiny_model_config):
+    from edulm.config import Config, TrainConfig, save_config
+    from edulm.weights import save_weights
+
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    cfg = Config(model=tiny_model_config, train=TrainConfig(seq_len=32))
+    save_config(cfg, ckpt / "config.yaml")
+    save_weights(LlamaLM(tiny_model_config), ckpt / "model.safetensors")
+    text = describe(str(ckpt), [])
+    assert "(checkpoint)" in text and f"parameters: {count_parameters(tiny_model_config):,}" in text
+    with pytest.raises(UsageError):
+        describe(str(ckpt), ["train.lr=1"])

@@ -1,0 +1,89 @@
+"""Tokenizer resolution, the offline SmolLM2 copy, fingerprints and the small BPE trainer."""
+
+from __future__ import annotations
+
+import pytest
+
+from edulm import tokenizer as tk
+from edulm.errors import UsageError
+
+SENTENCE = "FineWeb-Edu holds 1.3T tokens of educational web pages.\n\n  Indented code: x = f(y)"
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    return tk.load_tokenizer(tk.OFFLINE_SMOLLM2)
+
+
+def test_offline_smollm2_is_the_real_tokenizer(smollm2):
+    from transformers import AutoTokenizer
+
+    gguf = tk.smollm2_gguf_path()
+    direct = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    assert len(smollm2) == 49152
+    assert smollm2("Hello world, this is edulm.")["input_ids"] == [19556, 905, 28, 451, 314, 953, 336, 93, 30]
+    assert smollm2(SENTENCE)["input_ids"] == direct(SENTENCE)["input_ids"]
+    assert smollm2.decode(smollm2(SENTENCE)["input_ids"]) == SENTENCE
+
+
+def test_offline_smollm2_behaves_like_the_base_tokenizer(smollm2):
+    assert tk.document_separator_id(smollm2) == 0
+    assert smollm2.eos_token == smollm2.bos_token == "<|endoftext|>"
+    assert len(smollm2("a")["input_ids"]) == 1  # no BOS added, as in SmolLM2
+
+
+def test_cache_is_reused(smollm2):
+    folder = tk.cache_dir() / "tokenizers" / "smollm2"
+    before = (folder / "tokenizer.json").stat().st_mtime_ns
+    again = tk.load_tokenizer(tk.OFFLINE_SMOLLM2)
+    assert (folder / "tokenizer.json").stat().st_mtime_ns == before
+    assert tk.tokenizer_fingerprint(again) == tk.tokenizer_fingerprint(smollm2)
+
+
+def test_smollm2_hub_id_falls_back_offline(smollm2, capsys):
+    tok = tk.load_tokenizer("HuggingFaceTB/SmolLM2-135M")
+    assert tk.tokenizer_fingerprint(tok) == tk.tokenizer_fingerprint(smollm2)
+    assert "offline SmolLM2 tokenizer" in capsys.readouterr().err
+
+
+def test_other_hub_ids_fail_clearly_offline():
+    with pytest.raises(UsageError, match="hub is offline"):
+        tk.load_tokenizer("openai-community/gpt2")
+    with pytest.raises(UsageError, match="no such file or folder"):
+        tk.load_tokenizer("./missing/tokenizer")
+
+
+def test_train_bpe_and_local_paths(tmp_path, smollm2):
+    texts = [f"document {i}: the quick brown fox jumps over the lazy dog {i * 7}" for i in range(200)]
+    bpe = tk.train_bpe(texts, vocab_size=400)
+    assert len(bpe) <= 400 and tk.document_separator_id(bpe) == 0
+    assert bpe.decode(bpe(texts[3])["input_ids"]) == texts[3]
+    assert tk.tokenizer_fingerprint(bpe) != tk.tokenizer_fingerprint(smollm2)
+    assert tk.tokenizer_fingerprint(tk.train_bpe(texts, vocab_size=400)) == tk.tokenizer_fingerprint(bpe)
+
+    tk.save_tokenizer(bpe, tmp_path / "tok")
+    from_folder = tk.load_tokenizer(str(tmp_path / "tok"))
+    from_file = tk.load_tokenizer(str(tmp_path / "tok" / "tokenizer.json"))
+    for other in (from_folder, from_file):
+        assert tk.tokenizer_fingerprint(other) == tk.tokenizer_fingerprint(bpe)
+        assert other(texts[5])["input_ids"] == bpe(texts[5])["input_ids"]
+
+
+def test_bad_paths(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UsageError, match="no tokenizer.json"):
+        tk.load_tokenizer(str(tmp_path / "empty"))
+    (tmp_path / "x.txt").write_text("hi")
+    with pytest.raises(UsageError, match="expected a tokenizer.json"):
+        tk.load_tokenizer(str(tmp_path / "x.txt"))
+    with pytest.raises(UsageError, match="too small"):
+        tk.train_bpe(["abc"], vocab_size=10)
+
+
+def test_tokenizer_train_command(tmp_path):
+    from edulm.cli import main
+
+    assert main(["tokenizer", "train", "--vocab-size", "600", "--max-docs", "300", "--out", str(tmp_path / "t")]) == 0
+    tok = tk.load_tokenizer(str(tmp_path / "t"))
+    assert 300 < len(tok) <= 600 and tk.document_separator_id(tok) == 0
+    assert main(["tokenizer", "train", "--vocab-size", "70000", "--out", str(tmp_path / "u")]) == 2
