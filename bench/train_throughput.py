@@ -1,9 +1,10 @@
 """Training throughput: edulm's training step against transformers' ``LlamaForCausalLM``, side by side.
 
-Both models get the same config, the same weights, the same batches (random token ids, already on
-the device), the same micro-batch, sequence length and accumulation, the same AdamW
-(``edulm.train.optim.build_optimizer``: fused on CUDA), the same precision (bf16 autocast on CUDA,
-float32 on CPU unless the config says otherwise) and, unless ``--no-compile``, ``torch.compile``.
+Both models run the trainer's own optimizer step (``edulm.train.step.train_step``: accumulation,
+gradient clipping, one host sync) with the same config, the same weights, the same batches (random
+token ids, already on the device), the same micro-batch, sequence length and accumulation, the same
+AdamW (``edulm.train.optim.build_optimizer``: fused on CUDA), the same precision (bf16 autocast on
+CUDA, float32 on CPU unless the config says otherwise) and, unless ``--no-compile``, ``torch.compile``.
 transformers runs with ``attn_implementation="sdpa"``. The implementations' steps are interleaved
 (one step of each in turn) so that any slowdown of the machine hits them alike. Each case is warmed
 up (compilation happens there), then the median of ``--steps`` timed optimizer steps gives tokens/s;
@@ -23,6 +24,8 @@ allocator's statistics over a compiled step, on CPU counted tensor by tensor
 from __future__ import annotations
 
 import argparse
+import contextlib
+import itertools
 import json
 import statistics
 import sys
@@ -31,13 +34,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from edulm.config import Config, apply_overrides, config_from_dict, load_config
 from edulm.errors import UsageError
 from edulm.memory import track_tensor_memory
 from edulm.metrics import device_info, mfu, peak_bf16_flops
 from edulm.model import LlamaLM, count_parameters, flops_per_token
+from edulm.train.distributed import DistEnv
 from edulm.train.optim import build_optimizer
+from edulm.train.step import autocast_dtype, train_step
 
 PRESETS = {
     # The 135M recipe's proportions (head width 64, 3 query heads per K/V head, d_ff = 8/3 d) shrunk
@@ -49,6 +56,13 @@ PRESETS = {
     },
 }
 IMPLEMENTATIONS = ("edulm", "transformers")
+SDPA_BACKENDS = {
+    "auto": None,
+    "flash": SDPBackend.FLASH_ATTENTION,
+    "cudnn": SDPBackend.CUDNN_ATTENTION,
+    "efficient": SDPBackend.EFFICIENT_ATTENTION,
+    "math": SDPBackend.MATH,
+}
 
 
 @dataclass
@@ -83,6 +97,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="an implementation to run (edulm or transformers), optionally with its own config "
                         "overrides; repeat for several (default: edulm and transformers)")
     p.add_argument("--device", default="auto", help="'auto' (CUDA when available), 'cpu' or 'cuda[:N]'")
+    p.add_argument("--sdpa", choices=sorted(SDPA_BACKENDS), default="auto",
+                   help="restrict scaled_dot_product_attention to one kernel (default: torch's choice)")
     p.add_argument("--out", default=None, help="also write the results: .json for JSON, anything else for markdown")
     args = p.parse_args(argv)
     try:
@@ -111,15 +127,26 @@ def load_bench_config(name: str, seq_len: int | None, overrides: list[str] = ())
     return config_from_dict(raw, source=name)
 
 
-def build_models(cfg: Config, impl: str, device: torch.device, grad_ckpt: bool, seed: int = 0):
-    """``(module, loss_fn)`` for one implementation; both start from the weights edulm draws with ``seed``."""
+class TransformersLoss(nn.Module):
+    """transformers' ``LlamaForCausalLM`` behind edulm's calling convention: ``forward(ids, targets) -> loss``."""
+
+    def __init__(self, hf: nn.Module) -> None:
+        super().__init__()
+        self.hf = hf
+
+    def forward(self, ids: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        # shift_labels: the targets are already shifted, exactly as edulm receives them.
+        return self.hf(input_ids=ids, labels=targets, shift_labels=targets, use_cache=False).loss
+
+
+def build_model(cfg: Config, impl: str, device: torch.device, grad_ckpt: bool, seed: int = 0) -> nn.Module:
+    """A module with ``forward(ids, targets) -> loss``; both implementations start from the weights edulm draws with ``seed``."""
     torch.manual_seed(seed)
     edulm_model = LlamaLM(cfg.model)
     if impl == "edulm":
         edulm_model.grad_checkpointing = grad_ckpt
         edulm_model.fused_loss = cfg.train.fused_loss
-        model = edulm_model.to(device).train()
-        return model, model
+        return edulm_model.to(device).train()
     from transformers import AutoModelForCausalLM
 
     from edulm.hf import to_hf_config
@@ -134,13 +161,7 @@ def build_models(cfg: Config, impl: str, device: torch.device, grad_ckpt: bool, 
             enable(activation_checkpointing_kwargs={"use_reentrant": False})
         else:
             hf.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    model = hf.to(device).train()
-
-    def loss_fn(ids: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        # shift_labels: the targets are already shifted, exactly as edulm receives them.
-        return model(input_ids=ids, labels=targets, shift_labels=targets, use_cache=False).loss
-
-    return model, loss_fn
+    return TransformersLoss(hf).to(device).train()
 
 
 def _sync(device: torch.device) -> None:
@@ -149,35 +170,32 @@ def _sync(device: torch.device) -> None:
 
 
 class Runner:
-    """One implementation at one micro-batch: model, optimizer, (compiled) loss and fixed batches."""
+    """One implementation at one micro-batch: model, optimizer, (compiled) model and fixed batches."""
 
     def __init__(self, label: str, impl: str, cfg: Config, args: argparse.Namespace, micro: int, grad_ckpt: bool,
                  device: torch.device) -> None:
         self.case = Case(label, micro, grad_ckpt)
         self.cfg, self.device, self.accum = cfg, device, args.grad_accum
-        self.bf16 = cfg.train.precision == "bf16" or (device.type == "cuda" and cfg.train.precision == "auto")
-        self.model, self.eager_fn = build_models(cfg, impl, device, grad_ckpt)
+        self.env = DistEnv(rank=0, local_rank=0, world_size=1, device=device)
+        self.amp_dtype = autocast_dtype(cfg.train.precision, device)
+        self.model = build_model(cfg, impl, device, grad_ckpt)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer, _ = build_optimizer(self.model, cfg.train)
         # Static shapes, as in training: every case compiles its own graphs (see run_cases).
-        self.fn = self.eager_fn if args.no_compile else torch.compile(self.eager_fn, dynamic=False)
+        self.compiled = self.model if args.no_compile else torch.compile(self.model, dynamic=False)
         g = torch.Generator().manual_seed(1)
         windows = [torch.randint(0, cfg.model.vocab_size, (micro, cfg.train.seq_len + 1), generator=g) for _ in range(4)]
         # (inputs, targets) as the data loader yields them: contiguous, already on the device.
-        self.batches = [(w[:, :-1].contiguous().to(device), w[:, 1:].contiguous().to(device)) for w in windows]
+        self.batches = itertools.cycle(
+            [(w[:, :-1].contiguous().to(device), w[:, 1:].contiguous().to(device)) for w in windows]
+        )
 
-    def step(self, i: int, eager: bool = False) -> torch.Tensor:
-        """One optimizer step over ``accum`` micro-batches; returns the mean loss."""
-        fn = self.eager_fn if eager else self.fn
-        total = torch.zeros((), device=self.device)
-        for j in range(self.accum):
-            ids, targets = self.batches[(i * self.accum + j) % len(self.batches)]
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-                loss = fn(ids, targets) / self.accum
-            loss.backward()
-            total += loss.detach()
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return total
+    def step(self, eager: bool = False) -> float:
+        """One optimizer step of edulm's trainer (``edulm.train.step.train_step``); returns the loss."""
+        model = self.model if eager else self.compiled
+        result = train_step(model, self.params, self.optimizer, self.batches, self.accum, self.cfg.train.grad_clip,
+                            self.env, self.amp_dtype)
+        return result.loss
 
     def timed_step(self, i: int, record: bool) -> None:
         if self.case.error:
@@ -185,13 +203,13 @@ class Runner:
         try:
             _sync(self.device)
             start = time.perf_counter()
-            loss = self.step(i)
+            loss = self.step()
             _sync(self.device)
         except torch.OutOfMemoryError:
             self.case.error = "OOM"
             return
         if i == 0:
-            self.case.first_loss = float(loss)
+            self.case.first_loss = loss
         if record:
             self.case.step_times_s.append(time.perf_counter() - start)
 
@@ -217,12 +235,12 @@ class Runner:
                 torch.cuda.empty_cache()
                 before = torch.cuda.memory_allocated(self.device)
                 torch.cuda.reset_peak_memory_stats(self.device)
-                self.step(0)
+                self.step()
                 _sync(self.device)
                 step_peak = torch.cuda.max_memory_allocated(self.device) - before
             else:
                 with track_tensor_memory() as mem:
-                    self.step(0, eager=True)
+                    self.step(eager=True)
                 step_peak = mem.peak_bytes
         except torch.OutOfMemoryError:
             self.case.error = "OOM"
@@ -231,7 +249,7 @@ class Runner:
 
     def finish(self, cfg: Config) -> Case:
         """Release the model and turn the step times into the case's figures."""
-        del self.model, self.optimizer, self.fn, self.eager_fn, self.batches
+        del self.model, self.compiled, self.optimizer, self.params, self.batches
         case = self.case
         if case.step_times_s and not case.error:
             median = statistics.median(case.step_times_s)
@@ -312,7 +330,6 @@ def main(argv: list[str] | None = None) -> int:
 
     name = device_info(device)["name"]
     peak = peak_bf16_flops(name)
-    bf16 = cfg.train.precision == "bf16" or (device.type == "cuda" and cfg.train.precision == "auto")
     header = {
         "device": f"{name} ({torch.get_num_threads()} threads)" if device.type == "cpu" else name,
         "peak bf16 TFLOPS": "unknown" if peak is None else f"{peak / 1e12:g}",
@@ -320,14 +337,18 @@ def main(argv: list[str] | None = None) -> int:
         "config": " ".join([args.config, *args.overrides]), "parameters": f"{count_parameters(cfg.model):,}",
         "seq_len": cfg.train.seq_len, "grad_accum": args.grad_accum,
         "FLOPs/token": f"{flops_per_token(cfg.model, cfg.train.seq_len):,}",
-        "precision": "bf16 autocast" if bf16 else "fp32", "compile": not args.no_compile,
+        "precision": "bf16 autocast" if autocast_dtype(cfg.train.precision, device) else "fp32",
+        "compile": not args.no_compile, "sdpa kernel": args.sdpa,
         "steps": f"{args.warmup} warm-up + {args.steps} timed, interleaved across implementations (median)",
     }
     ckpt_cases = {"both": (False, True), "on": (True,), "off": (False,)}[args.grad_ckpt]
+    backend = SDPA_BACKENDS[args.sdpa]
     cases = []
     for grad_ckpt in ckpt_cases:
         for micro in args.micro_batches:
-            for case in run_cases(variants, args, micro, grad_ckpt, device):
+            with contextlib.nullcontext() if backend is None else sdpa_kernel([backend]):
+                measured = run_cases(variants, args, micro, grad_ckpt, device)
+            for case in measured:
                 cases.append(case)
                 print(f"{case.impl} micro={micro} ckpt={'on' if grad_ckpt else 'off'}: "
                       f"{case.error or _fmt(case.tokens_per_s, ',.0f') + ' tokens/s'}", file=sys.stderr, flush=True)

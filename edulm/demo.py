@@ -17,7 +17,7 @@ from pathlib import Path
 from edulm.errors import UsageError
 
 DEFAULT_CONFIG = "configs/smoke.yaml"
-PROMPT = "The water cycle"
+PROMPT = "This function returns"
 
 
 def _default_config() -> Path:

@@ -226,6 +226,7 @@ def test_export_loads_in_transformers_with_no_missing_or_unexpected_keys(run_dir
     names = {p.name for p in out.iterdir()}
     assert {"config.json", MODEL_FILE, "generation_config.json", "tokenizer.json", EXPORT_MARKER} <= names
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folder left
+    assert (out / MODEL_FILE).stat().st_mode == (out / "config.json").stat().st_mode  # readable like the rest
     model, info = AutoModelForCausalLM.from_pretrained(str(out), output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
     assert model.config.bos_token_id == model.config.eos_token_id == 0  # <|endoftext|>, the document separator
@@ -264,14 +265,31 @@ def test_export_replaces_only_its_own_folders_and_keeps_the_model_card(run_dir, 
     assert [p.name for p in foreign.iterdir()] == ["notes.txt"]
 
 
-def test_failed_export_leaves_nothing_behind(run_dir, tiny_model_config, tmp_path):
+def test_failed_export_leaves_the_previous_export_and_no_temporaries(run_dir, tiny_model_config, tmp_path, monkeypatch):
+    import edulm.hf.exporter as hf_export
+
     ckpt = add_checkpoint(run_dir, tiny_model(tiny_model_config), 1)
-    text = (ckpt / "config.yaml").read_text().replace(str(Path(resolve_model(ckpt).tokenizer_name)), str(tmp_path / "gone"))
-    (ckpt / "config.yaml").write_text(text)
+    out = export(ckpt, tmp_path / "out" / "hf")
+    before = (out / MODEL_FILE).read_bytes()
+
+    def refuse(folder, check_tokenizer=True):
+        raise RuntimeError("transformers does not load the export cleanly")
+
+    monkeypatch.setattr(hf_export, "validate_hf_folder", refuse)  # a failure after every file is written
+    with pytest.raises(RuntimeError, match="cleanly"):
+        export(ckpt, out, dtype="float16")
+    assert (out / MODEL_FILE).read_bytes() == before
+    assert json.loads((out / EXPORT_MARKER).read_text())["dtype"] == "float32"
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["hf"]
+
+
+def test_missing_tokenizer_fails_before_anything_is_written(run_dir, tiny_model_config, tmp_path):
+    ckpt = add_checkpoint(run_dir, tiny_model(tiny_model_config), 1)
+    config = ckpt / "config.yaml"
+    config.write_text(config.read_text().replace(resolve_model(ckpt).tokenizer_name, str(tmp_path / "gone")))
     with pytest.raises(UsageError, match="gone"):
         export(ckpt, tmp_path / "out" / "hf")
-    assert not (tmp_path / "out" / "hf").exists()
-    assert not list((tmp_path / "out").glob(".*")) if (tmp_path / "out").exists() else True
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
 def test_ensure_hf_folder_exports_a_checkpoint_once(run_dir, tiny_model_config, tmp_path, monkeypatch):

@@ -2,10 +2,10 @@
 
 Parameter names are the same on both sides, so moving weights is a copy. This package adds the
 config mapping (``mapping``), one resolver and loader for every MODEL argument: an HF folder, a
-run dir or a checkpoint dir (``source``), and an export that validates its own output (``export``).
+run dir or a checkpoint dir (``source``), and an export that validates its own output (``exporter``).
 """
 
-from edulm.hf.export import EXPORT_MARKER, ensure_hf_folder, export, validate_hf_folder
+from edulm.hf.exporter import EXPORT_MARKER, ensure_hf_folder, export, validate_hf_folder
 from edulm.hf.mapping import model_config_from_hf, to_hf_config
 from edulm.hf.source import (
     ResolvedModel,

@@ -195,7 +195,7 @@ def _load_sharded(model, index_file: Path) -> None:
     expected = set(dict(model.named_parameters()).keys())
     missing, unexpected = expected - state.keys(), state.keys() - expected
     if missing or unexpected:
-        raise UsageError(f"{index_file}: weights do not fit the config (missing: {sorted(missing)[:5]}, unexpected: {sorted(unexpected)[:5]})")
+        raise ValueError(f"weights do not fit the model (missing: {sorted(missing)[:5]}, unexpected: {sorted(unexpected)[:5]})")
     model.load_state_dict(state, strict=False)
 
 
@@ -207,15 +207,16 @@ def load_model(src: str | Path, device: str | torch.device = "cpu", dtype: torch
     """
     resolved = resolve_model(src)
     model = empty_model(resolved.model_config)
-    if resolved.weights.name == SHARD_INDEX_FILE:
-        _load_sharded(model, resolved.weights)
-    else:
-        try:
+    try:
+        if resolved.weights.name == SHARD_INDEX_FILE:
+            _load_sharded(model, resolved.weights)
+        else:
             load_weights(model, resolved.weights)
-        except (ValueError, RuntimeError) as err:  # missing/unexpected keys, or shapes off
-            raise UsageError(f"{resolved.weights}: {str(err).splitlines()[0]}; the weights and their config disagree") from None
-        except SafetensorError as err:
-            raise UsageError(f"{resolved.weights}: not a readable safetensors file ({err}); re-export or re-download it") from None
+    except (ValueError, RuntimeError) as err:  # missing/unexpected keys, or shapes that differ
+        reason = str(err).splitlines()[0].removeprefix(f"{resolved.weights}: ")
+        raise UsageError(f"{resolved.weights}: {reason}; the weights and their config disagree") from None
+    except SafetensorError as err:
+        raise UsageError(f"{resolved.weights}: not a readable safetensors file ({err}); re-export or re-download it") from None
     model.to(device=resolve_device(device), dtype=as_dtype(dtype))
     model.rope.float()
     model.rope.reset_tables()

@@ -16,6 +16,8 @@ import sys
 import uuid
 from pathlib import Path
 
+import torch
+
 from edulm.errors import UsageError
 from edulm.hf.mapping import to_hf_config
 from edulm.hf.source import (
@@ -92,7 +94,7 @@ def validate_hf_folder(folder: str | Path, check_tokenizer: bool = True) -> None
         AutoTokenizer.from_pretrained(str(folder))
 
 
-def export(src: str | Path, out: str | Path, dtype: str = "float32") -> Path:
+def export(src: str | Path, out: str | Path, dtype: str | torch.dtype = "float32") -> Path:
     """Write a Hugging Face folder for ``src`` (HF folder, run dir or checkpoint dir); returns ``out``.
 
     The folder holds ``config.json``, ``model.safetensors`` in ``dtype``, ``generation_config.json``,
@@ -100,6 +102,7 @@ def export(src: str | Path, out: str | Path, dtype: str = "float32") -> Path:
     before it replaces anything.
     """
     torch_dtype = as_dtype(dtype)
+    dtype = str(torch_dtype).removeprefix("torch.")
     out = Path(out)
     _check_out_folder(out)
     # Read everything first: the source may be the very folder being replaced.
@@ -113,6 +116,8 @@ def export(src: str | Path, out: str | Path, dtype: str = "float32") -> Path:
     try:
         hf_config.save_pretrained(str(tmp))
         save_weights(model, tmp / MODEL_FILE, dtype=torch_dtype)
+        # safetensors creates its file owner-only; give it the permissions every other file here gets.
+        os.chmod(tmp / MODEL_FILE, (tmp / "config.json").stat().st_mode & 0o777)
         _generation_config(resolved, ids).save_pretrained(str(tmp))
         if tokenizer is not None:
             from edulm.tokenizer import save_tokenizer
@@ -129,7 +134,7 @@ def export(src: str | Path, out: str | Path, dtype: str = "float32") -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     if tokenizer is None:
-        print(f"warning: {resolved.path} names no tokenizer, so {out} has none; add tokenizer files before publishing", file=sys.stderr)
+        print(f"edulm: warning: {resolved.path} names no tokenizer, so {out} has none; add tokenizer files before publishing", file=sys.stderr)
     return out
 
 
