@@ -97,6 +97,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="an implementation to run (edulm or transformers), optionally with its own config "
                         "overrides; repeat for several (default: edulm and transformers)")
     p.add_argument("--device", default="auto", help="'auto' (CUDA when available), 'cpu' or 'cuda[:N]'")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch (default: torch's choice); 1 keeps timings steady on a busy machine")
     p.add_argument("--sdpa", choices=sorted(SDPA_BACKENDS), default="auto",
                    help="restrict scaled_dot_product_attention to one kernel (default: torch's choice)")
     p.add_argument("--out", default=None, help="also write the results: .json for JSON, anything else for markdown")
@@ -323,6 +325,8 @@ def main(argv: list[str] | None = None) -> int:
         impl, *extra = spec.split()
         variants.append((spec, impl, load_bench_config(args.config, args.seq_len, [*args.overrides, *extra])))
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True

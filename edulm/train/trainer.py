@@ -136,8 +136,13 @@ class TrainingRun:
         model.fused_loss = cfg.train.fused_loss
         model.to(env.device)
 
+        self.notes: list[str] = []
         if saved:  # the batch geometry of the checkpoint keeps the data position meaningful
             micro, accum = saved["micro_batch_size"], saved["grad_accum_steps"]
+            asked = (cfg.train.micro_batch_size, cfg.train.grad_accum_steps)
+            if cfg.train.micro_batch_size != "auto" and cfg.train.global_batch_size == 0 and asked != (micro, accum):
+                self.notes.append(f"the config asks for micro-batch {asked[0]} x accumulation {asked[1]}; "
+                                  f"continuing with the checkpoint's {micro} x {accum}")
         else:
             from edulm.train.autobatch import resolve_micro_batch
 
@@ -147,11 +152,14 @@ class TrainingRun:
         self.step_tokens = tokens_per_step(cfg.train, micro, accum, env.world_size)
         self.total = total_steps(cfg.train, self.step_tokens)
 
+        self.sharded = env.distributed and cfg.train.distributed == "fsdp"
         if cfg.train.compile:
-            model.compile()  # in place: parameter names stay free of the "_orig_mod." prefix
+            # In place, so parameter names stay free of the "_orig_mod." prefix. Under FSDP2 each block
+            # is compiled on its own before sharding (the sharding hooks sit between blocks).
+            for module in (model.model.layers if self.sharded else [model]):
+                module.compile()
         self.model = model
         self.wrapped = wrap_model(model, env, cfg.train.distributed)
-        self.sharded = env.distributed and cfg.train.distributed == "fsdp"
         self.optimizer, groups = build_optimizer(model, cfg.train)
         self.params = [p for g in groups for p in g["params"]]
         if ckpt:
@@ -202,6 +210,8 @@ class TrainingRun:
             say("mfu: unknown (no bf16 peak for this device and precision)")
         if ckpt:
             say(f"resumed from {ckpt} at step {self.step:,}")
+        for note in self.notes:
+            self.reporter.warn(note)
 
     # -----------------------------------------------------------------------------------------
     # The loop
@@ -269,10 +279,10 @@ class TrainingRun:
         from edulm.data.loader import make_val_batches
 
         batches = make_val_batches(self.cfg, self.cfg.train.micro_batch_size, self.cfg.train.eval_tokens)
-        loss = evaluate(self.model, batches, self.env.device, self.amp_dtype)
-        if loss != loss:  # no held-out tokens
+        if not batches:
             self.reporter.warn("no held-out tokens to evaluate on (data.val_tokens is 0?); evaluation skipped")
             return None
+        loss = evaluate(self.model, batches, self.env.device, self.amp_dtype)
         self.last_val = loss
         self.reporter.info(f"step {self.step:,}: val_loss {loss:.4f}, val_ppl {perplexity(loss):.2f}")
         return loss

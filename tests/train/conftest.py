@@ -8,7 +8,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from train_helpers import synthetic_documents
+import torch
+from train_helpers import synthetic_documents, tiny_config
 
 from edulm.config import config_from_dict
 
@@ -25,11 +26,17 @@ def corpus(tmp_path_factory) -> dict[str, str]:
     source.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
     tok_dir = root / "tokenizer"
     save_tokenizer(train_bpe(docs, vocab_size=300), tok_dir)
-    cfg = config_from_dict({
-        "tokenizer": {"name": str(tok_dir)},
-        "data": {"source": str(source), "shards_dir": str(root / "shards"), "val_tokens": 4000, "workers": 1},
-    })
-    prepare(cfg)
-    return {"tokenizer": str(tok_dir), "shards": str(root / "shards"), "source": str(source)}
+    corpus = {"tokenizer": str(tok_dir), "shards": str(root / "shards"), "source": str(source)}
+    prepare(config_from_dict(tiny_config(corpus, root / "unused")))  # the data settings every tiny config shares
+    return corpus
 
 
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models train fastest on one thread, and a busy machine makes spinning worker threads slow."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

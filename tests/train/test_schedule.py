@@ -49,3 +49,17 @@ def test_no_warmup_starts_at_the_peak():
     t = TrainConfig(lr=1e-3, min_lr_ratio=0.0, warmup_steps=0)
     assert lr_at(1, t, 10) == pytest.approx(1e-3 * 0.5 * (1 + math.cos(math.pi / 10)))
     assert lr_at(10, t, 10) == pytest.approx(0.0, abs=1e-15)
+
+
+def test_shipped_configs():
+    from pathlib import Path
+
+    from edulm.config import load_config
+
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    ref = load_config(configs / "l20_135m_deepthin.yaml").train
+    step_tokens = tokens_per_step(ref, ref.micro_batch_size, ref.grad_accum_steps)
+    assert (step_tokens, total_steps(ref, step_tokens)) == (528_384, 18_928)
+    smoke = load_config(configs / "smoke.yaml")
+    assert smoke.data.source == "builtin:sample" and smoke.model.vocab_size == 49152
+    assert smoke.train.max_steps > 0 and smoke.train.eval_interval > 0
