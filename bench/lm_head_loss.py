@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.compile:
             with track_tensor_memory() as mem:
                 run(variants[name])
-            line += f", peak {mem.peak_bytes / 2**20:.0f} MiB, largest tensor {mem.largest_bytes / 2**20:.0f} MiB"
+            line += f", peak {mem.peak_bytes / 2**20:.1f} MiB, largest tensor {mem.largest_bytes / 2**20:.1f} MiB"
         print(line)
     return 0
 

