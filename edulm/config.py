@@ -237,7 +237,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
                 return _coerce(value, option, where)
             except UsageError:
                 continue
-        raise UsageError(f"{where}: {value!r} is not a {_type_name(tp)}")
+        raise UsageError(f"{where}: expected {_type_name(tp)}, got {value!r}")
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -409,3 +409,8 @@ def validate(cfg: Config, source: str = "config") -> None:
     positive("data", d, "shard_tokens")
     if not d.source.strip():
         raise UsageError(f"{source}: data.source is empty; name a source such as builtin:sample")
+    # An empty path or name would silently mean "the current folder" or an unnamed run.
+    for section, obj, name in (("run", cfg.run, "name"), ("run", cfg.run, "out_dir"), ("tokenizer", cfg.tokenizer, "name"),
+                               ("data", d, "text_field"), ("data", d, "shards_dir")):
+        if not getattr(obj, name).strip():
+            raise UsageError(f"{source}: {section}.{name} is empty; give it a value")

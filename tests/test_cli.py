@@ -32,6 +32,17 @@ def test_bad_override_is_one_line_exit_2():
     assert "Traceback" not in out.stderr
 
 
+def test_bad_config_file_is_one_line_exit_2(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  d_model: 100\n  n_heads: 3\n")
+    out = run("info", str(bad))
+    assert out.returncode == 2 and out.stdout == ""
+    assert out.stderr.count("\n") == 1 and "must divide model.d_model" in out.stderr
+    assert "Traceback" not in out.stderr
+    missing = run("train", str(tmp_path / "missing.yaml"))
+    assert missing.returncode == 2 and "no such config file" in missing.stderr and "Traceback" not in missing.stderr
+
+
 def test_debug_shows_the_traceback():
     out = run("--debug", "info", "configs/smoke.yaml", "model.n_heads=3")
     assert out.returncode != 0 and "Traceback" in out.stderr and "UsageError" in out.stderr

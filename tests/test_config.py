@@ -71,7 +71,10 @@ def load_config_from(raw):
         ("train.seq_len=-1", "must be positive"),
         ("train.seq_len=4096", "longer than model.max_seq_len"),
         ("train.beta2=1.5", "must be in [0, 1)"),
-        ("train.micro_batch_size=big", "is not a int"),
+        ("train.micro_batch_size=big", "expected int | 'auto', got 'big'"),
+        ("train.micro_batch_size=0", "must be positive"),
+        ("run.out_dir=", "run.out_dir is empty"),
+        ("tokenizer.name= ", "tokenizer.name is empty"),
     ],
 )
 def test_bad_overrides_are_rejected(override, message):
@@ -80,9 +83,11 @@ def test_bad_overrides_are_rejected(override, message):
     assert message in str(err.value)
 
 
-def test_unknown_key_in_file(tmp_path):
+def test_unknown_key_and_section_in_file(tmp_path):
     with pytest.raises(UsageError, match="unknown key 'model.d_modle'.*did you mean 'd_model'"):
         load_config(write(tmp_path, "model:\n  d_modle: 64\n"))
+    with pytest.raises(UsageError, match="unknown section 'optim'"):
+        load_config(write(tmp_path, "optim:\n  lr: 1.0e-3\n"))
 
 
 def test_missing_and_malformed_files(tmp_path):

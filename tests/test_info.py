@@ -46,3 +46,30 @@ def test_model_folder(tmp_path, tiny_model_config):
     assert "(checkpoint)" in text and f"parameters: {count_parameters(tiny_model_config):,}" in text
     with pytest.raises(UsageError):
         describe(str(ckpt), ["train.lr=1"])
+
+
+def test_hf_folder_count_equals_its_tensors(tmp_path, tiny_model_config):
+    from safetensors import safe_open
+
+    from edulm.hf import to_hf_config
+    from edulm.weights import save_weights
+
+    folder = tmp_path / "hf"
+    folder.mkdir()
+    to_hf_config(tiny_model_config).to_json_file(str(folder / "config.json"))
+    save_weights(LlamaLM(tiny_model_config), folder / "model.safetensors")
+    text = describe(str(folder), [])
+    assert "(hf)" in text and "tokenizer: none recorded" in text
+    with safe_open(str(folder / "model.safetensors"), "pt") as f:
+        stored = sum(f.get_tensor(name).numel() for name in f.keys())  # the tied head is stored once
+    assert f"parameters: {stored:,}" in text.splitlines()
+
+
+def test_tokens_per_step_and_steps():
+    lines = describe("configs/l20_135m_deepthin.yaml", []).splitlines()
+    assert "tokens per step: 528,384 (6 x 43 sequences x 2,048 tokens, one process)" in lines
+    assert any(line.startswith("steps: 18,928 ") for line in lines)
+    text = describe("configs/smoke.yaml", ["train.global_batch_size=16", "train.max_steps=0", "train.token_budget=4096"])
+    assert "tokens per step: 2,048 (16 sequences (train.global_batch_size)" in text
+    assert "steps: 2 " in text
+    assert "set at start" in describe("configs/smoke.yaml", ["train.micro_batch_size=auto"])

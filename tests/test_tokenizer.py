@@ -26,6 +26,20 @@ def test_offline_smollm2_is_the_real_tokenizer(smollm2):
     assert smollm2.decode(smollm2(SENTENCE)["input_ids"]) == SENTENCE
 
 
+def test_offline_smollm2_splits_digits_like_the_hub_tokenizer(smollm2):
+    from transformers import AutoTokenizer
+
+    # The hub tokenizer.json pre-tokenizes with Digits(individual_digits) before the byte-level split,
+    # as the GGUF's `tokenizer.ggml.pre = smollm` says; transformers' GGUF reader alone drops that step.
+    text = "x  1 and\t\t2024,   3.5"
+    expected = ["x", "ĠĠ", "1", "Ġand", "ĉĉ", "2", "0", "2", "4", ",", "ĠĠĠ", "3", ".", "5"]
+    assert smollm2.convert_ids_to_tokens(smollm2(text)["input_ids"]) == expected
+    assert smollm2.decode(smollm2(text)["input_ids"]) == text
+    gguf = tk.smollm2_gguf_path()
+    direct = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    assert direct.convert_ids_to_tokens(direct(text)["input_ids"]) != expected
+
+
 def test_offline_smollm2_behaves_like_the_base_tokenizer(smollm2):
     assert tk.document_separator_id(smollm2) == 0
     assert smollm2.eos_token == smollm2.bos_token == "<|endoftext|>"
@@ -33,7 +47,7 @@ def test_offline_smollm2_behaves_like_the_base_tokenizer(smollm2):
 
 
 def test_cache_is_reused(smollm2):
-    folder = tk.cache_dir() / "tokenizers" / "smollm2"
+    folder = tk.offline_smollm2_dir()
     before = (folder / "tokenizer.json").stat().st_mtime_ns
     again = tk.load_tokenizer(tk.OFFLINE_SMOLLM2)
     assert (folder / "tokenizer.json").stat().st_mtime_ns == before
@@ -44,6 +58,23 @@ def test_smollm2_hub_id_falls_back_offline(smollm2, capsys):
     tok = tk.load_tokenizer("HuggingFaceTB/SmolLM2-135M")
     assert tk.tokenizer_fingerprint(tok) == tk.tokenizer_fingerprint(smollm2)
     assert "offline SmolLM2 tokenizer" in capsys.readouterr().err
+
+
+def test_only_a_missing_hub_means_unreachable(monkeypatch):
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    def raised(error: BaseException, cause: BaseException) -> BaseException:
+        try:
+            raise error from cause
+        except BaseException as err:  # noqa: BLE001 - building a real exception chain
+            return err
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # judge by the error alone
+    assert tk._hub_unreachable(raised(OSError("couldn't connect"), ConnectionRefusedError(111, "refused")))
+    assert tk._hub_unreachable(raised(OSError("not cached"), LocalEntryNotFoundError("no connection")))
+    assert not tk._hub_unreachable(OSError("HuggingFaceTB/SmolLM2-nope is not a valid model identifier"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert tk._hub_unreachable(OSError("any failure while offline"))
 
 
 def test_other_hub_ids_fail_clearly_offline():
@@ -76,6 +107,12 @@ def test_bad_paths(tmp_path):
     (tmp_path / "x.txt").write_text("hi")
     with pytest.raises(UsageError, match="expected a tokenizer.json"):
         tk.load_tokenizer(str(tmp_path / "x.txt"))
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "tokenizer.json").write_text("{not json")
+    with pytest.raises(UsageError, match="not a readable tokenizer"):
+        tk.load_tokenizer(str(tmp_path / "broken"))
+    with pytest.raises(UsageError, match="not a readable tokenizer"):
+        tk.load_tokenizer(str(tmp_path / "broken" / "tokenizer.json"))
     with pytest.raises(UsageError, match="too small"):
         tk.train_bpe(["abc"], vocab_size=10)
 
