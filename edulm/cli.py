@@ -218,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokenizer", default=None, help="tokenizer to decode shards (default: the one recorded in the manifest)")
     p.add_argument("--text-field", default="text")
     p.add_argument("--docs", type=int, default=1000, help="documents to draw (default 1000)")
+    p.add_argument("--max-read", type=int, default=0, help="with --source: read only its first N documents (0: all)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="output JSONL file, one {'text': ...} per line")
 

@@ -58,6 +58,7 @@ def _softmax_cross_entropy(
         one_hot = torch.arange(logits.shape[1], device=logits.device) == targets  # (n, V), fused away
         return loss_sum, (torch.exp(logits - lse) - one_hot.float()) * scale
     log_probs = torch.log_softmax(logits, dim=-1)  # (n, V)
+    del logits  # the caller passes its only reference: free it before the next (n, V) buffer
     target_log_prob = log_probs.gather(1, targets)  # (n, 1)
     loss_sum = -(target_log_prob.squeeze(1) * keep).sum()
     if not with_grad:
@@ -95,8 +96,8 @@ def fused_linear_cross_entropy(
         keep = valid[start : start + chunk_size]  # (n,)
         safe_targets = torch.where(keep, targets[start : start + chunk_size], 0).unsqueeze(1)  # (n, 1)
         scale = (keep.float() / count).unsqueeze(1)  # (n, 1): d(mean)/d(row loss), 0 for ignored rows
-        logits = (h @ w.t()).float()  # (n, V)
-        chunk_loss, d_logits = _softmax_cross_entropy(logits, safe_targets, keep, scale, with_grad)
+        # (n, V) float32 logits, handed over without keeping a reference here.
+        chunk_loss, d_logits = _softmax_cross_entropy((h @ w.t()).float(), safe_targets, keep, scale, with_grad)
         loss_sum = loss_sum + chunk_loss
         if d_logits is None:
             continue
@@ -105,7 +106,9 @@ def fused_linear_cross_entropy(
             d_hidden_parts.append((d_logits @ w).to(hidden.dtype))  # (n, d)
         if grad_weight:
             part = (d_logits.t() @ h).float()  # (V, d), summed over chunks in float32
-            d_weight = part if d_weight is None else d_weight + part
+            d_weight = part if d_weight is None else d_weight.add_(part)
+            del part
+        del d_logits  # eager mode: free this chunk's (n, V) buffer before the next one is made
     d_hidden = None
     if grad_hidden:
         d_hidden = d_hidden_parts[0] if len(d_hidden_parts) == 1 else torch.cat(d_hidden_parts)

@@ -108,3 +108,38 @@ def local_tasks(tmp_path_factory) -> Path:
         yaml_text = (TASKS_DIR / f"{name}.yaml").read_text().replace("__TASK_DIR__", str(out))
         (out / f"{name}.yaml").write_text(yaml_text)
     return out
+
+
+TRAINING_DOCS = [
+    "Clouds form when warm air rises and cools, and the water vapour in it condenses into droplets.",
+    "A lever lets a small force lift a heavy load when the pivot sits close to the load.",
+    "Bees carry pollen from flower to flower, and the plants make seeds and fruit.",
+    "Sound travels as a wave of pressure through air, water and solid walls.",
+    "A magnet pulls on iron and steel but not on copper, glass or plastic.",
+    "Rivers carry sand and mud to the sea, where it settles and builds wide deltas.",
+]
+
+
+@pytest.fixture(scope="session")
+def training_jsonl(tmp_path_factory) -> Path:
+    """A small JSONL training source of invented documents (40 of them, in a fixed order)."""
+    path = tmp_path_factory.mktemp("source") / "docs.jsonl"
+    docs = [f"{TRAINING_DOCS[i % len(TRAINING_DOCS)]} Note {i}." for i in range(40)]
+    path.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+    return path
+
+
+@pytest.fixture(scope="session")
+def prepared_shards(tmp_path_factory, tiny_hf_model, training_jsonl) -> Path:
+    """``edulm prepare`` output for ``training_jsonl`` with the tiny model's tokenizer (with a held-out split)."""
+    from edulm.config import Config
+    from edulm.data.prepare import prepare
+
+    cfg = Config()
+    cfg.tokenizer.name = str(tiny_hf_model)
+    cfg.data.source = str(training_jsonl)
+    cfg.data.shards_dir = str(tmp_path_factory.mktemp("shards") / "shards")
+    cfg.data.val_tokens = 200
+    cfg.data.workers = 1
+    prepare(cfg)
+    return Path(cfg.data.shards_dir)

@@ -1,0 +1,282 @@
+"""``edulm eval``: lm-evaluation-harness with the reference protocol, and one results file per model.
+
+The numbers are lm-eval's own: the model is handed to ``lm_eval.simple_evaluate`` as a Hugging
+Face folder (run dirs and checkpoints are exported once into a cache) with the harness's ``hf``
+model class, so the scores equal a direct harness call with the same arguments. Around them the
+results file records what a reader needs to trust and repeat them: harness version, device,
+dtype, requested and resolved batch size, seeds, model path and parameter count, and each task's
+reference metric. Per-example samples are written beside it as JSONL, one file per task.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edulm.errors import UsageError
+from edulm.evaluate.protocol import (
+    NUM_FEWSHOT,
+    RESULTS_FORMAT,
+    SEEDS,
+    metric_values,
+    parse_limit,
+    parse_tasks,
+    reference_metric,
+)
+from edulm.evaluate.tasks import load_error, load_tasks, task_manager
+
+DTYPE_NAMES = ("bfloat16", "float16", "float32")
+"""Values accepted by ``--dtype``."""
+
+
+@dataclass
+class EvalSettings:
+    """How to run the harness (everything but the model)."""
+
+    tasks: list[str]
+    """lm-eval task names."""
+    include_path: str | None = None
+    """Folder of extra task YAMLs."""
+    limit: int | float | None = None
+    """Examples per task (count) or fraction; None for all (the protocol)."""
+    batch_size: str | int = "auto"
+    """An integer, 'auto' or 'auto:N' (re-detect N times)."""
+    device: str = "cpu"
+    """Torch device the harness runs on."""
+    dtype: str = "float32"
+    """Weight dtype: bfloat16, float16 or float32."""
+
+
+def _parse_batch_size(text: str | int) -> str | int:
+    value = str(text).strip()
+    if value == "auto" or (value.startswith("auto:") and value[5:].isdigit() and int(value[5:]) > 0):
+        return value
+    if value.isdigit() and int(value) > 0:
+        return int(value)
+    raise UsageError(f"--batch-size {text!r}: use a positive integer or 'auto'")
+
+
+def settings_from_args(args: argparse.Namespace) -> EvalSettings:
+    """Validate the shared eval options (``--tasks``, ``--limit``, ``--device``, ...) into :class:`EvalSettings`."""
+    from edulm.hf import resolve_device
+
+    device = resolve_device(args.device or "auto")
+    dtype = args.dtype or ("bfloat16" if device.type == "cuda" else "float32")
+    if dtype not in DTYPE_NAMES:
+        raise UsageError(f"--dtype {dtype!r}: choose one of {', '.join(DTYPE_NAMES)}")
+    return EvalSettings(
+        tasks=parse_tasks(args.tasks),
+        include_path=args.include_path,
+        limit=parse_limit(args.limit),
+        batch_size=_parse_batch_size(args.batch_size),
+        device=str(device),
+        dtype=dtype,
+    )
+
+
+def run_harness(pretrained: str, settings: EvalSettings, manager=None) -> dict[str, Any]:
+    """Call ``lm_eval.simple_evaluate`` on an HF folder or hub id with the protocol; returns its raw results.
+
+    The tasks' data is fetched before the model is loaded, so a missing hub fails at once. Failures
+    to fetch the model or a task's data (no hub, no network) become one-line :class:`UsageError`
+    messages that say how to run offline.
+    """
+    import lm_eval
+
+    manager = manager or task_manager(settings.tasks, settings.include_path)
+    tasks = load_tasks(manager, settings.tasks)
+    try:
+        results = lm_eval.simple_evaluate(
+            model="hf",
+            model_args={"pretrained": pretrained, "dtype": settings.dtype},
+            tasks=tasks,
+            num_fewshot=NUM_FEWSHOT,
+            batch_size=settings.batch_size,
+            device=settings.device,
+            limit=settings.limit,
+            log_samples=True,
+            task_manager=manager,
+            **SEEDS,
+        )
+    except Exception as err:  # noqa: BLE001 - only fetch failures are translated; the rest propagate
+        friendly = load_error(err, f"the model {pretrained}")
+        if friendly is None:
+            raise
+        raise friendly from err
+    if results is None:  # only non-zero ranks get None; edulm runs the harness in one process
+        raise RuntimeError("lm-eval returned no results")
+    return results
+
+
+def scores_from_results(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``{task: {metric, value, stderr, higher_is_better, n_samples, metrics}}`` from raw lm-eval results."""
+    higher = results.get("higher_is_better", {})
+    n_samples = results.get("n-samples", {})
+    scores = {}
+    for task, row in results.get("results", {}).items():
+        values = metric_values(row)
+        metric = reference_metric(task, list(values))
+        if metric is None:
+            continue
+        value, stderr = values[metric]
+        scores[task] = {
+            "metric": metric,
+            "value": value,
+            "stderr": stderr,
+            "higher_is_better": higher.get(task, {}).get(metric, True),
+            "n_samples": (n_samples.get(task) or {}).get("effective"),
+            "metrics": {m: v for m, (v, _) in values.items()},
+        }
+    return scores
+
+
+def _jsonable(obj: Any) -> Any:
+    """Round-trip through JSON with lm-eval's own fallback for numpy scalars, dtypes and sets."""
+    from lm_eval.utils import handle_non_serializable
+
+    return json.loads(json.dumps(obj, default=handle_non_serializable))
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write JSON atomically (temporary file, then rename)."""
+    from lm_eval.utils import handle_non_serializable
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=handle_non_serializable) + "\n")
+    tmp.replace(path)
+
+
+def write_samples(out: Path, samples: dict[str, list[dict[str, Any]]]) -> dict[str, str]:
+    """Write ``<out stem>_samples_<task>.jsonl`` beside ``out``; returns ``{task: file name}``."""
+    from lm_eval.utils import handle_non_serializable
+
+    files = {}
+    for task, rows in samples.items():
+        path = out.with_name(f"{out.stem}_samples_{task}.jsonl")
+        tmp = path.with_name(path.name + ".tmp")
+        with tmp.open("w") as f:
+            for row in rows:
+                f.write(json.dumps(row, default=handle_non_serializable, ensure_ascii=False) + "\n")
+        tmp.replace(path)
+        files[task] = path.name
+    return files
+
+
+def describe_model(model: str) -> dict[str, Any]:
+    """Name, kind and evaluated folder of a MODEL argument (a local model or a hub id)."""
+    from edulm.evaluate.artifacts import run_name, training_tokens
+
+    path = Path(model)
+    if not path.exists():
+        if model.startswith((".", "/", "~")) or model.count("/") > 1:
+            raise UsageError(f"{model}: no such folder; pass an HF folder, a run dir, a checkpoint dir or a hub id")
+        return {"name": model, "source": model, "kind": "hub", "path": model, "training_tokens": None}
+    from edulm.hf import ensure_hf_folder, resolve_model
+
+    resolved = resolve_model(path)
+    folder = ensure_hf_folder(path)
+    run_dir = path if resolved.kind == "run" else (path.parent.parent if resolved.kind == "checkpoint" else None)
+    if resolved.kind == "hf" and path.resolve().name == "final" and (path.resolve().parent / "config.yaml").is_file():
+        run_dir = path.resolve().parent  # the exported final folder of a run
+    name = run_name(run_dir) if run_dir is not None else None
+    if resolved.kind == "checkpoint":
+        name = f"{name or path.resolve().parent.parent.name}@{path.resolve().name}"
+    tokens = training_tokens(run_dir) if run_dir is not None and resolved.kind != "checkpoint" else None
+    return {
+        "name": name or path.resolve().name,
+        "source": str(model),
+        "kind": resolved.kind,
+        "path": str(Path(folder).resolve()),
+        "training_tokens": tokens,
+    }
+
+
+def evaluate_model(model: str, out: str | Path, settings: EvalSettings, manager=None, name: str | None = None) -> dict[str, Any]:
+    """Run the protocol on ``model`` (local MODEL or hub id), write ``out`` and the samples; returns the results document."""
+    import lm_eval
+    import torch
+    import transformers
+
+    out = Path(out)
+    info = describe_model(model)
+    if name:
+        info["name"] = name
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UsageError(f"{out}: cannot create its folder ({err}); choose another --out") from None
+    started = time.time()
+    raw = run_harness(info["path"], settings, manager)
+    duration = time.time() - started
+    samples = raw.pop("samples", {}) or {}
+    config = raw.get("config", {})
+    info["parameters"] = config.get("model_num_parameters")
+    scores = scores_from_results(raw)
+    on_cuda = settings.device.startswith("cuda")
+    document = {
+        "format": RESULTS_FORMAT,
+        "format_version": 1,
+        "model": info,
+        "harness": {"name": "lm-evaluation-harness", "version": lm_eval.__version__},
+        "protocol": {
+            "tasks": list(settings.tasks),
+            "num_fewshot": NUM_FEWSHOT,
+            "reference_metrics": {task: s["metric"] for task, s in scores.items()},
+            "seeds": dict(SEEDS),
+            "limit": settings.limit,
+            "include_path": str(Path(settings.include_path).resolve()) if settings.include_path else None,
+            "bootstrap_iters": config.get("bootstrap_iters"),
+        },
+        "runtime": {
+            "device": settings.device,
+            "device_name": torch.cuda.get_device_name(torch.device(settings.device)) if on_cuda else "cpu",
+            "dtype": settings.dtype,
+            "batch_size": settings.batch_size,
+            "batch_size_resolved": config.get("batch_sizes") or settings.batch_size,
+            "duration_s": round(duration, 2),
+            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+        },
+        "scores": scores,
+        "results": raw.get("results", {}),
+        "groups": raw.get("groups", {}),
+        "lm_eval": {k: raw.get(k) for k in ("versions", "n-shot", "higher_is_better", "n-samples", "configs", "config")},
+    }
+    document["samples_files"] = write_samples(out, samples)
+    document = _jsonable(document)
+    write_json(out, document)
+    return document
+
+
+def format_scores(document: dict[str, Any]) -> str:
+    """The scores as aligned text lines: task, metric, value, stderr."""
+    lines = []
+    for task, s in document["scores"].items():
+        value = "n/a" if s["value"] is None else f"{s['value']:.4f}"
+        err = f" ± {s['stderr']:.4f}" if isinstance(s["stderr"], (int, float)) else ""
+        lines.append(f"{task:<24} {s['metric']:<10} {value}{err}")
+    return "\n".join(lines)
+
+
+def eval_command(args: argparse.Namespace) -> None:
+    """``edulm eval MODEL --out FILE [...]``."""
+    settings = settings_from_args(args)
+    out = Path(args.out)
+    if out.suffix.lower() != ".json":
+        raise UsageError(f"--out {args.out}: the results file must end in .json (samples are written beside it)")
+    document = evaluate_model(args.model, out, settings)
+    print(format_scores(document))
+    runtime = document["runtime"]
+    params = document["model"]["parameters"]
+    print(
+        f"model {document['model']['name']} ({f'{params:,}' if params else 'unknown number of'} parameters), "
+        f"{runtime['device']} {runtime['dtype']}, batch size {runtime['batch_size_resolved']}, "
+        f"lm-eval {document['harness']['version']}"
+    )
+    print(f"results: {out}")

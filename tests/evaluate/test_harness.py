@@ -1,0 +1,100 @@
+"""`edulm eval` runs lm-eval with the protocol and reports exactly lm-eval's numbers."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from edulm.cli import main
+from edulm.evaluate.protocol import SEEDS
+
+
+def test_eval_equals_direct_lm_eval(tiny_hf_model, local_tasks, tmp_path, capsys):
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    out = tmp_path / "eval" / "results.json"
+    code = main([
+        "eval", str(tiny_hf_model), "--out", str(out), "--tasks", "tiny_quiz,tiny_cloze",
+        "--include-path", str(local_tasks), "--device", "cpu", "--batch-size", "auto",
+    ])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "tiny_quiz" in printed and f"results: {out}" in printed
+
+    direct = lm_eval.simple_evaluate(
+        model="hf",
+        model_args={"pretrained": str(tiny_hf_model), "dtype": "float32"},
+        tasks=["tiny_quiz", "tiny_cloze"],
+        num_fewshot=0,
+        batch_size="auto",
+        device="cpu",
+        task_manager=TaskManager(include_path=str(local_tasks), include_defaults=False),
+        **SEEDS,
+    )
+    doc = json.loads(out.read_text())
+    for task in ("tiny_quiz", "tiny_cloze"):
+        for key, value in direct["results"][task].items():
+            if isinstance(value, float) and not math.isnan(value):
+                assert doc["results"][task][key] == value, (task, key)
+    # Reference metrics: acc_norm for the multiple-choice task, acc for the cloze task.
+    assert doc["scores"]["tiny_quiz"]["metric"] == "acc_norm"
+    assert doc["scores"]["tiny_quiz"]["value"] == direct["results"]["tiny_quiz"]["acc_norm,none"]
+    assert doc["scores"]["tiny_cloze"]["metric"] == "acc"
+    assert doc["scores"]["tiny_cloze"]["value"] == direct["results"]["tiny_cloze"]["acc,none"]
+
+    # What the results file records about the run.
+    assert doc["harness"]["version"] == lm_eval.__version__
+    assert doc["runtime"]["device"] == "cpu" and doc["runtime"]["dtype"] == "float32"
+    assert doc["runtime"]["batch_size"] == "auto" and doc["runtime"]["batch_size_resolved"] == direct["config"]["batch_sizes"]
+    assert doc["model"]["parameters"] == direct["config"]["model_num_parameters"] > 0
+    assert doc["model"]["path"] == str(tiny_hf_model.resolve())
+    assert doc["protocol"]["num_fewshot"] == 0 and doc["protocol"]["seeds"] == SEEDS
+
+    # Samples beside the results file, one JSONL per task with one line per example.
+    for task in ("tiny_quiz", "tiny_cloze"):
+        samples = out.parent / doc["samples_files"][task]
+        lines = samples.read_text().splitlines()
+        assert len(lines) == 8
+        assert json.loads(lines[0])["doc_id"] in range(8)
+
+
+def test_eval_with_limit_scores_fewer_examples(tiny_hf_model, local_tasks, tmp_path):
+    out = tmp_path / "limited.json"
+    assert main([
+        "eval", str(tiny_hf_model), "--out", str(out), "--tasks", "tiny_quiz",
+        "--include-path", str(local_tasks), "--device", "cpu", "--limit", "3", "--batch-size", "4",
+    ]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["scores"]["tiny_quiz"]["n_samples"] == 3
+    assert doc["runtime"]["batch_size_resolved"] == 4
+    assert doc["protocol"]["limit"] == 3
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--tasks", "tiny_quizz"], "did you mean 'tiny_quiz'"),
+        (["--tasks", "tiny_quiz", "--batch-size", "zero"], "--batch-size"),
+        (["--tasks", "tiny_quiz", "--limit", "1.5"], "--limit"),
+        (["--tasks", "tiny_quiz", "--dtype", "int8"], "--dtype"),
+    ],
+)
+def test_eval_bad_options_are_usage_errors(tiny_hf_model, local_tasks, tmp_path, capsys, extra, message):
+    code = main(["eval", str(tiny_hf_model), "--out", str(tmp_path / "r.json"), "--include-path", str(local_tasks),
+                 "--device", "cpu", *extra])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_default_tasks_without_hub_fail_with_one_clear_line(tiny_hf_model, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    code = main(["eval", str(tiny_hf_model), "--out", str(tmp_path / "r.json"), "--device", "cpu", "--tasks", "arc_easy"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1
+    assert "--include-path" in err and "unreachable" in err
+    assert not (tmp_path / "r.json").exists()
