@@ -11,6 +11,8 @@
 2. *loader*: random tokens in 100M-token shards, read by the training loader on one thread
    (``torch.set_num_threads(1)``); the goal is >= 10M tokens/s. Shards are in the page cache, as they
    are after the first epoch's touch (and the OS reads ahead for the first).
+3. *streaming*: ``data.streaming``'s reader, tokenizer and packer on one thread (what the background
+   process does per thread it is given).
 
 Prints one markdown table per part; the figures go to docs/performance.md ("Data pipeline").
 """
@@ -106,6 +108,26 @@ def bench_loader(total_tokens: int, seq_len: int, batch_size: int, folder: Path)
     print(f"| shuffled windows, memory-mapped | {len(arrays)} x <=100M tokens | {seq_len} x {batch_size} | {tps:,.0f} |")
 
 
+def bench_streaming(tokenizer_name: str, seq_len: int, batch_size: int) -> None:
+    from edulm.data.sources import open_source
+    from edulm.data.stream_worker import INITIAL_STATE, stream_batches
+    from edulm.tokenizer import load_tokenizer
+
+    source = open_source("builtin:sample")
+    raw = load_tokenizer(tokenizer_name).backend_tokenizer
+    batches = stream_batches(source, raw, 0, dict(INITIAL_STATE), seq_len=seq_len, batch_size=batch_size,
+                             seed=0, val_tokens=100_000)
+    next(batches)  # warm-up: the held-out documents at the start are tokenized too
+    tokens, start = 0, time.perf_counter()
+    while time.perf_counter() - start < 5.0:
+        windows, _ = next(batches)
+        tokens += windows.shape[0] * seq_len
+    batches.close()
+    tps = tokens / (time.perf_counter() - start)
+    print(f"\n| streaming (data.streaming) | threads | seq_len x batch | tokens/s |\n|---|---:|---:|---:|")
+    print(f"| read, tokenize, split, pack `builtin:sample` | 1 | {seq_len} x {batch_size} | {tps:,.0f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokenizer", default="smollm2-offline")
@@ -125,6 +147,7 @@ def main() -> None:
         if not args.skip_prepare:
             bench_prepare(args.tokenizer, [int(w) for w in args.workers.split(",")], args.copies, args.repeats, Path(tmp))
         bench_loader(int(args.loader_tokens), args.seq_len, args.batch_size, Path(tmp))
+    bench_streaming(args.tokenizer, args.seq_len, args.batch_size)
     print(f"\nload average after: {os.getloadavg()[0]:.2f} (other work on the machine lowers every figure)")
 
 

@@ -175,6 +175,9 @@ def describe_model(model: str) -> dict[str, Any]:
     if not path.exists():
         if model.startswith((".", "/", "~")) or model.count("/") > 1:
             raise UsageError(f"{model}: no such folder; pass an HF folder, a run dir, a checkpoint dir or a hub id")
+        from edulm.evaluate.tasks import require_hub
+
+        require_hub(f"the model {model}")
         return {"name": model, "source": model, "kind": "hub", "path": model, "training_tokens": None}
     from edulm.hf import ensure_hf_folder, resolve_model
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+import os
+import socket
 from pathlib import Path
+from urllib.parse import urlparse
 
 from edulm.errors import UsageError
 from edulm.evaluate.protocol import did_you_mean
@@ -12,6 +16,66 @@ OFFLINE_HINT = (
     "whose data is local (dataset_path: json) and name them with --tasks"
 )
 """What to do when a task's data cannot be fetched."""
+
+PROBE_TIMEOUT_S = 5.0
+"""Seconds to wait for the hub's endpoint to accept a TCP connection."""
+
+
+def hub_offline() -> bool:
+    """True when the environment puts the hub or the datasets library in offline mode (cached copies only)."""
+    from huggingface_hub import constants
+
+    datasets_offline = os.environ.get("HF_DATASETS_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    return bool(constants.is_offline_mode()) or datasets_offline
+
+
+def hub_reachable(timeout: float = PROBE_TIMEOUT_S) -> bool:
+    """True when a TCP connection to the hub endpoint (``HF_ENDPOINT``) opens within ``timeout`` seconds."""
+    from huggingface_hub import constants
+
+    url = urlparse(constants.ENDPOINT)
+    try:
+        with socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def require_hub(what: str) -> None:
+    """Fail at once when ``what`` (say "the data of arc_easy") must come from the hub and the hub cannot be reached.
+
+    Without this, ``datasets`` and ``huggingface_hub`` retry for about half a minute per file before
+    failing. In offline mode nothing is probed: cached copies are used, and a missing one fails fast.
+    """
+    if hub_offline() or hub_reachable():
+        return
+    raise UsageError(
+        f"the Hugging Face Hub is unreachable and {what} comes from it; connect, set HF_HUB_OFFLINE=1 "
+        "HF_DATASETS_OFFLINE=1 to use copies already in the cache, or use local files (--include-path DIR with "
+        "task YAMLs whose data is local, or a local model folder)"
+    )
+
+
+@functools.lru_cache(maxsize=4)
+def _manager(include_path: str | None, include_defaults: bool):
+    """Indexing the harness's task folders takes seconds; the index is only read, so one per process is enough."""
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager(include_path=include_path, include_defaults=include_defaults)
+
+
+def builtin_tasks(manager, tasks: list[str]) -> list[str]:
+    """Those of ``tasks`` defined by the harness's own YAMLs (whose data lives on the hub)."""
+    import lm_eval.tasks
+
+    root = Path(lm_eval.tasks.__file__).resolve().parent
+    out = []
+    for name in tasks:
+        entry = manager.task_index.get(name)
+        path = getattr(entry, "yaml_path", None)
+        if path is not None and Path(path).resolve().is_relative_to(root):
+            out.append(name)
+    return out
 
 
 def _is_task_file(spec: str) -> bool:
@@ -25,22 +89,24 @@ def task_manager(tasks: list[str], include_path: str | None = None):
     every requested task the built-in index is skipped (the result is the same: an include path
     takes precedence over built-in tasks of the same name).
     """
-    from lm_eval.tasks import TaskManager
-
     if include_path is not None:
         folder = Path(include_path)
         if not folder.is_dir():
             raise UsageError(f"--include-path {include_path}: no such folder; pass a folder of lm-eval task YAMLs")
-        local = TaskManager(include_path=str(folder), include_defaults=False)
+        include_path = str(folder.resolve())
+        local = _manager(include_path, False)
         if all(t in local.all_tasks or _is_task_file(t) for t in tasks):
             return local
-    manager = TaskManager(include_path=include_path)
+    manager = _manager(include_path, True)
     for name in tasks:
         if name not in manager.all_tasks and not _is_task_file(name):
             where = " or in --include-path" if include_path else "; for a local task pass --include-path DIR"
             raise UsageError(
                 f"unknown lm-eval task '{name}'{did_you_mean(name, manager.all_tasks)}: it is not a built-in task{where}"
             )
+    needing_hub = builtin_tasks(manager, tasks)
+    if needing_hub:
+        require_hub(f"the data of {', '.join(needing_hub)}")
     return manager
 
 

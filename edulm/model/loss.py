@@ -4,12 +4,12 @@
 ``chunk_size`` set it runs the *fused* path: a slice of tokens at a time, each slice's logits are
 computed in the compute dtype (bf16 under autocast), upcast to float32 for the softmax, and turned
 into the gradients with respect to the hidden states and the head weight right away, in the forward
-pass. The full (tokens x vocab) logits never exist at once, nothing of size vocab is kept for the
-backward pass, and the backward pass only scales the stored gradients.
+pass. The full (tokens x vocab) logits never exist at once, nothing of size tokens x vocab is kept
+for the backward pass, and the backward pass only scales the stored gradients.
 
 Why gradients in the forward pass rather than recomputing each slice's logits in the backward
 (activation checkpointing of the head): the projection then costs three matrix products per slice
-(logits, d hidden, d weight) instead of four, about 7% of the 135M model's training FLOPs; the price
+(logits, d hidden, d weight) instead of four, saving about 5% of the 135M model's training FLOPs; the price
 is holding d hidden (the size of the hidden states) and a float32 d weight (vocab x d, 113 MB for the
 135M model) from forward to backward. ``docs/performance.md`` has the measurements.
 

@@ -98,3 +98,15 @@ def test_default_tasks_without_hub_fail_with_one_clear_line(tiny_hf_model, tmp_p
     assert len(err.strip().splitlines()) == 1
     assert "--include-path" in err and "unreachable" in err
     assert not (tmp_path / "r.json").exists()
+
+
+def test_unreachable_hub_fails_before_any_download(tiny_hf_model, tmp_path, capsys, monkeypatch):
+    """Not in offline mode and the hub does not answer: one line at once, instead of half a minute of retries."""
+    import edulm.evaluate.tasks as tasks
+
+    monkeypatch.setattr(tasks, "hub_offline", lambda: False)
+    monkeypatch.setattr(tasks, "hub_reachable", lambda timeout=0: False)
+    code = main(["eval", str(tiny_hf_model), "--out", str(tmp_path / "r.json"), "--device", "cpu", "--tasks", "arc_easy"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "unreachable" in err and "arc_easy" in err and "HF_HUB_OFFLINE=1" in err

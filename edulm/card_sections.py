@@ -1,0 +1,290 @@
+"""The markdown body of the model card, one function per section (see :mod:`edulm.card` for the inputs).
+
+Every number is read from the run's artifacts; a section whose artifact is missing says so.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+if TYPE_CHECKING:
+    from edulm.card import CardInputs
+
+NOT_RECORDED = "not recorded"
+
+
+def _int(value: Any) -> str:
+    return f"{round(value):,}" if isinstance(value, (int, float)) else NOT_RECORDED
+
+
+def _num(value: Any, digits: int = 4) -> str:
+    return f"{value:.{digits}f}" if isinstance(value, (int, float)) else NOT_RECORDED
+
+
+def _tokens(value: Any) -> str:
+    """``10,000,000,000 (10.0B)``: exact, with a readable short form."""
+    if not isinstance(value, (int, float)) or value <= 0:
+        return NOT_RECORDED
+    for unit, size in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if value >= size:
+            return f"{int(value):,} ({value / size:.1f}{unit})"
+    return f"{int(value):,}"
+
+
+def _table(header: list[str], rows: list[list[str]], align: list[str] | None = None) -> list[str]:
+    align = align or ["---"] * len(header)
+    return ["| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |"] + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def _section(cfg: dict[str, Any], name: str) -> dict[str, Any]:
+    section = cfg.get(name)
+    return section if isinstance(section, dict) else {}
+
+
+# ---------------------------------------------------------------------------------------------
+# Sections
+# ---------------------------------------------------------------------------------------------
+
+
+def overview(inputs: "CardInputs") -> list[str]:
+    summary = inputs.summary or {}
+    source = _section(inputs.config, "data").get("source", NOT_RECORDED)
+    tokens = summary.get("tokens")
+    trained = f"trained from scratch on {_tokens(tokens)} tokens" if tokens else "trained from scratch"
+    status = summary.get("status")
+    lines = [
+        f"# {inputs.name}",
+        "",
+        f"{inputs.name} is a {_int(inputs.parameters)}-parameter Llama-style causal language model {trained} "
+        f"of `{source}` with edulm on {_device_phrase(summary)}.",
+    ]
+    if status and status != "completed":
+        lines += ["", f"**Training status: {status}.** The numbers below describe the run as it stood when its summary was written."]
+    return lines
+
+
+def _device_phrase(summary: dict[str, Any]) -> str:
+    device = summary.get("device") or {}
+    if not device:
+        return "hardware that was not recorded"
+    count = (summary.get("batch") or {}).get("world_size") or 1
+    return f"{count} × {device.get('name', device.get('type', 'unknown device'))}"
+
+
+def model_details(inputs: "CardInputs") -> list[str]:
+    m = _section(inputs.config, "model")
+    summary = inputs.summary or {}
+    rows = [
+        ["Parameters", _int(inputs.parameters)],
+        ["Architecture", "Llama (RMSNorm, rotary position embeddings, SwiGLU MLP, grouped-query attention)"],
+        ["Layers", _int(m.get("n_layers"))],
+        ["Hidden size (d_model)", _int(m.get("d_model"))],
+        ["MLP inner size (d_ff)", _int(m.get("d_ff"))],
+        ["Attention heads / key-value heads", f"{_int(m.get('n_heads'))} / {_int(m.get('n_kv_heads'))}"],
+        ["Context length", _int(m.get("max_seq_len"))],
+        ["RoPE theta", str(m.get("rope_theta", NOT_RECORDED))],
+        ["Vocabulary", _int(m.get("vocab_size"))],
+        ["Tied input/output embeddings", str(m.get("tie_embeddings", NOT_RECORDED)).lower()],
+        ["Tokenizer", f"`{_section(inputs.config, 'tokenizer').get('name', NOT_RECORDED)}`"],
+        ["Training FLOPs per token", _int(summary.get("flops_per_token"))],
+    ]
+    return ["## Model details", ""] + _table(["", ""], rows)
+
+
+def training_recipe(inputs: "CardInputs") -> list[str]:
+    t, d, run = _section(inputs.config, "train"), _section(inputs.config, "data"), _section(inputs.config, "run")
+    summary = inputs.summary or {}
+    batch = summary.get("batch") or {}
+    per_step = summary.get("tokens_per_step")
+    rows = [
+        ["Data", f"`{d.get('source', NOT_RECORDED)}` (held out for validation: {_int(d.get('val_tokens'))} tokens)"],
+        ["Tokens seen", _tokens(summary.get("tokens"))],
+        ["Optimizer steps", f"{_int(summary.get('steps'))} of {_int(summary.get('total_steps'))}" if summary else NOT_RECORDED],
+        ["Sequence length", _int(t.get("seq_len"))],
+        ["Batch", f"{batch.get('micro_batch_size', t.get('micro_batch_size', '?'))} sequences × {batch.get('grad_accum_steps', t.get('grad_accum_steps', '?'))} "
+                  f"accumulation steps × {batch.get('world_size', 1)} processes = {_int(per_step)} tokens per step"],
+        ["Optimizer", f"AdamW (β1 {t.get('beta1', '?')}, β2 {t.get('beta2', '?')}, ε {t.get('eps', '?')}, weight decay {t.get('weight_decay', '?')} on matrices), "
+                      f"gradient clipping {t.get('grad_clip', '?')}"],
+        ["Learning rate", f"peak {t.get('lr', '?')}, {_int(t.get('warmup_steps'))} warmup steps, cosine decay to {t.get('min_lr_ratio', '?')} × peak"],
+        ["Precision", str(summary.get("precision") or t.get("precision", NOT_RECORDED))],
+        ["Seed", str(run.get("seed", NOT_RECORDED))],
+        ["Steps skipped (non-finite loss)", _int(summary.get("skipped_steps"))],
+    ]
+    lines = ["## Training recipe", ""] + _table(["", ""], rows)
+    lines += ["", "<details><summary>Full training config (config.yaml)</summary>", "", "```yaml",
+              yaml.safe_dump(inputs.config, sort_keys=False).rstrip(), "```", "", "</details>"]
+    return lines
+
+
+def runtime_and_cost(inputs: "CardInputs") -> list[str]:
+    s = inputs.summary
+    if not s:
+        return ["## Runtime and cost", "", "Not recorded: the run has no `training/training_summary.json`."]
+    device = s.get("device") or {}
+    mfu = s.get("mfu_after_warmup")
+    rows = [
+        ["Device", f"{_device_phrase(s)} ({_num(device.get('total_memory_gb'), 1)} GiB each)" if device else NOT_RECORDED],
+        ["Mean throughput", f"{_int(s.get('mean_tokens_per_s'))} tokens/s"],
+        ["Throughput after warmup", f"{_int(s.get('mean_tokens_per_s_after_warmup'))} tokens/s"],
+        ["Model FLOPs utilisation after warmup", f"{mfu:.1%}" if isinstance(mfu, (int, float)) else "not measured (device peak unknown, CPU, or fp32)"],
+        ["Peak memory", f"{_num(s.get('peak_memory_gb'), 2)} GiB"],
+        ["Wall time", f"{_num(s.get('wall_time_h'), 2)} h ({_int(s.get('wall_time_s'))} s)"],
+        ["GPU-hours", _num(s.get("gpu_hours"), 2)],
+    ]
+    if isinstance(s.get("cost"), (int, float)):
+        cost = f"{s['cost']:,.2f} at {s.get('gpu_hourly_rate')} per GPU-hour"
+        formula = s.get("formula") or "cost = GPU-hours × price per GPU-hour"
+    else:
+        cost = "no price per GPU-hour was given"
+        formula = "cost = wall_time_s / 3600 × n_gpus × price per GPU-hour (pass `--gpu-hourly-rate` to `edulm train`)"
+    rows.append(["Cost", cost])
+    return ["## Runtime and cost", ""] + _table(["", ""], rows) + ["", f"Cost formula: `{formula}`."]
+
+
+def validation(inputs: "CardInputs") -> list[str]:
+    s = inputs.summary or {}
+    loss, ppl, where = s.get("final_val_loss"), s.get("final_val_ppl"), "training summary"
+    if not isinstance(loss, (int, float)) and inputs.validation:
+        loss, ppl, where = inputs.validation["val_loss"], inputs.validation["val_ppl"], f"metrics CSV, step {inputs.validation['step']}"
+    lines = ["## Validation", ""]
+    if not isinstance(loss, (int, float)):
+        return lines + ["Not recorded: the run logged no validation loss."]
+    return lines + [f"Final validation loss **{loss:.4f}** (perplexity **{ppl:.2f}**) on the held-out split ({where}); "
+                    f"final training loss {_num(s.get('final_train_loss'))}."]
+
+
+def evaluation(inputs: "CardInputs") -> list[str]:
+    lines = ["## Evaluation", ""]
+    if not inputs.scores:
+        return lines + ["Not run: no lm-evaluation-harness results were given (run `edulm eval MODEL --out results.json` "
+                        "and pass it with `--eval`)."]
+    rows = []
+    for task, s in inputs.scores.items():
+        stderr = f" ± {s['stderr']:.4f}" if isinstance(s.get("stderr"), (int, float)) else ""
+        rows.append([task, str(s.get("metric")), f"{s['value']:.4f}{stderr}"])
+    lines += _table(["Task", "Metric", "Score"], rows, ["---", "---", "---:"])
+    return lines + ["", protocol_sentence(inputs.evaluation or {})]
+
+
+def protocol_sentence(results: dict[str, Any]) -> str:
+    """How the scores were obtained, from the results file's records."""
+    harness = results.get("harness") or {}
+    protocol = results.get("protocol") or {}
+    runtime = results.get("runtime") or {}
+    version = harness.get("version") if isinstance(harness, dict) else None
+    fewshot = protocol.get("num_fewshot", 0)
+    parts = [f"Protocol: lm-evaluation-harness {version or '(version not recorded)'}, {fewshot}-shot, "
+             "each task scored by its reference metric (acc_norm for ARC, HellaSwag and PIQA; acc for LAMBADA and WinoGrande)"]
+    if runtime:
+        batch = runtime.get("batch_size_resolved") or runtime.get("batch_size", "?")
+        if isinstance(batch, list):
+            batch = ", ".join(str(b) for b in dict.fromkeys(batch))
+        parts.append(f"{runtime.get('dtype', '?')} on {runtime.get('device_name') or runtime.get('device', '?')}, batch size {batch}")
+    seeds = protocol.get("seeds")
+    if isinstance(seeds, dict):
+        parts.append("seeds " + "/".join(str(v) for v in seeds.values()))
+    text = "; ".join(parts) + "."
+    if protocol.get("limit") is not None:
+        text += f" **Only {protocol['limit']} examples per task were scored (--limit): not the full protocol.**"
+    return text
+
+
+def comparison(inputs: "CardInputs") -> list[str]:
+    c = inputs.comparison
+    lines = ["## Comparison with public baselines", ""]
+    if not c:
+        return lines + ["Not run: no comparison was given (run `edulm baselines` and `edulm compare`, and pass `--comparison`)."]
+    tasks, metrics, scores = c.get("tasks") or [], c.get("metrics") or {}, c.get("scores") or {}
+    candidate = (c.get("candidate") or {}).get("name", inputs.name)
+    models = [candidate] + [m for m in scores if m != candidate]
+    rows = [[t, str(metrics.get(t, ""))] + [_num((scores.get(m) or {}).get(t)) for m in models] for t in tasks]
+    lines += _table(["Task", "Metric"] + models, rows, ["---", "---"] + ["---:"] * len(models))
+    wins = [[str(b.get("name")), f"{b.get('wins', 0)}/{b.get('tasks', 0)}", str(b.get("ties", 0)),
+             f"{b['win_rate']:.0%}" if isinstance(b.get("win_rate"), (int, float)) else "n/a"] for b in c.get("baselines") or []]
+    if wins:
+        lines += ["", f"Win rate of {candidate} against each baseline (a win is a strictly higher score on a task):", ""]
+        lines += _table(["Baseline", "Wins / tasks", "Ties", "Win rate"], wins, ["---", "---:", "---:", "---:"])
+    return lines
+
+
+def budgets(inputs: "CardInputs") -> list[str]:
+    lines = ["## Training-budget context", ""]
+    rows = [[str(b.get("model")), _tokens(b.get("tokens")), str(b.get("source") or "")]
+            for b in (inputs.comparison or {}).get("budgets") or []]
+    if not rows:
+        return lines + [f"{inputs.name} saw {_tokens((inputs.summary or {}).get('tokens'))} training tokens. "
+                        "No baseline budgets were given (they come with `edulm compare`)."]
+    return lines + ["Tokens each model saw in training; scores mean more next to them:", ""] + _table(
+        ["Model", "Training tokens", "Source"], rows, ["---", "---:", "---"])
+
+
+def contamination(inputs: "CardInputs") -> list[str]:
+    report = inputs.contamination
+    lines = ["## Benchmark contamination", ""]
+    if not report:
+        return lines + ["Not run: no n-gram overlap audit between the evaluation benchmarks and the training data was made "
+                        "(run `edulm sample-text` and `edulm contamination`). Scores may be inflated if benchmark text is in the training data."]
+    from edulm.contamination import coverage_sentence
+
+    rows = [[task, f"{t['contaminated']:,} / {t['documents']:,}", f"{t['fraction']:.2%}" if t.get("fraction") is not None else "n/a",
+             _int(t.get("too_short"))] for task, t in report.get("tasks", {}).items()]
+    lines += [f"{report.get('ngram', 13)}-gram overlap after normalisation ({report.get('normalisation', '')}). "
+              f"{coverage_sentence(report)}", ""]
+    return lines + _table(["Task", "Contaminated documents", "Fraction", "Too short to check"], rows, ["---", "---:", "---:", "---:"])
+
+
+def intended_use_and_limitations(inputs: "CardInputs") -> list[str]:
+    return [
+        "## Intended use",
+        "",
+        "A small base (pretrained, not instruction-tuned) English language model for research and teaching: studying "
+        "pretraining, scaling and evaluation, and as a starting point for fine-tuning. It is not a product and not an assistant.",
+        "",
+        "## Limitations",
+        "",
+        f"- With {_int(inputs.parameters)} parameters it knows little and reasons poorly; its text is often wrong, repetitive or incoherent.",
+        "- It continues text; it does not follow instructions or refuse harmful requests, and it was not aligned or safety-tuned.",
+        "- It reflects its web training data, including its biases, errors and English-only focus.",
+        "- Zero-shot benchmark scores of models this size sit near chance on several tasks; compare them only under the same protocol.",
+    ]
+
+
+def usage(inputs: "CardInputs") -> list[str]:
+    return [
+        "## Usage",
+        "",
+        "```python",
+        "from transformers import AutoModelForCausalLM, AutoTokenizer",
+        "",
+        f'model_id = "{inputs.name}"  # this folder, or the repository id it is published under',
+        "tokenizer = AutoTokenizer.from_pretrained(model_id)",
+        "model = AutoModelForCausalLM.from_pretrained(model_id)",
+        'inputs = tokenizer("Photosynthesis is the process", return_tensors="pt")',
+        "out = model.generate(**inputs, max_new_tokens=50, do_sample=True, temperature=0.8, top_p=0.95)",
+        "print(tokenizer.decode(out[0], skip_special_tokens=True))",
+        "```",
+        "",
+        f'Or with edulm: `edulm generate {inputs.name} "Photosynthesis is the process"`.',
+    ]
+
+
+def plots(inputs: "CardInputs") -> list[str]:
+    lines = ["## Training curves", ""]
+    if not inputs.plots:
+        return lines + ["Not available: the run has no plots in `training/`."]
+    return lines + [f"![{name.removesuffix('.png').replace('_', ' ')}]({name})" for name in inputs.plots]
+
+
+SECTIONS = (overview, model_details, training_recipe, runtime_and_cost, validation, evaluation, comparison,
+            budgets, contamination, intended_use_and_limitations, usage, plots)
+"""The card's sections, in order."""
+
+
+def body(inputs: "CardInputs") -> str:
+    """The markdown body (everything after the metadata)."""
+    lines: list[str] = []
+    for section in SECTIONS:
+        lines += section(inputs) + [""]
+    return "\n".join(lines)

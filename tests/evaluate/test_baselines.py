@@ -1,0 +1,60 @@
+"""`edulm baselines`: one results file per model, same protocol, finished models skipped."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from edulm.cli import main
+from edulm.errors import UsageError
+from edulm.evaluate.baselines import DEFAULT_BASELINES, parse_models
+from edulm.evaluate.protocol import safe_name
+
+
+def test_two_local_baselines_then_skip_on_rerun(tiny_hf_model, other_tiny_hf_model, local_tasks, tmp_path, capsys):
+    out = tmp_path / "baselines"
+    argv = ["baselines", "--out", str(out), "--models", f"{tiny_hf_model},{other_tiny_hf_model}",
+            "--tasks", "tiny_quiz", "--include-path", str(local_tasks), "--device", "cpu", "--limit", "4"]
+    assert main(argv) == 0
+    files = {p.name for p in out.glob("*.json")}
+    assert files == {f"{tiny_hf_model.name}.json", f"{other_tiny_hf_model.name}.json"}
+    docs = [json.loads((out / f).read_text()) for f in sorted(files)]
+    for doc in docs:
+        assert doc["protocol"]["num_fewshot"] == 0 and doc["protocol"]["limit"] == 4
+        assert doc["scores"]["tiny_quiz"]["metric"] == "acc_norm"
+        assert doc["model"]["kind"] == "hf"
+    assert {d["model"]["name"] for d in docs} == {tiny_hf_model.name, other_tiny_hf_model.name}
+    capsys.readouterr()
+
+    before = {f: (out / f).stat().st_mtime_ns for f in files}
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("already done") == 2
+    assert {f: (out / f).stat().st_mtime_ns for f in files} == before
+
+    # A different protocol setting (here the limit) makes the old files incomplete: they are redone.
+    assert main([*argv[:-1], "3"]) == 0
+    assert json.loads((out / f"{tiny_hf_model.name}.json").read_text())["protocol"]["limit"] == 3
+
+
+def test_a_failing_baseline_does_not_stop_the_others(tiny_hf_model, local_tasks, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out = tmp_path / "baselines"
+    code = main(["baselines", "--out", str(out), "--models", f"no-such-org/no-such-model,{tiny_hf_model}",
+                 "--tasks", "tiny_quiz", "--include-path", str(local_tasks), "--device", "cpu", "--limit", "2"])
+    captured = capsys.readouterr()
+    assert code == 2
+    assert (out / f"{tiny_hf_model.name}.json").is_file()
+    assert not (out / "no-such-org__no-such-model.json").exists()
+    assert "1 of 2 baselines failed (no-such-org/no-such-model)" in captured.err
+
+
+def test_model_list_and_file_names():
+    assert parse_models(None) == DEFAULT_BASELINES and len(DEFAULT_BASELINES) == 7
+    assert parse_models(" gpt2, EleutherAI/pythia-160m ") == ["gpt2", "EleutherAI/pythia-160m"]
+    assert safe_name("facebook/opt-125m") == "facebook__opt-125m"
+    with pytest.raises(UsageError, match="empty"):
+        parse_models(" , ")
+    with pytest.raises(UsageError, match="list each model once"):
+        parse_models("gpt2,gpt2")
