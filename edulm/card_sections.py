@@ -104,7 +104,7 @@ def training_recipe(inputs: "CardInputs") -> list[str]:
         ["Optimizer steps", f"{_int(summary.get('steps'))} of {_int(summary.get('total_steps'))}" if summary else NOT_RECORDED],
         ["Sequence length", _int(t.get("seq_len"))],
         ["Batch", f"{batch.get('micro_batch_size', t.get('micro_batch_size', '?'))} sequences × {batch.get('grad_accum_steps', t.get('grad_accum_steps', '?'))} "
-                  f"accumulation steps × {batch.get('world_size', 1)} processes = {_int(per_step)} tokens per step"],
+                  f"accumulation steps × {batch.get('world_size', 1)} process(es) = {_int(per_step)} tokens per step"],
         ["Optimizer", f"AdamW (β1 {t.get('beta1', '?')}, β2 {t.get('beta2', '?')}, ε {t.get('eps', '?')}, weight decay {t.get('weight_decay', '?')} on matrices), "
                       f"gradient clipping {t.get('grad_clip', '?')}"],
         ["Learning rate", f"peak {t.get('lr', '?')}, {_int(t.get('warmup_steps'))} warmup steps, cosine decay to {t.get('min_lr_ratio', '?')} × peak"],
@@ -176,7 +176,7 @@ def protocol_sentence(results: dict[str, Any]) -> str:
     version = harness.get("version") if isinstance(harness, dict) else None
     fewshot = protocol.get("num_fewshot", 0)
     parts = [f"Protocol: lm-evaluation-harness {version or '(version not recorded)'}, {fewshot}-shot, "
-             "each task scored by its reference metric (acc_norm for ARC, HellaSwag and PIQA; acc for LAMBADA and WinoGrande)"]
+             "each task scored by its reference metric (the Metric column)"]
     if runtime:
         batch = runtime.get("batch_size_resolved") or runtime.get("batch_size", "?")
         if isinstance(batch, list):
@@ -274,7 +274,9 @@ def plots(inputs: "CardInputs") -> list[str]:
     lines = ["## Training curves", ""]
     if not inputs.plots:
         return lines + ["Not available: the run has no plots in `training/`."]
-    return lines + [f"![{name.removesuffix('.png').replace('_', ' ')}]({name})" for name in inputs.plots]
+    for name in inputs.plots:
+        lines += [f"![{name.removesuffix('.png').replace('_', ' ')}]({name})", ""]
+    return lines[:-1]
 
 
 SECTIONS = (overview, model_details, training_recipe, runtime_and_cost, validation, evaluation, comparison,

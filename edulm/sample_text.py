@@ -54,6 +54,7 @@ class ShardDocuments:
         name = tokenizer_name or recorded.get("name")
         if not name:
             raise UsageError(f"{self.shards_dir}: the manifest names no tokenizer; pass --tokenizer")
+        self.tokenizer_name = name
         self.tokenizer = load_tokenizer(name)
         if recorded.get("fingerprint") and tokenizer_fingerprint(self.tokenizer) != recorded["fingerprint"]:
             raise UsageError(
@@ -92,10 +93,12 @@ class ShardDocuments:
         """Token ids of document ``index`` (without its separator), read across shard boundaries."""
         start, end = int(self.starts[index]), int(self.ends[index])
         pieces = []
-        for base, array in zip(self.offsets, self.arrays):
-            lo, hi = max(start, int(base)), min(end, int(base) + len(array))
-            if lo < hi:
-                pieces.append(np.asarray(array[lo - base : hi - base]))
+        shard = int(np.searchsorted(self.offsets, start, side="right")) - 1  # the shard the document starts in
+        while start < end and shard < len(self.arrays):
+            base = int(self.offsets[shard])
+            hi = min(end, base + len(self.arrays[shard]))
+            pieces.append(np.asarray(self.arrays[shard][start - base : hi - base]))
+            start, shard = hi, shard + 1
         return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.uint16)
 
     def texts(self, indices: Iterator[int] | list[int]) -> Iterator[tuple[int, str]]:
@@ -124,7 +127,7 @@ def sample_shards(shards_dir: str | Path, docs: int, seed: int, tokenizer_name: 
     records = [{"text": text, "doc_index": index} for index, text in
                tqdm(documents.texts(chosen), total=len(chosen), desc="decoding", unit="doc", file=sys.stderr)]
     meta = {"from": "shards", "shards_dir": str(Path(shards_dir).resolve()), "split": "train",
-            "tokenizer": documents.tokenizer.name_or_path, "total_documents": total}
+            "tokenizer": documents.tokenizer_name, "total_documents": total}
     return records, meta
 
 

@@ -110,3 +110,20 @@ def test_unreachable_hub_fails_before_any_download(tiny_hf_model, tmp_path, caps
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "unreachable" in err and "arc_easy" in err and "HF_HUB_OFFLINE=1" in err
+
+
+def test_a_run_dir_is_named_after_its_run_and_knows_its_tokens(tiny_hf_model, tmp_path):
+    import shutil
+
+    from edulm.evaluate.harness import describe_model
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_hf_model, run / "final")
+    (run / "config.yaml").write_text("run:\n  name: tiny-run\n")
+    (run / "training").mkdir()
+    (run / "training" / "training_summary.json").write_text(json.dumps({"tokens": 123_456}))
+    info = describe_model(str(run))
+    assert info["name"] == "tiny-run" and info["kind"] == "run"
+    assert info["training_tokens"] == 123_456
+    assert info["path"] == str((run / "final").resolve())
+    assert describe_model(str(run / "final"))["name"] == "tiny-run"  # the exported folder of a run

@@ -1,0 +1,112 @@
+"""Tokenize batches of documents in worker processes, results in submission order.
+
+Each worker holds the raw ``tokenizers.Tokenizer`` (sent once as JSON) and encodes a whole batch with
+``encode_batch_fast`` on one thread; the parent keeps at most ``2 * workers`` batches in flight, so
+memory stays bounded however large the source. Order is the submission order whatever finishes first,
+which keeps shards identical for any number of workers. This module imports only numpy and tokenizers
+so that worker processes start fast.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections import deque
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+
+TOKEN_DTYPE = np.dtype("<u2")
+
+_worker_tokenizer: Any = None
+_worker_eos: int = 0
+
+
+def _init_worker(tokenizer_json: str, eos_id: int) -> None:
+    global _worker_tokenizer, _worker_eos
+    # One thread per process: the processes are the parallelism (and rayon threads would oversubscribe).
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    from tokenizers import Tokenizer
+
+    _worker_tokenizer = Tokenizer.from_str(tokenizer_json)
+    _worker_eos = eos_id
+
+
+def encode_texts(tokenizer: Any, texts: Sequence[str], eos_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(lengths, tokens)``: every text's ids followed by ``eos_id``, concatenated as uint16."""
+    encodings = tokenizer.encode_batch_fast(list(texts), add_special_tokens=False)
+    lengths = np.fromiter((len(e.ids) + 1 for e in encodings), dtype=np.int64, count=len(encodings))
+    tokens = np.empty(int(lengths.sum()), dtype=TOKEN_DTYPE)
+    pos = 0
+    for encoding, n in zip(encodings, lengths):
+        tokens[pos : pos + n - 1] = encoding.ids
+        tokens[pos + n - 1] = eos_id
+        pos += n
+    return lengths, tokens
+
+
+def _encode_in_worker(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    return encode_texts(_worker_tokenizer, texts, _worker_eos)
+
+
+def split_tokens(lengths: np.ndarray, tokens: np.ndarray) -> list[np.ndarray]:
+    """Cut the concatenated output of :func:`encode_texts` back into one array per document."""
+    return np.split(tokens, np.cumsum(lengths)[:-1]) if len(lengths) else []
+
+
+class BatchEncoder:
+    """Ordered, bounded parallel tokenization: ``imap(batches)`` yields ``(batch, per-document token arrays)``.
+
+    ``batches`` yields ``(payload, texts)`` pairs; the payload travels back unchanged with the result.
+    With one worker the encoding runs in this process (no start-up cost, same result).
+    """
+
+    def __init__(self, tokenizer_json: str, eos_id: int, workers: int):
+        self.tokenizer_json = tokenizer_json
+        self.eos_id = eos_id
+        self.workers = max(1, workers)
+        self._pool: Any = None
+
+    def imap(self, batches: Iterable[tuple[Any, Sequence[str]]]) -> Iterator[tuple[Any, list[np.ndarray]]]:
+        if self.workers == 1:
+            from tokenizers import Tokenizer
+
+            tokenizer = Tokenizer.from_str(self.tokenizer_json)
+            for payload, texts in batches:
+                yield payload, split_tokens(*encode_texts(tokenizer, texts, self.eos_id))
+            return
+        # spawn, not fork: the parent may hold threads (tokenizers, datasets, torch) that fork would break.
+        # An executor, not multiprocessing.Pool: a worker that dies (out of memory, say) is reported as
+        # BrokenProcessPool instead of leaving the parent waiting forever.
+        self._pool = ProcessPoolExecutor(
+            self.workers, mp_context=multiprocessing.get_context("spawn"),
+            initializer=_init_worker, initargs=(self.tokenizer_json, self.eos_id),
+        )
+        pending: deque = deque()
+        try:
+            for payload, texts in batches:
+                pending.append((payload, self._pool.submit(_encode_in_worker, texts)))
+                if len(pending) >= 2 * self.workers:
+                    payload, future = pending.popleft()
+                    yield payload, split_tokens(*future.result())
+            while pending:
+                payload, future = pending.popleft()
+                yield payload, split_tokens(*future.result())
+        except BrokenProcessPool:
+            raise RuntimeError("a tokenizer worker process died (out of memory?); lower data.workers and run again") from None
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Stop the worker processes, dropping queued work."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> "BatchEncoder":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

@@ -1,0 +1,165 @@
+"""The token shard file format and the ``manifest.json`` that lists a prepared directory's shards.
+
+A shard is a 128-byte little-endian header followed by ``n_tokens`` uint16 token ids::
+
+    offset  size  field
+    0       8     magic b"EDULMTOK"
+    8       4     format version (1)
+    12      4     header size in bytes (128)
+    16      8     number of tokens
+    24      4     CRC-32 of the token bytes
+    28      4     reserved (0)
+    32      64    tokenizer fingerprint, ASCII, zero-padded
+    96      32    reserved (0)
+
+Documents are concatenated, each followed by one end-of-document token, so a shard is a slice of one
+long token stream (a document may continue into the next shard). A shard is written under a temporary
+name and renamed when complete, so a file with a shard's name is always whole.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edulm.errors import UsageError
+
+MAGIC = b"EDULMTOK"
+FORMAT_VERSION = 1
+HEADER = struct.Struct("<8sIIQII64s32x")
+HEADER_BYTES = HEADER.size  # 128
+TOKEN_DTYPE = np.dtype("<u2")
+MAX_VOCAB = 1 << 16
+"""uint16 holds ids 0..65535."""
+MANIFEST = "manifest.json"
+SPLITS = ("train", "val")
+
+
+@dataclass(frozen=True)
+class ShardHeader:
+    """What a shard's header says about it."""
+
+    n_tokens: int
+    crc32: int
+    fingerprint: str
+
+
+def shard_name(split: str, index: int) -> str:
+    """File name of shard ``index`` of ``split``: ``train-000003.bin``."""
+    return f"{split}-{index:06d}.bin"
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write JSON to a temporary sibling, then rename it over ``path``."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def write_shard(path: Path, tokens: np.ndarray, fingerprint: str) -> dict[str, Any]:
+    """Write ``tokens`` as a complete shard at ``path``; returns its manifest entry (file, tokens, crc32)."""
+    data = np.ascontiguousarray(tokens, dtype=TOKEN_DTYPE)
+    encoded = fingerprint.encode("ascii")
+    if len(encoded) > 64:
+        raise ValueError(f"tokenizer fingerprint longer than 64 characters: {fingerprint!r}")
+    crc = zlib.crc32(memoryview(data).cast("B"))
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(HEADER.pack(MAGIC, FORMAT_VERSION, HEADER_BYTES, data.size, crc, 0, encoded))
+        f.write(memoryview(data).cast("B"))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return {"file": path.name, "tokens": int(data.size), "crc32": crc}
+
+
+def read_header(path: Path) -> ShardHeader:
+    """Parse and check a shard's header and size (UsageError naming the file when it is damaged)."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(HEADER_BYTES)
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise UsageError(f"{path}: shard file is missing; run 'edulm prepare' again") from None
+    if len(raw) < HEADER_BYTES:
+        raise UsageError(f"{path}: truncated shard ({size} bytes, shorter than its header); run 'edulm prepare' again")
+    magic, version, header_bytes, n_tokens, crc, _, fp = HEADER.unpack(raw)
+    if magic != MAGIC:
+        raise UsageError(f"{path}: not an edulm token shard (bad magic); run 'edulm prepare' again")
+    if version != FORMAT_VERSION or header_bytes != HEADER_BYTES:
+        raise UsageError(f"{path}: shard format version {version} is not supported (expected {FORMAT_VERSION}); run 'edulm prepare' again")
+    expected = HEADER_BYTES + n_tokens * TOKEN_DTYPE.itemsize
+    if size != expected:
+        raise UsageError(f"{path}: truncated or corrupt shard ({size} bytes, header says {expected}); run 'edulm prepare' again")
+    return ShardHeader(n_tokens=n_tokens, crc32=crc, fingerprint=fp.rstrip(b"\0").decode("ascii", "replace"))
+
+
+def open_shard(path: Path, fingerprint: str | None = None) -> np.ndarray:
+    """Memory-map a shard's tokens after checking its header (and tokenizer fingerprint when given)."""
+    header = read_header(path)
+    if fingerprint is not None and header.fingerprint != fingerprint:
+        raise UsageError(
+            f"{path}: shard was tokenized with a different tokenizer (fingerprint {header.fingerprint[:12]}..., "
+            f"run uses {fingerprint[:12]}...); prepare the data with the run's tokenizer"
+        )
+    if header.n_tokens == 0:
+        return np.zeros(0, dtype=TOKEN_DTYPE)
+    return np.memmap(path, dtype=TOKEN_DTYPE, mode="r", offset=HEADER_BYTES, shape=(header.n_tokens,))
+
+
+def verify_shard(path: Path, crc32: int | None = None) -> ShardHeader:
+    """Read a whole shard and check its CRC-32 against the header (and ``crc32`` when given)."""
+    header = read_header(path)
+    crc = 0
+    with open(path, "rb") as f:
+        f.seek(HEADER_BYTES)
+        while chunk := f.read(1 << 24):
+            crc = zlib.crc32(chunk, crc)
+    if crc != header.crc32 or (crc32 is not None and crc != crc32):
+        raise UsageError(f"{path}: corrupt shard (checksum mismatch); run 'edulm prepare' again")
+    return header
+
+
+def read_manifest(shards_dir: str | Path) -> dict[str, Any]:
+    """The manifest of a prepared directory (UsageError when missing, unreadable or unfinished)."""
+    path = Path(shards_dir) / MANIFEST
+    if not path.is_file():
+        hint = " (an 'edulm prepare' there did not finish; run it again)" if (Path(shards_dir) / ".prepare-state.json").exists() else ""
+        raise UsageError(f"{path}: no manifest{hint}; run 'edulm prepare CONFIG' to tokenize data.source into data.shards_dir")
+    try:
+        manifest = json.loads(path.read_text())
+        manifest["splits"]["train"]["shards"]
+    except (ValueError, KeyError, TypeError):
+        raise UsageError(f"{path}: not a valid edulm manifest; run 'edulm prepare' again") from None
+    return manifest
+
+
+def open_split(shards_dir: str | Path, split: str = "train", fingerprint: str | None = None) -> list[np.ndarray]:
+    """Memory-mapped token arrays of one split's shards, in order, each checked against the manifest."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+    folder = Path(shards_dir)
+    manifest = read_manifest(folder)
+    recorded = manifest.get("tokenizer", {}).get("fingerprint")
+    if fingerprint is not None and recorded != fingerprint:
+        raise UsageError(
+            f"{folder / MANIFEST}: shards were tokenized with tokenizer '{manifest.get('tokenizer', {}).get('name')}' "
+            f"(fingerprint {str(recorded)[:12]}...), not the run's tokenizer ({fingerprint[:12]}...); "
+            "prepare the data with the run's tokenizer or change tokenizer.name"
+        )
+    arrays = []
+    for entry in manifest["splits"].get(split, {}).get("shards", []):
+        path = folder / entry["file"]
+        array = open_shard(path, recorded)
+        header = read_header(path)
+        if header.n_tokens != entry["tokens"] or header.crc32 != entry["crc32"]:
+            raise UsageError(f"{path}: shard does not match {MANIFEST} (tokens or checksum differ); run 'edulm prepare' again")
+        arrays.append(array)
+    return arrays

@@ -1,0 +1,177 @@
+"""``data.streaming: true``: train straight from ``data.source``, tokenizing in a background process.
+
+For machines without disk for shards, and for reading ``hf://`` directly as the reference run did.
+Batches have the same shape as from shards; what differs:
+
+- order is the source's (no shuffling: FineWeb-Edu is already shuffled), and when the source runs out
+  the next epoch starts again from its first record;
+- ranks split by document (record number mod world size) rather than by window;
+- held-out documents are chosen by the same rule as ``edulm prepare`` (:mod:`edulm.data.split`) and
+  never trained on; :func:`held_out_tokens` reads them for validation.
+
+The loader's state is the position of the next window's first token: the record, the token offset in
+it, where to reopen the source (with the source's resume token) and the held-out count at that record.
+A resumed run continues at exactly that token, whatever the background process had read ahead.
+"""
+
+from __future__ import annotations
+
+import functools
+import multiprocessing
+import os
+import queue
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from edulm.config import Config
+from edulm.data.encode import encode_texts, split_tokens
+from edulm.data.shards import MAX_VOCAB
+from edulm.data.sources import document_batches, open_source
+from edulm.data.split import SplitAssigner, is_val_candidate
+from edulm.data.stream_worker import INITIAL_STATE, produce
+from edulm.errors import UsageError
+
+def _threads(requested: int, world_size: int) -> int:
+    if requested > 0:
+        return requested
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    return max(1, cores // world_size)
+
+
+class StreamingLoader:
+    """``(inputs, targets)`` batches tokenized on the fly by a background process; resumable to the token."""
+
+    def __init__(self, cfg: Config, rank: int = 0, world_size: int = 1, prefetch: int = 8):
+        from edulm.tokenizer import document_separator_id, load_tokenizer
+
+        size = cfg.train.micro_batch_size
+        if not isinstance(size, int):
+            raise ValueError("train.micro_batch_size must be resolved to a number before building the loader")
+        open_source(cfg.data.source, cfg.data.text_field)  # a bad name fails here, in the caller's process
+        tokenizer = load_tokenizer(cfg.tokenizer.name)
+        if len(tokenizer) > MAX_VOCAB:
+            raise UsageError(f"tokenizer '{cfg.tokenizer.name}' has {len(tokenizer):,} tokens; edulm's data path holds at most {MAX_VOCAB:,} ids")
+        self.rank, self.world_size, self.seq_len, self.source = rank, world_size, cfg.train.seq_len, cfg.data.source
+        self._job = {
+            "tokenizer_json": tokenizer.backend_tokenizer.to_str(), "eos_id": document_separator_id(tokenizer),
+            "source": cfg.data.source, "text_field": cfg.data.text_field,
+            "threads": _threads(cfg.data.workers, world_size),
+            "shape": {"seq_len": cfg.train.seq_len, "batch_size": size, "seed": cfg.run.seed,
+                      "val_tokens": cfg.data.val_tokens, "rank": rank, "world_size": world_size},
+        }
+        self.pin_memory = torch.cuda.is_available()
+        self.prefetch = prefetch
+        self._state = dict(INITIAL_STATE)
+        self._proc: Any = None
+        self._queue: Any = None
+        self._stop: Any = None
+
+    def _start(self) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._queue = context.Queue(self.prefetch)
+        self._stop = context.Event()
+        self._proc = context.Process(
+            target=produce, args=(self._job, dict(self._state), self._queue, self._stop, os.getpid()),
+            name="edulm-stream", daemon=True,
+        )
+        self._proc.start()
+
+    def __iter__(self) -> "StreamingLoader":
+        return self
+
+    def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._proc is None:
+            self._start()
+        while True:
+            try:
+                item = self._queue.get(timeout=1.0)
+                break
+            except queue.Empty:
+                if not self._proc.is_alive() and self._queue.empty():
+                    code = self._proc.exitcode
+                    self.close()
+                    raise RuntimeError(f"the streaming data process exited unexpectedly (exit code {code})") from None
+        if item[0] == "error":
+            self.close()
+            raise (UsageError if item[1] else RuntimeError)(item[2])
+        _, windows, self._state = item
+        tokens = torch.from_numpy(windows.astype(np.int64))
+        x, y = tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous()
+        if self.pin_memory:
+            x, y = x.pin_memory(), y.pin_memory()
+        return x, y
+
+    def state_dict(self) -> dict[str, Any]:
+        """The position of the next batch's first token (plain Python values only)."""
+        return {"kind": "stream", **self._state, "source": self.source, "seq_len": self.seq_len,
+                "rank": self.rank, "world_size": self.world_size}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from a :meth:`state_dict` of the same rank (restarts the background process if running)."""
+        if state.get("kind") != "stream":
+            raise UsageError("the checkpoint's data position is from prepared shards; set data.streaming=false to resume it")
+        for key in ("source", "seq_len", "rank", "world_size"):
+            if state.get(key) != getattr(self, key):
+                raise UsageError(
+                    f"the checkpoint's streaming position does not fit this run ({key}: checkpoint {state.get(key)!r}, "
+                    f"now {getattr(self, key)!r}); resume with the settings the run started with"
+                )
+        self.close()
+        self._state = {key: state[key] for key in INITIAL_STATE}
+
+    def close(self) -> None:
+        """Stop the background process and wait for it (it closes its source before exiting)."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        self._stop.set()
+        deadline = time.monotonic() + 10
+        while proc.is_alive() and time.monotonic() < deadline:
+            try:
+                self._queue.get(timeout=0.05)  # make room for a pending put, so the process sees the stop
+            except queue.Empty:
+                pass
+            proc.join(timeout=0.05)
+        if proc.is_alive():  # stuck in a read that does not time out: end it
+            proc.terminate()
+            proc.join()
+        self._queue.close()
+        self._queue.join_thread()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown: best effort only
+            pass
+
+
+@functools.lru_cache(maxsize=2)
+def _held_out(source_name: str, text_field: str, tokenizer_name: str, seed: int, val_tokens: int) -> np.ndarray:
+    from edulm.tokenizer import document_separator_id, load_tokenizer
+
+    tokenizer = load_tokenizer(tokenizer_name)
+    raw, eos_id = tokenizer.backend_tokenizer, document_separator_id(tokenizer)
+    assigner = SplitAssigner(seed, val_tokens)
+    pieces: list[np.ndarray] = []
+    with open_source(source_name, text_field).open() as stream:
+        batches = document_batches(stream, 0, lambda index: is_val_candidate(seed, index))
+        for info, texts in batches:
+            for index, tokens in zip(info.indices, split_tokens(*encode_texts(raw, texts, eos_id))):
+                if assigner.is_val(index, len(tokens)):
+                    pieces.append(tokens)
+            if assigner.held_out >= val_tokens:
+                break
+    return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.uint16)
+
+
+def held_out_tokens(cfg: Config) -> np.ndarray:
+    """The held-out documents of ``data.source`` (same rule as ``edulm prepare``), tokenized and concatenated."""
+    if cfg.data.val_tokens <= 0:
+        return np.zeros(0, dtype=np.uint16)
+    return _held_out(cfg.data.source, cfg.data.text_field, cfg.tokenizer.name, cfg.run.seed, cfg.data.val_tokens)
