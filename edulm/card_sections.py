@@ -206,18 +206,24 @@ def comparison(inputs: "CardInputs") -> list[str]:
     if wins:
         lines += ["", f"Win rate of {candidate} against each baseline (a win is a strictly higher score on a task):", ""]
         lines += _table(["Baseline", "Wins / tasks", "Ties", "Win rate"], wins, ["---", "---:", "---:", "---:"])
+    overall = c.get("overall") or {}
+    if isinstance(overall.get("win_rate"), (int, float)):
+        lines += ["", f"Overall: {overall.get('wins')} wins and {overall.get('ties')} ties in {overall.get('comparisons')} "
+                      f"task comparisons, a win rate of {overall['win_rate']:.0%}."]
+    for warning in c.get("warnings") or []:
+        lines += ["", f"Note: {warning}."]
     return lines
 
 
 def budgets(inputs: "CardInputs") -> list[str]:
     lines = ["## Training-budget context", ""]
-    rows = [[str(b.get("model")), _tokens(b.get("tokens")), str(b.get("source") or "")]
-            for b in (inputs.comparison or {}).get("budgets") or []]
+    rows = [[str(b.get("model")), _tokens(b.get("tokens")) if b.get("tokens") else "unknown", str(b.get("note") or ""),
+             str(b.get("source") or "")] for b in (inputs.comparison or {}).get("budgets") or []]
     if not rows:
         return lines + [f"{inputs.name} saw {_tokens((inputs.summary or {}).get('tokens'))} training tokens. "
                         "No baseline budgets were given (they come with `edulm compare`)."]
     return lines + ["Tokens each model saw in training; scores mean more next to them:", ""] + _table(
-        ["Model", "Training tokens", "Source"], rows, ["---", "---:", "---"])
+        ["Model", "Training tokens", "Note", "Source"], rows, ["---", "---:", "---", "---"])
 
 
 def contamination(inputs: "CardInputs") -> list[str]:

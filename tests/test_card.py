@@ -81,8 +81,10 @@ def comparison_dir(path: Path) -> Path:
         "candidate": {"name": "edu-tiny", "training_tokens": SUMMARY["tokens"]},
         "tasks": list(SCORES), "metrics": {t: m for t, (m, _, _) in SCORES.items()}, "scores": scores,
         "baselines": [{"name": "gpt2", "wins": 5, "ties": 0, "losses": 1, "tasks": 6, "win_rate": 5 / 6}],
-        "budgets": [{"model": "edu-tiny", "tokens": SUMMARY["tokens"], "source": "training summary"},
-                    {"model": "facebook/opt-125m", "tokens": 300_000_000_000, "source": "OPT paper"}],
+        "overall": {"wins": 5, "ties": 0, "losses": 1, "comparisons": 6, "win_rate": 5 / 6},
+        "budgets": [{"model": "edu-tiny", "tokens": SUMMARY["tokens"], "note": "", "source": "training summary"},
+                    {"model": "facebook/opt-125m", "tokens": 300_000_000_000, "note": "", "source": "OPT paper"},
+                    {"model": "gpt2", "tokens": None, "note": "WebText, 40 GB of text", "source": "GPT-2 paper"}],
     }))
     return path
 
@@ -142,7 +144,9 @@ def test_full_card_numbers_come_from_the_run(tmp_path, capsys):
     assert "| arc_challenge | acc_norm | 0.2935 ± 0.0133 |" in text
     assert "lm-evaluation-harness 0.4.13, 0-shot" in text and "bfloat16 on NVIDIA L20, batch size 64" in text
     assert "| gpt2 | 5/6 | 0 | 83% |" in text
-    assert "| facebook/opt-125m | 300,000,000,000 (300.0B) | OPT paper |" in text
+    assert "| facebook/opt-125m | 300,000,000,000 (300.0B) |  | OPT paper |" in text
+    assert "| gpt2 | unknown | WebText, 40 GB of text | GPT-2 paper |" in text
+    assert "Overall: 5 wins and 0 ties in 6 task comparisons, a win rate of 83%." in text
     assert "| tiny_bench | 1 / 2 | 50.00% | 0 |" in text
     assert "A sample of 1 training document (15 words) out of 4 (25.00%) was checked" in text
     assert "![training curves](training_curves.png)" in text
