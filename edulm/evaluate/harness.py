@@ -62,8 +62,10 @@ def _parse_batch_size(text: str | int) -> str | int:
 
 def settings_from_args(args: argparse.Namespace) -> EvalSettings:
     """Validate the shared eval options (``--tasks``, ``--limit``, ``--device``, ...) into :class:`EvalSettings`."""
+    from edulm.evaluate.tasks import require_lm_eval
     from edulm.hf import resolve_device
 
+    require_lm_eval()
     device = resolve_device(args.device or "auto")
     dtype = args.dtype or ("bfloat16" if device.type == "cuda" else "float32")
     if dtype not in DTYPE_NAMES:
@@ -167,6 +169,16 @@ def write_samples(out: Path, samples: dict[str, list[dict[str, Any]]]) -> dict[s
     return files
 
 
+def _cached_on_hub(repo_id: str) -> bool:
+    """True when the hub model ``repo_id`` has a ``config.json`` in the local Hugging Face cache."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    except ValueError:  # not a valid repo id
+        return False
+
+
 def describe_model(model: str) -> dict[str, Any]:
     """Name, kind and evaluated folder of a MODEL argument (a local model or a hub id)."""
     from edulm.evaluate.artifacts import run_name, training_tokens
@@ -175,8 +187,13 @@ def describe_model(model: str) -> dict[str, Any]:
     if not path.exists():
         if model.startswith((".", "/", "~")) or model.count("/") > 1:
             raise UsageError(f"{model}: no such folder; pass an HF folder, a run dir, a checkpoint dir or a hub id")
-        from edulm.evaluate.tasks import require_hub
+        from edulm.evaluate.tasks import hub_offline, require_hub
 
+        if hub_offline() and not _cached_on_hub(model):
+            raise UsageError(
+                f"{model}: no such folder, and no cached copy of a hub model of that name (offline mode is on); "
+                "pass an HF folder, a run dir or a checkpoint dir, or connect and unset HF_HUB_OFFLINE"
+            )
         require_hub(f"the model {model}")
         return {"name": model, "source": model, "kind": "hub", "path": model, "training_tokens": None}
     from edulm.hf import ensure_hf_folder, resolve_model

@@ -17,6 +17,14 @@ OFFLINE_HINT = (
 )
 """What to do when a task's data cannot be fetched."""
 
+def require_lm_eval() -> None:
+    """A one-line :class:`UsageError` when lm-evaluation-harness is not installed (it is an optional extra)."""
+    try:
+        import lm_eval  # noqa: F401
+    except ImportError:
+        raise UsageError("lm-evaluation-harness is not installed; pip install 'edulm[eval]' (or lm-eval)") from None
+
+
 PROBE_TIMEOUT_S = 5.0
 """Seconds to wait for the hub's endpoint to accept a TCP connection."""
 
@@ -89,6 +97,7 @@ def task_manager(tasks: list[str], include_path: str | None = None):
     every requested task the built-in index is skipped (the result is the same: an include path
     takes precedence over built-in tasks of the same name).
     """
+    require_lm_eval()
     if include_path is not None:
         folder = Path(include_path)
         if not folder.is_dir():

@@ -127,3 +127,10 @@ def test_a_run_dir_is_named_after_its_run_and_knows_its_tokens(tiny_hf_model, tm
     assert info["training_tokens"] == 123_456
     assert info["path"] == str((run / "final").resolve())
     assert describe_model(str(run / "final"))["name"] == "tiny-run"  # the exported folder of a run
+
+
+def test_a_missing_model_is_a_usage_error(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    code = main(["eval", "no-such-org/no-such-model", "--out", str(tmp_path / "r.json"), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 2 and "no such folder" in err and len(err.strip().splitlines()) == 1
