@@ -91,16 +91,9 @@ def _task_document(task, doc) -> str:
 
 def task_benchmarks(tasks: list[str], include_path: str | None) -> list[Benchmark]:
     """The evaluation documents (test split, else validation) of lm-eval tasks."""
-    from edulm.evaluate.tasks import load_error, task_manager
+    from edulm.evaluate.tasks import load_task_dict, task_manager
 
-    manager = task_manager(tasks, include_path)
-    try:
-        loaded = manager.load(list(tasks))
-    except Exception as err:  # noqa: BLE001 - only fetch failures are translated; the rest propagate
-        friendly = load_error(err, "the benchmark data")
-        if friendly is None:
-            raise
-        raise friendly from None
+    loaded = load_task_dict(task_manager(tasks, include_path), tasks)
     benchmarks = []
     for name, task in sorted(loaded["tasks"].items()):
         docs = task.eval_docs

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from edulm.data.sources import HUB_PREFIX, RecordStream, Source
+from edulm.data.sources import HUB_PREFIX, RecordStream, Source, record_text
 from edulm.errors import UsageError
 
 SNAPSHOT_EVERY = 100
@@ -233,14 +233,7 @@ class HubStream(RecordStream):
         return self._text(record)
 
     def _text(self, record: Any) -> str:
-        field_name = self._source.text_field
-        if not isinstance(record, dict) or field_name not in record:
-            keys = ", ".join(record) if isinstance(record, dict) else type(record).__name__
-            raise UsageError(f"{self._source.name}: records have no field '{field_name}' (fields: {keys}); set data.text_field")
-        value = record[field_name]
-        if value is not None and not isinstance(value, str):
-            raise UsageError(f"{self._source.name}: field '{field_name}' is a {type(value).__name__}, not text; set data.text_field")
-        return value or ""
+        return record_text(record, self._source.text_field, self._source.name)
 
     def close(self) -> None:
         self._drop(settle=True)

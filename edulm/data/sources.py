@@ -236,6 +236,17 @@ class LocalFiles(Source):
                 skip -= skipped
 
 
+def record_text(record: Any, field: str, where: str) -> str:
+    """The text in ``record[field]`` ("" for null); a missing field or non-text value is a UsageError."""
+    if not isinstance(record, dict) or field not in record:
+        keys = ", ".join(record) if isinstance(record, dict) else type(record).__name__
+        raise UsageError(f"{where}: no field '{field}' (found: {keys}); set data.text_field to the text field")
+    value = record[field]
+    if value is not None and not isinstance(value, str):
+        raise UsageError(f"{where}: field '{field}' is a {type(value).__name__}, not text; set data.text_field")
+    return value or ""
+
+
 def _decode(data: bytes, path: Path, where: str = "") -> str:
     try:
         return data.decode("utf-8")
@@ -267,13 +278,7 @@ def _jsonl_records(path: Path, field: str, skip: int) -> Iterator[str]:
                 record = json.loads(_decode(line, path, where))
             except json.JSONDecodeError as err:
                 raise UsageError(f"{path}{where}: not valid JSON ({err.msg}); fix or remove the line") from None
-            if not isinstance(record, dict) or field not in record:
-                keys = ", ".join(record) if isinstance(record, dict) else type(record).__name__
-                raise UsageError(f"{path}{where}: no field '{field}' (found: {keys}); set data.text_field to the text field")
-            value = record[field]
-            if value is not None and not isinstance(value, str):
-                raise UsageError(f"{path}{where}: field '{field}' is a {type(value).__name__}, not text; set data.text_field")
-            yield value or ""
+            yield record_text(record, field, f"{path}{where}")
     return skipped
 
 

@@ -134,6 +134,17 @@ def load_error(err: BaseException, what: str) -> UsageError | None:
     return UsageError(f"could not load {what} ({first_line[:300]}); {OFFLINE_HINT}")
 
 
+def load_task_dict(manager, tasks: list[str]) -> dict:
+    """``manager.load(tasks)`` (fetching their data), with fetch failures turned into one-line UsageErrors."""
+    try:
+        return manager.load(list(tasks))
+    except Exception as err:  # noqa: BLE001 - only fetch failures are translated; the rest propagate
+        friendly = load_error(err, "the benchmark data")
+        if friendly is None:
+            raise
+        raise friendly from err
+
+
 def load_tasks(manager, tasks: list[str]) -> list:
     """Load ``tasks`` (fetching their data) and return what to hand to ``simple_evaluate``.
 
@@ -141,13 +152,7 @@ def load_tasks(manager, tasks: list[str]) -> list:
     no group was asked for, the loaded task objects are returned, so the data is read only once;
     groups are returned by name so that the harness builds them (and their aggregate rows) itself.
     """
-    try:
-        loaded = manager.load(list(tasks))
-    except Exception as err:  # noqa: BLE001 - only fetch failures are translated; the rest propagate
-        friendly = load_error(err, "the benchmark data")
-        if friendly is None:
-            raise
-        raise friendly from err
+    loaded = load_task_dict(manager, tasks)
     if loaded["groups"]:
         return list(tasks)
     return list(loaded["tasks"].values())
