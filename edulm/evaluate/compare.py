@@ -226,7 +226,8 @@ def render_markdown(doc: dict[str, Any]) -> str:
     lines += ["", "## Training budgets", "",
               "| Model | Training tokens | Tokens per parameter | Source |", "|---|---|---|---|"]
     for b in doc["budgets"]:
-        tpp = f"{b['tokens_per_parameter']:.0f}" if b["tokens_per_parameter"] else "–"
+        tpp = b["tokens_per_parameter"]
+        tpp = "–" if not tpp else f"{tpp:,.0f}" if tpp >= 10 else f"{tpp:.2g}"
         note = f" ({b['note']})" if b["note"] else ""
         lines.append(f"| {b['model']} | {b['tokens_text']}{note} | {tpp} | {b['source']} |")
     if doc["warnings"]:
