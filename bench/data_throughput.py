@@ -111,11 +111,12 @@ def bench_loader(total_tokens: int, seq_len: int, batch_size: int, folder: Path)
 def bench_streaming(tokenizer_name: str, seq_len: int, batch_size: int) -> None:
     from edulm.data.sources import open_source
     from edulm.data.stream_worker import INITIAL_STATE, stream_batches
-    from edulm.tokenizer import load_tokenizer
+    from edulm.tokenizer import document_separator_id, load_tokenizer
 
     source = open_source("builtin:sample")
-    raw = load_tokenizer(tokenizer_name).backend_tokenizer
-    batches = stream_batches(source, raw, 0, dict(INITIAL_STATE), seq_len=seq_len, batch_size=batch_size,
+    tokenizer = load_tokenizer(tokenizer_name)
+    raw, eos_id = tokenizer.backend_tokenizer, document_separator_id(tokenizer)
+    batches = stream_batches(source, raw, eos_id, dict(INITIAL_STATE), seq_len=seq_len, batch_size=batch_size,
                              seed=0, val_tokens=100_000)
     next(batches)  # warm-up: the held-out documents at the start are tokenized too
     tokens, start = 0, time.perf_counter()

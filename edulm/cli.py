@@ -102,7 +102,7 @@ def _compare(args: argparse.Namespace) -> None:
 
 
 def _sample_text(args: argparse.Namespace) -> None:
-    from edulm.contamination import sample_text_command
+    from edulm.sample_text import sample_text_command
 
     sample_text_command(args)
 
@@ -134,6 +134,11 @@ def _add_eval_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default=None, help="bfloat16, float16 or float32 (default: bfloat16 on CUDA, float32 on CPU)")
 
 
+def _accept_debug(p: argparse.ArgumentParser) -> None:
+    """Also take ``--debug`` after the command (``edulm train CONFIG --debug``); main() reads it from argv."""
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full ``edulm`` argument parser."""
     parser = _Parser(prog="edulm", description="Pretrain, evaluate and publish small Llama-style language models.")
@@ -143,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     def command(name: str, handler: Callable[[argparse.Namespace], None], help: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help)
         p.set_defaults(handler=handler)
+        _accept_debug(p)
         return p
 
     p = command("info", _info, "architecture, exact parameter count and FLOPs/token of a CONFIG or MODEL")
@@ -155,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     tsub = p.add_subparsers(dest="tokenizer_command", metavar="COMMAND", parser_class=_Parser)
     tp = tsub.add_parser("train", help="train a small byte-level BPE tokenizer (for fast CPU runs and tests)")
     tp.set_defaults(handler=_tokenizer_train)
+    _accept_debug(tp)
     tp.add_argument("--source", default="builtin:sample", help="text source, as data.source (default builtin:sample)")
     tp.add_argument("--text-field", default="text", help="text field of parquet/jsonl/hub records")
     tp.add_argument("--vocab-size", type=int, default=4096, help="vocabulary size (default 4096)")

@@ -333,7 +333,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise UsageError(f"{path}: no such config file; pass a YAML config such as configs/smoke.yaml")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise UsageError(f"{path}: not a text file (not UTF-8); pass a YAML config such as configs/smoke.yaml") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
@@ -395,7 +397,7 @@ def validate(cfg: Config, source: str = "config") -> None:
     if t.micro_batch_size != "auto":
         positive("train", t, "micro_batch_size")
     non_negative("train", t, "global_batch_size", "max_steps", "token_budget", "warmup_steps", "weight_decay", "grad_clip",
-                 "eval_interval", "eval_tokens", "ckpt_interval", "min_lr_ratio")
+                 "eval_interval", "eval_tokens", "ckpt_interval", "min_lr_ratio", "eps")
     positive("train", t, "keep_last")
     if t.seq_len > m.max_seq_len:
         raise UsageError(f"{source}: train.seq_len ({t.seq_len}) is longer than model.max_seq_len ({m.max_seq_len})")

@@ -266,13 +266,25 @@ def train_bpe_command(source: str, text_field: str, vocab_size: int, out: str, m
 
     from edulm.data.sources import iter_texts
 
-    if vocab_size > 65535:
-        raise UsageError(f"--vocab-size {vocab_size}: edulm shards store uint16 ids, so at most 65,535")
+    from edulm.data.shards import MAX_VOCAB
+
+    if vocab_size > MAX_VOCAB:
+        raise UsageError(f"--vocab-size {vocab_size}: edulm shards store uint16 ids, so at most {MAX_VOCAB:,}")
+    if max_docs < 0:
+        raise UsageError(f"--max-docs must be 0 (all) or more, got {max_docs}")
     texts = iter_texts(source, text_field)
     if max_docs:
         texts = itertools.islice(texts, max_docs)
-    tok = train_bpe(texts, vocab_size)
-    if len(tok) < 2:
-        raise UsageError(f"{source}: no text to train on")
+    seen = 0
+
+    def counted(docs: Iterable[str]) -> Iterable[str]:
+        nonlocal seen
+        for doc in docs:
+            seen += 1
+            yield doc
+
+    tok = train_bpe(counted(texts), vocab_size)
+    if not seen:  # the byte alphabet alone would still make a 257-token "tokenizer"
+        raise UsageError(f"{source}: no non-empty documents to train on; check the source and --text-field")
     save_tokenizer(tok, out)
     print(f"tokenizer: {len(tok):,} tokens, fingerprint {tokenizer_fingerprint(tok)} -> {out}")

@@ -37,15 +37,20 @@ def save_weights(model: nn.Module, path: str | Path, dtype: torch.dtype | None =
 
 def load_weights(model: nn.Module, path: str | Path) -> None:
     """Load a .safetensors file into ``model``; every parameter must be present and nothing else."""
-    state = load_file(str(path))
+    load_state(model, load_file(str(path)), path)
+
+
+def load_state(model: nn.Module, state: dict[str, torch.Tensor], where: str | Path) -> None:
+    """Load HF-named tensors into ``model``; every parameter must be present and nothing else
+    (``ValueError`` naming ``where`` otherwise). A tied ``lm_head.weight`` in ``state`` is ignored."""
     model = getattr(model, "_orig_mod", model)
     tied = getattr(getattr(model, "config", None), "tie_embeddings", False)
     if tied:
         state.pop("lm_head.weight", None)  # HF folders may still carry the tied copy
-    expected = set(weights_state_dict(model).keys())
+    expected = {name for name in model.state_dict() if not (tied and name == "lm_head.weight")}
     missing, unexpected = expected - state.keys(), state.keys() - expected
     if missing or unexpected:
         raise ValueError(
-            f"{path}: weights do not fit the model (missing: {sorted(missing)[:5]}, unexpected: {sorted(unexpected)[:5]})"
+            f"{where}: weights do not fit the model (missing: {sorted(missing)[:5]}, unexpected: {sorted(unexpected)[:5]})"
         )
     model.load_state_dict(state, strict=False)

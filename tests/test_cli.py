@@ -46,6 +46,19 @@ def test_bad_config_file_is_one_line_exit_2(tmp_path):
 def test_debug_shows_the_traceback():
     out = run("--debug", "info", "configs/smoke.yaml", "model.n_heads=3")
     assert out.returncode != 0 and "Traceback" in out.stderr and "UsageError" in out.stderr
+    after = run("info", "configs/smoke.yaml", "model.n_heads=3", "--debug")  # also after the command
+    assert after.returncode != 0 and "Traceback" in after.stderr and "must divide model.d_model" in after.stderr
+
+
+def test_binary_config_and_empty_tokenizer_source_are_one_line_exit_2(tmp_path):
+    binary = tmp_path / "weights.yaml"
+    binary.write_bytes(bytes(range(128, 256)))
+    out = run("info", str(binary))
+    assert out.returncode == 2 and "not UTF-8" in out.stderr and "Traceback" not in out.stderr
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text('{"text": ""}\n')
+    out = run("tokenizer", "train", "--source", str(empty), "--out", str(tmp_path / "tok"))
+    assert out.returncode == 2 and "no non-empty documents" in out.stderr and not (tmp_path / "tok").exists()
 
 
 @pytest.mark.parametrize(

@@ -164,6 +164,9 @@ def test_damaged_latest_checkpoint_falls_back_to_the_previous_one(run_dir, tiny_
     with open(bad / MODEL_FILE, "r+b") as f:
         f.truncate(100)
     assert resolve_model(run_dir).weights == good / MODEL_FILE
+    export(run_dir, run_dir / "final")
+    (bad / MODEL_FILE).unlink()  # the newest checkpoint lost its weights altogether: final/ still wins
+    assert resolve_model(run_dir).weights == run_dir / "final" / MODEL_FILE
 
 
 def test_run_dir_without_weights_is_a_usage_error(run_dir):

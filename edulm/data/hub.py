@@ -102,7 +102,7 @@ class RetryPolicy:
     """Exponential backoff with jitter; the failure count resets whenever a record arrives."""
 
     max_retries: int = 12
-    """Consecutive failed attempts before giving up."""
+    """Retries after consecutive failures; the next failure gives up."""
     base_delay: float = 1.0
     """Seconds before the first retry; doubles each time."""
     max_delay: float = 120.0

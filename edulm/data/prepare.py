@@ -234,7 +234,13 @@ def _run(cfg: Config, source: Source, tokenizer: Any, eos_id: int, out: Path, st
 
     def wanted(index: int) -> bool:
         # Past the budget only held-out candidates are read on, until the held-out split is full.
-        return not budget_spent() or (assigner.held_out < d.val_tokens and is_val_candidate(cfg.run.seed, index))
+        # Once both are full every document passes again: the loop below must see one to stop, else
+        # reading would go on, with nothing kept, to the end of the source (a whole hub dataset).
+        if not budget_spent() or assigner.held_out >= d.val_tokens:
+            return True
+        if index == resume_doc and resume_skip:
+            return True  # the rest of the training document that the last complete shard cut
+        return is_val_candidate(cfg.run.seed, index)
 
     encoder = BatchEncoder(tokenizer.backend_tokenizer.to_str(), eos_id, _workers(d.workers))
     stream = source.open(p.source_start, p.source_token)

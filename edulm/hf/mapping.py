@@ -77,8 +77,16 @@ def model_config_from_hf(d: dict[str, Any], where: str = "config.json") -> Model
     if d.get("hidden_act", "silu") != "silu":
         raise UsageError(f"{where}: hidden_act is {d['hidden_act']!r}; edulm's MLP is SwiGLU (silu)")
     quant = d.get("quantization_config")
-    if quant and quant.get("quant_method") != "gguf":  # GGUF checkpoints are saved de-quantized
-        raise UsageError(f"{where}: quantized weights ({quant.get('quant_method')}) are not supported; use a float checkpoint")
+    if quant and (not isinstance(quant, dict) or quant.get("quant_method") != "gguf"):  # GGUF checkpoints are saved de-quantized
+        method = quant.get("quant_method") if isinstance(quant, dict) else quant
+        raise UsageError(f"{where}: quantized weights ({method}) are not supported; use a float checkpoint")
+    try:
+        return _model_config(d, where)
+    except (TypeError, ValueError) as err:  # a null or non-numeric size, say
+        raise UsageError(f"{where}: {err}; is this a valid Llama config?") from None
+
+
+def _model_config(d: dict[str, Any], where: str) -> ModelConfig:
     hidden, heads = int(d["hidden_size"]), int(d["num_attention_heads"])
     if heads <= 0 or hidden % heads:
         raise UsageError(f"{where}: num_attention_heads ({heads}) must divide hidden_size ({hidden})")

@@ -13,7 +13,7 @@ from safetensors import SafetensorError
 from edulm.config import ModelConfig, load_config
 from edulm.errors import UsageError
 from edulm.hf.mapping import model_config_from_hf
-from edulm.weights import MODEL_FILE, load_weights
+from edulm.weights import MODEL_FILE, load_state, load_weights
 
 SHARD_INDEX_FILE = "model.safetensors.index.json"
 """Index of a sharded safetensors checkpoint, as transformers writes it."""
@@ -123,7 +123,10 @@ def _resolve_run(run_dir: Path) -> ResolvedModel:
     def newer_than_final(checkpoint: Path | None) -> bool:
         if checkpoint is None:
             return False
-        return final_weights is None or (checkpoint / MODEL_FILE).stat().st_mtime > final_weights.stat().st_mtime
+        weights = checkpoint / MODEL_FILE
+        if final_weights is None or not weights.is_file():  # a damaged newest one: let find_latest_good decide
+            return True
+        return weights.stat().st_mtime > final_weights.stat().st_mtime
 
     # Checksumming checkpoints costs seconds, so only when one may be newer than final/.
     listed = list_checkpoints(run_dir)
@@ -190,13 +193,7 @@ def _load_sharded(model, index_file: Path) -> None:
     state: dict[str, torch.Tensor] = {}
     for shard in shards:
         state.update(load_file(str(index_file.parent / shard)))
-    if model.config.tie_embeddings:
-        state.pop("lm_head.weight", None)
-    expected = set(dict(model.named_parameters()).keys())
-    missing, unexpected = expected - state.keys(), state.keys() - expected
-    if missing or unexpected:
-        raise ValueError(f"weights do not fit the model (missing: {sorted(missing)[:5]}, unexpected: {sorted(unexpected)[:5]})")
-    model.load_state_dict(state, strict=False)
+    load_state(model, state, index_file)
 
 
 def load_model(src: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | str = torch.float32):
@@ -217,6 +214,8 @@ def load_model(src: str | Path, device: str | torch.device = "cpu", dtype: torch
         raise UsageError(f"{resolved.weights}: {reason}; the weights and their config disagree") from None
     except SafetensorError as err:
         raise UsageError(f"{resolved.weights}: not a readable safetensors file ({err}); re-export or re-download it") from None
+    except FileNotFoundError as err:  # a shard that the index lists is not there
+        raise UsageError(f"{resolved.weights}: {err}; the folder is incomplete, re-download it") from None
     model.to(device=resolve_device(device), dtype=as_dtype(dtype))
     model.rope.float()
     model.rope.reset_tables()

@@ -99,6 +99,46 @@ def test_token_budget_stops_after_whole_documents(fineweb_dir, make_cfg, tmp_pat
                           np.concatenate(open_split(cfg.data.shards_dir, "val")))
 
 
+class Counted(Source):
+    """``n`` short documents that count how many records were read."""
+
+    name = "counted"
+
+    def __init__(self, n: int):
+        self.n, self.reads = n, 0
+
+    def open(self, start=0, token=None):
+        def records():
+            for i in range(start, self.n):
+                self.reads += 1
+                yield f"document {i} " * (5 + i % 7)
+
+        return RecordStream(records(), start)
+
+
+@pytest.mark.parametrize("val_tokens", [0, 500])
+def test_token_budget_stops_reading_once_both_splits_are_full(make_cfg, tmp_path, monkeypatch, val_tokens):
+    # One document per batch, so the budget (or the held-out quota) is always met at the end of a batch:
+    # reading must still stop right there rather than run on to the end of the source.
+    monkeypatch.setattr("edulm.data.sources.BATCH_DOCS", 1)
+    source = Counted(20_000)
+    cfg = make_cfg("unused", max_tokens=3_000, val_tokens=val_tokens)
+    manifest = prepare(cfg, source=source)
+    assert source.reads <= manifest["documents"]["read"] + 1
+
+
+def test_resume_at_a_shard_that_ends_the_budget_mid_document(make_cfg, tmp_path):
+    # The budget is spent exactly at the end of the first shard, inside a document that goes on in the next.
+    reference = make_cfg("unused", shards_dir=str(tmp_path / "reference"), max_tokens=2_000, val_tokens=3_000)
+    prepare(reference, source=Counted(3_000))
+    cfg = make_cfg("unused", shards_dir=str(tmp_path / "resumed"), max_tokens=2_000, val_tokens=3_000)
+    with pytest.raises(OSError, match="disk went away"):
+        prepare(cfg, source=FailingAfter(Counted(3_000), 900))
+    assert (tmp_path / "resumed" / "train-000000.bin").is_file()
+    prepare(cfg, source=Counted(3_000))
+    assert _shard_bytes(tmp_path / "reference") == _shard_bytes(tmp_path / "resumed")
+
+
 class FailingAfter(Source):
     """A real local source that fails for good once ``limit`` records have been read (once)."""
 
