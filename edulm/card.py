@@ -70,19 +70,14 @@ class CardInputs:
 
 def eval_scores(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """``{task: {metric, value, stderr}}`` from an ``edulm eval`` results file (or a raw lm-eval results file)."""
-    from edulm.evaluate.protocol import metric_values, reference_metric
+    from edulm.evaluate.harness import scores_from_results
 
+    # lm-eval's own output has no "scores": pick each task's reference metric as edulm eval does.
+    found = results["scores"] if isinstance(results.get("scores"), dict) else scores_from_results(results)
     scores = {}
-    if isinstance(results.get("scores"), dict):
-        for task, s in results["scores"].items():
-            if isinstance(s, dict) and isinstance(s.get("value"), (int, float)):
-                scores[task] = {"metric": s.get("metric"), "value": s["value"], "stderr": s.get("stderr")}
-        return scores
-    for task, row in (results.get("results") or {}).items():  # lm-eval's own output
-        values = metric_values(row)
-        metric = reference_metric(task, list(values))
-        if metric is not None and values[metric][0] is not None:
-            scores[task] = {"metric": metric, "value": values[metric][0], "stderr": values[metric][1]}
+    for task, s in found.items():
+        if isinstance(s, dict) and isinstance(s.get("value"), (int, float)):
+            scores[task] = {"metric": s.get("metric"), "value": s["value"], "stderr": s.get("stderr")}
     return scores
 
 

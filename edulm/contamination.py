@@ -12,7 +12,7 @@ The training text is a sample written by ``edulm sample-text`` (the report then 
 the training documents it covers), any source ``data.source`` accepts, or a prepared shards dir
 (every training document, decoded: thorough but slow for billions of tokens).
 
-``sample-text`` itself lives in :mod:`edulm.sample_text`; its command is re-exported here.
+``sample-text`` itself lives in :mod:`edulm.sample_text`.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ from typing import Any, Iterable, Iterator
 from tqdm.auto import tqdm
 
 from edulm.errors import UsageError
-from edulm.sample_text import sample_text_command  # noqa: F401 - the CLI imports it from here
 
 REPORT_JSON = "contamination.json"
 REPORT_MD = "contamination.md"
@@ -107,7 +106,10 @@ def _file_documents(path: Path) -> list[str]:
     if not path.is_file():
         raise UsageError(f"--benchmark {path}: no such file; pass a .jsonl or .txt file (NAME=PATH or PATH)")
     docs = []
-    lines = path.read_text(encoding="utf-8").splitlines()
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as err:
+        raise UsageError(f"--benchmark {path}: not UTF-8 text (byte {err.start}); convert it to UTF-8") from None
     if path.suffix in (".jsonl", ".ndjson", ".json"):
         for number, line in enumerate(lines, 1):
             if not line.strip():

@@ -200,7 +200,8 @@ def render_markdown(doc: dict[str, Any]) -> str:
     """``comparison.md``: the score table, the win-rate table, the budget table and a written summary."""
     cand = doc["candidate"]["name"]
     tasks = doc["tasks"]
-    best = {t: max((s[t] for s in doc["scores"].values() if s.get(t) is not None), default=None) for t in tasks}
+    best = {t: (max if doc["higher_is_better"].get(t, True) else min)(
+        (s[t] for s in doc["scores"].values() if s.get(t) is not None), default=None) for t in tasks}
     lines = [f"# {cand} against {len(doc['baselines'])} baselines", ""]
     lines += [_summary(doc), ""]
     lines += ["## Scores", "",

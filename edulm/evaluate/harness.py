@@ -143,16 +143,6 @@ def _jsonable(obj: Any) -> Any:
     return json.loads(json.dumps(obj, default=handle_non_serializable))
 
 
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON atomically (temporary file, then rename)."""
-    from lm_eval.utils import handle_non_serializable
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=handle_non_serializable) + "\n")
-    tmp.replace(path)
-
-
 def write_samples(out: Path, samples: dict[str, list[dict[str, Any]]]) -> dict[str, str]:
     """Write ``<out stem>_samples_<task>.jsonl`` beside ``out``; returns ``{task: file name}``."""
     from lm_eval.utils import handle_non_serializable
@@ -221,6 +211,8 @@ def evaluate_model(model: str, out: str | Path, settings: EvalSettings, manager=
     import lm_eval
     import torch
     import transformers
+
+    from edulm.metrics import write_json
 
     out = Path(out)
     info = describe_model(model)
