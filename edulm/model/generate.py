@@ -52,6 +52,16 @@ def next_token(
 
 
 @torch.no_grad()
+def check_sampling(temperature: float, top_p: float, top_k: int) -> None:
+    """Reject sampling settings outside their ranges (a :class:`UsageError`, one line at the CLI)."""
+    if temperature < 0:
+        raise UsageError(f"--temperature must be 0 (greedy) or more, got {temperature}")
+    if not 0 < top_p <= 1:
+        raise UsageError(f"--top-p must be in (0, 1], got {top_p} (1 turns nucleus sampling off)")
+    if top_k < 0:
+        raise UsageError(f"--top-k must be 0 (off) or more, got {top_k}")
+
+
 def generate(
     model,
     input_ids: torch.Tensor,
@@ -70,12 +80,7 @@ def generate(
     stops once every row is finished, or when the model's context (``max_seq_len``) is full.
     ``on_token`` receives each new column of tokens (B,) as it is produced, for streaming output.
     """
-    if temperature < 0:
-        raise ValueError(f"temperature must be 0 or more, got {temperature}")
-    if not 0 < top_p <= 1:
-        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
-    if top_k < 0:
-        raise ValueError(f"top_k must be 0 or more, got {top_k}")
+    check_sampling(temperature, top_p, top_k)
     batch, prompt_len = input_ids.shape
     context = model.config.max_seq_len
     if prompt_len == 0:
@@ -126,12 +131,7 @@ def generate_command(
     """``edulm generate``: print the prompt and stream its continuation to stdout; returns the whole text."""
     if max_new_tokens < 0:
         raise UsageError(f"--max-new-tokens must be 0 or more, got {max_new_tokens}")
-    if temperature < 0:
-        raise UsageError(f"--temperature must be 0 (greedy) or more, got {temperature}")
-    if not 0 < top_p <= 1:
-        raise UsageError(f"--top-p must be in (0, 1], got {top_p} (1 turns nucleus sampling off)")
-    if top_k < 0:
-        raise UsageError(f"--top-k must be 0 (off) or more, got {top_k}")
+    check_sampling(temperature, top_p, top_k)  # before the (slow) model load
 
     from edulm.hf import load_model, load_model_tokenizer, resolve_device
 
