@@ -88,6 +88,7 @@ def metrics_rows(run_dir: str | Path) -> list[dict[str, float | None]]:
 
 def last_validation(rows: list[dict[str, float | None]]) -> dict[str, float] | None:
     """The last row that carries a validation loss: ``{step, val_loss, val_ppl}``; None if there is none."""
+    from edulm.metrics import perplexity as _perplexity  # lazy: this module is read without torch
     for row in reversed(rows):
         if row.get("val_loss") is not None:
             loss = float(row["val_loss"])  # type: ignore[arg-type]
@@ -95,6 +96,6 @@ def last_validation(rows: list[dict[str, float | None]]) -> dict[str, float] | N
             return {
                 "step": int(row["step"]) if row.get("step") is not None else None,  # type: ignore[dict-item]
                 "val_loss": loss,
-                "val_ppl": float(ppl) if ppl is not None else math.exp(loss),
+                "val_ppl": float(ppl) if ppl is not None else _perplexity(loss),
             }
     return None

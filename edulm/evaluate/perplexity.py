@@ -11,7 +11,6 @@ scored tokens (a long window counts more than a short one) and perplexity is ``e
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Iterable
 import torch
 
 from edulm.errors import UsageError
+from edulm.metrics import perplexity
 
 IGNORE_INDEX = -100
 """Target id that is not scored (padding of the last, shorter text window)."""
@@ -39,10 +39,7 @@ class PerplexityResult:
     @property
     def perplexity(self) -> float:
         """exp(loss), inf when it overflows."""
-        try:
-            return math.exp(self.loss)
-        except OverflowError:
-            return math.inf
+        return perplexity(self.loss)
 
 
 def text_windows(ids: list[int], seq_len: int, max_tokens: int = 0) -> list[list[int]]:
