@@ -12,7 +12,7 @@ import os
 import sys
 from typing import Callable, Sequence
 
-from edulm.errors import UsageError
+from edulm.errors import DiskFullError, UsageError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -257,8 +257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         handler = getattr(args, "handler", None)
         if handler is None:
-            build_parser().print_help()
-            return 2
+            raise UsageError("choose a command (see 'edulm --help')")
         handler(args)
         return 0
     except UsageError as err:
@@ -266,6 +265,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"edulm: error: {err}", file=sys.stderr)
         return 2
+    except DiskFullError as err:
+        if debug:
+            raise
+        print(f"edulm: error: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("edulm: interrupted", file=sys.stderr)
         return 130

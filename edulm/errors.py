@@ -1,8 +1,9 @@
-"""The one exception type that means "the user asked for something wrong".
+"""The exceptions that mean "report one line, not a traceback".
 
-Every command turns a :class:`UsageError` into one line on stderr and exit code 2; any other
-exception is a bug or an environment failure (exit 1). Raise it with a message that says what was
-wrong and what to do, for example::
+Every command turns a :class:`UsageError` into one line on stderr and exit code 2, and a
+:class:`DiskFullError` into one line and exit code 1; any other exception is a bug or an
+environment failure (exit 1, one line naming its type). Raise them with a message that says what
+was wrong and what to do, for example::
 
     raise UsageError(f"{path}: no such file; pass a config path such as configs/smoke.yaml")
 """
@@ -12,3 +13,7 @@ from __future__ import annotations
 
 class UsageError(Exception):
     """Bad usage, config or input: reported as one line, exit code 2, no traceback."""
+
+
+class DiskFullError(OSError):
+    """The disk (or the quota) filled up while writing: one line saying where and what to do, exit code 1."""

@@ -1,0 +1,174 @@
+"""Writing files so that a crash never leaves half of one: atomic writes, one temporary-name scheme,
+finding the temporaries of dead processes, and one clear error for a full disk.
+
+Every file and folder edulm writes in place goes first to a hidden sibling named by
+:func:`temp_path` — ``.NAME.tmp-PID@HOST-RANDOM`` — and is renamed over its final name once
+complete (``os.replace`` is atomic on POSIX file systems). The name records which process wrote it,
+so :func:`remove_stale_temps` can delete exactly the temporaries whose writer is gone (killed,
+crashed, out of power) and leave those of a live writer alone.
+
+A full disk (``ENOSPC``, or ``EDQUOT`` for a quota) becomes :class:`~edulm.errors.DiskFullError`,
+one line that names the folder and what was being written; the half-written temporary is removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import re
+import shutil
+import socket
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+from edulm.errors import DiskFullError
+
+_TEMP = re.compile(r"^\.(?P<target>.+)\.tmp-(?P<pid>\d+)@(?P<host>[A-Za-z0-9._-]*)-(?P<tag>[0-9a-f]{8})$")
+_SPACE_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
+
+
+def _host() -> str:
+    """This machine's name, reduced to the characters a temporary name may carry."""
+    return re.sub(r"[^A-Za-z0-9.-]", "-", socket.gethostname())[:64]
+
+
+def temp_path(path: str | Path) -> Path:
+    """A new hidden sibling name for ``path``: ``.NAME.tmp-PID@HOST-RANDOM`` (nothing is created)."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}@{_host()}-{uuid.uuid4().hex[:8]}")
+
+
+def temp_target(path: str | Path) -> str | None:
+    """The final name a temporary stands for (``.x.tmp-...`` -> ``x``), or None when ``path`` is no temporary."""
+    match = _TEMP.match(Path(path).name)
+    return match.group("target") if match else None
+
+
+def _process_started_after(pid: int, when: float) -> bool:
+    """True when process ``pid`` started after the time ``when`` (so it reused the number of a dead writer)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        start_ticks = int(stat.rsplit(")", 1)[1].split()[19])
+        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime"))
+        return boot + start_ticks / os.sysconf("SC_CLK_TCK") > when + 1.0
+    except (OSError, ValueError, IndexError, StopIteration):
+        return False  # not Linux, or gone meanwhile: no evidence of reuse
+
+
+def owner_alive(path: str | Path) -> bool:
+    """Whether the process that created the temporary ``path`` may still be writing it.
+
+    A temporary of another machine counts as alive (its process cannot be checked from here); on this
+    machine the writer is alive when a process with its number exists and started before the temporary.
+    """
+    path = Path(path)
+    match = _TEMP.match(path.name)
+    if match is None:
+        return False
+    if match.group("host") != _host():
+        return True
+    pid = int(match.group("pid"))
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # it exists, under another user
+    try:
+        created = path.lstat().st_mtime
+    except FileNotFoundError:
+        return False
+    return not _process_started_after(pid, created)
+
+
+def remove_path(path: Path) -> None:
+    """Delete a file or a folder tree (missing is fine)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def remove_stale_temps(folder: str | Path) -> list[Path]:
+    """Delete the temporaries in ``folder`` (not below it) whose writer is gone; returns what was removed."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for entry in folder.iterdir():
+        if _TEMP.match(entry.name) and not owner_alive(entry):
+            remove_path(entry)
+            removed.append(entry)
+    return removed
+
+
+def is_disk_full(err: BaseException) -> bool:
+    """True when ``err`` (or an exception it was raised from) says the disk or the quota is full."""
+    seen: set[int] = set()
+    cause: BaseException | None = err
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, DiskFullError) or (isinstance(cause, OSError) and cause.errno in _SPACE_ERRNOS):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
+def disk_full_error(folder: str | Path, what: str, advice: str = "free some space and run the command again") -> DiskFullError:
+    """The one-line error for a full disk: where, while doing what, and what to do."""
+    return DiskFullError(f"no space left on {folder} while writing {what}; {advice}")
+
+
+def fsync_path(path: str | Path) -> None:
+    """Flush a file's (or a folder's entries') data to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path, what: str | None = None, fsync: bool = False) -> Iterator[Path]:
+    """Yield a temporary sibling of ``path`` to write; on success it is renamed over ``path``.
+
+    On any error the temporary is removed and ``path`` is left as it was; a full disk is reported as
+    :class:`~edulm.errors.DiskFullError` naming ``what`` (default: the file's name). ``fsync`` flushes
+    the data before the rename (for files whose loss after a power cut would matter).
+    """
+    path = Path(path)
+    tmp = temp_path(path)
+    try:
+        yield tmp
+        if fsync and tmp.is_file():
+            fsync_path(tmp)
+        os.replace(tmp, path)
+    except BaseException as err:
+        remove_path(tmp)
+        if is_disk_full(err) and not isinstance(err, DiskFullError):
+            raise disk_full_error(path.parent, what or path.name) from err
+        raise
+
+
+def write_bytes(path: str | Path, data: bytes, what: str | None = None, fsync: bool = False) -> None:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_path`)."""
+    with atomic_path(path, what, fsync) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text(path: str | Path, text: str, what: str | None = None, fsync: bool = False) -> None:
+    """Write UTF-8 ``text`` to ``path`` atomically (see :func:`atomic_path`)."""
+    write_bytes(path, text.encode("utf-8"), what, fsync)
+
+
+def write_json(path: str | Path, data: Any, what: str | None = None, fsync: bool = False) -> None:
+    """Write ``data`` as indented JSON (values JSON cannot hold are written as their text) atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text(path, json.dumps(data, indent=2, default=str) + "\n", what, fsync)

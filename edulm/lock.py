@@ -1,0 +1,154 @@
+"""One writer per folder: a lock held for the whole life of a command that writes a folder.
+
+``edulm train`` holds its run dir, ``edulm prepare`` its shards dir and ``edulm export`` its output
+folder. A second process that asks for a held folder — a fresh run, a ``--resume``, a second export —
+is refused at once with :class:`~edulm.errors.UsageError` (exit 2) naming the holder's PID, host and
+command.
+
+The lock is ``fcntl.flock`` on a hidden file beside the folder (``PARENT/.NAME.lock``), so it also
+guards a folder that does not exist yet or that is replaced by a rename. The kernel releases a flock
+when its process dies, so a lock left by a killed process (SIGKILL, power loss of a node that shares
+the file system) is taken over by the next command without any clean-up; the file itself only
+records who holds it, for the message. Where the file system has no flock (some network mounts),
+the lock falls back to the recorded PID: it counts as held while that process is alive.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+from edulm.errors import UsageError
+
+_NO_FLOCK = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS}
+
+
+def lock_path(folder: str | Path) -> Path:
+    """The lock file that guards ``folder``: ``PARENT/.NAME.lock``."""
+    folder = Path(folder).absolute()
+    return folder.with_name(f".{folder.name}.lock")
+
+
+def _holder_record(purpose: str) -> dict[str, Any]:
+    return {"pid": os.getpid(), "host": socket.gethostname(), "purpose": purpose,
+            "command": " ".join(sys.argv[:4]), "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def read_holder(folder: str | Path) -> dict[str, Any] | None:
+    """What the lock file of ``folder`` says about its holder (None when there is no readable record)."""
+    try:
+        data = json.loads(lock_path(folder).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _describe(holder: dict[str, Any] | None) -> str:
+    if not holder:
+        return "another process"
+    return f"{holder.get('purpose') or 'a command'} (PID {holder.get('pid')} on {holder.get('host')}, since {holder.get('since')})"
+
+
+def _pid_alive(holder: dict[str, Any] | None) -> bool:
+    if not holder or holder.get("host") != socket.gethostname():
+        return bool(holder)  # another machine's process cannot be checked: assume it is alive
+    try:
+        os.kill(int(holder["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, KeyError, TypeError, ValueError):
+        return True
+    return True
+
+
+class FolderLock:
+    """An exclusive lock on a folder for one process; use as a context manager or call acquire/release."""
+
+    def __init__(self, folder: str | Path, purpose: str) -> None:
+        self.folder = Path(folder)
+        self.purpose = purpose
+        self.path = lock_path(folder)
+        self._fd: int | None = None
+        self._pid_file = False
+
+    def _refuse(self, holder: dict[str, Any] | None) -> UsageError:
+        return UsageError(
+            f"{self.folder} is in use by {_describe(holder)}; wait for it to finish or stop it "
+            "(a lock of a process that is gone is taken over automatically)"
+        )
+
+    def acquire(self) -> "FolderLock":
+        """Take the lock, or raise :class:`UsageError` naming the holder."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise self._refuse(read_holder(self.folder)) from None
+            except OSError as err:
+                os.close(fd)
+                if err.errno in _NO_FLOCK:
+                    return self._acquire_by_pid()
+                raise
+            # The holder before us may have deleted the file after we opened it: then our lock is on a
+            # file nobody else will see, so start again with the file that is there now.
+            try:
+                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.write(fd, (json.dumps(_holder_record(self.purpose)) + "\n").encode())
+        self._fd = fd
+        return self
+
+    def _acquire_by_pid(self) -> "FolderLock":
+        holder = read_holder(self.folder)
+        if holder and _pid_alive(holder) and holder.get("pid") != os.getpid():
+            raise self._refuse(holder)
+        self.path.write_text(json.dumps(_holder_record(self.purpose)) + "\n")
+        self._pid_file = True
+        return self
+
+    def release(self) -> None:
+        """Give the lock up and remove the lock file (safe to call twice)."""
+        if self._fd is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()  # while still holding it, so no one locks the file we delete
+            os.close(self._fd)  # closing releases the flock
+            self._fd = None
+        elif self._pid_file:
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+            self._pid_file = False
+
+    @property
+    def held(self) -> bool:
+        """True while this object holds the lock."""
+        return self._fd is not None or self._pid_file
+
+    def __enter__(self) -> "FolderLock":
+        return self.acquire()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | Path, purpose: str) -> Iterator[FolderLock]:
+    """``with folder_lock(run_dir, "edulm train"):`` hold ``folder`` for the block; refuse if it is held."""
+    lock = FolderLock(folder, purpose)
+    with lock:
+        yield lock
