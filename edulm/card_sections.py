@@ -1,18 +1,23 @@
-"""The markdown body of the model card, one function per section (see :mod:`edulm.card` for the inputs).
+"""The markdown body of the model card, one function per section (:mod:`edulm.card_inputs` gathers the inputs).
 
 Every number is read from the run's artifacts; a section whose artifact is missing says so.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 
-if TYPE_CHECKING:
-    from edulm.card import CardInputs
+from edulm.card_inputs import CardInputs
+from edulm.evaluate.budgets import format_tokens
+from edulm.evaluate.compare_report import CLEAR_MARK, score_text
+from edulm.evaluate.protocol import shown_metrics
 
 NOT_RECORDED = "not recorded"
+
+CONTAMINATED_MARK = "⚠"
+"""Marks a task with benchmark documents found in the training text."""
 
 
 def _int(value: Any) -> str:
@@ -24,13 +29,10 @@ def _num(value: Any, digits: int = 4) -> str:
 
 
 def _tokens(value: Any) -> str:
-    """``10,000,000,000 (10.0B)``: exact, with a readable short form."""
+    """``10,000,000,000 (10B)``: exact, with the short form compare uses."""
     if not isinstance(value, (int, float)) or value <= 0:
         return NOT_RECORDED
-    for unit, size in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
-        if value >= size:
-            return f"{int(value):,} ({value / size:.1f}{unit})"
-    return f"{int(value):,}"
+    return f"{int(value):,} ({format_tokens(int(value))})"
 
 
 def _table(header: list[str], rows: list[list[str]], align: list[str] | None = None) -> list[str]:
@@ -48,7 +50,7 @@ def _section(cfg: dict[str, Any], name: str) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 
 
-def overview(inputs: "CardInputs") -> list[str]:
+def overview(inputs: CardInputs) -> list[str]:
     summary = inputs.summary or {}
     source = _section(inputs.config, "data").get("source", NOT_RECORDED)
     tokens = summary.get("tokens")
@@ -73,7 +75,7 @@ def _device_phrase(summary: dict[str, Any]) -> str:
     return f"{count} × {device.get('name', device.get('type', 'unknown device'))}"
 
 
-def model_details(inputs: "CardInputs") -> list[str]:
+def model_details(inputs: CardInputs) -> list[str]:
     m = _section(inputs.config, "model")
     summary = inputs.summary or {}
     rows = [
@@ -93,7 +95,7 @@ def model_details(inputs: "CardInputs") -> list[str]:
     return ["## Model details", ""] + _table(["", ""], rows)
 
 
-def training_recipe(inputs: "CardInputs") -> list[str]:
+def training_recipe(inputs: CardInputs) -> list[str]:
     t, d, run = _section(inputs.config, "train"), _section(inputs.config, "data"), _section(inputs.config, "run")
     summary = inputs.summary or {}
     batch = summary.get("batch") or {}
@@ -118,7 +120,7 @@ def training_recipe(inputs: "CardInputs") -> list[str]:
     return lines
 
 
-def runtime_and_cost(inputs: "CardInputs") -> list[str]:
+def runtime_and_cost(inputs: CardInputs) -> list[str]:
     s = inputs.summary
     if not s:
         return ["## Runtime and cost", "", "Not recorded: the run has no `training/training_summary.json`."]
@@ -143,29 +145,91 @@ def runtime_and_cost(inputs: "CardInputs") -> list[str]:
     return ["## Runtime and cost", ""] + _table(["", ""], rows) + ["", f"Cost formula: `{formula}`."]
 
 
-def validation(inputs: "CardInputs") -> list[str]:
+def validation(inputs: CardInputs) -> list[str]:
     s = inputs.summary or {}
-    loss, ppl, where = s.get("final_val_loss"), s.get("final_val_ppl"), "training summary"
+    loss, ppl, bpb, where = s.get("final_val_loss"), s.get("final_val_ppl"), s.get("final_val_bpb"), "training summary"
     if not isinstance(loss, (int, float)) and inputs.validation:
-        loss, ppl, where = inputs.validation["val_loss"], inputs.validation["val_ppl"], f"metrics CSV, step {inputs.validation['step']}"
+        v = inputs.validation
+        loss, ppl, bpb, where = v["val_loss"], v.get("val_ppl"), v.get("val_bpb"), f"metrics CSV, step {v['step']}"
     lines = ["## Validation", ""]
     if not isinstance(loss, (int, float)):
         return lines + ["Not recorded: the run logged no validation loss."]
-    return lines + [f"Final validation loss **{loss:.4f}** (perplexity **{ppl:.2f}**) on the held-out split ({where}); "
+    figures = [f"perplexity **{ppl:.2f}**" if isinstance(ppl, (int, float)) else "perplexity not recorded"]
+    if isinstance(bpb, (int, float)):
+        figures.append(f"**{bpb:.4f}** bits per byte")
+    return lines + [f"Final validation loss **{loss:.4f}** ({', '.join(figures)}) on the held-out split ({where}); "
                     f"final training loss {_num(s.get('final_train_loss'))}."]
 
 
-def evaluation(inputs: "CardInputs") -> list[str]:
+def _metric_rows(inputs: CardInputs, task: str, audited: bool) -> list[list[str]]:
+    """One row per metric shown for ``task`` (the protocol metric, in bold, first)."""
+    score = inputs.scores[task]
+    protocol = score["metric"]
+    reported = inputs.results.all_metrics.get(task, {}) if inputs.results else {}
+    flagged = inputs.flagged(task)
+    rows = []
+    for metric in shown_metrics(protocol, list(reported)):
+        if metric == protocol:
+            value, err = score["value"], score.get("stderr")
+        else:
+            value, err = reported[metric].value, reported[metric].stderr
+        first = metric == protocol
+        row = [f"{task} {CONTAMINATED_MARK}" if first and flagged and flagged[0] else (task if first else ""),
+               f"**{metric}**" if first else metric, score_text(value, err)]
+        if audited:
+            joined = inputs.clean.get(task, {}).get(metric)
+            if joined is None:
+                clean = "–"
+            else:
+                clean = "no clean documents" if joined.clean is None else score_text(joined.clean, joined.clean_stderr)
+            count = ("not audited" if flagged is None else f"{flagged[0]:,} of {flagged[1]:,}") if first else ""
+            row += [clean, count]
+        rows.append(row)
+    return rows
+
+
+def _contamination_effects(inputs: CardInputs) -> list[str]:
+    """Sentences naming the tasks whose clean-subset score moved, or that have no clean documents at all."""
+    moved, lost = [], []
+    for task, score in inputs.scores.items():
+        joined = inputs.clean.get(task, {}).get(score["metric"])
+        if joined is None:
+            continue
+        if joined.clean is None and joined.documents:
+            lost.append(task)
+        elif joined.moved:
+            moved.append(f"{task} ({score['metric']} {joined.full:.4f} on all {joined.documents:,} documents, "
+                         f"{joined.clean:.4f} on the {joined.documents - joined.flagged:,} clean ones; standard error "
+                         f"{joined.full_stderr:.4f})")
+    sentences = []
+    if moved:
+        sentences.append(f"The clean-subset score differs from the full score by more than its standard error on "
+                         f"{'; '.join(moved)}: the documents found in the training text may have moved "
+                         f"{'this score' if len(moved) == 1 else 'these scores'}.")
+    if lost:
+        sentences.append(f"Every scored document of {', '.join(lost)} was found in the training text, so "
+                         f"{'its score' if len(lost) == 1 else 'their scores'} cannot be checked on clean documents.")
+    return sentences
+
+
+def evaluation(inputs: CardInputs) -> list[str]:
     lines = ["## Evaluation", ""]
     if not inputs.scores:
         return lines + ["Not run: no lm-evaluation-harness results were given (run `edulm eval MODEL --out results.json` "
-                        "and pass it with `--eval`)."]
-    rows = []
-    for task, s in inputs.scores.items():
-        stderr = f" ± {s['stderr']:.4f}" if isinstance(s.get("stderr"), (int, float)) else ""
-        rows.append([task, str(s.get("metric")), f"{s['value']:.4f}{stderr}"])
-    lines += _table(["Task", "Metric", "Score"], rows, ["---", "---", "---:"])
-    return lines + ["", protocol_sentence(inputs.evaluation or {})]
+                        "and pass it with `--eval`, or run `edulm release`)."]
+    audited = inputs.contamination is not None
+    header = ["Task", "Metric", "Score"] + (["Clean subset", "Contaminated documents"] if audited else [])
+    rows = [row for task in inputs.scores for row in _metric_rows(inputs, task, audited)]
+    lines += _table(header, rows, ["---", "---", "---:"] + (["---:", "---:"] if audited else []))
+    notes = ["Each score is shown ± its standard error; the protocol metric of each task is in bold, with acc and "
+             "acc_norm side by side where the task reports both."]
+    if audited:
+        notes.append(f"{CONTAMINATED_MARK} marks a task with documents found in the training text (see Benchmark "
+                     "contamination); its clean-subset score leaves them out.")
+        notes += _contamination_effects(inputs)
+    else:
+        notes.append("No contamination audit was given, so no clean-subset scores are shown.")
+    return lines + ["", " ".join(notes), "", protocol_sentence(inputs.evaluation or {})]
 
 
 def protocol_sentence(results: dict[str, Any]) -> str:
@@ -191,31 +255,53 @@ def protocol_sentence(results: dict[str, Any]) -> str:
     return text
 
 
-def comparison(inputs: "CardInputs") -> list[str]:
+def _bits_per_byte_rows(c: dict[str, Any]) -> list[str]:
+    b = c.get("bits_per_byte")
+    if not b:
+        return []
+    rows = [[str(m), "not scored" if "error" in r else f"{r['bits_per_byte']:.4f}",
+             "" if "error" in r else f"{r['tokens']:,}"] for m, r in (b.get("models") or {}).items()]
+    return ["", f"Bits per byte on the same text (`{b.get('text')}`, {b.get('bytes', 0):,} bytes, windows of up to "
+                f"{b.get('seq_len')} tokens): the loss on one scale for every tokenizer; lower is better.", ""] + _table(
+        ["Model", "Bits per byte", "Tokens scored"], rows, ["---", "---:", "---:"])
+
+
+def comparison(inputs: CardInputs) -> list[str]:
     c = inputs.comparison
     lines = ["## Comparison with public baselines", ""]
     if not c:
         return lines + ["Not run: no comparison was given (run `edulm baselines` and `edulm compare`, and pass `--comparison`)."]
     tasks, metrics, scores = c.get("tasks") or [], c.get("metrics") or {}, c.get("scores") or {}
+    stderr = c.get("stderr") or {}
     candidate = (c.get("candidate") or {}).get("name", inputs.name)
     models = [candidate] + [m for m in scores if m != candidate]
-    rows = [[t, str(metrics.get(t, ""))] + [_num((scores.get(m) or {}).get(t)) for m in models] for t in tasks]
+    rows = [[t, str(metrics.get(t, ""))] + [score_text((scores.get(m) or {}).get(t), (stderr.get(m) or {}).get(t))
+                                           for m in models] for t in tasks]
+    lines += ["Protocol metric of each task, ± its standard error:", ""]
     lines += _table(["Task", "Metric"] + models, rows, ["---", "---"] + ["---:"] * len(models))
-    wins = [[str(b.get("name")), f"{b.get('wins', 0)}/{b.get('tasks', 0)}", str(b.get("ties", 0)),
-             f"{b['win_rate']:.0%}" if isinstance(b.get("win_rate"), (int, float)) else "n/a"] for b in c.get("baselines") or []]
+    wins = []
+    for b in c.get("baselines") or []:
+        clear = set(b.get("clear_won_tasks") or [])
+        won = ", ".join(f"{t}{CLEAR_MARK if t in clear else ''}" for t in b.get("won_tasks") or []) or "–"
+        rate = f"{b['win_rate']:.0%}" if isinstance(b.get("win_rate"), (int, float)) else "n/a"
+        wins.append([str(b.get("name")), f"{b.get('wins', 0)}/{b.get('tasks', 0)}", str(b.get("clear_wins", 0)),
+                     str(b.get("ties", 0)), rate, won])
     if wins:
-        lines += ["", f"Win rate of {candidate} against each baseline (a win is a strictly higher score on a task):", ""]
-        lines += _table(["Baseline", "Wins / tasks", "Ties", "Win rate"], wins, ["---", "---:", "---:", "---:"])
+        lines += ["", f"Win rate of {candidate} against each baseline (a win is a strictly higher score on a task; a clear "
+                      f"win, {CLEAR_MARK}, has a margin larger than the combined standard error of the two scores):", ""]
+        lines += _table(["Baseline", "Wins / tasks", "Clear wins", "Ties", "Win rate", "Won tasks"], wins,
+                        ["---", "---:", "---:", "---:", "---:", "---"])
     overall = c.get("overall") or {}
     if isinstance(overall.get("win_rate"), (int, float)):
-        lines += ["", f"Overall: {overall.get('wins')} wins and {overall.get('ties')} ties in {overall.get('comparisons')} "
-                      f"task comparisons, a win rate of {overall['win_rate']:.0%}."]
+        lines += ["", f"Overall: {overall.get('wins')} wins ({overall.get('clear_wins', 0)} clear) and {overall.get('ties')} "
+                      f"ties in {overall.get('comparisons')} task comparisons, a win rate of {overall['win_rate']:.0%}."]
+    lines += _bits_per_byte_rows(c)
     for warning in c.get("warnings") or []:
         lines += ["", f"Note: {warning}."]
     return lines
 
 
-def budgets(inputs: "CardInputs") -> list[str]:
+def budgets(inputs: CardInputs) -> list[str]:
     lines = ["## Training-budget context", ""]
     rows = [[str(b.get("model")), _tokens(b.get("tokens")) if b.get("tokens") else "unknown", str(b.get("note") or ""),
              str(b.get("source") or "")] for b in (inputs.comparison or {}).get("budgets") or []]
@@ -226,22 +312,23 @@ def budgets(inputs: "CardInputs") -> list[str]:
         ["Model", "Training tokens", "Note", "Source"], rows, ["---", "---:", "---", "---"])
 
 
-def contamination(inputs: "CardInputs") -> list[str]:
+def contamination(inputs: CardInputs) -> list[str]:
     report = inputs.contamination
     lines = ["## Benchmark contamination", ""]
     if not report:
         return lines + ["Not run: no n-gram overlap audit between the evaluation benchmarks and the training data was made "
-                        "(run `edulm sample-text` and `edulm contamination`). Scores may be inflated if benchmark text is in the training data."]
-    from edulm.contamination import coverage_sentence
+                        "(run `edulm sample-text` and `edulm contamination`, or `edulm release`). Scores may be inflated if "
+                        "benchmark text is in the training data."]
+    from edulm.contamination_report import coverage_sentence, method_sentence
 
     rows = [[task, f"{t['contaminated']:,} / {t['documents']:,}", f"{t['fraction']:.2%}" if t.get("fraction") is not None else "n/a",
-             _int(t.get("too_short"))] for task, t in report.get("tasks", {}).items()]
-    lines += [f"{report.get('ngram', 13)}-gram overlap after normalisation ({report.get('normalisation', '')}). "
-              f"{coverage_sentence(report)}", ""]
-    return lines + _table(["Task", "Contaminated documents", "Fraction", "Too short to check"], rows, ["---", "---:", "---:", "---:"])
+             _int(t.get("matched_whole")), _int(t.get("too_short"))] for task, t in report.get("tasks", {}).items()]
+    lines += [f"{method_sentence(report)} {coverage_sentence(report)}", ""]
+    return lines + _table(["Task", "Contaminated documents", "Fraction", "Matched whole (short)", "Too short to check"], rows,
+                          ["---", "---:", "---:", "---:", "---:"])
 
 
-def intended_use_and_limitations(inputs: "CardInputs") -> list[str]:
+def intended_use_and_limitations(inputs: CardInputs) -> list[str]:
     return [
         "## Intended use",
         "",
@@ -257,7 +344,7 @@ def intended_use_and_limitations(inputs: "CardInputs") -> list[str]:
     ]
 
 
-def usage(inputs: "CardInputs") -> list[str]:
+def usage(inputs: CardInputs) -> list[str]:
     return [
         "## Usage",
         "",
@@ -276,7 +363,7 @@ def usage(inputs: "CardInputs") -> list[str]:
     ]
 
 
-def plots(inputs: "CardInputs") -> list[str]:
+def plots(inputs: CardInputs) -> list[str]:
     lines = ["## Training curves", ""]
     if not inputs.plots:
         return lines + ["Not available: the run has no plots in `training/`."]
@@ -290,7 +377,7 @@ SECTIONS = (overview, model_details, training_recipe, runtime_and_cost, validati
 """The card's sections, in order."""
 
 
-def body(inputs: "CardInputs") -> str:
+def body(inputs: CardInputs) -> str:
     """The markdown body (everything after the metadata)."""
     lines: list[str] = []
     for section in SECTIONS:
