@@ -240,7 +240,7 @@ def protocol_sentence(results: dict[str, Any]) -> str:
     version = harness.get("version") if isinstance(harness, dict) else None
     fewshot = protocol.get("num_fewshot", 0)
     parts = [f"Protocol: lm-evaluation-harness {version or '(version not recorded)'}, {fewshot}-shot, "
-             "each task scored by its reference metric (the Metric column)"]
+             "each task scored by its protocol metric (in bold in the Metric column)"]
     if runtime:
         batch = runtime.get("batch_size_resolved") or runtime.get("batch_size", "?")
         if isinstance(batch, list):
