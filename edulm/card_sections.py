@@ -32,7 +32,8 @@ def _tokens(value: Any) -> str:
     """``10,000,000,000 (10B)``: exact, with the short form compare uses."""
     if not isinstance(value, (int, float)) or value <= 0:
         return NOT_RECORDED
-    return f"{int(value):,} ({format_tokens(int(value))})"
+    short = format_tokens(int(value))
+    return f"{int(value):,}" if short == str(int(value)) else f"{int(value):,} ({short})"
 
 
 def _table(header: list[str], rows: list[list[str]], align: list[str] | None = None) -> list[str]:
@@ -223,10 +224,13 @@ def evaluation(inputs: CardInputs) -> list[str]:
     lines += _table(header, rows, ["---", "---", "---:"] + (["---:", "---:"] if audited else []))
     notes = ["Each score is shown ± its standard error; the protocol metric of each task is in bold, with acc and "
              "acc_norm side by side where the task reports both."]
-    if audited:
+    if audited and any((inputs.flagged(task) or (0, 0))[0] for task in inputs.scores):
         notes.append(f"{CONTAMINATED_MARK} marks a task with documents found in the training text (see Benchmark "
                      "contamination); its clean-subset score leaves them out.")
         notes += _contamination_effects(inputs)
+    elif audited:
+        notes.append("No scored document was found in the training text that was checked (see Benchmark contamination), "
+                     "so the clean-subset scores are the full ones.")
     else:
         notes.append("No contamination audit was given, so no clean-subset scores are shown.")
     return lines + ["", " ".join(notes), "", protocol_sentence(inputs.evaluation or {})]

@@ -38,7 +38,7 @@ from edulm.training_text import TrainingText, open_training_text
 _TRANSLATION = str.maketrans(string.ascii_uppercase, string.ascii_lowercase, string.punctuation)
 """lm-eval Janitor's table: upper- to lower-case ASCII letters, ASCII punctuation deleted."""
 
-NORMALISATION = "lower-case ASCII letters, delete ASCII punctuation, split on whitespace (lm-eval's decontamination Janitor)"
+NORMALISATION = "lower-case ASCII letters, delete ASCII punctuation, split on whitespace, as lm-eval's decontamination Janitor does"
 
 SHORT_MIN_WORDS = 8
 """Fewest words a document shorter than n needs to be matched whole (GPT-3's lower bound on n)."""

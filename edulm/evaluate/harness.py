@@ -10,7 +10,9 @@ reference metric. Per-example samples are written beside it as JSONL, one file p
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,19 +99,21 @@ def run_harness(pretrained: str, settings: EvalSettings, manager=None) -> dict[s
     manager = manager or task_manager(settings.tasks, settings.include_path)
     tasks = load_tasks(manager, settings.tasks)
     try:
-        results = lm_eval.simple_evaluate(
-            model="hf",
-            # Explicit, so a folder whose config asks for its own Python code is refused, never run.
-            model_args={"pretrained": pretrained, "dtype": settings.dtype, "trust_remote_code": False},
-            tasks=tasks,
-            num_fewshot=NUM_FEWSHOT,
-            batch_size=settings.batch_size,
-            device=settings.device,
-            limit=settings.limit,
-            log_samples=True,
-            task_manager=manager,
-            **SEEDS,
-        )
+        # lm-eval prints progress notes ("bootstrapping for stddev") to stdout; keep stdout for edulm's results.
+        with contextlib.redirect_stdout(sys.stderr):
+            results = lm_eval.simple_evaluate(
+                model="hf",
+                # Explicit, so a folder whose config asks for its own Python code is refused, never run.
+                model_args={"pretrained": pretrained, "dtype": settings.dtype, "trust_remote_code": False},
+                tasks=tasks,
+                num_fewshot=NUM_FEWSHOT,
+                batch_size=settings.batch_size,
+                device=settings.device,
+                limit=settings.limit,
+                log_samples=True,
+                task_manager=manager,
+                **SEEDS,
+            )
     except Exception as err:  # noqa: BLE001 - only fetch failures are translated; the rest propagate
         friendly = load_error(err, f"the model {pretrained}")
         if friendly is None:
