@@ -17,7 +17,7 @@ apart and never flagged, so a low fraction is never mistaken for a clean bill on
 Every flagged document is listed by number (``flagged_documents``); for an lm-eval task the number
 is lm-eval's ``doc_id``, so the flags join with the per-example samples of ``edulm eval`` and
 ``edulm baselines`` (:mod:`edulm.evaluate.clean` recomputes each score without them). The training
-text is read by :mod:`edulm.training_text`; the report is written by :mod:`edulm.contamination_report`.
+text is read by :mod:`edulm.training_text`; the report's format is :mod:`edulm.contamination_report`.
 """
 
 from __future__ import annotations
@@ -27,11 +27,13 @@ import string
 import sys
 from collections import defaultdict
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
 from tqdm.auto import tqdm
 
+from edulm.contamination_report import DOCUMENT_IDS, FORMAT, FORMAT_VERSION, REPORT_MD, coverage_sentence, write_report
 from edulm.errors import UsageError
 from edulm.training_text import TrainingText, open_training_text
 
@@ -247,6 +249,74 @@ def scan(train: TrainingText, lookup: Lookup, overlaps: list[TaskOverlap]) -> di
 
 
 # ---------------------------------------------------------------------------------------------
+# The report
+# ---------------------------------------------------------------------------------------------
+
+
+def _shorten(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def build_report(train: TrainingText, scanned: dict[str, int], overlaps: list[TaskOverlap], n: int,
+                 examples: int, benchmark_kind: str, include_path: str | None) -> dict[str, Any]:
+    """The ``contamination.json`` content."""
+    total = train.total_documents
+    # A plain source may or may not be all the training data: only the user knows, so say neither.
+    full = None if train.kind == "source" else bool(total is not None and scanned["documents"] >= total)
+    tasks = {}
+    for overlap in overlaps:
+        bench = overlap.benchmark
+        count = len(bench.documents)
+        hits = overlap.hits
+        tasks[bench.name] = {
+            "documents": count,
+            "checkable": count - overlap.too_short,
+            "too_short": overlap.too_short,
+            "matched_whole": overlap.matched_whole,
+            "contaminated": len(hits),
+            "fraction": len(hits) / count if count else None,
+            "document_kind": bench.query,
+            "split": bench.split,
+            "flagged_documents": sorted(hits),
+            "examples": [
+                {"document": d, "benchmark_text": _shorten(bench.documents[d]), **hits[d]}
+                for d in sorted(hits)[:examples]
+            ],
+        }
+    all_docs = sum(t["documents"] for t in tasks.values())
+    all_hits = sum(t["contaminated"] for t in tasks.values())
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "ngram": n,
+        "normalisation": NORMALISATION,
+        "short_documents": {
+            "min_words": short_floor(n),
+            "rule": (f"documents of {short_floor(n)} to {n - 1} words are matched whole (all their words, in order, in one "
+                     f"training document); shorter ones are not checked") if short_floor(n) < n else
+                    f"documents under {n} words are not checked",
+        },
+        "document_ids": DOCUMENT_IDS,
+        "train": {
+            "spec": train.spec,
+            "kind": train.kind,
+            "documents_checked": scanned["documents"],
+            "words_checked": scanned["words"],
+            "documents_with_overlap": scanned["documents_with_overlap"],
+            "total_documents": total,
+            "fraction_checked": scanned["documents"] / total if total else None,
+            "full_data": full,
+            "sample": train.sample,
+        },
+        "benchmarks": {"kind": benchmark_kind, "include_path": include_path},
+        "tasks": tasks,
+        "overall": {"documents": all_docs, "contaminated": all_hits, "fraction": all_hits / all_docs if all_docs else None},
+        "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
 # The audit
 # ---------------------------------------------------------------------------------------------
 
@@ -258,7 +328,6 @@ def audit(train_spec: str, out: str | Path, *, tasks: str | list[str] | None = N
     Benchmarks are lm-eval ``tasks`` (a list or ``a,b`` text; None: the reference six) or local
     ``benchmark_files`` (``NAME=PATH`` or ``PATH``). Returns the report.
     """
-    from edulm.contamination_report import build_report, write_report
     from edulm.lock import folder_lock
 
     if n < 1:
@@ -290,8 +359,6 @@ def audit(train_spec: str, out: str | Path, *, tasks: str | list[str] | None = N
 def contamination_command(train: str, out: str | Path, tasks: str | None = None, include_path: str | None = None,
                           benchmark_files: list[str] | None = None, n: int = 13, examples: int = 5) -> dict[str, Any]:
     """``edulm contamination --train TEXT --out DIR``: audit, then print the per-task counts and the coverage."""
-    from edulm.contamination_report import REPORT_MD, coverage_sentence
-
     report = audit(train, out, tasks=tasks, include_path=include_path, benchmark_files=benchmark_files,
                    n=n, examples=examples)
     for name, t in report["tasks"].items():

@@ -1,4 +1,4 @@
-"""The contamination report: ``contamination.json`` (every number and the flagged documents) and ``contamination.md``.
+"""The contamination report's format: ``contamination.json`` (every number and the flagged documents) and ``contamination.md``.
 
 ``contamination.json`` has one entry per task under ``tasks``: document counts (all, checkable,
 too short, matched whole, contaminated), the contaminated fraction, ``flagged_documents`` (the
@@ -8,15 +8,10 @@ get the flags with :func:`flagged_documents`.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from edulm.errors import UsageError
-
-if TYPE_CHECKING:
-    from edulm.contamination import TaskOverlap
-    from edulm.training_text import TrainingText
 
 REPORT_JSON = "contamination.json"
 REPORT_MD = "contamination.md"
@@ -26,71 +21,6 @@ FORMAT_VERSION = 2
 
 DOCUMENT_IDS = ("a document's number is its position in the task's evaluation documents (test split, else "
                 "validation): lm-eval's doc_id; for a local file, its record number (blank lines skipped)")
-
-
-def _shorten(text: str, limit: int = 300) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def build_report(train: "TrainingText", scanned: dict[str, int], overlaps: list["TaskOverlap"], n: int,
-                 examples: int, benchmark_kind: str, include_path: str | None) -> dict[str, Any]:
-    """The ``contamination.json`` content."""
-    from edulm.contamination import NORMALISATION, short_floor
-
-    total = train.total_documents
-    # A plain source may or may not be all the training data: only the user knows, so say neither.
-    full = None if train.kind == "source" else bool(total is not None and scanned["documents"] >= total)
-    tasks = {}
-    for overlap in overlaps:
-        bench = overlap.benchmark
-        count = len(bench.documents)
-        hits = overlap.hits
-        tasks[bench.name] = {
-            "documents": count,
-            "checkable": count - overlap.too_short,
-            "too_short": overlap.too_short,
-            "matched_whole": overlap.matched_whole,
-            "contaminated": len(hits),
-            "fraction": len(hits) / count if count else None,
-            "document_kind": bench.query,
-            "split": bench.split,
-            "flagged_documents": sorted(hits),
-            "examples": [
-                {"document": d, "benchmark_text": _shorten(bench.documents[d]), **hits[d]}
-                for d in sorted(hits)[:examples]
-            ],
-        }
-    all_docs = sum(t["documents"] for t in tasks.values())
-    all_hits = sum(t["contaminated"] for t in tasks.values())
-    return {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "ngram": n,
-        "normalisation": NORMALISATION,
-        "short_documents": {
-            "min_words": short_floor(n),
-            "rule": (f"documents of {short_floor(n)} to {n - 1} words are matched whole (all their words, in order, in one "
-                     f"training document); shorter ones are not checked") if short_floor(n) < n else
-                    f"documents under {n} words are not checked",
-        },
-        "document_ids": DOCUMENT_IDS,
-        "train": {
-            "spec": train.spec,
-            "kind": train.kind,
-            "documents_checked": scanned["documents"],
-            "words_checked": scanned["words"],
-            "documents_with_overlap": scanned["documents_with_overlap"],
-            "total_documents": total,
-            "fraction_checked": scanned["documents"] / total if total else None,
-            "full_data": full,
-            "sample": train.sample,
-        },
-        "benchmarks": {"kind": benchmark_kind, "include_path": include_path},
-        "tasks": tasks,
-        "overall": {"documents": all_docs, "contaminated": all_hits, "fraction": all_hits / all_docs if all_docs else None},
-        "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
 
 
 def flagged_documents(report: dict[str, Any]) -> dict[str, set[int]]:
