@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -91,7 +91,9 @@ class Step:
     run: Callable[[], Any]
     always: bool = False
     """Run even when unchanged (the step skips its own finished work, as baselines does per model)."""
-    result: dict[str, Any] = field(default_factory=dict)
+    problem: Callable[[Any], str | None] = lambda outcome: None
+    """What went wrong, judged from the step's outcome (None: nothing): for a step that reports failures
+    instead of raising them, as baselines does for a model it cannot load."""
 
 
 class Release:
@@ -163,21 +165,24 @@ class Release:
         import lm_eval
 
         from edulm.data.shards import MANIFEST
-        from edulm.evaluate.baselines import parse_models, run_baselines
+        from edulm.evaluate.baselines import failure_summary, parse_models, run_baselines
         from edulm.evaluate.harness import evaluate_model
         from edulm.sample_text import draw_sample
         from edulm.training_text import meta_path
 
         o, s = self.options, self.settings
-        sample_from = self._sample_source()
-        sample_key = {k: stamp(v / MANIFEST) if isinstance(v, Path) else v for k, v in sample_from.items()}
+
+        def sample_key() -> dict[str, Any]:
+            where = {k: stamp(v / MANIFEST) if isinstance(v, Path) else v for k, v in self._sample_source().items()}
+            return {"from": where, "docs": o.sample_docs}
+
         return [
             Step("eval", lambda: {"model": self._model_files(), "settings": self._settings_record(), "lm_eval": lm_eval.__version__},
                  [self.eval_file], lambda: evaluate_model(str(self.final), self.eval_file, s)),
             Step("baselines", dict, [self.baselines_dir],
-                 lambda: run_baselines(parse_models(o.models), self.baselines_dir, s), always=True),
-            Step("sample-text", lambda: {"from": sample_key, "docs": o.sample_docs},
-                 [self.sample, meta_path(self.sample)], lambda: draw_sample(self.sample, docs=o.sample_docs, **sample_from)),
+                 lambda: run_baselines(parse_models(o.models), self.baselines_dir, s), always=True, problem=failure_summary),
+            Step("sample-text", sample_key, [self.sample, meta_path(self.sample)],
+                 lambda: draw_sample(self.sample, docs=o.sample_docs, **self._sample_source())),
             Step("contamination", lambda: {"sample": stamp(self.sample), "settings": self._settings_record(), "n": o.ngram},
                  [self.contamination_dir / REPORT_JSON, self.contamination_dir / REPORT_MD], self._contamination),
             Step("compare", lambda: {"candidate": stamp(self.eval_file), "baselines": stamp(self.baselines_dir),
@@ -236,32 +241,25 @@ class Release:
             steps = self.steps()
             report: dict[str, dict[str, Any]] = {}
             for i, step in enumerate(steps, 1):
-                key = fingerprint(step.inputs())
-                done = state["steps"].get(step.name, {}).get("fingerprint") == key and all(p.exists() for p in step.outputs)
-                if done and not step.always:
-                    print(f"[{i}/{len(steps)}] {step.name}: up to date, skipped", flush=True)
-                    report[step.name] = {"status": "skipped"}
-                    continue
-                print(f"[{i}/{len(steps)}] {step.name}: running", flush=True)
                 started = time.time()
                 try:
-                    outcome = step.run()
-                except UsageError as err:
-                    print(f"[{i}/{len(steps)}] {step.name}: failed: {err}", flush=True)
-                    report[step.name] = {"status": "failed", "error": str(err)}
-                    state["steps"].pop(step.name, None)
-                    write_json(self.folder / STATE_FILE, state)
-                    continue
-                report[step.name] = {"status": "done", "seconds": round(time.time() - started, 1)}
-                if step.name == "baselines":
-                    from edulm.evaluate.baselines import failure_summary
-
-                    problem = failure_summary(outcome)
-                    if problem:
-                        report[step.name] = {"status": "failed", "error": problem}
+                    key = fingerprint(step.inputs())
+                    done = state["steps"].get(step.name, {}).get("fingerprint") == key and all(p.exists() for p in step.outputs)
+                    if done and not step.always:
+                        print(f"[{i}/{len(steps)}] {step.name}: up to date, skipped", flush=True)
+                        report[step.name] = {"status": "skipped"}
                         continue
-                state["steps"][step.name] = {"fingerprint": fingerprint(step.inputs()),
-                                             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+                    print(f"[{i}/{len(steps)}] {step.name}: running", flush=True)
+                    problem = step.problem(step.run())
+                except UsageError as err:
+                    problem = str(err)
+                if problem:
+                    print(f"[{i}/{len(steps)}] {step.name}: failed: {problem}", flush=True)
+                    report[step.name] = {"status": "failed", "error": problem}
+                    state["steps"].pop(step.name, None)
+                else:
+                    report[step.name] = {"status": "done", "seconds": round(time.time() - started, 1)}
+                    state["steps"][step.name] = {"fingerprint": key, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
                 write_json(self.folder / STATE_FILE, state)
         return report
 

@@ -11,7 +11,6 @@ written (:func:`edulm.lock.folder_lock`), so two processes never write the same 
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -137,7 +136,7 @@ def run_baselines(models: list[Baseline], out_dir: str | Path, settings) -> dict
             try:
                 document = evaluate_model(baseline.model, path, settings, manager, name=baseline.name)
             except UsageError as err:  # e.g. the model cannot be fetched: report it and go on with the others
-                print(f"[{i}/{len(models)}] {baseline}: failed: {err}", file=sys.stderr, flush=True)
+                print(f"[{i}/{len(models)}] {baseline}: failed: {err}", flush=True)
                 report[str(baseline)] = {"status": "failed", "file": None, "error": str(err)}
                 continue
             print(format_scores(document), flush=True)

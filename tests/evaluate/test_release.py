@@ -86,3 +86,25 @@ def test_release_refuses_a_second_writer_and_bad_runs(run_copy, tmp_path, local_
     assert main(["release", str(run_copy), *base]) == 2
     assert "has no final/ model folder" in capsys.readouterr().err
     assert not (run_copy / "release").exists()
+
+
+@pytest.mark.slow
+def test_a_failing_step_is_reported_the_rest_still_run(run_copy, tiny_hf_model, local_tasks, capsys, monkeypatch):
+    """A baseline that cannot be loaded: the card is still written, the command exits 2 with one line, and a rerun
+    retries only what failed (and what depends on it)."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    argv = ["release", str(run_copy), "--models", f"ok={tiny_hf_model},no-such-org/no-such-model", "--tasks", "tiny_quiz",
+            "--include-path", str(local_tasks), "--device", "cpu", "--limit", "2", "--docs", "5"]
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    errors = [line for line in captured.err.splitlines() if line.startswith("edulm")]  # the rest is progress bars
+    assert len(errors) == 1 and errors[0].startswith("edulm: error: release incomplete: baselines failed")
+    assert "[2/6] baselines: failed: 1 of 2 baselines failed (no-such-org/no-such-model)" in captured.out
+    assert (run_copy / "final" / "README.md").is_file() and "[6/6] card: running" in captured.out
+    comparison = json.loads((run_copy / "release" / "comparison" / "comparison.json").read_text())
+    assert [b["name"] for b in comparison["baselines"]] == ["ok"]  # compared with what there is
+
+    assert main(argv) == 2
+    printed = capsys.readouterr().out
+    assert "[1/6] eval: up to date, skipped" in printed and f"ok={tiny_hf_model}: already done" in printed
+    assert "[2/6] baselines: failed" in printed
