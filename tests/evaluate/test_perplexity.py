@@ -52,30 +52,6 @@ def test_text_perplexity_equals_transformers(tiny_hf_model, tmp_path, capsys):
     assert f"window: 48 tokens (--seq-len); scored {count:,} tokens" in err
 
 
-MIXED = "Crème brûlée, naïve façade — 東京 🌧️ and plain ASCII.\n\tTabs, too. "
-
-
-@pytest.mark.parametrize("which", ["tiny", "smollm2"])
-def test_byte_table_counts_every_utf8_byte_once(which, tiny_tokenizer):
-    """Byte-level BPE: the table's lengths of a text's tokens add up to the text's UTF-8 bytes; specials count 0."""
-    from edulm.bits_per_byte import bits_per_byte, is_byte_level, token_byte_lengths
-
-    if which == "tiny":
-        tokenizer = tiny_tokenizer
-    else:
-        from edulm.tokenizer import load_tokenizer
-
-        tokenizer = load_tokenizer("smollm2-offline")
-    assert is_byte_level(tokenizer)
-    table = token_byte_lengths(tokenizer)
-    assert len(table) == len(tokenizer)
-    for text in (MIXED, TEXT, MIXED * 3):
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-        assert int(table[ids].sum()) == len(text.encode("utf-8"))
-    assert table[tokenizer.eos_token_id] == 0
-    assert bits_per_byte(math.log(2) * 12, 4) == pytest.approx(3.0) and bits_per_byte(1.0, 0) is None
-
-
 def test_default_window_is_model_context(tiny_hf_model, tmp_path, capsys):
     path = tmp_path / "tide.txt"
     path.write_text(TEXT)
