@@ -5,7 +5,8 @@ not recorded, and no number on the card comes from anywhere else. The card opens
 metadata (license, library_name, datasets, pipeline_tag, tags and a ``model-index`` with the
 evaluation results, each contaminated task marked in its name) written by
 ``huggingface_hub.ModelCardData``, so the hub and ``huggingface_hub.ModelCard`` read it back. The
-markdown body is in :mod:`edulm.card_sections`.
+markdown body's sections are in :mod:`edulm.card_sections` (the model and its training) and
+:mod:`edulm.card_evaluation` (scores, baselines, contamination).
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from edulm.card_evaluation import budgets, comparison, contamination, evaluation
 from edulm.card_inputs import CardInputs, gather
-from edulm.card_sections import body
+from edulm.card_sections import (intended_use_and_limitations, model_details, overview, plots, runtime_and_cost,
+                                 training_recipe, usage, validation)
 from edulm.errors import UsageError
 
 TASK_DATASETS: dict[str, dict[str, str | None]] = {
@@ -33,6 +36,18 @@ BASE_TAGS = ["llama", "text-generation", "pretraining", "edulm"]
 
 HARNESS_URL = "https://github.com/EleutherAI/lm-evaluation-harness"
 """Where the evaluation results come from (the hub asks for a source URL with a source name)."""
+
+SECTIONS = (overview, model_details, training_recipe, runtime_and_cost, validation, evaluation, comparison,
+            budgets, contamination, intended_use_and_limitations, usage, plots)
+"""The card's sections, in order."""
+
+
+def body(inputs: CardInputs) -> str:
+    """The markdown body (everything after the metadata)."""
+    lines: list[str] = []
+    for section in SECTIONS:
+        lines += section(inputs) + [""]
+    return "\n".join(lines)
 
 
 def training_datasets(config: dict[str, Any]) -> list[str]:

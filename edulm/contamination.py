@@ -172,6 +172,7 @@ class TaskOverlap:
     """Overlap found for one benchmark."""
 
     benchmark: Benchmark
+    """The benchmark the counts are of."""
     too_short: int = 0
     """Documents under :func:`short_floor` words: not checked."""
     matched_whole: int = 0
@@ -189,7 +190,9 @@ class Lookup:
     short: dict[str, list[tuple[int, int, tuple[str, ...]]]]
     """First :func:`short_floor` words of a short document -> ``(benchmark, document, all its words)``."""
     n: int
+    """n of the n-grams."""
     floor: int
+    """Fewest words of a document matched whole (:func:`short_floor`)."""
 
 
 def build_lookup(benchmarks: list[Benchmark], n: int) -> tuple[Lookup, list[TaskOverlap]]:

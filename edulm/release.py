@@ -86,9 +86,13 @@ class Step:
     """One step: what it reads (for the fingerprint), what it writes, and how to run it."""
 
     name: str
+    """As the command of the same name."""
     inputs: Callable[[], dict[str, Any]]
+    """What the step reads (file stamps and settings); its fingerprint decides whether a rerun skips it."""
     outputs: list[Path]
+    """What it writes; all must exist for the step to count as done."""
     run: Callable[[], Any]
+    """Do the work (a :class:`UsageError` marks the step failed)."""
     always: bool = False
     """Run even when unchanged (the step skips its own finished work, as baselines does per model)."""
     problem: Callable[[Any], str | None] = lambda outcome: None
@@ -173,6 +177,7 @@ class Release:
         o, s = self.options, self.settings
 
         def sample_key() -> dict[str, Any]:
+            """Where the sample comes from (the shards' manifest stamp, or the source) and how many documents."""
             where = {k: stamp(v / MANIFEST) if isinstance(v, Path) else v for k, v in self._sample_source().items()}
             return {"from": where, "docs": o.sample_docs}
 

@@ -30,6 +30,7 @@ class CleanScore:
     """One metric of one task, on all scored documents and on the clean ones."""
 
     metric: str
+    """The lm-eval metric (acc, acc_norm, ...)."""
     full: float | None
     """Score over every scored document (lm-eval's number)."""
     full_stderr: float | None

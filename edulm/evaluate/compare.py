@@ -154,6 +154,7 @@ def compare(candidate: ModelScores, baselines: list[ModelScores], budgets: dict[
     compared = sum(r["tasks"] for r in rows)
 
     def budget_row(m: ModelScores) -> dict[str, Any]:
+        """Training tokens of ``m``: its own records first, else the budget table."""
         entry = lookup(budgets, m.name)
         tokens = m.training_tokens if m.training_tokens is not None else (entry.tokens if entry else None)
         source = "the run's training records" if m.training_tokens is not None else (entry.source if entry else "unknown")

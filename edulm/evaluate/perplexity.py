@@ -99,6 +99,7 @@ def hf_loss(model) -> LossFn:
     """
 
     def loss(inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy of the scored targets."""
         logits = model(input_ids=inputs).logits
         return torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX)
 
