@@ -65,6 +65,12 @@ class ReleaseOptions:
     license: str = "apache-2.0"
     """License on the card."""
 
+    def __post_init__(self) -> None:
+        for name in ("baselines_dir", "shards", "budgets", "bpb_text"):  # paths given as text become paths
+            value = getattr(self, name)
+            if value is not None:
+                setattr(self, name, Path(value))
+
 
 def stamp(path: Path) -> Any:
     """What identifies a file's (or a folder's files') current content: path, size and modification time; None if absent."""
