@@ -103,7 +103,7 @@ def run_harness(pretrained: str, settings: EvalSettings, manager=None) -> dict[s
         with contextlib.redirect_stdout(sys.stderr):
             results = lm_eval.simple_evaluate(
                 model="hf",
-                # Explicit, so a folder whose config asks for its own Python code is refused, never run.
+                # Explicit: a folder whose config asks to run its own Python code never gets to run it.
                 model_args={"pretrained": pretrained, "dtype": settings.dtype, "trust_remote_code": False},
                 tasks=tasks,
                 num_fewshot=NUM_FEWSHOT,
