@@ -1,31 +1,25 @@
 """``edulm card RUN_DIR --out README.md``: the model card, built only from the run's artifacts.
 
-Inputs: the run's ``config.yaml``, ``training/training_summary.json``, ``training/training_metrics.csv``
-and plots; the results file of ``edulm eval``; the folder written by ``edulm compare``; the
-``contamination.json`` of ``edulm contamination``. Those last three default to ``RUN_DIR/eval/results.json``,
-``RUN_DIR/comparison/`` and ``RUN_DIR/contamination/contamination.json`` when present. Whatever is
-missing is stated as not run or not recorded; no number on the card comes from anywhere else.
-
-The card opens with Hugging Face metadata (license, library_name, datasets, pipeline_tag, tags and a
-``model-index`` with the evaluation results) written by ``huggingface_hub.ModelCardData``, so the hub
-and ``huggingface_hub.ModelCard`` read it back. The markdown body is in :mod:`edulm.card_sections`.
+What it reads is gathered by :mod:`edulm.card_inputs`; whatever is missing is stated as not run or
+not recorded, and no number on the card comes from anywhere else. The card opens with Hugging Face
+metadata (license, library_name, datasets, pipeline_tag, tags and a ``model-index`` with the
+evaluation results, each contaminated task marked in its name) written by
+``huggingface_hub.ModelCardData``, so the hub and ``huggingface_hub.ModelCard`` read it back. The
+markdown body's sections are in :mod:`edulm.card_sections` (the model and its training) and
+:mod:`edulm.card_evaluation` (scores, baselines, contamination).
 """
 
 from __future__ import annotations
 
-import argparse
-import os
 import shutil
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edulm.card_evaluation import budgets, comparison, contamination, evaluation
+from edulm.card_inputs import CardInputs, gather
+from edulm.card_sections import (intended_use_and_limitations, model_details, overview, plots, runtime_and_cost,
+                                 training_recipe, usage, validation)
 from edulm.errors import UsageError
-
-DEFAULT_EVAL = Path("eval") / "results.json"
-DEFAULT_COMPARISON = Path("comparison")
-DEFAULT_CONTAMINATION = Path("contamination") / "contamination.json"
-COMPARISON_FILE = "comparison.json"
 
 TASK_DATASETS: dict[str, dict[str, str | None]] = {
     # Where each reference task's documents come from (the task YAMLs of lm-evaluation-harness 0.4).
@@ -43,107 +37,17 @@ BASE_TAGS = ["llama", "text-generation", "pretraining", "edulm"]
 HARNESS_URL = "https://github.com/EleutherAI/lm-evaluation-harness"
 """Where the evaluation results come from (the hub asks for a source URL with a source name)."""
 
-
-@dataclass
-class CardInputs:
-    """Everything the card is built from (None / empty where an artifact is missing)."""
-
-    run_dir: Path
-    out: Path
-    name: str
-    license: str
-    config: dict[str, Any]
-    summary: dict[str, Any] | None = None
-    validation: dict[str, Any] | None = None
-    """Last validation row of the metrics CSV: step, val_loss, val_ppl."""
-    parameters: int | None = None
-    evaluation: dict[str, Any] | None = None
-    scores: dict[str, dict[str, Any]] = field(default_factory=dict)
-    """task -> {metric, value, stderr} from the eval results."""
-    comparison: dict[str, Any] | None = None
-    contamination: dict[str, Any] | None = None
-    plots: list[str] = field(default_factory=list)
-    """File names of the plots copied beside the card."""
-    sources: dict[str, str] = field(default_factory=dict)
-    """Artifact -> the path it was read from."""
+SECTIONS = (overview, model_details, training_recipe, runtime_and_cost, validation, evaluation, comparison,
+            budgets, contamination, intended_use_and_limitations, usage, plots)
+"""The card's sections, in order."""
 
 
-def eval_scores(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """``{task: {metric, value, stderr}}`` from an ``edulm eval`` results file (or a raw lm-eval results file)."""
-    from edulm.evaluate.harness import scores_from_results
-
-    # lm-eval's own output has no "scores": pick each task's reference metric as edulm eval does.
-    found = results["scores"] if isinstance(results.get("scores"), dict) else scores_from_results(results)
-    scores = {}
-    for task, s in found.items():
-        if isinstance(s, dict) and isinstance(s.get("value"), (int, float)):
-            scores[task] = {"metric": s.get("metric"), "value": s["value"], "stderr": s.get("stderr")}
-    return scores
-
-
-def _parameters(config: dict[str, Any], summary: dict[str, Any] | None, evaluation: dict[str, Any] | None) -> int | None:
-    """Exact parameter count: the training summary's, else computed from the run's model config."""
-    if summary and isinstance(summary.get("parameters"), int):
-        return summary["parameters"]
-    import dataclasses
-
-    from edulm.config import ModelConfig
-    from edulm.model.llama import count_parameters
-
-    # Only the model section matters here, so a config that no longer validates still gives its count.
-    section = config.get("model") if isinstance(config.get("model"), dict) else {}
-    known = {f.name for f in dataclasses.fields(ModelConfig)}
-    try:
-        return count_parameters(ModelConfig(**{k: v for k, v in section.items() if k in known}))
-    except (TypeError, ValueError, ZeroDivisionError):
-        model = (evaluation or {}).get("model") or {}
-        return model.get("parameters") if isinstance(model, dict) else None
-
-
-def _optional(path: str | None, default: Path, what: str) -> Path | None:
-    """The artifact path given, else the default one when it exists; a given path must exist."""
-    if path is not None:
-        if not Path(path).exists():
-            raise UsageError(f"{path}: no such {what}; check the path or leave the option out")
-        return Path(path)
-    return default if default.exists() else None
-
-
-def gather(run_dir: str | Path, out: str | Path, *, eval_path: str | None = None, comparison: str | None = None,
-           contamination: str | None = None, name: str | None = None, license: str = "apache-2.0") -> CardInputs:
-    """Read every artifact the card uses (tolerant of missing ones, strict about damaged ones)."""
-    from edulm.evaluate.artifacts import last_validation, metrics_rows, read_json, run_config, training_summary
-
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise UsageError(f"{run_dir}: no such run directory; pass the run.out_dir of a training run")
-    config = run_config(run_dir)
-    if config is None:
-        raise UsageError(f"{run_dir}: has no config.yaml, so it is not a run directory; pass the run.out_dir of a training run")
-    summary = training_summary(run_dir)
-    inputs = CardInputs(run_dir, Path(out), name or (config.get("run") or {}).get("name") or run_dir.name, license,
-                        config, summary, last_validation(metrics_rows(run_dir)))
-    if summary is not None:
-        inputs.sources["training summary"] = str(run_dir / "training" / "training_summary.json")
-
-    eval_file = _optional(eval_path, run_dir / DEFAULT_EVAL, "eval results file")
-    if eval_file is not None:
-        inputs.evaluation = read_json(eval_file, "eval results file")
-        inputs.scores = eval_scores(inputs.evaluation or {})
-        inputs.sources["evaluation"] = str(eval_file)
-    comparison_dir = _optional(comparison, run_dir / DEFAULT_COMPARISON, "comparison folder")
-    if comparison_dir is not None:
-        comparison_file = comparison_dir / COMPARISON_FILE if comparison_dir.is_dir() else comparison_dir
-        inputs.comparison = read_json(comparison_file, "comparison file")
-        if inputs.comparison is None:
-            raise UsageError(f"{comparison_dir}: holds no {COMPARISON_FILE}; pass the --out folder of edulm compare")
-        inputs.sources["comparison"] = str(comparison_file)
-    contamination_file = _optional(contamination, run_dir / DEFAULT_CONTAMINATION, "contamination report")
-    if contamination_file is not None:
-        inputs.contamination = read_json(contamination_file, "contamination report")
-        inputs.sources["contamination"] = str(contamination_file)
-    inputs.parameters = _parameters(config, summary, inputs.evaluation)
-    return inputs
+def body(inputs: CardInputs) -> str:
+    """The markdown body (everything after the metadata)."""
+    lines: list[str] = []
+    for section in SECTIONS:
+        lines += section(inputs) + [""]
+    return "\n".join(lines)
 
 
 def training_datasets(config: dict[str, Any]) -> list[str]:
@@ -155,8 +59,16 @@ def training_datasets(config: dict[str, Any]) -> list[str]:
     return ["/".join(parts[:2])] if len(parts) >= 2 else []
 
 
+def contamination_note(inputs: CardInputs, task: str) -> str | None:
+    """``contaminated: 3 of 8 documents found in the training text`` for an audited task with flags; else None."""
+    flagged = inputs.flagged(task)
+    if not flagged or not flagged[0]:
+        return None
+    return f"contaminated: {flagged[0]:,} of {flagged[1]:,} documents found in the training text"
+
+
 def metadata(inputs: CardInputs):
-    """The card's Hugging Face metadata (``huggingface_hub.ModelCardData``)."""
+    """The card's Hugging Face metadata (``huggingface_hub.ModelCardData``); contaminated tasks say so in their name."""
     from huggingface_hub import EvalResult, ModelCardData
 
     results = []
@@ -165,10 +77,12 @@ def metadata(inputs: CardInputs):
     raw_configs = (evaluation.get("lm_eval") or {}).get("configs") or evaluation.get("configs") or {}
     for task, score in inputs.scores.items():
         dataset = TASK_DATASETS.get(task) or _dataset_from_config(task, raw_configs.get(task) or {})
+        note = contamination_note(inputs, task)
         results.append(EvalResult(
             task_type="text-generation", task_name="Text Generation",
             dataset_type=dataset["type"], dataset_name=dataset["name"], dataset_config=dataset.get("config"),
-            dataset_split=dataset.get("split"), metric_type=score["metric"], metric_name=f"{task} ({score['metric']}, 0-shot)",
+            dataset_split=dataset.get("split"), metric_type=score["metric"],
+            metric_name=f"{task} ({score['metric']}, 0-shot{'; ' + note if note else ''})",
             metric_value=score["value"], source_name="lm-evaluation-harness (edulm eval)", source_url=HARNESS_URL,
         ))
     datasets = training_datasets(inputs.config)
@@ -195,6 +109,7 @@ def _dataset_from_config(task: str, cfg: dict[str, Any]) -> dict[str, str | None
 def copy_plots(inputs: CardInputs) -> list[str]:
     """Copy the run's plots beside the card (so the folder is self-contained); returns their file names."""
     from edulm.evaluate.artifacts import PLOT_FILES
+    from edulm.files import atomic_path
 
     names = []
     for name in PLOT_FILES:
@@ -202,7 +117,8 @@ def copy_plots(inputs: CardInputs) -> list[str]:
         if source.is_file():
             target = inputs.out.parent / name
             if source.resolve() != target.resolve():
-                shutil.copy2(source, target)
+                with atomic_path(target, f"the plot {name}") as tmp:
+                    shutil.copy2(source, tmp)
             names.append(name)
     return names
 
@@ -211,30 +127,30 @@ def render_card(inputs: CardInputs) -> str:
     """The whole README: metadata front matter, then the body."""
     from huggingface_hub import ModelCard
 
-    from edulm.card_sections import body
-
     return str(ModelCard(f"---\n{metadata(inputs).to_yaml()}\n---\n\n{body(inputs)}"))
 
 
 def write_card(run_dir: str | Path, out: str | Path, **options: Any) -> CardInputs:
-    """Gather, copy the plots beside ``out`` and write the card there (through a temporary file)."""
+    """Gather, copy the plots beside ``out`` and write the card there atomically (options: see :func:`gather`)."""
+    from edulm.files import write_text
+
     out = Path(out)
     if out.is_dir():
         raise UsageError(f"--out {out}: is a folder; pass a file name such as {out / 'README.md'}")
     inputs = gather(run_dir, out, **options)
     out.parent.mkdir(parents=True, exist_ok=True)
     inputs.plots = copy_plots(inputs)
-    text = render_card(inputs)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, out)
+    write_text(out, render_card(inputs), "the model card")
     return inputs
 
 
-def card_command(args: argparse.Namespace) -> None:
+def card_command(run_dir: str | Path, out: str | Path, eval_path: str | Path | None = None,
+                 comparison: str | Path | None = None, contamination: str | Path | None = None,
+                 name: str | None = None, license: str = "apache-2.0") -> CardInputs:
     """``edulm card RUN_DIR --out FILE``: write the card and say what it was built from."""
-    inputs = write_card(args.run_dir, args.out, eval_path=args.eval, comparison=args.comparison,
-                        contamination=args.contamination, name=args.model_name, license=args.license)
-    print(f"model card: {args.out}")
+    inputs = write_card(run_dir, out, eval_path=eval_path, comparison=comparison, contamination=contamination,
+                        name=name, license=license)
+    print(f"model card: {out}")
     for what in ("training summary", "evaluation", "comparison", "contamination"):
         print(f"  {what:<17} {inputs.sources.get(what, 'not available: stated as not run / not recorded')}")
+    return inputs

@@ -1,39 +1,42 @@
-"""The markdown body of the model card, one function per section (see :mod:`edulm.card` for the inputs).
+"""The model card's sections about the model and its training, one function per section, and the formatting
+helpers every section uses (the evaluation sections are in :mod:`edulm.card_evaluation`).
 
-Every number is read from the run's artifacts; a section whose artifact is missing says so.
+Every number is read from the run's artifacts (:mod:`edulm.card_inputs`); a section whose artifact is
+missing says so.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 
-if TYPE_CHECKING:
-    from edulm.card import CardInputs
+from edulm.card_inputs import CardInputs
+from edulm.evaluate.budgets import format_tokens
 
 NOT_RECORDED = "not recorded"
 
 
-def _int(value: Any) -> str:
+def fmt_int(value: Any) -> str:
+    """``1,234`` for a number; ``not recorded`` otherwise."""
     return f"{round(value):,}" if isinstance(value, (int, float)) else NOT_RECORDED
 
 
-def _num(value: Any, digits: int = 4) -> str:
+def fmt_num(value: Any, digits: int = 4) -> str:
+    """A number with ``digits`` decimals; ``not recorded`` otherwise."""
     return f"{value:.{digits}f}" if isinstance(value, (int, float)) else NOT_RECORDED
 
 
-def _tokens(value: Any) -> str:
-    """``10,000,000,000 (10.0B)``: exact, with a readable short form."""
+def fmt_tokens(value: Any) -> str:
+    """``10,000,000,000 (10B)``: exact, with the short form compare uses."""
     if not isinstance(value, (int, float)) or value <= 0:
         return NOT_RECORDED
-    for unit, size in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
-        if value >= size:
-            return f"{int(value):,} ({value / size:.1f}{unit})"
-    return f"{int(value):,}"
+    short = format_tokens(int(value))
+    return f"{int(value):,}" if short == str(int(value)) else f"{int(value):,} ({short})"
 
 
-def _table(header: list[str], rows: list[list[str]], align: list[str] | None = None) -> list[str]:
+def md_table(header: list[str], rows: list[list[str]], align: list[str] | None = None) -> list[str]:
+    """A markdown table's lines."""
     align = align or ["---"] * len(header)
     return ["| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |"] + ["| " + " | ".join(r) + " |" for r in rows]
 
@@ -48,16 +51,17 @@ def _section(cfg: dict[str, Any], name: str) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 
 
-def overview(inputs: "CardInputs") -> list[str]:
+def overview(inputs: CardInputs) -> list[str]:
+    """The title and one sentence on what the model is, how big, trained on what and where."""
     summary = inputs.summary or {}
     source = _section(inputs.config, "data").get("source", NOT_RECORDED)
     tokens = summary.get("tokens")
-    trained = f"trained from scratch on {_tokens(tokens)} tokens" if tokens else "trained from scratch"
+    trained = f"trained from scratch on {fmt_tokens(tokens)} tokens" if tokens else "trained from scratch"
     status = summary.get("status")
     lines = [
         f"# {inputs.name}",
         "",
-        f"{inputs.name} is a {_int(inputs.parameters)}-parameter Llama-style causal language model {trained} "
+        f"{inputs.name} is a {fmt_int(inputs.parameters)}-parameter Llama-style causal language model {trained} "
         f"of `{source}` with edulm on {_device_phrase(summary)}.",
     ]
     if status and status != "completed":
@@ -73,65 +77,68 @@ def _device_phrase(summary: dict[str, Any]) -> str:
     return f"{count} × {device.get('name', device.get('type', 'unknown device'))}"
 
 
-def model_details(inputs: "CardInputs") -> list[str]:
+def model_details(inputs: CardInputs) -> list[str]:
+    """Architecture table: parameters, shape, context, vocabulary, tokenizer, FLOPs per token."""
     m = _section(inputs.config, "model")
     summary = inputs.summary or {}
     rows = [
-        ["Parameters", _int(inputs.parameters)],
+        ["Parameters", fmt_int(inputs.parameters)],
         ["Architecture", "Llama (RMSNorm, rotary position embeddings, SwiGLU MLP, grouped-query attention)"],
-        ["Layers", _int(m.get("n_layers"))],
-        ["Hidden size (d_model)", _int(m.get("d_model"))],
-        ["MLP inner size (d_ff)", _int(m.get("d_ff"))],
-        ["Attention heads / key-value heads", f"{_int(m.get('n_heads'))} / {_int(m.get('n_kv_heads'))}"],
-        ["Context length", _int(m.get("max_seq_len"))],
+        ["Layers", fmt_int(m.get("n_layers"))],
+        ["Hidden size (d_model)", fmt_int(m.get("d_model"))],
+        ["MLP inner size (d_ff)", fmt_int(m.get("d_ff"))],
+        ["Attention heads / key-value heads", f"{fmt_int(m.get('n_heads'))} / {fmt_int(m.get('n_kv_heads'))}"],
+        ["Context length", fmt_int(m.get("max_seq_len"))],
         ["RoPE theta", str(m.get("rope_theta", NOT_RECORDED))],
-        ["Vocabulary", _int(m.get("vocab_size"))],
+        ["Vocabulary", fmt_int(m.get("vocab_size"))],
         ["Tied input/output embeddings", str(m.get("tie_embeddings", NOT_RECORDED)).lower()],
         ["Tokenizer", f"`{_section(inputs.config, 'tokenizer').get('name', NOT_RECORDED)}`"],
-        ["Training FLOPs per token", _int(summary.get("flops_per_token"))],
+        ["Training FLOPs per token", fmt_int(summary.get("flops_per_token"))],
     ]
-    return ["## Model details", ""] + _table(["", ""], rows)
+    return ["## Model details", ""] + md_table(["", ""], rows)
 
 
-def training_recipe(inputs: "CardInputs") -> list[str]:
+def training_recipe(inputs: CardInputs) -> list[str]:
+    """Data, tokens, steps, batch, optimizer, schedule, precision and seed; the full config folded away."""
     t, d, run = _section(inputs.config, "train"), _section(inputs.config, "data"), _section(inputs.config, "run")
     summary = inputs.summary or {}
     batch = summary.get("batch") or {}
     per_step = summary.get("tokens_per_step")
     rows = [
-        ["Data", f"`{d.get('source', NOT_RECORDED)}` (held out for validation: {_int(d.get('val_tokens'))} tokens)"],
-        ["Tokens seen", _tokens(summary.get("tokens"))],
-        ["Optimizer steps", f"{_int(summary.get('steps'))} of {_int(summary.get('total_steps'))}" if summary else NOT_RECORDED],
-        ["Sequence length", _int(t.get("seq_len"))],
+        ["Data", f"`{d.get('source', NOT_RECORDED)}` (held out for validation: {fmt_int(d.get('val_tokens'))} tokens)"],
+        ["Tokens seen", fmt_tokens(summary.get("tokens"))],
+        ["Optimizer steps", f"{fmt_int(summary.get('steps'))} of {fmt_int(summary.get('total_steps'))}" if summary else NOT_RECORDED],
+        ["Sequence length", fmt_int(t.get("seq_len"))],
         ["Batch", f"{batch.get('micro_batch_size', t.get('micro_batch_size', '?'))} sequences × {batch.get('grad_accum_steps', t.get('grad_accum_steps', '?'))} "
-                  f"accumulation steps × {batch.get('world_size', 1)} process(es) = {_int(per_step)} tokens per step"],
+                  f"accumulation steps × {batch.get('world_size', 1)} process(es) = {fmt_int(per_step)} tokens per step"],
         ["Optimizer", f"AdamW (β1 {t.get('beta1', '?')}, β2 {t.get('beta2', '?')}, ε {t.get('eps', '?')}, weight decay {t.get('weight_decay', '?')} on matrices), "
                       f"gradient clipping {t.get('grad_clip', '?')}"],
-        ["Learning rate", f"peak {t.get('lr', '?')}, {_int(t.get('warmup_steps'))} warmup steps, cosine decay to {t.get('min_lr_ratio', '?')} × peak"],
+        ["Learning rate", f"peak {t.get('lr', '?')}, {fmt_int(t.get('warmup_steps'))} warmup steps, cosine decay to {t.get('min_lr_ratio', '?')} × peak"],
         ["Precision", str(summary.get("precision") or t.get("precision", NOT_RECORDED))],
         ["Seed", str(run.get("seed", NOT_RECORDED))],
-        ["Steps skipped (non-finite loss)", _int(summary.get("skipped_steps"))],
+        ["Steps skipped (non-finite loss)", fmt_int(summary.get("skipped_steps"))],
     ]
-    lines = ["## Training recipe", ""] + _table(["", ""], rows)
+    lines = ["## Training recipe", ""] + md_table(["", ""], rows)
     lines += ["", "<details><summary>Full training config (config.yaml)</summary>", "", "```yaml",
               yaml.safe_dump(inputs.config, sort_keys=False).rstrip(), "```", "", "</details>"]
     return lines
 
 
-def runtime_and_cost(inputs: "CardInputs") -> list[str]:
+def runtime_and_cost(inputs: CardInputs) -> list[str]:
+    """Device, throughput, MFU, memory, wall time, GPU-hours and the cost with its formula."""
     s = inputs.summary
     if not s:
         return ["## Runtime and cost", "", "Not recorded: the run has no `training/training_summary.json`."]
     device = s.get("device") or {}
     mfu = s.get("mfu_after_warmup")
     rows = [
-        ["Device", f"{_device_phrase(s)} ({_num(device.get('total_memory_gb'), 1)} GiB each)" if device else NOT_RECORDED],
-        ["Mean throughput", f"{_int(s.get('mean_tokens_per_s'))} tokens/s"],
-        ["Throughput after warmup", f"{_int(s.get('mean_tokens_per_s_after_warmup'))} tokens/s"],
+        ["Device", f"{_device_phrase(s)} ({fmt_num(device.get('total_memory_gb'), 1)} GiB each)" if device else NOT_RECORDED],
+        ["Mean throughput", f"{fmt_int(s.get('mean_tokens_per_s'))} tokens/s"],
+        ["Throughput after warmup", f"{fmt_int(s.get('mean_tokens_per_s_after_warmup'))} tokens/s"],
         ["Model FLOPs utilisation after warmup", f"{mfu:.1%}" if isinstance(mfu, (int, float)) else "not measured (device peak unknown, CPU, or fp32)"],
-        ["Peak memory", f"{_num(s.get('peak_memory_gb'), 2)} GiB"],
-        ["Wall time", f"{_num(s.get('wall_time_h'), 2)} h ({_int(s.get('wall_time_s'))} s)"],
-        ["GPU-hours", _num(s.get("gpu_hours"), 2)],
+        ["Peak memory", f"{fmt_num(s.get('peak_memory_gb'), 2)} GiB"],
+        ["Wall time", f"{fmt_num(s.get('wall_time_h'), 2)} h ({fmt_int(s.get('wall_time_s'))} s)"],
+        ["GPU-hours", fmt_num(s.get("gpu_hours"), 2)],
     ]
     if isinstance(s.get("cost"), (int, float)):
         cost = f"{s['cost']:,.2f} at {s.get('gpu_hourly_rate')} per GPU-hour"
@@ -140,108 +147,28 @@ def runtime_and_cost(inputs: "CardInputs") -> list[str]:
         cost = "no price per GPU-hour was given"
         formula = "cost = wall_time_s / 3600 × n_gpus × price per GPU-hour (pass `--gpu-hourly-rate` to `edulm train`)"
     rows.append(["Cost", cost])
-    return ["## Runtime and cost", ""] + _table(["", ""], rows) + ["", f"Cost formula: `{formula}`."]
+    return ["## Runtime and cost", ""] + md_table(["", ""], rows) + ["", f"Cost formula: `{formula}`."]
 
 
-def validation(inputs: "CardInputs") -> list[str]:
+def validation(inputs: CardInputs) -> list[str]:
+    """Final validation loss, perplexity and (when recorded) bits per byte."""
     s = inputs.summary or {}
-    loss, ppl, where = s.get("final_val_loss"), s.get("final_val_ppl"), "training summary"
+    loss, ppl, bpb, where = s.get("final_val_loss"), s.get("final_val_ppl"), s.get("final_val_bpb"), "training summary"
     if not isinstance(loss, (int, float)) and inputs.validation:
-        loss, ppl, where = inputs.validation["val_loss"], inputs.validation["val_ppl"], f"metrics CSV, step {inputs.validation['step']}"
+        v = inputs.validation
+        loss, ppl, bpb, where = v["val_loss"], v.get("val_ppl"), v.get("val_bpb"), f"metrics CSV, step {v['step']}"
     lines = ["## Validation", ""]
     if not isinstance(loss, (int, float)):
         return lines + ["Not recorded: the run logged no validation loss."]
-    return lines + [f"Final validation loss **{loss:.4f}** (perplexity **{ppl:.2f}**) on the held-out split ({where}); "
-                    f"final training loss {_num(s.get('final_train_loss'))}."]
+    figures = [f"perplexity **{ppl:.2f}**" if isinstance(ppl, (int, float)) else "perplexity not recorded"]
+    if isinstance(bpb, (int, float)):
+        figures.append(f"**{bpb:.4f}** bits per byte")
+    return lines + [f"Final validation loss **{loss:.4f}** ({', '.join(figures)}) on the held-out split ({where}); "
+                    f"final training loss {fmt_num(s.get('final_train_loss'))}."]
 
 
-def evaluation(inputs: "CardInputs") -> list[str]:
-    lines = ["## Evaluation", ""]
-    if not inputs.scores:
-        return lines + ["Not run: no lm-evaluation-harness results were given (run `edulm eval MODEL --out results.json` "
-                        "and pass it with `--eval`)."]
-    rows = []
-    for task, s in inputs.scores.items():
-        stderr = f" ± {s['stderr']:.4f}" if isinstance(s.get("stderr"), (int, float)) else ""
-        rows.append([task, str(s.get("metric")), f"{s['value']:.4f}{stderr}"])
-    lines += _table(["Task", "Metric", "Score"], rows, ["---", "---", "---:"])
-    return lines + ["", protocol_sentence(inputs.evaluation or {})]
-
-
-def protocol_sentence(results: dict[str, Any]) -> str:
-    """How the scores were obtained, from the results file's records."""
-    harness = results.get("harness") or {}
-    protocol = results.get("protocol") or {}
-    runtime = results.get("runtime") or {}
-    version = harness.get("version") if isinstance(harness, dict) else None
-    fewshot = protocol.get("num_fewshot", 0)
-    parts = [f"Protocol: lm-evaluation-harness {version or '(version not recorded)'}, {fewshot}-shot, "
-             "each task scored by its reference metric (the Metric column)"]
-    if runtime:
-        batch = runtime.get("batch_size_resolved") or runtime.get("batch_size", "?")
-        if isinstance(batch, list):
-            batch = ", ".join(str(b) for b in dict.fromkeys(batch))
-        parts.append(f"{runtime.get('dtype', '?')} on {runtime.get('device_name') or runtime.get('device', '?')}, batch size {batch}")
-    seeds = protocol.get("seeds")
-    if isinstance(seeds, dict):
-        parts.append("seeds " + "/".join(str(v) for v in seeds.values()))
-    text = "; ".join(parts) + "."
-    if protocol.get("limit") is not None:
-        text += f" **Only {protocol['limit']} examples per task were scored (--limit): not the full protocol.**"
-    return text
-
-
-def comparison(inputs: "CardInputs") -> list[str]:
-    c = inputs.comparison
-    lines = ["## Comparison with public baselines", ""]
-    if not c:
-        return lines + ["Not run: no comparison was given (run `edulm baselines` and `edulm compare`, and pass `--comparison`)."]
-    tasks, metrics, scores = c.get("tasks") or [], c.get("metrics") or {}, c.get("scores") or {}
-    candidate = (c.get("candidate") or {}).get("name", inputs.name)
-    models = [candidate] + [m for m in scores if m != candidate]
-    rows = [[t, str(metrics.get(t, ""))] + [_num((scores.get(m) or {}).get(t)) for m in models] for t in tasks]
-    lines += _table(["Task", "Metric"] + models, rows, ["---", "---"] + ["---:"] * len(models))
-    wins = [[str(b.get("name")), f"{b.get('wins', 0)}/{b.get('tasks', 0)}", str(b.get("ties", 0)),
-             f"{b['win_rate']:.0%}" if isinstance(b.get("win_rate"), (int, float)) else "n/a"] for b in c.get("baselines") or []]
-    if wins:
-        lines += ["", f"Win rate of {candidate} against each baseline (a win is a strictly higher score on a task):", ""]
-        lines += _table(["Baseline", "Wins / tasks", "Ties", "Win rate"], wins, ["---", "---:", "---:", "---:"])
-    overall = c.get("overall") or {}
-    if isinstance(overall.get("win_rate"), (int, float)):
-        lines += ["", f"Overall: {overall.get('wins')} wins and {overall.get('ties')} ties in {overall.get('comparisons')} "
-                      f"task comparisons, a win rate of {overall['win_rate']:.0%}."]
-    for warning in c.get("warnings") or []:
-        lines += ["", f"Note: {warning}."]
-    return lines
-
-
-def budgets(inputs: "CardInputs") -> list[str]:
-    lines = ["## Training-budget context", ""]
-    rows = [[str(b.get("model")), _tokens(b.get("tokens")) if b.get("tokens") else "unknown", str(b.get("note") or ""),
-             str(b.get("source") or "")] for b in (inputs.comparison or {}).get("budgets") or []]
-    if not rows:
-        return lines + [f"{inputs.name} saw {_tokens((inputs.summary or {}).get('tokens'))} training tokens. "
-                        "No baseline budgets were given (they come with `edulm compare`)."]
-    return lines + ["Tokens each model saw in training; scores mean more next to them:", ""] + _table(
-        ["Model", "Training tokens", "Note", "Source"], rows, ["---", "---:", "---", "---"])
-
-
-def contamination(inputs: "CardInputs") -> list[str]:
-    report = inputs.contamination
-    lines = ["## Benchmark contamination", ""]
-    if not report:
-        return lines + ["Not run: no n-gram overlap audit between the evaluation benchmarks and the training data was made "
-                        "(run `edulm sample-text` and `edulm contamination`). Scores may be inflated if benchmark text is in the training data."]
-    from edulm.contamination import coverage_sentence
-
-    rows = [[task, f"{t['contaminated']:,} / {t['documents']:,}", f"{t['fraction']:.2%}" if t.get("fraction") is not None else "n/a",
-             _int(t.get("too_short"))] for task, t in report.get("tasks", {}).items()]
-    lines += [f"{report.get('ngram', 13)}-gram overlap after normalisation ({report.get('normalisation', '')}). "
-              f"{coverage_sentence(report)}", ""]
-    return lines + _table(["Task", "Contaminated documents", "Fraction", "Too short to check"], rows, ["---", "---:", "---:", "---:"])
-
-
-def intended_use_and_limitations(inputs: "CardInputs") -> list[str]:
+def intended_use_and_limitations(inputs: CardInputs) -> list[str]:
+    """What the model is for and what it cannot do."""
     return [
         "## Intended use",
         "",
@@ -250,14 +177,15 @@ def intended_use_and_limitations(inputs: "CardInputs") -> list[str]:
         "",
         "## Limitations",
         "",
-        f"- With {_int(inputs.parameters)} parameters it knows little and reasons poorly; its text is often wrong, repetitive or incoherent.",
+        f"- With {fmt_int(inputs.parameters)} parameters it knows little and reasons poorly; its text is often wrong, repetitive or incoherent.",
         "- It continues text; it does not follow instructions or refuse harmful requests, and it was not aligned or safety-tuned.",
         "- It reflects its web training data, including its biases, errors and English-only focus.",
         "- Zero-shot benchmark scores of models this size sit near chance on several tasks; compare them only under the same protocol.",
     ]
 
 
-def usage(inputs: "CardInputs") -> list[str]:
+def usage(inputs: CardInputs) -> list[str]:
+    """How to load and sample it with transformers and with edulm."""
     return [
         "## Usage",
         "",
@@ -276,23 +204,11 @@ def usage(inputs: "CardInputs") -> list[str]:
     ]
 
 
-def plots(inputs: "CardInputs") -> list[str]:
+def plots(inputs: CardInputs) -> list[str]:
+    """The training curves copied beside the card."""
     lines = ["## Training curves", ""]
     if not inputs.plots:
         return lines + ["Not available: the run has no plots in `training/`."]
     for name in inputs.plots:
         lines += [f"![{name.removesuffix('.png').replace('_', ' ')}]({name})", ""]
     return lines[:-1]
-
-
-SECTIONS = (overview, model_details, training_recipe, runtime_and_cost, validation, evaluation, comparison,
-            budgets, contamination, intended_use_and_limitations, usage, plots)
-"""The card's sections, in order."""
-
-
-def body(inputs: "CardInputs") -> str:
-    """The markdown body (everything after the metadata)."""
-    lines: list[str] = []
-    for section in SECTIONS:
-        lines += section(inputs) + [""]
-    return "\n".join(lines)

@@ -80,43 +80,65 @@ def _generate(args: argparse.Namespace) -> None:
 def _perplexity(args: argparse.Namespace) -> None:
     from edulm.evaluate.perplexity import perplexity_command
 
-    perplexity_command(args)
+    perplexity_command(args.model, text=args.text, data=args.data, seq_len=args.seq_len, batch_size=args.batch_size,
+                       max_tokens=args.max_tokens, device=args.device)
+
+
+def _eval_settings(args: argparse.Namespace):
+    from edulm.evaluate.harness import eval_settings
+
+    return eval_settings(tasks=args.tasks, include_path=args.include_path, limit=args.limit,
+                         batch_size=args.batch_size, device=args.device, dtype=args.dtype)
 
 
 def _eval(args: argparse.Namespace) -> None:
     from edulm.evaluate.harness import eval_command
 
-    eval_command(args)
+    eval_command(args.model, args.out, _eval_settings(args))
 
 
 def _baselines(args: argparse.Namespace) -> None:
     from edulm.evaluate.baselines import baselines_command
 
-    baselines_command(args)
+    baselines_command(args.out, args.models, _eval_settings(args))
 
 
 def _compare(args: argparse.Namespace) -> None:
     from edulm.evaluate.compare import compare_command
 
-    compare_command(args)
+    compare_command(args.candidate, args.baselines_dir, out=args.out, budgets=args.budgets,
+                    contamination=args.contamination, bpb_text=args.bpb_text, bpb_seq_len=args.bpb_seq_len,
+                    device=args.device)
 
 
 def _sample_text(args: argparse.Namespace) -> None:
     from edulm.sample_text import sample_text_command
 
-    sample_text_command(args)
+    sample_text_command(args.out, data=args.data, source=args.source, docs=args.docs, seed=args.seed,
+                        tokenizer=args.tokenizer, text_field=args.text_field, max_read=args.max_read)
 
 
 def _contamination(args: argparse.Namespace) -> None:
     from edulm.contamination import contamination_command
 
-    contamination_command(args)
+    contamination_command(args.train, args.out, tasks=args.tasks, include_path=args.include_path,
+                          benchmark_files=args.benchmark, n=args.ngram, examples=args.examples)
 
 
 def _card(args: argparse.Namespace) -> None:
     from edulm.card import card_command
 
-    card_command(args)
+    card_command(args.run_dir, args.out, eval_path=args.eval, comparison=args.comparison,
+                 contamination=args.contamination, name=args.model_name, license=args.license)
+
+
+def _release(args: argparse.Namespace) -> None:
+    from edulm.release import ReleaseOptions, release
+
+    options = ReleaseOptions(baselines_dir=args.baselines, models=args.models, sample_docs=args.docs, shards=args.shards,
+                             ngram=args.ngram, budgets=args.budgets, bpb_text=args.bpb_text, name=args.model_name,
+                             license=args.license)
+    release(args.run_dir, _eval_settings(args), options)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -129,7 +151,7 @@ def _add_eval_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tasks", default=None, help="comma-separated lm-eval task names (default: the reference six)")
     p.add_argument("--include-path", default=None, help="folder of extra task YAMLs (for local, offline tasks)")
     p.add_argument("--limit", type=float, default=None, help="examples per task (an int) or fraction (<1); for quick checks only")
-    p.add_argument("--batch-size", default="auto", help="an integer or 'auto' (default)")
+    p.add_argument("--batch-size", default=None, help="an integer or 'auto' (default: auto on CUDA, 8 on a CPU)")
     p.add_argument("--device", default=None, help="cuda, cuda:N or cpu (default: cuda when available)")
     p.add_argument("--dtype", default=None, help="bfloat16, float16 or float32 (default: bfloat16 on CUDA, float32 on CPU)")
 
@@ -193,14 +215,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
 
-    p = command("perplexity", _perplexity, "token-weighted loss and perplexity on a text file or held-out shards")
+    p = command("perplexity", _perplexity, "loss, perplexity and bits per byte on a text file or held-out shards")
     p.add_argument("model", help="an HF folder, a run dir or a checkpoint dir")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--text", default=None, help="a UTF-8 text file, scored as one document")
     src.add_argument("--data", default=None, help="a prepared shards dir (its held-out validation split)")
-    p.add_argument("--seq-len", type=int, default=None, help="window length (default: the model's context)")
+    p.add_argument("--seq-len", type=int, default=None,
+                   help="window length (default: a run's train.seq_len, else the model's context)")
     p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--max-tokens", type=int, default=0, help="score at most this many tokens (0: all)")
+    p.add_argument("--max-tokens", type=int, default=None,
+                   help="score at most this many tokens (0: all; default: a run's train.eval_tokens with --data, else all)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
 
     p = command("eval", _eval, "zero-shot lm-evaluation-harness with the reference protocol")
@@ -210,14 +234,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("baselines", _baselines, "evaluate the public baselines with the same protocol")
     p.add_argument("--out", required=True, help="folder of results files, one per model")
-    p.add_argument("--models", default=None, help="comma-separated model ids or folders (default: the seven reference baselines)")
+    p.add_argument("--models", default=None,
+                   help="comma-separated hub ids or folders, each optionally NAME=PATH (default: the seven reference baselines)")
     _add_eval_options(p)
 
-    p = command("compare", _compare, "score table and win rates of a candidate against baselines")
+    p = command("compare", _compare, "score table, win rates, error bars and contamination-aware scores against baselines")
     p.add_argument("candidate", help="the candidate's results JSON (from edulm eval)")
     p.add_argument("baselines_dir", help="folder of baseline results (from edulm baselines)")
-    p.add_argument("--out", required=True, help="output folder for comparison.md and comparison.json")
+    p.add_argument("--out", default=None,
+                   help="output folder for comparison.md and comparison.json (default: X/comparison for a candidate at X/eval/results.json)")
     p.add_argument("--budgets", default=None, help="YAML/JSON mapping of model -> training tokens, extending the built-in table")
+    p.add_argument("--contamination", default=None,
+                   help="contamination.json whose flagged documents are left out of the clean-subset scores "
+                        "(default: X/contamination/contamination.json when present)")
+    p.add_argument("--bpb-text", default=None, help="a UTF-8 text file every model is scored on in bits per byte")
+    p.add_argument("--bpb-seq-len", type=int, default=1024, help="window for --bpb-text, capped at each model's context (default 1024)")
+    p.add_argument("--device", default="auto", help="device for --bpb-text: auto, cpu, cuda or cuda:N")
 
     p = command("sample-text", _sample_text, "draw a reproducible sample of training text")
     p.add_argument("--data", default=None, help="a prepared shards dir to sample from")
@@ -234,18 +266,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks", default=None, help="comma-separated lm-eval task names (default: the reference six)")
     p.add_argument("--include-path", default=None, help="folder of extra task YAMLs (local tasks)")
     p.add_argument("--benchmark", action="append", default=None, help="local benchmark file(s) (jsonl/txt) instead of lm-eval tasks; NAME=PATH or PATH")
-    p.add_argument("--ngram", type=int, default=13, help="n-gram length (default 13)")
+    p.add_argument("--ngram", type=int, default=13, help="n-gram length (default 13; shorter documents of 8+ words are matched whole)")
     p.add_argument("--examples", type=int, default=5, help="examples to show per task")
     p.add_argument("--out", required=True, help="output folder for contamination.json and contamination.md")
 
     p = command("card", _card, "write the model card (README.md with Hugging Face metadata)")
     p.add_argument("run_dir", help="the run directory")
     p.add_argument("--out", required=True, help="output file, e.g. final/README.md")
-    p.add_argument("--eval", default=None, help="results JSON from edulm eval")
-    p.add_argument("--comparison", default=None, help="folder written by edulm compare")
-    p.add_argument("--contamination", default=None, help="contamination.json from edulm contamination")
+    p.add_argument("--eval", default=None, help="results JSON from edulm eval (default: RUN_DIR/release/eval/results.json)")
+    p.add_argument("--comparison", default=None, help="folder written by edulm compare (default: RUN_DIR/release/comparison)")
+    p.add_argument("--contamination", default=None,
+                   help="contamination.json from edulm contamination (default: RUN_DIR/release/contamination/contamination.json)")
     p.add_argument("--model-name", default=None, help="name on the card (default: run.name)")
     p.add_argument("--license", default="apache-2.0")
+
+    p = command("release", _release, "eval, baselines, sample-text, contamination, compare and card in one resumable command")
+    p.add_argument("run_dir", help="the run directory (its final/ folder is evaluated; the card goes to final/README.md)")
+    p.add_argument("--baselines", default=None, help="folder of baseline results, shared between runs if you like "
+                                                     "(default: RUN_DIR/release/baselines)")
+    p.add_argument("--models", default=None,
+                   help="comma-separated baselines, hub ids or folders, each optionally NAME=PATH (default: the seven reference baselines)")
+    p.add_argument("--docs", type=int, default=10_000, help="training documents sampled for the contamination audit (default 10000)")
+    p.add_argument("--shards", default=None, help="shards dir to sample training text from (default: the run's data.shards_dir)")
+    p.add_argument("--ngram", type=int, default=13, help="n-gram length of the contamination audit (default 13)")
+    p.add_argument("--budgets", default=None, help="YAML/JSON mapping of model -> training tokens, for compare")
+    p.add_argument("--bpb-text", default=None, help="a UTF-8 text file every model is scored on in bits per byte")
+    p.add_argument("--model-name", default=None, help="name on the card (default: run.name)")
+    p.add_argument("--license", default="apache-2.0")
+    _add_eval_options(p)
     return parser
 
 

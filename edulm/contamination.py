@@ -5,19 +5,23 @@ text is normalised by lower-casing ASCII letters and deleting ASCII punctuation 
 translation table), split on whitespace, and cut into word n-grams (13 by default). A benchmark
 document is *contaminated* when any of its n-grams occurs in the training text. A benchmark
 document of an lm-eval task is what the harness itself checks: its decontamination query when the
-task defines one, else its prompt; documents shorter than n words cannot be matched and are
-counted separately, so a low fraction is never mistaken for a clean bill on text too short to test.
+task defines one, else its prompt.
 
-The training text is a sample written by ``edulm sample-text`` (the report then says how many of
-the training documents it covers), any source ``data.source`` accepts, or a prepared shards dir
-(every training document, decoded: thorough but slow for billions of tokens).
+Documents shorter than n words have no n-gram. Following GPT-3's decontamination (which let n fall
+to a task's short documents but never below 8 words), a document of at least
+:data:`SHORT_MIN_WORDS` words but fewer than n is *matched whole*: it is contaminated when all of its
+words occur, in order and adjacent, in one training document. Documents under
+:data:`SHORT_MIN_WORDS` words are too short to tell a copy from a common phrase; they are counted
+apart and never flagged, so a low fraction is never mistaken for a clean bill on text too short to test.
 
-``sample-text`` itself lives in :mod:`edulm.sample_text`.
+Every flagged document is listed by number (``flagged_documents``); for an lm-eval task the number
+is lm-eval's ``doc_id``, so the flags join with the per-example samples of ``edulm eval`` and
+``edulm baselines`` (:mod:`edulm.evaluate.clean` recomputes each score without them). The training
+text is read by :mod:`edulm.training_text`; the report's format is :mod:`edulm.contamination_report`.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import string
 import sys
@@ -25,20 +29,21 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterator
 
 from tqdm.auto import tqdm
 
+from edulm.contamination_report import DOCUMENT_IDS, FORMAT, FORMAT_VERSION, REPORT_MD, coverage_sentence, write_report
 from edulm.errors import UsageError
-
-REPORT_JSON = "contamination.json"
-REPORT_MD = "contamination.md"
-FORMAT = "edulm-contamination"
+from edulm.training_text import TrainingText, open_training_text
 
 _TRANSLATION = str.maketrans(string.ascii_uppercase, string.ascii_lowercase, string.punctuation)
 """lm-eval Janitor's table: upper- to lower-case ASCII letters, ASCII punctuation deleted."""
 
-NORMALISATION = "lower-case ASCII letters, delete ASCII punctuation, split on whitespace (lm-eval's decontamination Janitor)"
+NORMALISATION = "lower-case ASCII letters, delete ASCII punctuation, split on whitespace, as lm-eval's decontamination Janitor does"
+
+SHORT_MIN_WORDS = 8
+"""Fewest words a document shorter than n needs to be matched whole (GPT-3's lower bound on n)."""
 
 EXCERPT_WORDS = 12
 """Words of context shown on each side of a matched n-gram in the examples."""
@@ -55,6 +60,11 @@ def word_ngrams(words: list[str], n: int) -> Iterator[str]:
         yield " ".join(words[i : i + n])
 
 
+def short_floor(n: int) -> int:
+    """Fewest words a document needs to be checked at all: :data:`SHORT_MIN_WORDS`, or ``n`` when n is smaller."""
+    return min(SHORT_MIN_WORDS, n)
+
+
 # ---------------------------------------------------------------------------------------------
 # Benchmark documents
 # ---------------------------------------------------------------------------------------------
@@ -65,10 +75,13 @@ class Benchmark:
     """The documents of one benchmark (an lm-eval task or a local file)."""
 
     name: str
+    """The task (or file) name; the key that joins the report with evaluation results."""
     documents: list[str]
+    """Document number -> text; for an lm-eval task the number is lm-eval's ``doc_id``."""
     query: str
     """What a document is: 'decontamination query', 'prompt' or 'file record'."""
     split: str | None = None
+    """The split the documents come from (lm-eval tasks)."""
 
 
 def _task_split(task) -> str | None:
@@ -89,7 +102,11 @@ def _task_document(task, doc) -> str:
 
 
 def task_benchmarks(tasks: list[str], include_path: str | None) -> list[Benchmark]:
-    """The evaluation documents (test split, else validation) of lm-eval tasks."""
+    """The evaluation documents (test split, else validation) of lm-eval tasks, numbered as lm-eval numbers them.
+
+    Document ``i`` is ``task.eval_docs[i]``, the document lm-eval logs with ``doc_id`` ``i``, so the
+    report's flags join with the samples files of ``edulm eval``.
+    """
     from edulm.evaluate.tasks import load_task_dict, task_manager
 
     loaded = load_task_dict(task_manager(tasks, include_path), tasks)
@@ -102,7 +119,10 @@ def task_benchmarks(tasks: list[str], include_path: str | None) -> list[Benchmar
 
 
 def _file_documents(path: Path) -> list[str]:
-    """Documents of a local benchmark file: JSONL records (their ``text``, else all string fields) or text lines."""
+    """Documents of a local benchmark file: JSONL records (their ``text``, else all string fields) or text lines.
+
+    Blank lines are skipped; a document's number is its position among the rest.
+    """
     if not path.is_file():
         raise UsageError(f"--benchmark {path}: no such file; pass a .jsonl or .txt file (NAME=PATH or PATH)")
     docs = []
@@ -143,50 +163,6 @@ def file_benchmarks(specs: list[str]) -> list[Benchmark]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Training text
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class TrainingText:
-    """Training documents to scan, and what they stand for."""
-
-    spec: str
-    kind: str
-    """'shards' (every training document), 'sample' (from edulm sample-text) or 'source'."""
-    documents: Iterable[str]
-    total_documents: int | None = None
-    """Documents in the whole training data, when known."""
-    sample: dict[str, Any] | None = None
-    """The sample's description (from sample-text)."""
-    expected: int | None = None
-    """Documents the scan will read, when known (for the progress bar)."""
-
-
-def training_text(spec: str, text_field: str = "text") -> TrainingText:
-    """Open ``--train``: a shards dir, a sample written by sample-text, or any data source."""
-    from edulm.data.shards import MANIFEST
-
-    path = Path(spec)
-    if path.is_dir() and (path / MANIFEST).is_file():
-        from edulm.sample_text import ShardDocuments
-
-        documents = ShardDocuments(path)
-        texts = (text for _, text in documents.texts(range(len(documents))))
-        return TrainingText(spec, "shards", texts, total_documents=len(documents), expected=len(documents))
-    from edulm.data.sources import iter_texts, open_source
-    from edulm.sample_text import read_meta
-
-    if not spec.startswith(("hf://", "builtin:")) and not path.exists() and not any(c in spec for c in "*?["):
-        raise UsageError(f"--train {spec}: no such file or folder; pass a sample JSONL, a shards dir or a data source")
-    open_source(spec, text_field)  # bad specs fail here with their own message
-    meta = read_meta(path) if path.is_file() else None
-    if meta is not None:
-        return TrainingText(spec, "sample", iter_texts(spec, text_field), meta.get("total_documents"), meta, meta.get("documents"))
-    return TrainingText(spec, "source", iter_texts(spec, text_field))
-
-
-# ---------------------------------------------------------------------------------------------
 # Matching
 # ---------------------------------------------------------------------------------------------
 
@@ -196,30 +172,63 @@ class TaskOverlap:
     """Overlap found for one benchmark."""
 
     benchmark: Benchmark
+    """The benchmark the counts are of."""
     too_short: int = 0
+    """Documents under :func:`short_floor` words: not checked."""
+    matched_whole: int = 0
+    """Documents shorter than n words checked by whole-document match."""
     hits: dict[int, dict[str, Any]] = field(default_factory=dict)
-    """Contaminated document -> its first match (n-gram, training document, excerpt)."""
+    """Contaminated document -> its first match (matched words, how, training document, excerpt)."""
 
 
-def build_lookup(benchmarks: list[Benchmark], n: int) -> tuple[dict[str, list[tuple[int, int]]], list[TaskOverlap]]:
-    """``{n-gram: [(benchmark number, document number), ...]}`` and an empty overlap record per benchmark."""
-    lookup: dict[str, list[tuple[int, int]]] = defaultdict(list)
+@dataclass
+class Lookup:
+    """The benchmark documents indexed for the scan."""
+
+    grams: dict[str, list[tuple[int, int]]]
+    """n-gram -> ``(benchmark, document)`` of every document that holds it."""
+    short: dict[str, list[tuple[int, int, tuple[str, ...]]]]
+    """First :func:`short_floor` words of a short document -> ``(benchmark, document, all its words)``."""
+    n: int
+    """n of the n-grams."""
+    floor: int
+    """Fewest words of a document matched whole (:func:`short_floor`)."""
+
+
+def build_lookup(benchmarks: list[Benchmark], n: int) -> tuple[Lookup, list[TaskOverlap]]:
+    """Index every benchmark document (see :class:`Lookup`) and make an empty overlap record per benchmark."""
+    grams: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    short: dict[str, list[tuple[int, int, tuple[str, ...]]]] = defaultdict(list)
+    floor = short_floor(n)
     overlaps = []
     for b, bench in enumerate(benchmarks):
         overlap = TaskOverlap(bench)
         for d, doc in enumerate(bench.documents):
             words = normalise_words(doc)
-            if len(words) < n:
+            if len(words) < floor:
                 overlap.too_short += 1
-                continue
-            for gram in set(word_ngrams(words, n)):
-                lookup[gram].append((b, d))
+            elif len(words) < n:
+                overlap.matched_whole += 1
+                short[" ".join(words[:floor])].append((b, d, tuple(words)))
+            else:
+                for gram in set(word_ngrams(words, n)):
+                    grams[gram].append((b, d))
         overlaps.append(overlap)
-    return lookup, overlaps
+    return Lookup(dict(grams), dict(short), n, floor), overlaps
 
 
-def scan(train: TrainingText, lookup: dict[str, list[tuple[int, int]]], overlaps: list[TaskOverlap], n: int) -> dict[str, int]:
-    """Look up every n-gram of every training document; returns counts of what was scanned."""
+def _record(overlap: TaskOverlap, d: int, matched: list[str], how: str, index: int, words: list[str], i: int) -> None:
+    overlap.hits.setdefault(d, {
+        "ngram": " ".join(matched),
+        "match": how,
+        "train_document": index,
+        "train_excerpt": " ".join(words[max(0, i - EXCERPT_WORDS) : i + len(matched) + EXCERPT_WORDS]),
+    })
+
+
+def scan(train: TrainingText, lookup: Lookup, overlaps: list[TaskOverlap]) -> dict[str, int]:
+    """Look up every n-gram (and every short document's opening words) of every training document."""
+    n, floor = lookup.n, lookup.floor
     documents = words_total = flagged = 0
     for index, text in enumerate(tqdm(train.documents, total=train.expected, desc="scanning training text",
                                       unit="doc", file=sys.stderr)):
@@ -228,23 +237,22 @@ def scan(train: TrainingText, lookup: dict[str, list[tuple[int, int]]], overlaps
         words_total += len(words)
         found = False
         for i in range(len(words) - n + 1):
-            gram = " ".join(words[i : i + n])
-            refs = lookup.get(gram)
-            if not refs:
-                continue
-            found = True
-            for b, d in refs:
-                overlaps[b].hits.setdefault(d, {
-                    "ngram": gram,
-                    "train_document": index,
-                    "train_excerpt": " ".join(words[max(0, i - EXCERPT_WORDS) : i + n + EXCERPT_WORDS]),
-                })
+            refs = lookup.grams.get(" ".join(words[i : i + n]))
+            for b, d in refs or ():
+                found = True
+                _record(overlaps[b], d, words[i : i + n], f"{n}-gram", index, words, i)
+        if lookup.short:
+            for i in range(len(words) - floor + 1):
+                for b, d, doc_words in lookup.short.get(" ".join(words[i : i + floor])) or ():
+                    if tuple(words[i : i + len(doc_words)]) == doc_words:
+                        found = True
+                        _record(overlaps[b], d, list(doc_words), "whole document", index, words, i)
         flagged += found
     return {"documents": documents, "words": words_total, "documents_with_overlap": flagged}
 
 
 # ---------------------------------------------------------------------------------------------
-# Report
+# The report
 # ---------------------------------------------------------------------------------------------
 
 
@@ -268,10 +276,12 @@ def build_report(train: TrainingText, scanned: dict[str, int], overlaps: list[Ta
             "documents": count,
             "checkable": count - overlap.too_short,
             "too_short": overlap.too_short,
+            "matched_whole": overlap.matched_whole,
             "contaminated": len(hits),
             "fraction": len(hits) / count if count else None,
             "document_kind": bench.query,
             "split": bench.split,
+            "flagged_documents": sorted(hits),
             "examples": [
                 {"document": d, "benchmark_text": _shorten(bench.documents[d]), **hits[d]}
                 for d in sorted(hits)[:examples]
@@ -281,8 +291,16 @@ def build_report(train: TrainingText, scanned: dict[str, int], overlaps: list[Ta
     all_hits = sum(t["contaminated"] for t in tasks.values())
     return {
         "format": FORMAT,
+        "format_version": FORMAT_VERSION,
         "ngram": n,
         "normalisation": NORMALISATION,
+        "short_documents": {
+            "min_words": short_floor(n),
+            "rule": (f"documents of {short_floor(n)} to {n - 1} words are matched whole (all their words, in order, in one "
+                     f"training document); shorter ones are not checked") if short_floor(n) < n else
+                    f"documents under {n} words are not checked",
+        },
+        "document_ids": DOCUMENT_IDS,
         "train": {
             "spec": train.spec,
             "kind": train.kind,
@@ -301,59 +319,20 @@ def build_report(train: TrainingText, scanned: dict[str, int], overlaps: list[Ta
     }
 
 
-def coverage_sentence(report: dict[str, Any]) -> str:
-    """One sentence on how much training text was checked (shared with the model card)."""
-    train = report["train"]
-    plural = "" if train["documents_checked"] == 1 else "s"
-    checked = f"{train['documents_checked']:,} training document{plural} ({train['words_checked']:,} words)"
-    if train["full_data"]:
-        return f"All {checked} were checked."
-    if train["total_documents"]:
-        share = train["documents_checked"] / train["total_documents"]
-        return (f"A sample of {checked} out of {train['total_documents']:,} ({share:.2%}) was checked; "
-                "overlap in the rest of the training data is not ruled out.")
-    return f"{checked} from `{train['spec']}` were checked; how much of the full training data they cover is not recorded."
+# ---------------------------------------------------------------------------------------------
+# The audit
+# ---------------------------------------------------------------------------------------------
 
 
-def render_markdown(report: dict[str, Any]) -> str:
-    """``contamination.md``: what was checked, the per-task table and examples."""
-    n = report["ngram"]
-    lines = [
-        "# Benchmark contamination audit",
-        "",
-        f"Method: {n}-gram overlap between benchmark documents and training text, after normalisation "
-        f"({report['normalisation']}). A benchmark document counts as contaminated when any of its {n}-grams "
-        f"appears in the training text; documents shorter than {n} words cannot be checked and are listed apart.",
-        "",
-        f"Training text: `{report['train']['spec']}` ({report['train']['kind']}). {coverage_sentence(report)}",
-        f"Training documents containing at least one benchmark {n}-gram: {report['train']['documents_with_overlap']:,}.",
-        "",
-        "| task | split | documents | too short | contaminated | fraction |",
-        "|---|---|---:|---:|---:|---:|",
-    ]
-    for name, t in report["tasks"].items():
-        fraction = f"{t['fraction']:.2%}" if t["fraction"] is not None else "n/a"
-        lines.append(f"| {name} | {t['split'] or '-'} | {t['documents']:,} | {t['too_short']:,} | {t['contaminated']:,} | {fraction} |")
-    overall = report["overall"]
-    if overall["fraction"] is not None:
-        lines.append(f"| **all** | | {overall['documents']:,} | | {overall['contaminated']:,} | {overall['fraction']:.2%} |")
-    for name, t in report["tasks"].items():
-        if not t["examples"]:
-            continue
-        lines += ["", f"## Examples: {name}", ""]
-        for ex in t["examples"]:
-            lines += [
-                f"- document {ex['document']}: “{ex['benchmark_text']}”",
-                f"  - shared {n}-gram: `{ex['ngram']}`",
-                f"  - training document {ex['train_document']}: “…{ex['train_excerpt']}…”",
-            ]
-    lines += ["", f"Written {report['written_at']} by `edulm contamination`.", ""]
-    return "\n".join(lines)
-
-
-def audit(train_spec: str, out: str | Path, *, tasks: str | None = None, include_path: str | None = None,
+def audit(train_spec: str, out: str | Path, *, tasks: str | list[str] | None = None, include_path: str | None = None,
           benchmark_files: list[str] | None = None, n: int = 13, examples: int = 5) -> dict[str, Any]:
-    """Run the audit and write ``contamination.json`` and ``contamination.md`` into ``out``; returns the report."""
+    """Run the audit and write ``contamination.json`` and ``contamination.md`` into ``out`` (locked while written).
+
+    Benchmarks are lm-eval ``tasks`` (a list or ``a,b`` text; None: the reference six) or local
+    ``benchmark_files`` (``NAME=PATH`` or ``PATH``). Returns the report.
+    """
+    from edulm.lock import folder_lock
+
     if n < 1:
         raise UsageError(f"--ngram {n}: must be at least 1")
     if examples < 0:
@@ -361,7 +340,7 @@ def audit(train_spec: str, out: str | Path, *, tasks: str | None = None, include
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out}: is a file; pass a folder for contamination.json and contamination.md")
-    train = training_text(train_spec)
+    train = open_training_text(train_spec)
     if benchmark_files:
         if tasks is not None:
             raise UsageError("pass either --tasks (lm-eval tasks) or --benchmark (local files), not both")
@@ -369,24 +348,26 @@ def audit(train_spec: str, out: str | Path, *, tasks: str | None = None, include
     else:
         from edulm.evaluate.protocol import parse_tasks
 
-        benchmarks, kind = task_benchmarks(parse_tasks(tasks), include_path), "lm-eval"
-    lookup, overlaps = build_lookup(benchmarks, n)
-    scanned = scan(train, lookup, overlaps, n)
-    report = build_report(train, scanned, overlaps, n, examples, kind, str(Path(include_path).resolve()) if include_path else None)
-    out.mkdir(parents=True, exist_ok=True)
-    from edulm.metrics import write_json
-
-    write_json(out / REPORT_JSON, report)
-    (out / REPORT_MD).write_text(render_markdown(report), encoding="utf-8")
+        names = list(tasks) if isinstance(tasks, list) else parse_tasks(tasks)
+        benchmarks, kind = task_benchmarks(names, include_path), "lm-eval"
+    with folder_lock(out, "edulm contamination"):
+        lookup, overlaps = build_lookup(benchmarks, n)
+        scanned = scan(train, lookup, overlaps)
+        report = build_report(train, scanned, overlaps, n, examples, kind,
+                              str(Path(include_path).resolve()) if include_path else None)
+        write_report(report, out)
     return report
 
 
-def contamination_command(args: argparse.Namespace) -> None:
-    """``edulm contamination --train TEXT --out DIR``: print the per-task fractions."""
-    report = audit(args.train, args.out, tasks=args.tasks, include_path=args.include_path,
-                   benchmark_files=args.benchmark, n=args.ngram, examples=args.examples)
+def contamination_command(train: str, out: str | Path, tasks: str | None = None, include_path: str | None = None,
+                          benchmark_files: list[str] | None = None, n: int = 13, examples: int = 5) -> dict[str, Any]:
+    """``edulm contamination --train TEXT --out DIR``: audit, then print the per-task counts and the coverage."""
+    report = audit(train, out, tasks=tasks, include_path=include_path, benchmark_files=benchmark_files,
+                   n=n, examples=examples)
     for name, t in report["tasks"].items():
         fraction = f"{t['fraction']:.2%}" if t["fraction"] is not None else "n/a"
-        print(f"{name:<24} {t['contaminated']:>6,} / {t['documents']:<6,} contaminated ({fraction}); {t['too_short']:,} too short to check")
+        print(f"{name:<24} {t['contaminated']:>6,} / {t['documents']:<6,} contaminated ({fraction}); "
+              f"{t['matched_whole']:,} matched whole, {t['too_short']:,} too short to check")
     print(coverage_sentence(report))
-    print(f"report: {Path(args.out) / REPORT_MD}")
+    print(f"report: {Path(out) / REPORT_MD}")
+    return report

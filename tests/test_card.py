@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,7 @@ SUMMARY = {
     "tokens": 2_048_000_000, "tokens_per_step": 2_048_000,
     "batch": {"micro_batch_size": 8, "grad_accum_steps": 125, "world_size": 1, "seq_len": 2048},
     "skipped_steps": 0, "final_train_loss": 3.3012, "final_val_loss": 3.2468, "final_val_ppl": math.exp(3.2468),
+    "final_val_bpb": 1.0934,
     "mean_tokens_per_s": 45678.4, "mean_tokens_per_s_after_warmup": 47001.2, "mfu_after_warmup": 0.3712,
     "peak_memory_gb": 21.375, "device": {"type": "cuda", "name": "NVIDIA L20", "total_memory_gb": 44.53},
     "precision": "bf16 autocast", "wall_time_s": 43560.0, "wall_time_h": 12.1, "gpu_hours": 12.1,
@@ -52,7 +54,7 @@ def make_run(root: Path, with_summary: bool = True) -> tuple[Path, Config]:
         csv = MetricsCSV(run / "training" / "training_metrics.csv")
         for step in range(10, 101, 10):
             csv.write({"step": step, "loss": 6.0 - step / 50, "lr": 1e-3, "tokens_per_s": 1000.0,
-                       "val_loss": 4.5 if step == 100 else None})
+                       "val_loss": 4.5 if step == 100 else None, "val_ppl": math.exp(4.5) if step == 100 else None})
         csv.close()
         plot_training(run / "training" / "training_metrics.csv", run / "training")
     return run, cfg
@@ -80,8 +82,13 @@ def comparison_dir(path: Path) -> Path:
     (path / "comparison.json").write_text(json.dumps({
         "candidate": {"name": "edu-tiny", "training_tokens": SUMMARY["tokens"]},
         "tasks": list(SCORES), "metrics": {t: m for t, (m, _, _) in SCORES.items()}, "scores": scores,
-        "baselines": [{"name": "gpt2", "wins": 5, "ties": 0, "losses": 1, "tasks": 6, "win_rate": 5 / 6}],
-        "overall": {"wins": 5, "ties": 0, "losses": 1, "comparisons": 6, "win_rate": 5 / 6},
+        "stderr": {"edu-tiny": {t: e for t, (_, _, e) in SCORES.items()}, "gpt2": {t: 0.01 for t in SCORES}},
+        "baselines": [{"name": "gpt2", "wins": 5, "clear_wins": 1, "ties": 0, "losses": 1, "tasks": 6, "win_rate": 5 / 6,
+                       "won_tasks": [t for t in SCORES if t != "piqa"], "clear_won_tasks": ["hellaswag"]}],
+        "overall": {"wins": 5, "clear_wins": 1, "ties": 0, "losses": 1, "comparisons": 6, "win_rate": 5 / 6},
+        "bits_per_byte": {"text": "held_out.txt", "bytes": 5000, "seq_len": 1024,
+                          "models": {"edu-tiny": {"bits_per_byte": 1.2345, "tokens": 1200, "loss": 3.0, "seq_len": 64},
+                                     "gpt2": {"error": "could not load gpt2"}}},
         "budgets": [{"model": "edu-tiny", "tokens": SUMMARY["tokens"], "note": "", "source": "training summary"},
                     {"model": "facebook/opt-125m", "tokens": 300_000_000_000, "note": "", "source": "OPT paper"},
                     {"model": "gpt2", "tokens": None, "note": "WebText, 40 GB of text", "source": "GPT-2 paper"}],
@@ -136,18 +143,20 @@ def test_full_card_numbers_come_from_the_run(tmp_path, capsys):
     text = card.text
     params = count_parameters(cfg.model)
     assert f"{params:,}-parameter" in text and f"| Parameters | {params:,} |" in text
-    assert "2,048,000,000 (2.0B)" in text
+    assert "2,048,000,000 (2.05B)" in text
     assert "45,678 tokens/s" in text and "47,001 tokens/s" in text and "37.1%" in text
     assert "21.38 GiB" in text and "1 × NVIDIA L20 (44.5 GiB each)" in text
     assert "| GPU-hours | 12.10 |" in text and "10.89 at 0.9 per GPU-hour" in text and SUMMARY["formula"] in text
-    assert f"Final validation loss **3.2468** (perplexity **{math.exp(3.2468):.2f}**)" in text
-    assert "| arc_challenge | acc_norm | 0.2935 ± 0.0133 |" in text
+    assert f"Final validation loss **3.2468** (perplexity **{math.exp(3.2468):.2f}**, **1.0934** bits per byte)" in text
+    assert "| arc_challenge | **acc_norm** | 0.2935 ± 0.0133 | – | not audited |" in text  # audited: tiny_bench only
     assert "lm-evaluation-harness 0.4.13, 0-shot" in text and "bfloat16 on NVIDIA L20, batch size 64" in text
-    assert "| gpt2 | 5/6 | 0 | 83% |" in text
-    assert "| facebook/opt-125m | 300,000,000,000 (300.0B) |  | OPT paper |" in text
+    assert "| gpt2 | 5/6 | 1 | 0 | 83% | arc_challenge, arc_easy, hellaswag*, lambada_openai, winogrande |" in text
+    assert "| arc_easy | acc_norm | 0.5215 ± 0.0103 | 0.5115 ± 0.0100 |" in text  # every score with its error
+    assert "| edu-tiny | 1.2345 | 1,200 |" in text and "| gpt2 | not scored |" in text  # bits per byte
+    assert "| facebook/opt-125m | 300,000,000,000 (300B) |  | OPT paper |" in text
     assert "| gpt2 | unknown | WebText, 40 GB of text | GPT-2 paper |" in text
-    assert "Overall: 5 wins and 0 ties in 6 task comparisons, a win rate of 83%." in text
-    assert "| tiny_bench | 1 / 2 | 50.00% | 0 |" in text
+    assert "Overall: 5 wins (1 clear) and 0 ties in 6 task comparisons, a win rate of 83%." in text
+    assert "| tiny_bench | 1 / 2 | 50.00% | 0 | 0 |" in text
     assert "A sample of 1 training document (15 words) out of 4 (25.00%) was checked" in text
     assert "![training curves](training_curves.png)" in text
     assert (out.parent / "training_curves.png").is_file() and (out.parent / "loss_curve_zoom.png").is_file()
@@ -176,7 +185,7 @@ def test_default_artifact_locations_and_csv_validation(tmp_path, capsys):
     summary = json.loads((run / "training" / "training_summary.json").read_text())
     summary.pop("final_val_loss"), summary.pop("final_val_ppl")
     (run / "training" / "training_summary.json").write_text(json.dumps(summary))
-    results_file(run / "eval" / "results.json")
+    results_file(run / "release" / "eval" / "results.json")  # where `edulm release` writes it
     out = tmp_path / "card" / "README.md"
     assert main(["card", str(run), "--out", str(out), "--model-name", "my-model"]) == 0
     card = load_card(out)
@@ -197,3 +206,69 @@ def test_bad_input_is_one_line(tmp_path, capsys, argv, message):
     err = capsys.readouterr().err
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "README.md").exists()
+
+
+_WORDS = ("river kettle lamp orchard violin harbour meadow ladder comet pepper glacier lantern pebble falcon tunnel "
+          "saddle walnut cobalt thistle beacon").split()
+QUIZ = [" ".join(random.Random(seed).sample(_WORDS, 14)) + f" {seed}?" for seed in range(13)]
+"""Invented benchmark documents of 15 words (shuffles of 14 words, so no two share a 13-gram)."""
+
+
+def audited_results(root: Path) -> tuple[Path, Path]:
+    """An eval results file for two tasks with per-example samples (as lm-eval logs them), and a real audit that
+    flags quiz_a documents 0-3 (the ones the model got right) and every quiz_b document."""
+    from lm_eval.api.metrics import mean_stderr
+
+    from edulm.contamination import audit
+    from edulm.sample_text import write_sample
+
+    correct = [1, 1, 1, 1, 1, 1, 0, 0, 0, 0]  # quiz_a: 6 of 10 right; the 4 flagged are all right
+    right_b = [1, 0, 1]
+    (root / "eval").mkdir(parents=True)
+    results = root / "eval" / "results.json"
+    samples = {"quiz_a": [{"doc_id": d, "filter": "none", "acc": float(c), "acc_norm": float(c)} for d, c in enumerate(correct)],
+               "quiz_b": [{"doc_id": d, "filter": "none", "acc": float(c)} for d, c in enumerate(right_b)]}
+    for task, rows in samples.items():
+        (root / "eval" / f"results_samples_{task}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    a, b = [float(c) for c in correct], [float(c) for c in right_b]
+    results.write_text(json.dumps({
+        "format": "edulm-eval-results",
+        "model": {"name": "edu-tiny"},
+        "protocol": {"num_fewshot": 0, "limit": None},
+        "scores": {"quiz_a": {"metric": "acc_norm", "value": 0.6, "stderr": mean_stderr(a)},
+                   "quiz_b": {"metric": "acc", "value": 2 / 3, "stderr": mean_stderr(b)}},
+        "results": {"quiz_a": {"acc,none": 0.6, "acc_stderr,none": mean_stderr(a), "acc_norm,none": 0.6,
+                               "acc_norm_stderr,none": mean_stderr(a)},
+                    "quiz_b": {"acc,none": 2 / 3, "acc_stderr,none": mean_stderr(b)}},
+        "samples_files": {task: f"results_samples_{task}.jsonl" for task in samples},
+    }))
+    bench_a, bench_b = root / "quiz_a.jsonl", root / "quiz_b.jsonl"
+    bench_a.write_text("".join(json.dumps({"text": t}) + "\n" for t in QUIZ[:10]))
+    bench_b.write_text("".join(json.dumps({"text": t}) + "\n" for t in QUIZ[10:]))
+    sample = write_sample(root / "sample.jsonl", [{"text": t} for t in QUIZ[:4] + QUIZ[10:]],
+                          {"from": "source", "total_documents": 7})
+    audit(str(sample), root / "contamination", benchmark_files=[f"quiz_a={bench_a}", f"quiz_b={bench_b}"])
+    return results, root / "contamination" / "contamination.json"
+
+
+def test_contaminated_tasks_are_marked_and_clean_scores_shown(tmp_path, capsys):
+    from lm_eval.api.metrics import mean_stderr
+
+    run, _ = make_run(tmp_path)
+    results, report = audited_results(tmp_path / "artifacts")
+    out = run / "final" / "README.md"
+    code = main(["card", str(run), "--out", str(out), "--eval", str(results), "--contamination", str(report)])
+    assert code == 0, capsys.readouterr().err
+    card = load_card(out)
+    names = {r.metric_name for r in card.data.eval_results}
+    assert "quiz_a (acc_norm, 0-shot; contaminated: 4 of 10 documents found in the training text)" in names
+    assert "quiz_b (acc, 0-shot; contaminated: 3 of 3 documents found in the training text)" in names
+    text = card.text
+    full_se = mean_stderr([1.0] * 6 + [0.0] * 4)
+    clean_se = mean_stderr([1.0, 1.0, 0.0, 0.0, 0.0, 0.0])
+    assert f"| quiz_a ⚠ | **acc_norm** | 0.6000 ± {full_se:.4f} | 0.3333 ± {clean_se:.4f} | 4 of 10 |" in text
+    assert f"|  | acc | 0.6000 ± {full_se:.4f} | 0.3333 ± {clean_se:.4f} |  |" in text  # acc beside acc_norm
+    assert "| quiz_b ⚠ | **acc** |" in text and "| no clean documents | 3 of 3 |" in text
+    assert (f"differs from the full score by more than its standard error on quiz_a (acc_norm 0.6000 on all 10 "
+            f"documents, 0.3333 on the 6 clean ones; standard error {full_se:.4f})") in text
+    assert "Every scored document of quiz_b was found in the training text" in text

@@ -84,5 +84,5 @@ def test_help_lists_every_command():
     out = run("--help")
     assert out.returncode == 0
     for command in ("info", "prepare", "train", "export", "generate", "perplexity", "eval", "baselines",
-                    "compare", "sample-text", "contamination", "card", "tokenizer"):
+                    "compare", "sample-text", "contamination", "card", "release", "tokenizer"):
         assert command in out.stdout

@@ -164,13 +164,44 @@ def test_finds_planted_overlap_and_nothing_in_clean_text(tmp_path, capsys):
     assert report["train"]["documents_checked"] == 21 and report["train"]["documents_with_overlap"] == 1
     assert report["train"]["full_data"] is None  # a plain source: how much of the training data it is, is unknown
     markdown = (tmp_path / "dirty" / "contamination.md").read_text()
-    assert "| quiz | - | 4 | 1 | 1 | 25.00% |" in markdown and "seven green parrots" in markdown
+    assert "| quiz | - | 4 | 0 | 1 | 1 | 25.00% |" in markdown and "seven green parrots" in markdown
+    assert quiz["flagged_documents"] == [1] and example["match"] == "13-gram"
     assert "1 / 4" in printed
 
     code, _, err = run(["contamination", "--train", str(clean), "--benchmark", str(bench), "--out", str(tmp_path / "clean")], capsys)
     assert code == 0, err
     report = json.loads((tmp_path / "clean" / "contamination.json").read_text())
     assert report["tasks"]["bench"]["contaminated"] == 0 and report["overall"]["fraction"] == 0
+
+
+def test_short_documents_are_matched_whole_down_to_eight_words(tmp_path, capsys):
+    """Under 13 words: flagged only when every word occurs, in order, in one training document; under 8: unchecked."""
+    from edulm.contamination import SHORT_MIN_WORDS
+
+    assert SHORT_MIN_WORDS == 8
+    bench = write_jsonl(tmp_path / "short.jsonl", [
+        "The copper kettle sang softly on the old stove.",     # 9 words, all in the training text: flagged
+        "The copper kettle sang softly on the new stove.",     # 9 words, one differs: clean
+        "Copper kettles sing.",                                # 3 words: too short to check
+        "Eight words exactly, and every one of them here.",    # 9 words, split over two documents: clean
+    ])
+    train = write_jsonl(tmp_path / "train.jsonl", corpus(6) + [
+        "At dawn THE copper kettle sang -- softly! -- on the old stove, and we woke.",
+        "Eight words exactly, and every one", "of them here.",
+    ])
+    code, _, err = run(["contamination", "--train", str(train), "--benchmark", str(bench), "--out", str(tmp_path / "r")], capsys)
+    assert code == 0, err
+    report = json.loads((tmp_path / "r" / "contamination.json").read_text())
+    short = report["tasks"]["short"]
+    assert (short["documents"], short["matched_whole"], short["too_short"], short["checkable"]) == (4, 3, 1, 3)
+    assert short["flagged_documents"] == [0] and short["examples"][0]["match"] == "whole document"
+    assert short["examples"][0]["ngram"] == "the copper kettle sang softly on the old stove"
+    assert report["short_documents"]["min_words"] == 8 and "matched whole" in report["short_documents"]["rule"]
+    # With n at or below the floor nothing is matched whole: shorter documents are simply too short.
+    code, _, err = run(["contamination", "--train", str(train), "--benchmark", str(bench), "--ngram", "5",
+                        "--out", str(tmp_path / "r5")], capsys)
+    five = json.loads((tmp_path / "r5" / "contamination.json").read_text())["tasks"]["short"]
+    assert code == 0 and (five["matched_whole"], five["too_short"]) == (0, 1)
 
 
 def test_lm_eval_tasks_and_a_sample_report_what_was_checked(shards, tmp_path, capsys):
@@ -193,6 +224,7 @@ def test_lm_eval_tasks_and_a_sample_report_what_was_checked(shards, tmp_path, ca
     report = json.loads((tmp_path / "report" / "contamination.json").read_text())
     assert report["tasks"]["tiny_cloze"]["contaminated"] == 1
     assert report["tasks"]["tiny_cloze"]["examples"][0]["document"] == 2
+    assert report["tasks"]["tiny_cloze"]["flagged_documents"] == [2]  # lm-eval's doc_id of that passage
     assert report["tasks"]["tiny_cloze"]["document_kind"] == "decontamination query"
     quiz = report["tasks"]["tiny_quiz"]
     assert (quiz["documents"], quiz["contaminated"], quiz["split"]) == (8, 0, "test")

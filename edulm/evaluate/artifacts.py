@@ -23,6 +23,21 @@ METRICS_PATH = Path("training") / "training_metrics.csv"
 PLOT_FILES = ("training_curves.png", "loss_curve_zoom.png")
 """Plots the trainer writes under ``training/``."""
 
+RELEASE_DIR = Path("release")
+"""The run's evaluation and release outputs, written by ``edulm release`` (and read by ``edulm card``)."""
+EVAL_RESULTS = RELEASE_DIR / "eval" / "results.json"
+"""The run's ``edulm eval`` results file (samples files beside it)."""
+BASELINES_DIR = RELEASE_DIR / "baselines"
+"""The baselines' results files, when no shared folder is given."""
+COMPARISON_DIR = RELEASE_DIR / "comparison"
+"""What ``edulm compare`` writes for the run (``comparison.json``, ``comparison.md``)."""
+TRAINING_SAMPLE = RELEASE_DIR / "contamination" / "training_sample.jsonl"
+"""The sample of training documents the contamination audit reads."""
+CONTAMINATION_DIR = RELEASE_DIR / "contamination"
+"""``contamination.json`` and ``contamination.md``."""
+CARD_FILE = Path("final") / "README.md"
+"""The model card, beside the exported weights."""
+
 
 def read_json(path: str | Path, what: str = "file") -> dict[str, Any] | None:
     """A JSON object from ``path``; None when the file is absent."""
@@ -86,16 +101,26 @@ def metrics_rows(run_dir: str | Path) -> list[dict[str, float | None]]:
         return [{k: number(v) for k, v in row.items() if k is not None} for row in csv.DictReader(f)]
 
 
-def last_validation(rows: list[dict[str, float | None]]) -> dict[str, float] | None:
-    """The last row that carries a validation loss: ``{step, val_loss, val_ppl}``; None if there is none."""
-    from edulm.metrics import perplexity as _perplexity  # lazy: this module is read without torch
+def last_validation(rows: list[dict[str, float | None]]) -> dict[str, float | None] | None:
+    """The last row that carries a validation loss: ``{step, val_loss, val_ppl, val_bpb}``; None if there is none.
+
+    ``val_ppl`` and ``val_bpb`` are what the row recorded (None where it recorded nothing).
+    """
     for row in reversed(rows):
         if row.get("val_loss") is not None:
-            loss = float(row["val_loss"])  # type: ignore[arg-type]
-            ppl = row.get("val_ppl")
             return {
                 "step": int(row["step"]) if row.get("step") is not None else None,  # type: ignore[dict-item]
-                "val_loss": loss,
-                "val_ppl": float(ppl) if ppl is not None else _perplexity(loss),
+                "val_loss": float(row["val_loss"]),  # type: ignore[arg-type]
+                "val_ppl": row.get("val_ppl"),
+                "val_bpb": row.get("val_bpb"),
             }
     return None
+
+
+def checkpoint_tokens(checkpoint_dir: str | Path) -> int | None:
+    """Tokens a checkpoint had trained on, from its trainer state; None when not recorded."""
+    from edulm.train.state import TRAINER_STATE_FILE  # the trainer owns the name; only read when a checkpoint is named
+
+    state = read_json(Path(checkpoint_dir) / TRAINER_STATE_FILE, "trainer state") or {}
+    tokens = state.get("tokens")
+    return int(tokens) if isinstance(tokens, (int, float)) and tokens > 0 else None

@@ -10,27 +10,26 @@ reference metric. Per-example samples are written beside it as JSONL, one file p
 
 from __future__ import annotations
 
-import argparse
+import contextlib
 import json
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from edulm.errors import UsageError
-from edulm.evaluate.protocol import (
-    NUM_FEWSHOT,
-    RESULTS_FORMAT,
-    SEEDS,
-    metric_values,
-    parse_limit,
-    parse_tasks,
-    reference_metric,
-)
+from edulm.evaluate.protocol import NUM_FEWSHOT, RESULTS_FORMAT, SEEDS, parse_limit, parse_tasks
+from edulm.evaluate.results import scores_from_results
 from edulm.evaluate.tasks import load_error, load_tasks, task_manager
 
 DTYPE_NAMES = ("bfloat16", "float16", "float32")
 """Values accepted by ``--dtype``."""
+
+CPU_BATCH_SIZE = 8
+"""Batch size on a CPU when none is given. lm-eval's ``auto`` search runs trial batches until one fails
+for lack of memory, which on a CPU takes longer than most small evaluations (45 s of a 70-request
+run); 8 sequences keep the logits of a 50k-token vocabulary at a few hundred MB for contexts of 512."""
 
 
 @dataclass
@@ -43,7 +42,7 @@ class EvalSettings:
     """Folder of extra task YAMLs."""
     limit: int | float | None = None
     """Examples per task (count) or fraction; None for all (the protocol)."""
-    batch_size: str | int = "auto"
+    batch_size: str | int = CPU_BATCH_SIZE
     """An integer, 'auto' or 'auto:N' (re-detect N times)."""
     device: str = "cpu"
     """Torch device the harness runs on."""
@@ -60,22 +59,30 @@ def _parse_batch_size(text: str | int) -> str | int:
     raise UsageError(f"--batch-size {text!r}: use a positive integer or 'auto'")
 
 
-def settings_from_args(args: argparse.Namespace) -> EvalSettings:
-    """Validate the shared eval options (``--tasks``, ``--limit``, ``--device``, ...) into :class:`EvalSettings`."""
+def eval_settings(tasks: str | list[str] | None = None, include_path: str | None = None, limit: float | None = None,
+                  batch_size: str | int | None = None, device: str | None = None, dtype: str | None = None) -> EvalSettings:
+    """Validate the eval options into :class:`EvalSettings` (a :class:`UsageError` names a bad one).
+
+    ``tasks`` is a list or ``a,b`` text (None: the reference six); ``batch_size`` None means ``auto``
+    on CUDA and :data:`CPU_BATCH_SIZE` on a CPU; ``device`` None picks CUDA when available; ``dtype``
+    None means bfloat16 on CUDA and float32 on a CPU.
+    """
     from edulm.evaluate.tasks import require_lm_eval
     from edulm.hf import resolve_device
 
     require_lm_eval()
-    device = resolve_device(args.device or "auto")
-    dtype = args.dtype or ("bfloat16" if device.type == "cuda" else "float32")
+    resolved = resolve_device(device or "auto")
+    dtype = dtype or ("bfloat16" if resolved.type == "cuda" else "float32")
     if dtype not in DTYPE_NAMES:
         raise UsageError(f"--dtype {dtype!r}: choose one of {', '.join(DTYPE_NAMES)}")
+    if batch_size is None:
+        batch_size = "auto" if resolved.type == "cuda" else CPU_BATCH_SIZE
     return EvalSettings(
-        tasks=parse_tasks(args.tasks),
-        include_path=args.include_path,
-        limit=parse_limit(args.limit),
-        batch_size=_parse_batch_size(args.batch_size),
-        device=str(device),
+        tasks=list(tasks) if isinstance(tasks, list) else parse_tasks(tasks),
+        include_path=include_path,
+        limit=parse_limit(limit),
+        batch_size=_parse_batch_size(batch_size),
+        device=str(resolved),
         dtype=dtype,
     )
 
@@ -92,18 +99,21 @@ def run_harness(pretrained: str, settings: EvalSettings, manager=None) -> dict[s
     manager = manager or task_manager(settings.tasks, settings.include_path)
     tasks = load_tasks(manager, settings.tasks)
     try:
-        results = lm_eval.simple_evaluate(
-            model="hf",
-            model_args={"pretrained": pretrained, "dtype": settings.dtype},
-            tasks=tasks,
-            num_fewshot=NUM_FEWSHOT,
-            batch_size=settings.batch_size,
-            device=settings.device,
-            limit=settings.limit,
-            log_samples=True,
-            task_manager=manager,
-            **SEEDS,
-        )
+        # lm-eval prints progress notes ("bootstrapping for stddev") to stdout; keep stdout for edulm's results.
+        with contextlib.redirect_stdout(sys.stderr):
+            results = lm_eval.simple_evaluate(
+                model="hf",
+                # Explicit: a folder whose config asks to run its own Python code never gets to run it.
+                model_args={"pretrained": pretrained, "dtype": settings.dtype, "trust_remote_code": False},
+                tasks=tasks,
+                num_fewshot=NUM_FEWSHOT,
+                batch_size=settings.batch_size,
+                device=settings.device,
+                limit=settings.limit,
+                log_samples=True,
+                task_manager=manager,
+                **SEEDS,
+            )
     except Exception as err:  # noqa: BLE001 - only fetch failures are translated; the rest propagate
         friendly = load_error(err, f"the model {pretrained}")
         if friendly is None:
@@ -114,28 +124,6 @@ def run_harness(pretrained: str, settings: EvalSettings, manager=None) -> dict[s
     return results
 
 
-def scores_from_results(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """``{task: {metric, value, stderr, higher_is_better, n_samples, metrics}}`` from raw lm-eval results."""
-    higher = results.get("higher_is_better", {})
-    n_samples = results.get("n-samples", {})
-    scores = {}
-    for task, row in results.get("results", {}).items():
-        values = metric_values(row)
-        metric = reference_metric(task, list(values))
-        if metric is None:
-            continue
-        value, stderr = values[metric]
-        scores[task] = {
-            "metric": metric,
-            "value": value,
-            "stderr": stderr,
-            "higher_is_better": higher.get(task, {}).get(metric, True),
-            "n_samples": (n_samples.get(task) or {}).get("effective"),
-            "metrics": {m: v for m, (v, _) in values.items()},
-        }
-    return scores
-
-
 def _jsonable(obj: Any) -> Any:
     """Round-trip through JSON with lm-eval's own fallback for numpy scalars, dtypes and sets."""
     from lm_eval.utils import handle_non_serializable
@@ -144,17 +132,17 @@ def _jsonable(obj: Any) -> Any:
 
 
 def write_samples(out: Path, samples: dict[str, list[dict[str, Any]]]) -> dict[str, str]:
-    """Write ``<out stem>_samples_<task>.jsonl`` beside ``out``; returns ``{task: file name}``."""
+    """Write ``<out stem>_samples_<task>.jsonl`` beside ``out``, each atomically; returns ``{task: file name}``."""
     from lm_eval.utils import handle_non_serializable
+
+    from edulm.files import atomic_path
 
     files = {}
     for task, rows in samples.items():
         path = out.with_name(f"{out.stem}_samples_{task}.jsonl")
-        tmp = path.with_name(path.name + ".tmp")
-        with tmp.open("w") as f:
+        with atomic_path(path, f"the samples of {task}") as tmp, tmp.open("w", encoding="utf-8") as f:
             for row in rows:
                 f.write(json.dumps(row, default=handle_non_serializable, ensure_ascii=False) + "\n")
-        tmp.replace(path)
         files[task] = path.name
     return files
 
@@ -171,7 +159,7 @@ def _cached_on_hub(repo_id: str) -> bool:
 
 def describe_model(model: str) -> dict[str, Any]:
     """Name, kind and evaluated folder of a MODEL argument (a local model or a hub id)."""
-    from edulm.evaluate.artifacts import run_name, training_tokens
+    from edulm.evaluate.artifacts import checkpoint_tokens, run_name, training_tokens
 
     path = Path(model)
     if not path.exists():
@@ -196,7 +184,8 @@ def describe_model(model: str) -> dict[str, Any]:
     name = run_name(run_dir) if run_dir is not None else None
     if resolved.kind == "checkpoint":
         name = f"{name or path.resolve().parent.parent.name}@{path.resolve().name}"
-    tokens = training_tokens(run_dir) if run_dir is not None and resolved.kind != "checkpoint" else None
+    # A checkpoint saw the tokens of its own step (its trainer state), not those of the whole run.
+    tokens = checkpoint_tokens(path) if resolved.kind == "checkpoint" else training_tokens(run_dir) if run_dir is not None else None
     return {
         "name": name or path.resolve().name,
         "source": str(model),
@@ -212,7 +201,7 @@ def evaluate_model(model: str, out: str | Path, settings: EvalSettings, manager=
     import torch
     import transformers
 
-    from edulm.metrics import write_json
+    from edulm.files import write_json
 
     out = Path(out)
     info = describe_model(model)
@@ -276,13 +265,12 @@ def format_scores(document: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def eval_command(args: argparse.Namespace) -> None:
-    """``edulm eval MODEL --out FILE [...]``."""
-    settings = settings_from_args(args)
-    out = Path(args.out)
+def eval_command(model: str, out: str | Path, settings: EvalSettings) -> dict[str, Any]:
+    """``edulm eval MODEL --out FILE``: evaluate, print the scores and where they are; returns the results document."""
+    out = Path(out)
     if out.suffix.lower() != ".json":
-        raise UsageError(f"--out {args.out}: the results file must end in .json (samples are written beside it)")
-    document = evaluate_model(args.model, out, settings)
+        raise UsageError(f"--out {out}: the results file must end in .json (samples are written beside it)")
+    document = evaluate_model(model, out, settings)
     print(format_scores(document))
     runtime = document["runtime"]
     params = document["model"]["parameters"]
@@ -292,3 +280,4 @@ def eval_command(args: argparse.Namespace) -> None:
         f"lm-eval {document['harness']['version']}"
     )
     print(f"results: {out}")
+    return document

@@ -1,33 +1,41 @@
-"""``edulm perplexity``: token-weighted loss and perplexity on a text file or on held-out shards.
+"""``edulm perplexity``: token-weighted loss, perplexity and bits per byte on a text file or on held-out shards.
 
 Text file: the whole file is tokenized as one document with no special tokens, and cut into
 non-overlapping windows of ``seq_len`` tokens; in each window every token after the first is
 scored (the first has no context inside the window). Held-out shards: the same windows the trainer
 scores for its validation loss, ``seq_len + 1`` tokens with stride ``seq_len``, so every token but
 the very first is scored once. Either way the loss is the mean negative log-likelihood over all
-scored tokens (a long window counts more than a short one) and perplexity is ``exp(loss)``.
+scored tokens (a long window counts more than a short one), perplexity is ``exp(loss)``, and bits
+per byte is the summed negative log-likelihood in bits over the UTF-8 bytes of the scored tokens
+(:mod:`edulm.bits_per_byte`): a window's unscored first token adds no bytes.
+
+When MODEL is a run dir or a checkpoint, the window defaults to the run's ``train.seq_len`` and,
+on ``--data``, the scored tokens to its ``train.eval_tokens``: the numbers of the run's own
+validation rows.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
+import numpy as np
 import torch
 
+from edulm.bits_per_byte import bits_per_byte, token_byte_lengths
 from edulm.errors import UsageError
 from edulm.metrics import perplexity
+from edulm.model.loss import IGNORE_INDEX
 
-IGNORE_INDEX = -100
-"""Target id that is not scored (padding of the last, shorter text window)."""
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""``loss(inputs, targets)``: mean negative log-likelihood (nats) over the targets that are not IGNORE_INDEX."""
 
 
 @dataclass(frozen=True)
 class PerplexityResult:
-    """A token-weighted loss over ``tokens`` scored tokens."""
+    """A token-weighted loss over ``tokens`` scored tokens standing for ``bytes`` bytes of text."""
 
     loss: float
     """Mean negative log-likelihood per scored token (nats)."""
@@ -35,11 +43,18 @@ class PerplexityResult:
     """Number of scored tokens."""
     windows: int
     """Number of windows the tokens were scored in."""
+    bytes: int = 0
+    """UTF-8 bytes of the scored tokens (0 when not counted)."""
 
     @property
     def perplexity(self) -> float:
         """exp(loss), inf when it overflows."""
         return perplexity(self.loss)
+
+    @property
+    def bits_per_byte(self) -> float | None:
+        """Summed NLL in bits over the scored bytes; None when no bytes were counted."""
+        return bits_per_byte(self.loss * self.tokens, self.bytes)
 
 
 def text_windows(ids: list[int], seq_len: int, max_tokens: int = 0) -> list[list[int]]:
@@ -77,28 +92,45 @@ def text_batches(ids: list[int], seq_len: int, batch_size: int, max_tokens: int 
         yield inputs, targets
 
 
+def hf_loss(model) -> LossFn:
+    """The :data:`LossFn` of a transformers causal LM: cross-entropy of its logits in float32.
+
+    Padding sits at the end of a window, so causal attention keeps it from changing any scored position.
+    """
+
+    def loss(inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy of the scored targets."""
+        logits = model(input_ids=inputs).logits
+        return torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX)
+
+    return loss
+
+
 @torch.no_grad()
-def score_batches(model, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], progress: bool = False) -> PerplexityResult:
-    """Token-weighted mean loss of ``model`` over ``(inputs, targets)`` batches (targets of -100 are not scored)."""
+def score_batches(loss_fn: LossFn, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], device: torch.device | str,
+                  byte_table: np.ndarray | None = None, progress: bool = False) -> PerplexityResult:
+    """Token-weighted mean loss over ``(inputs, targets)`` batches, and the bytes of the scored targets.
+
+    ``loss_fn`` is an edulm model (``model(inputs, targets)`` is its mean loss in float32) or :func:`hf_loss`.
+    """
     from tqdm.auto import tqdm
 
-    device = next(model.parameters()).device
+    lookup = torch.from_numpy(byte_table) if byte_table is not None else None
     total_nll = 0.0
-    total_tokens = 0
-    windows = 0
+    total_tokens = total_bytes = windows = 0
     batches = list(batches) if not isinstance(batches, list) else batches
     for inputs, targets in tqdm(batches, desc="scoring", unit="batch", disable=not progress, file=sys.stderr):
-        inputs, targets = inputs.to(device), targets.to(device)
-        n = int((targets != IGNORE_INDEX).sum())
-        if n == 0:
+        scored = targets[targets != IGNORE_INDEX]
+        if scored.numel() == 0:
             continue
-        mean = model(inputs, targets)  # mean over scored tokens, computed in float32
-        total_nll += float(mean) * n
-        total_tokens += n
+        mean = loss_fn(inputs.to(device), targets.to(device))
+        total_nll += float(mean) * scored.numel()
+        total_tokens += scored.numel()
+        total_bytes += int(lookup[scored].sum()) if lookup is not None else 0
         windows += inputs.shape[0]
     if total_tokens == 0:
         raise UsageError("nothing to score: the input has fewer than two tokens per window; give more text or a longer --seq-len")
-    return PerplexityResult(total_nll / total_tokens, total_tokens, windows)
+    return PerplexityResult(total_nll / total_tokens, total_tokens, windows, total_bytes)
 
 
 def _seq_len(requested: int | None, max_seq_len: int) -> int:
@@ -114,7 +146,7 @@ def read_text(path: str | Path) -> str:
     """A UTF-8 text file's contents (UsageError when missing, unreadable or empty)."""
     path = Path(path)
     if not path.is_file():
-        raise UsageError(f"{path}: no such text file; pass --text with a UTF-8 text file")
+        raise UsageError(f"{path}: no such text file; pass a UTF-8 text file")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
@@ -124,18 +156,17 @@ def read_text(path: str | Path) -> str:
     return text
 
 
-def text_perplexity(model, tokenizer, text: str, seq_len: int, batch_size: int = 4, max_tokens: int = 0,
-                    progress: bool = False) -> PerplexityResult:
+def text_perplexity(loss_fn: LossFn, tokenizer, text: str, seq_len: int, batch_size: int = 4, max_tokens: int = 0,
+                    device: torch.device | str = "cpu", progress: bool = False) -> PerplexityResult:
     """Score ``text`` as one document (no special tokens) in windows of ``seq_len``; ``max_tokens`` > 0 keeps only the first tokens."""
     ids = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
-    return score_batches(model, list(text_batches(ids, seq_len, batch_size, max_tokens)), progress)
+    batches = list(text_batches(ids, seq_len, batch_size, max_tokens))
+    return score_batches(loss_fn, batches, device, token_byte_lengths(tokenizer), progress)
 
 
 def shards_perplexity(model, tokenizer, shards_dir: str | Path, seq_len: int, batch_size: int = 4,
                       max_tokens: int = 0, progress: bool = False) -> PerplexityResult:
     """Score the held-out split of prepared shards, as the trainer's validation does; the shards must use the model's tokenizer."""
-    import numpy as np
-
     from edulm.data.loader import windows_to_batches
     from edulm.data.shards import open_split
     from edulm.tokenizer import tokenizer_fingerprint
@@ -147,26 +178,85 @@ def shards_perplexity(model, tokenizer, shards_dir: str | Path, seq_len: int, ba
             f"{shards_dir}: the held-out split has {len(tokens)} tokens, fewer than one window of {seq_len + 1}; "
             "prepare with a larger data.val_tokens or pass a smaller --seq-len"
         )
-    return score_batches(model, windows_to_batches(tokens, seq_len, batch_size, max_tokens), progress)
+    batches = windows_to_batches(tokens, seq_len, batch_size, max_tokens)
+    device = next(model.parameters()).device
+    return score_batches(model, batches, device, token_byte_lengths(tokenizer), progress)
 
 
-def perplexity_command(args: argparse.Namespace) -> None:
-    """``edulm perplexity MODEL (--text FILE | --data SHARDS_DIR) [--seq-len N]``: prints ``loss=... perplexity=...``."""
+def run_defaults(resolved) -> dict[str, int]:
+    """``{seq_len, eval_tokens}`` of the run behind a run dir or checkpoint (what its validation rows used); {} otherwise."""
+    from edulm.evaluate.artifacts import run_config
+
+    if resolved.kind not in ("run", "checkpoint"):
+        return {}
+    train = (run_config(resolved.path) or {}).get("train") or {}
+    return {k: int(train[k]) for k in ("seq_len", "eval_tokens") if isinstance(train.get(k), int) and train[k] > 0}
+
+
+def perplexity_command(model: str, text: str | Path | None = None, data: str | Path | None = None,
+                       seq_len: int | None = None, batch_size: int = 4, max_tokens: int | None = None,
+                       device: str = "auto") -> PerplexityResult:
+    """``edulm perplexity MODEL (--text FILE | --data SHARDS_DIR)``: prints ``loss=... perplexity=... bits_per_byte=...``.
+
+    ``seq_len`` and ``max_tokens`` None take the run's values when MODEL is a run or checkpoint (see
+    :func:`run_defaults`), else the model's context and every token; the window used goes to stderr.
+    """
     from edulm.hf import load_model, load_model_tokenizer
 
-    if args.batch_size < 1:
-        raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
-    if args.max_tokens < 0:
-        raise UsageError(f"--max-tokens must be 0 (all) or more, got {args.max_tokens}")
-    text = read_text(args.text) if args.text is not None else None
-    if args.data is not None and not Path(args.data).is_dir():
-        raise UsageError(f"{args.data}: no such folder; pass --data with a shards dir written by 'edulm prepare'")
-    model, resolved = load_model(args.model, device=args.device, dtype=torch.float32)
-    seq_len = _seq_len(args.seq_len, resolved.model_config.max_seq_len)
-    tokenizer = load_model_tokenizer(resolved)
-    if text is not None:
-        result = text_perplexity(model, tokenizer, text, seq_len, args.batch_size, args.max_tokens, progress=True)
+    if (text is None) == (data is None):
+        raise UsageError("pass exactly one of --text FILE or --data SHARDS_DIR")
+    if batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
+    if max_tokens is not None and max_tokens < 0:
+        raise UsageError(f"--max-tokens must be 0 (all) or more, got {max_tokens}")
+    contents = read_text(text) if text is not None else None
+    if data is not None and not Path(data).is_dir():
+        raise UsageError(f"{data}: no such folder; pass --data with a shards dir written by 'edulm prepare'")
+    loaded, resolved = load_model(model, device=device, dtype=torch.float32)
+    defaults = run_defaults(resolved)
+    window_from = "--seq-len" if seq_len else "the run's train.seq_len" if "seq_len" in defaults else "the model's context"
+    seq_len = _seq_len(seq_len or defaults.get("seq_len"), resolved.model_config.max_seq_len)
+    if max_tokens is None:
+        max_tokens = defaults.get("eval_tokens", 0) if data is not None else 0
+        cap_from = "the run's train.eval_tokens"
     else:
-        result = shards_perplexity(model, tokenizer, args.data, seq_len, args.batch_size, args.max_tokens, progress=True)
-    print(f"scored tokens: {result.tokens:,} in {result.windows:,} windows of up to {seq_len} tokens", file=sys.stderr)
-    print(f"loss={result.loss:.6f} perplexity={result.perplexity:.6f}", flush=True)
+        cap_from = "--max-tokens"
+    tokenizer = load_model_tokenizer(resolved)
+    if contents is not None:
+        device_ = next(loaded.parameters()).device
+        result = text_perplexity(loaded, tokenizer, contents, seq_len, batch_size, max_tokens, device_, progress=True)
+    else:
+        result = shards_perplexity(loaded, tokenizer, data, seq_len, batch_size, max_tokens, progress=True)
+    cap = f", at most {max_tokens:,} ({cap_from})" if max_tokens else ""
+    print(f"window: {seq_len} tokens ({window_from}){cap}; scored {result.tokens:,} tokens "
+          f"({result.bytes:,} bytes) in {result.windows:,} windows", file=sys.stderr)
+    bpb = result.bits_per_byte
+    print(f"loss={result.loss:.6f} perplexity={result.perplexity:.6f} "
+          f"bits_per_byte={'n/a' if bpb is None else f'{bpb:.6f}'}", flush=True)
+    return result
+
+
+def model_bits_per_byte(model: str, text: str, seq_len: int, batch_size: int = 2, device: str = "cpu") -> dict:
+    """Score any causal LM that transformers loads (a local folder or a cached hub id) on ``text``.
+
+    The window is ``seq_len`` capped at the model's context. Returns ``{loss, bits_per_byte, tokens,
+    bytes, seq_len}``; a model that cannot be loaded raises a one-line :class:`UsageError`.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if not Path(model).exists():  # a hub id: fail at once when the hub is unreachable, rather than retry for a minute
+        from edulm.evaluate.tasks import hub_offline, require_hub
+
+        if not hub_offline():
+            require_hub(f"the model {model}")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model, trust_remote_code=False)
+        hf_model = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32, trust_remote_code=False).to(device).eval()
+    except (OSError, ValueError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise UsageError(f"could not load {model} to score bits per byte ({first[:200]})") from None
+    context = getattr(hf_model.config, "max_position_embeddings", None) or getattr(hf_model.config, "n_positions", None)
+    window = min(seq_len, int(context)) if context else seq_len
+    result = text_perplexity(hf_loss(hf_model), tokenizer, text, window, batch_size, device=device)
+    return {"loss": result.loss, "bits_per_byte": result.bits_per_byte, "tokens": result.tokens,
+            "bytes": result.bytes, "seq_len": window}

@@ -7,10 +7,9 @@ plain accuracy otherwise), with the harness's seeds fixed as its own command lin
 
 from __future__ import annotations
 
-import difflib
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from edulm.errors import UsageError
 
@@ -41,6 +40,9 @@ SEEDS: dict[str, int] = {
 METRIC_PREFERENCE = ("acc_norm", "acc", "exact_match", "f1", "mcc")
 """For tasks outside the reference map: the first of these the task reports is its reference metric."""
 
+SIDE_BY_SIDE = ("acc_norm", "acc")
+"""Metrics shown next to each other for a task that reports both (they differ widely on HellaSwag)."""
+
 RESULTS_FORMAT = "edulm-eval-results"
 """Value of the ``format`` key of a results file written by ``edulm eval`` / ``edulm baselines``."""
 
@@ -68,17 +70,30 @@ def parse_limit(limit: float | None) -> int | float | None:
     return float(limit)
 
 
-def metric_values(task_results: dict[str, Any]) -> dict[str, tuple[float | None, float | None]]:
-    """``{metric: (value, stderr)}`` from one task's lm-eval results row (keys ``metric,filter``)."""
-    out: dict[str, tuple[float | None, float | None]] = {}
+class MetricValue(NamedTuple):
+    """One metric of one task as lm-eval reports it."""
+
+    value: float | None
+    """The aggregated score (None when lm-eval reported no number)."""
+    stderr: float | None
+    """Its standard error (None when lm-eval reported ``N/A``)."""
+    filter: str
+    """The lm-eval filter it was computed under (``none`` for most tasks)."""
+
+
+def _number(value: Any) -> float | None:
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def metric_values(task_results: dict[str, Any]) -> dict[str, MetricValue]:
+    """``{metric: MetricValue}`` from one task's lm-eval results row (keys ``metric,filter``; the first filter wins)."""
+    out: dict[str, MetricValue] = {}
     for key, value in task_results.items():
         if "," not in key or "_stderr," in key:
             continue
         metric, _, filt = key.partition(",")
         stderr = task_results.get(f"{metric}_stderr,{filt}")
-        number = value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-        err = stderr if isinstance(stderr, (int, float)) and not isinstance(stderr, bool) else None
-        out.setdefault(metric, (number, err))
+        out.setdefault(metric, MetricValue(_number(value), _number(stderr), filt))
     return out
 
 
@@ -92,6 +107,14 @@ def reference_metric(task: str, available: list[str]) -> str | None:
     return available[0] if available else None
 
 
+def shown_metrics(protocol_metric: str, available: list[str]) -> list[str]:
+    """The metrics to show for a task: its protocol metric first, then the other of :data:`SIDE_BY_SIDE` if reported."""
+    shown = [protocol_metric]
+    if protocol_metric in SIDE_BY_SIDE:
+        shown += [m for m in SIDE_BY_SIDE if m != protocol_metric and m in available]
+    return shown
+
+
 def safe_name(model: str) -> str:
     """A file name for a model id or folder: ``facebook/opt-125m`` -> ``facebook__opt-125m``."""
     path = Path(model)
@@ -100,8 +123,3 @@ def safe_name(model: str) -> str:
         text = path.resolve().parent.name
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text.replace("/", "__")) or "model"
 
-
-def did_you_mean(word: str, choices: list[str]) -> str:
-    """`` (did you mean 'x'?)`` for a close match, else an empty string."""
-    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.75)
-    return f" (did you mean '{close[0]}'?)" if close else ""

@@ -9,7 +9,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from edulm.errors import UsageError
-from edulm.evaluate.protocol import did_you_mean
+from edulm.suggest import did_you_mean
 
 OFFLINE_HINT = (
     "the Hugging Face Hub looks unreachable: connect to it, or pass --include-path DIR with task YAMLs "

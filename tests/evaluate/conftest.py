@@ -143,3 +143,28 @@ def prepared_shards(tmp_path_factory, tiny_hf_model, training_jsonl) -> Path:
     cfg.data.workers = 1
     prepare(cfg)
     return Path(cfg.data.shards_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, tiny_tokenizer, tiny_hf_model, training_jsonl, prepared_shards) -> Path:
+    """A smoke-like edulm run trained for a few CPU steps on ``prepared_shards``: config, metrics with
+    validation rows, summary, plots, checkpoints and ``final/``."""
+    from edulm.config import Config
+    from edulm.train.trainer import train
+
+    cfg = Config()
+    cfg.run.name = "tiny-edu"
+    cfg.run.out_dir = str(tmp_path_factory.mktemp("runs") / "tiny-edu")
+    cfg.run.seed = 3
+    cfg.model.vocab_size = len(tiny_tokenizer)
+    cfg.model.n_layers, cfg.model.d_model, cfg.model.d_ff = 2, 64, 160
+    cfg.model.n_heads, cfg.model.n_kv_heads, cfg.model.max_seq_len = 4, 2, 64
+    cfg.tokenizer.name = str(tiny_hf_model)  # the tokenizer the shards were prepared with
+    cfg.data.source = str(training_jsonl)
+    cfg.data.shards_dir = str(prepared_shards)
+    cfg.data.val_tokens = 200
+    t = cfg.train
+    t.seq_len, t.micro_batch_size, t.grad_accum_steps, t.max_steps = 32, 2, 1, 6
+    t.lr, t.warmup_steps, t.eval_interval, t.eval_tokens = 3e-3, 1, 3, 96
+    t.ckpt_interval, t.keep_last, t.log_interval, t.device = 3, 2, 1, "cpu"
+    return train(cfg)

@@ -50,11 +50,35 @@ def test_a_failing_baseline_does_not_stop_the_others(tiny_hf_model, local_tasks,
     assert "1 of 2 baselines failed (no-such-org/no-such-model)" in captured.err
 
 
-def test_model_list_and_file_names():
-    assert parse_models(None) == DEFAULT_BASELINES and len(DEFAULT_BASELINES) == 7
-    assert parse_models(" gpt2, EleutherAI/pythia-160m ") == ["gpt2", "EleutherAI/pythia-160m"]
+def test_model_list_and_file_names(tmp_path):
+    assert [b.model for b in parse_models(None)] == DEFAULT_BASELINES and len(DEFAULT_BASELINES) == 7
+    assert [str(b) for b in parse_models(" gpt2, EleutherAI/pythia-160m ")] == ["gpt2", "EleutherAI/pythia-160m"]
     assert safe_name("facebook/opt-125m") == "facebook__opt-125m"
     with pytest.raises(UsageError, match="empty"):
         parse_models(" , ")
-    with pytest.raises(UsageError, match="list each model once"):
+    with pytest.raises(UsageError, match="listed twice"):
         parse_models("gpt2,gpt2")
+    # Two local folders with the same base name would share a results file: refused, with the way out.
+    for parent in ("a", "b"):
+        (tmp_path / parent / "model").mkdir(parents=True)
+    same = f"{tmp_path / 'a' / 'model'},{tmp_path / 'b' / 'model'}"
+    with pytest.raises(UsageError, match=r"would share the results file model\.json; name them"):
+        parse_models(same)
+    named = parse_models(f"first={tmp_path / 'a' / 'model'},second={tmp_path / 'b' / 'model'}")
+    assert [(b.name, b.file_name) for b in named] == [("first", "first.json"), ("second", "second.json")]
+    assert named[0].model == str(tmp_path / "a" / "model")
+    with pytest.raises(UsageError, match="NAME=PATH"):
+        parse_models("=gpt2")
+
+
+def test_named_baselines_and_a_checkpoint_with_its_tokens(tiny_hf_model, tiny_run, local_tasks, tmp_path, capsys):
+    """NAME=PATH names a baseline; a checkpoint used as a baseline reports the tokens it had trained on."""
+    checkpoint = sorted((tiny_run / "checkpoints").iterdir())[0]
+    out = tmp_path / "baselines"
+    assert main(["baselines", "--out", str(out), "--models", f"mine={tiny_hf_model},early={checkpoint}",
+                 "--tasks", "tiny_quiz", "--include-path", str(local_tasks), "--device", "cpu", "--limit", "2"]) == 0
+    mine, early = (json.loads((out / f).read_text())["model"] for f in ("mine.json", "early.json"))
+    assert mine["name"] == "mine" and mine["source"] == str(tiny_hf_model)
+    state = json.loads((checkpoint / "trainer_state.json").read_text())
+    assert early["name"] == "early" and early["kind"] == "checkpoint" and early["training_tokens"] == state["tokens"] > 0
+    assert "2 of 2 baselines have results" in capsys.readouterr().out

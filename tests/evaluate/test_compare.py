@@ -1,4 +1,4 @@
-"""`edulm compare`: win rates (strict wins, ties shown), averages and the training-budget table."""
+"""`edulm compare`: win rates (strict wins, clear wins, ties shown), error bars, averages, budgets, bits per byte."""
 
 from __future__ import annotations
 
@@ -15,15 +15,23 @@ METRICS = {"arc_easy": "acc_norm", "piqa": "acc_norm", "lambada_openai": "acc", 
 
 
 def results_file(path: Path, name: str, scores: dict[str, float], parameters: int, tokens: int | None = None,
-                 limit=None) -> Path:
-    """A results file in the format `edulm eval` writes, with the given reference-metric scores."""
+                 limit=None, stderr: float = 0.01, model_path: str | None = None) -> Path:
+    """A results file in the format `edulm eval` writes, with the given protocol-metric scores; tasks scored by
+    acc_norm also report acc (0.05 lower) in lm-eval's results block."""
+    results = {}
+    for t, v in scores.items():
+        row = {f"{METRICS[t]},none": v, f"{METRICS[t]}_stderr,none": stderr}
+        if METRICS[t] == "acc_norm":
+            row.update({"acc,none": v - 0.05, "acc_stderr,none": stderr * 2})
+        results[t] = row
     doc = {
         "format": "edulm-eval-results",
         "format_version": 1,
-        "model": {"name": name, "parameters": parameters, "training_tokens": tokens},
+        "model": {"name": name, "parameters": parameters, "training_tokens": tokens, "path": model_path},
         "protocol": {"tasks": list(scores), "num_fewshot": 0, "limit": limit,
                      "reference_metrics": {t: METRICS[t] for t in scores}},
-        "scores": {t: {"metric": METRICS[t], "value": v, "stderr": 0.01, "higher_is_better": True} for t, v in scores.items()},
+        "scores": {t: {"metric": METRICS[t], "value": v, "stderr": stderr, "higher_is_better": True} for t, v in scores.items()},
+        "results": results,
     }
     path.write_text(json.dumps(doc))
     return path
@@ -52,17 +60,25 @@ def test_win_rates_ties_and_budgets(fixture_results, tmp_path, capsys):
     out = tmp_path / "cmp"
     assert main(["compare", str(cand), str(base), "--out", str(out)]) == 0
     printed = capsys.readouterr()
-    assert "overall: 4/8 (50.0%)" in printed.out
+    assert "overall: 4/8 (50.0%); 3 beyond the combined standard error" in printed.out
     assert "skipping notes.json" in printed.err
 
     doc = json.loads((out / "comparison.json").read_text())
     rows = {r["name"]: r for r in doc["baselines"]}
     assert rows["gpt2"]["wins"] == 3 and rows["gpt2"]["ties"] == 1 and rows["gpt2"]["losses"] == 0
     assert rows["gpt2"]["tied_tasks"] == ["winogrande"] and rows["gpt2"]["win_rate"] == pytest.approx(0.75)
+    # Every gpt2 margin (0.16, 0.02, 0.07) exceeds the combined standard error sqrt(0.01² + 0.01²) = 0.0141.
+    assert rows["gpt2"]["clear_wins"] == 3 and rows["gpt2"]["clear_won_tasks"] == ["arc_easy", "piqa", "lambada_openai"]
     smol = rows["HuggingFaceTB/SmolLM2-135M"]
     assert (smol["wins"], smol["ties"], smol["losses"], smol["tasks"]) == (1, 0, 3, 4)
     assert smol["won_tasks"] == ["arc_easy"] and smol["win_rate"] == pytest.approx(0.25)
-    assert doc["overall"] == {"wins": 4, "ties": 1, "losses": 3, "comparisons": 8, "win_rate": 0.5, "baselines_beaten": 1}
+    assert smol["clear_wins"] == 0  # 0.60 against 0.59: a win, but within the noise
+    assert doc["overall"] == {"wins": 4, "clear_wins": 3, "ties": 1, "losses": 3, "comparisons": 8, "win_rate": 0.5,
+                              "baselines_beaten": 1}
+    assert doc["stderr"]["gpt2"]["piqa"] == 0.01
+    assert doc["metric_table"]["metrics"] == {"arc_easy": ["acc_norm", "acc"], "piqa": ["acc_norm", "acc"],
+                                              "lambada_openai": ["acc"], "winogrande": ["acc"]}
+    assert doc["metric_table"]["values"]["gpt2"]["arc_easy"]["acc"] == [pytest.approx(0.39), 0.02]
     assert doc["averages"]["l20-edu-135m"] == pytest.approx((0.60 + 0.65 + 0.40 + 0.52) / 4)
     assert doc["metrics"] == METRICS
 
@@ -72,9 +88,14 @@ def test_win_rates_ties_and_budgets(fixture_results, tmp_path, capsys):
     assert budgets["gpt2"]["tokens"] is None and budgets["gpt2"]["tokens_text"] == "not reported"
 
     md = (out / "comparison.md").read_text()
-    assert "| gpt2 | 3 / 4 | 75.0% | 1 | 0 | winogrande |" in md
-    assert "| **all baselines** | 4 / 8 | 50.0% |" in md
+    assert "| gpt2 | 3 / 4 | 75.0% | 3 | 1 | 0 | arc_easy*, piqa*, lambada_openai* | winogrande |" in md
+    assert "| HuggingFaceTB/SmolLM2-135M | 1 / 4 | 25.0% | 0 | 0 | 3 | arc_easy | – |" in md
+    assert "| **all baselines** | 4 / 8 | 50.0% | 3 | 1 | 3 | | |" in md
     assert "wins 4 of 8 task comparisons against 2 baselines" in md
+    # Scores with their errors; acc_norm (the protocol metric, bold) and acc side by side; best protocol score bold.
+    assert "| arc_easy | **acc_norm** | **0.6000 ± 0.0100** | 0.5900 ± 0.0100 | 0.4400 ± 0.0100 |" in md
+    assert "|  | acc | 0.5500 ± 0.0200 | 0.5400 ± 0.0200 | 0.3900 ± 0.0200 |" in md
+    assert "| lambada_openai | **acc** | 0.4000 ± 0.0100 | **0.4300 ± 0.0100** | 0.3300 ± 0.0100 |" in md
     assert "It leads every baseline on arc_easy." in md
     assert "(up to 200x as many)" in md
     assert "| HuggingFaceTB/SmolLM2-135M | 2T" in md
@@ -144,3 +165,43 @@ def test_budget_table_helpers():
     assert lookup(table, "facebook__opt-125m").tokens == 300_000_000_000  # a baselines file name
     assert lookup(table, "SmolLM-135M") is TRAINING_TOKENS["HuggingFaceTB/SmolLM-135M"]
     assert lookup(table, "unknown-model") is None
+
+
+def test_default_out_is_beside_the_eval_folder(tmp_path, capsys):
+    base = tmp_path / "b"
+    base.mkdir()
+    (tmp_path / "release" / "eval").mkdir(parents=True)
+    cand = results_file(tmp_path / "release" / "eval" / "results.json", "cand", {"piqa": 0.7}, 10)
+    results_file(base / "gpt2.json", "gpt2", {"piqa": 0.6}, 10)
+    assert main(["compare", str(cand), str(base)]) == 0
+    assert (tmp_path / "release" / "comparison" / "comparison.json").is_file()  # where `edulm card` looks
+    elsewhere = results_file(tmp_path / "cand.json", "cand", {"piqa": 0.7}, 10)
+    capsys.readouterr()
+    assert main(["compare", str(elsewhere), str(base)]) == 2
+    assert "pass --out DIR" in capsys.readouterr().err
+
+
+def test_bits_per_byte_of_every_model_on_one_text(tiny_hf_model, other_tiny_hf_model, tmp_path, capsys, monkeypatch):
+    """--bpb-text scores each model as transformers would; a model that cannot be loaded is reported, not fatal."""
+    from eval_helpers import transformers_loss
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    text = "The tide comes in twice a day because the Moon pulls on the oceans; the water bulges toward it. " * 6
+    (tmp_path / "held_out.txt").write_text(text)
+    base = tmp_path / "b"
+    base.mkdir()
+    cand = results_file(tmp_path / "c.json", "cand", {"piqa": 0.7}, 10, model_path=str(tiny_hf_model))
+    results_file(base / "other.json", "other", {"piqa": 0.6}, 10, model_path=str(other_tiny_hf_model))
+    results_file(base / "gone.json", "gone", {"piqa": 0.5}, 10, model_path="no-such-org/no-such-model")
+    code = main(["compare", str(cand), str(base), "--out", str(tmp_path / "o"), "--bpb-text", str(tmp_path / "held_out.txt"),
+                 "--bpb-seq-len", "64", "--device", "cpu"])
+    assert code == 0, capsys.readouterr().err
+    doc = json.loads((tmp_path / "o" / "comparison.json").read_text())
+    scored = doc["bits_per_byte"]["models"]
+    for name, folder in (("cand", tiny_hf_model), ("other", other_tiny_hf_model)):
+        loss, tokens, bpb = transformers_loss(folder, text, seq_len=64)
+        assert scored[name]["bits_per_byte"] == pytest.approx(bpb, rel=1e-5)
+        assert scored[name]["loss"] == pytest.approx(loss, rel=1e-5) and scored[name]["tokens"] == tokens
+    assert "error" in scored["gone"] and doc["bits_per_byte"]["bytes"] == len(text.encode())
+    md = (tmp_path / "o" / "comparison.md").read_text()
+    assert "## Bits per byte" in md and f"| cand | {scored['cand']['bits_per_byte']:.4f} |" in md

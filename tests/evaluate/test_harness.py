@@ -52,6 +52,8 @@ def test_eval_equals_direct_lm_eval(tiny_hf_model, local_tasks, tmp_path, capsys
     assert doc["model"]["parameters"] == direct["config"]["model_num_parameters"] > 0
     assert doc["model"]["path"] == str(tiny_hf_model.resolve())
     assert doc["protocol"]["num_fewshot"] == 0 and doc["protocol"]["seeds"] == SEEDS
+    # A folder's own Python code is never run: lm-eval is told so explicitly, and records it.
+    assert doc["lm_eval"]["config"]["model_args"]["trust_remote_code"] is False
 
     # Samples beside the results file, one JSONL per task with one line per example.
     for task in ("tiny_quiz", "tiny_cloze"):
@@ -134,3 +136,13 @@ def test_a_missing_model_is_a_usage_error(tmp_path, capsys, monkeypatch):
     code = main(["eval", "no-such-org/no-such-model", "--out", str(tmp_path / "r.json"), "--device", "cpu"])
     err = capsys.readouterr().err
     assert code == 2 and "no such folder" in err and len(err.strip().splitlines()) == 1
+
+
+
+def test_cpu_default_batch_size_is_fixed():
+    """No --batch-size on a CPU: a fixed size, not lm-eval's slow trial-and-error search for one."""
+    from edulm.evaluate.harness import CPU_BATCH_SIZE, eval_settings
+
+    assert eval_settings(device="cpu").batch_size == CPU_BATCH_SIZE == 8
+    assert eval_settings(device="cpu", batch_size="auto").batch_size == "auto"
+    assert eval_settings(tasks="a, b", device="cpu", batch_size="16").tasks == ["a", "b"]

@@ -1,4 +1,4 @@
-"""Perplexity: windows as documented, equal to a direct transformers computation, clean CLI."""
+"""Perplexity and bits per byte: windows as documented, equal to a direct transformers computation, clean CLI."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import re
 
 import pytest
 import torch
+from eval_helpers import transformers_loss
 
 from edulm.cli import main
 from edulm.evaluate.perplexity import text_windows
@@ -18,35 +19,16 @@ TEXT = (
 ) * 3
 
 
-def transformers_loss(folder, text: str, seq_len: int) -> tuple[float, int]:
-    """Token-weighted loss computed with transformers alone: same windows, HF's own forward."""
-    from transformers import AutoTokenizer, LlamaForCausalLM
-
-    tok = AutoTokenizer.from_pretrained(folder)
-    model = LlamaForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
-    ids = tok(text, add_special_tokens=False)["input_ids"]
-    nll, count = 0.0, 0
-    with torch.no_grad():
-        for first in range(0, len(ids), seq_len):
-            window = torch.tensor([ids[first : first + seq_len]])
-            if window.shape[1] < 2:
-                continue
-            logits = model(input_ids=window).logits[0, :-1].double()
-            nll += float(torch.nn.functional.cross_entropy(logits, window[0, 1:], reduction="sum"))
-            count += window.shape[1] - 1
-    return nll / count, count
-
-
 def run_cli(argv, capsys) -> tuple[int, str, str]:
     code = main(argv)
     out = capsys.readouterr()
     return code, out.out, out.err
 
 
-def parse(stdout: str) -> tuple[float, float]:
-    match = re.fullmatch(r"loss=([0-9.]+) perplexity=([0-9.]+|inf)\n", stdout)
+def parse(stdout: str) -> tuple[float, float, float]:
+    match = re.fullmatch(r"loss=([0-9.]+) perplexity=([0-9.]+|inf) bits_per_byte=([0-9.]+)\n", stdout)
     assert match, stdout
-    return float(match.group(1)), float(match.group(2))
+    return float(match.group(1)), float(match.group(2)), float(match.group(3))
 
 
 def test_windows_are_non_overlapping_and_score_all_but_first():
@@ -59,20 +41,21 @@ def test_windows_are_non_overlapping_and_score_all_but_first():
 def test_text_perplexity_equals_transformers(tiny_hf_model, tmp_path, capsys):
     path = tmp_path / "tide.txt"
     path.write_text(TEXT)
-    expected, count = transformers_loss(tiny_hf_model, TEXT, seq_len=48)
+    expected, count, expected_bpb = transformers_loss(tiny_hf_model, TEXT, seq_len=48)
     assert count > 100  # several windows, the last one shorter
     code, out, err = run_cli(["perplexity", str(tiny_hf_model), "--text", str(path), "--seq-len", "48", "--device", "cpu"], capsys)
     assert code == 0, err
-    loss, ppl = parse(out)
+    loss, ppl, bpb = parse(out)
     assert loss == pytest.approx(expected, abs=2e-6)
     assert ppl == pytest.approx(math.exp(expected), rel=1e-5)
-    assert f"scored tokens: {count:,}" in err
+    assert bpb == pytest.approx(expected_bpb, rel=1e-6)
+    assert f"window: 48 tokens (--seq-len); scored {count:,} tokens" in err
 
 
 def test_default_window_is_model_context(tiny_hf_model, tmp_path, capsys):
     path = tmp_path / "tide.txt"
     path.write_text(TEXT)
-    expected, _ = transformers_loss(tiny_hf_model, TEXT, seq_len=256)  # max_position_embeddings of the fixture
+    expected, _, _ = transformers_loss(tiny_hf_model, TEXT, seq_len=256)  # max_position_embeddings of the fixture
     code, out, _ = run_cli(["perplexity", str(tiny_hf_model), "--text", str(path)], capsys)
     assert code == 0
     assert parse(out)[0] == pytest.approx(expected, abs=2e-6)
@@ -96,6 +79,21 @@ def test_data_scores_held_out_split(tiny_hf_model, prepared_shards, capsys):
     code, out, err = run_cli(["perplexity", str(tiny_hf_model), "--data", str(prepared_shards), "--seq-len", "32"], capsys)
     assert code == 0, err
     assert parse(out)[0] == pytest.approx(expected, abs=2e-6)
+
+
+def test_a_run_defaults_to_its_own_validation_windows(tiny_run, prepared_shards, capsys):
+    """`edulm perplexity RUN --data SHARDS` scores what the run's eval rows scored: the same loss."""
+    from edulm.evaluate.artifacts import last_validation, metrics_rows
+
+    final = last_validation(metrics_rows(tiny_run))
+    code, out, err = run_cli(["perplexity", str(tiny_run), "--data", str(prepared_shards), "--device", "cpu"], capsys)
+    assert code == 0, err
+    assert parse(out)[0] == pytest.approx(final["val_loss"], abs=1e-6)
+    assert "window: 32 tokens (the run's train.seq_len), at most 96 (the run's train.eval_tokens); scored 96 tokens" in err
+    # An explicit window overrides the run's: a different set of windows, a different loss.
+    code, out, err = run_cli(["perplexity", str(tiny_run), "--data", str(prepared_shards), "--seq-len", "48"], capsys)
+    assert code == 0 and "window: 48 tokens (--seq-len)" in err
+    assert parse(out)[0] != pytest.approx(final["val_loss"], abs=1e-6)
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,297 @@
+"""``edulm release RUN_DIR``: from a trained run to a published model card in one resumable command.
+
+Six steps, each the library call of the command of the same name, all writing under
+``RUN_DIR/release/`` (held with :func:`edulm.lock.folder_lock` for the whole command) except the card:
+
+1. ``eval``: the protocol on ``RUN_DIR/final`` -> ``release/eval/results.json`` (+ samples);
+2. ``baselines``: the same protocol on the baselines -> ``release/baselines/`` (or ``--baselines DIR``),
+   skipping every model whose results are already complete;
+3. ``sample-text``: a reproducible sample of the training documents -> ``release/contamination/training_sample.jsonl``;
+4. ``contamination``: the n-gram audit of the same tasks -> ``release/contamination/contamination.{json,md}``;
+5. ``compare``: scores, win rates, contamination-aware scores (and bits per byte with ``--bpb-text``)
+   -> ``release/comparison/``;
+6. ``card``: ``final/README.md``, beside the weights it describes.
+
+Every output is written atomically, so it is complete or absent. ``release/release.json`` records,
+for each finished step, a fingerprint of its inputs (the files it read, by path, size and
+modification time, and the settings); a rerun skips a step whose outputs are present and whose
+fingerprint is unchanged, so an interrupted release resumes where it stopped and a finished one
+costs nothing to repeat. A step that fails for a reason the user can fix (a baseline that cannot be
+loaded, no hub) is reported, the steps that do not need it still run, and the command exits 2 with
+one line naming what to fix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from edulm.contamination_report import REPORT_JSON, REPORT_MD
+from edulm.errors import UsageError
+from edulm.evaluate import artifacts
+from edulm.evaluate.compare import COMPARISON_JSON, COMPARISON_MD
+
+STATE_FILE = "release.json"
+"""In the release folder: the fingerprint of each finished step."""
+
+SAMPLE_DOCS = 10_000
+"""Training documents sampled for the contamination audit by default."""
+
+
+@dataclass
+class ReleaseOptions:
+    """What ``edulm release`` runs, besides the run dir and the eval settings."""
+
+    baselines_dir: Path | None = None
+    """Folder of baseline results (shared between runs if you like); default ``RUN_DIR/release/baselines``."""
+    models: str | list[str] | None = None
+    """Baselines to evaluate (``--models`` of ``edulm baselines``); None: the seven reference baselines."""
+    sample_docs: int = SAMPLE_DOCS
+    """Training documents sampled for the contamination audit."""
+    shards: Path | None = None
+    """Shards dir to sample from; default the run's ``data.shards_dir`` (else its ``data.source``)."""
+    ngram: int = 13
+    """n of the contamination audit."""
+    budgets: Path | None = None
+    """Extra training budgets for compare (``--budgets``)."""
+    bpb_text: Path | None = None
+    """A text file every model is scored on in bits per byte (``compare --bpb-text``)."""
+    name: str | None = None
+    """Model name on the card (default: run.name)."""
+    license: str = "apache-2.0"
+    """License on the card."""
+
+    def __post_init__(self) -> None:
+        for name in ("baselines_dir", "shards", "budgets", "bpb_text"):  # paths given as text become paths
+            value = getattr(self, name)
+            if value is not None:
+                setattr(self, name, Path(value))
+
+
+def stamp(path: Path) -> Any:
+    """What identifies a file's (or a folder's files') current content: path, size and modification time; None if absent."""
+    if path.is_dir():
+        return [stamp(p) for p in sorted(path.rglob("*")) if p.is_file() and not p.name.startswith(".")]
+    if not path.is_file():
+        return None
+    info = path.stat()
+    return [str(path.resolve()), info.st_size, info.st_mtime_ns]
+
+
+def fingerprint(inputs: dict[str, Any]) -> str:
+    """A short hash of a step's inputs (file stamps and settings)."""
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@dataclass
+class Step:
+    """One step: what it reads (for the fingerprint), what it writes, and how to run it."""
+
+    name: str
+    """As the command of the same name."""
+    inputs: Callable[[], dict[str, Any]]
+    """What the step reads (file stamps and settings); its fingerprint decides whether a rerun skips it."""
+    outputs: list[Path]
+    """What it writes; all must exist for the step to count as done."""
+    run: Callable[[], Any]
+    """Do the work (a :class:`UsageError` marks the step failed)."""
+    always: bool = False
+    """Run even when unchanged (the step skips its own finished work, as baselines does per model)."""
+    problem: Callable[[Any], str | None] = lambda outcome: None
+    """What went wrong, judged from the step's outcome (None: nothing): for a step that reports failures
+    instead of raising them, as baselines does for a model it cannot load."""
+
+
+class Release:
+    """The steps of one release of one run, and the state file that lets a rerun skip what is done."""
+
+    def __init__(self, run_dir: str | Path, settings, options: ReleaseOptions) -> None:
+        self.run_dir = Path(run_dir)
+        self.settings = settings
+        self.options = options
+        self.folder = self.run_dir / artifacts.RELEASE_DIR
+        self.final = self.run_dir / "final"
+        self.eval_file = self.run_dir / artifacts.EVAL_RESULTS
+        self.baselines_dir = Path(options.baselines_dir) if options.baselines_dir else self.run_dir / artifacts.BASELINES_DIR
+        self.sample = self.run_dir / artifacts.TRAINING_SAMPLE
+        self.contamination_dir = self.run_dir / artifacts.CONTAMINATION_DIR
+        self.comparison_dir = self.run_dir / artifacts.COMPARISON_DIR
+        self.card = self.run_dir / artifacts.CARD_FILE
+        self.config = artifacts.run_config(self.run_dir) or {}
+
+    # -- checks before any work ----------------------------------------------------------------
+
+    def check(self) -> None:
+        """Refuse at once what would fail later: not a run, no final/ folder, unknown tasks or baselines."""
+        from edulm.evaluate.baselines import parse_models
+        from edulm.evaluate.tasks import task_manager
+        from edulm.hf import is_hf_folder
+
+        if not self.run_dir.is_dir() or not (self.run_dir / "config.yaml").is_file():
+            raise UsageError(f"{self.run_dir}: not a run directory (no config.yaml); pass the run.out_dir of a training run")
+        if not is_hf_folder(self.final):
+            raise UsageError(f"{self.run_dir}: has no final/ model folder; finish training, or run "
+                             f"'edulm export {self.run_dir} --out {self.final}'")
+        if self.options.sample_docs < 1:
+            raise UsageError(f"--docs {self.options.sample_docs}: must be at least 1")
+        parse_models(self.options.models)
+        task_manager(self.settings.tasks, self.settings.include_path)
+
+    # -- the steps -------------------------------------------------------------------------------
+
+    def _settings_record(self) -> dict[str, Any]:
+        s = self.settings
+        include = Path(s.include_path) if s.include_path else None
+        return {"tasks": s.tasks, "limit": s.limit, "dtype": s.dtype, "include_path": stamp(include) if include else None}
+
+    def _sample_source(self) -> dict[str, Any]:
+        """Where the training sample comes from: ``{"data": shards}`` or ``{"source": spec}``."""
+        from edulm.data.shards import MANIFEST
+
+        data = self.config.get("data") or {}
+        shards = self.options.shards or (Path(data["shards_dir"]) if data.get("shards_dir") else None)
+        if shards is not None and (Path(shards) / MANIFEST).is_file():
+            return {"data": Path(shards)}
+        if self.options.shards is not None:
+            raise UsageError(f"--shards {self.options.shards}: no manifest.json there; pass a shards dir from 'edulm prepare'")
+        if isinstance(data.get("source"), str):
+            return {"source": data["source"], "text_field": data.get("text_field") or "text"}
+        raise UsageError(f"{self.run_dir}: the run's shards ({shards}) are not here and its data.source is not one "
+                         "source; pass --shards DIR")
+
+    def _model_files(self) -> list[Any]:
+        """Stamps of what the evaluated model is made of (not the card and plots written beside it)."""
+        from edulm.hf.source import hf_weights_file
+
+        names = ("config.json", "tokenizer.json", "tokenizer_config.json")
+        return [stamp(hf_weights_file(self.final) or self.final / "model.safetensors")] + [stamp(self.final / n) for n in names]
+
+    def steps(self) -> list[Step]:
+        """The six steps, in the order they run."""
+        import lm_eval
+
+        from edulm.data.shards import MANIFEST
+        from edulm.evaluate.baselines import failure_summary, parse_models, run_baselines
+        from edulm.evaluate.harness import evaluate_model
+        from edulm.sample_text import draw_sample
+        from edulm.training_text import meta_path
+
+        o, s = self.options, self.settings
+
+        def sample_key() -> dict[str, Any]:
+            """Where the sample comes from (the shards' manifest stamp, or the source) and how many documents."""
+            where = {k: stamp(v / MANIFEST) if isinstance(v, Path) else v for k, v in self._sample_source().items()}
+            return {"from": where, "docs": o.sample_docs}
+
+        return [
+            Step("eval", lambda: {"model": self._model_files(), "settings": self._settings_record(), "lm_eval": lm_eval.__version__},
+                 [self.eval_file], lambda: evaluate_model(str(self.final), self.eval_file, s)),
+            Step("baselines", dict, [self.baselines_dir],
+                 lambda: run_baselines(parse_models(o.models), self.baselines_dir, s), always=True, problem=failure_summary),
+            Step("sample-text", sample_key, [self.sample, meta_path(self.sample)],
+                 lambda: draw_sample(self.sample, docs=o.sample_docs, **self._sample_source())),
+            Step("contamination", lambda: {"sample": stamp(self.sample), "settings": self._settings_record(), "n": o.ngram},
+                 [self.contamination_dir / REPORT_JSON, self.contamination_dir / REPORT_MD], self._contamination),
+            Step("compare", lambda: {"candidate": stamp(self.eval_file), "baselines": stamp(self.baselines_dir),
+                                     "contamination": stamp(self.contamination_dir / REPORT_JSON),
+                                     "budgets": stamp(o.budgets) if o.budgets else None,
+                                     "bpb_text": stamp(o.bpb_text) if o.bpb_text else None},
+                 [self.comparison_dir / COMPARISON_JSON, self.comparison_dir / COMPARISON_MD], self._compare),
+            Step("card", lambda: {"run": [stamp(self.run_dir / p) for p in ("config.yaml", "training")],
+                                  "eval": stamp(self.eval_file), "comparison": stamp(self.comparison_dir),
+                                  "contamination": stamp(self.contamination_dir / REPORT_JSON),
+                                  "name": o.name, "license": o.license},
+                 [self.card], self._card),
+        ]
+
+    def _contamination(self) -> Any:
+        from edulm.contamination import audit
+
+        s = self.settings
+        return audit(str(self.sample), self.contamination_dir, tasks=list(s.tasks), include_path=s.include_path,
+                     n=self.options.ngram)
+
+    def _compare(self) -> Any:
+        from edulm.evaluate.compare import run_compare
+
+        report = self.contamination_dir / REPORT_JSON
+        return run_compare(self.eval_file, self.baselines_dir, self.comparison_dir, self.options.budgets,
+                           report if report.is_file() else None, self.options.bpb_text, device=self.settings.device)
+
+    def _card(self) -> Any:
+        from edulm.card import write_card
+        from edulm.lock import folder_lock
+
+        optional = {"eval_path": self.eval_file, "comparison": self.comparison_dir,
+                    "contamination": self.contamination_dir / REPORT_JSON}
+        given = {k: v for k, v in optional.items() if Path(v).exists()}
+        with folder_lock(self.final, "edulm release (model card)"):
+            return write_card(self.run_dir, self.card, name=self.options.name, license=self.options.license, **given)
+
+    # -- running -------------------------------------------------------------------------------
+
+    def _state(self) -> dict[str, Any]:
+        state = artifacts.read_json(self.folder / STATE_FILE, "release state") if (self.folder / STATE_FILE).is_file() else None
+        return state if isinstance(state, dict) and isinstance(state.get("steps"), dict) else {"steps": {}}
+
+    def run(self) -> dict[str, dict[str, Any]]:
+        """Run (or skip) every step under the release folder's lock; returns ``{step: {status, seconds, error}}``."""
+        from edulm.files import remove_stale_temps, write_json
+        from edulm.lock import folder_lock
+
+        self.check()
+        with folder_lock(self.folder, "edulm release"):
+            self.folder.mkdir(parents=True, exist_ok=True)
+            for folder in (self.folder, self.eval_file.parent, self.contamination_dir, self.comparison_dir):
+                remove_stale_temps(folder)
+            state = self._state()
+            steps = self.steps()
+            report: dict[str, dict[str, Any]] = {}
+            for i, step in enumerate(steps, 1):
+                started = time.time()
+                try:
+                    key = fingerprint(step.inputs())
+                    done = state["steps"].get(step.name, {}).get("fingerprint") == key and all(p.exists() for p in step.outputs)
+                    if done and not step.always:
+                        print(f"[{i}/{len(steps)}] {step.name}: up to date, skipped", flush=True)
+                        report[step.name] = {"status": "skipped"}
+                        continue
+                    print(f"[{i}/{len(steps)}] {step.name}: running", flush=True)
+                    problem = step.problem(step.run())
+                except UsageError as err:
+                    problem = str(err)
+                if problem:
+                    print(f"[{i}/{len(steps)}] {step.name}: failed: {problem}", flush=True)
+                    report[step.name] = {"status": "failed", "error": problem}
+                    state["steps"].pop(step.name, None)
+                else:
+                    report[step.name] = {"status": "done", "seconds": round(time.time() - started, 1)}
+                    state["steps"][step.name] = {"fingerprint": key, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+                write_json(self.folder / STATE_FILE, state)
+        return report
+
+    def artifacts(self) -> list[tuple[str, Path]]:
+        """What the release wrote, for the closing summary."""
+        return [("eval results", self.eval_file), ("baselines", self.baselines_dir), ("training sample", self.sample),
+                ("contamination", self.contamination_dir / REPORT_MD),
+                ("comparison", self.comparison_dir / COMPARISON_MD), ("model card", self.card)]
+
+
+def release(run_dir: str | Path, settings, options: ReleaseOptions | None = None) -> dict[str, dict[str, Any]]:
+    """Run every release step for ``run_dir`` (see the module docstring), print where each artifact is, and
+    raise a one-line :class:`UsageError` naming the steps that failed, if any."""
+    job = Release(run_dir, settings, options or ReleaseOptions())
+    report = job.run()
+    print(f"release of {job.run_dir}:")
+    for what, path in job.artifacts():
+        print(f"  {what:<16} {path if path.exists() else 'not written'}")
+    failed = {name: r["error"] for name, r in report.items() if r["status"] == "failed"}
+    if failed:
+        first = next(iter(failed.items()))
+        raise UsageError(f"release incomplete: {', '.join(failed)} failed (first: {first[0]}: {first[1]}); fix it and run "
+                         "'edulm release' again: finished steps are skipped")
+    return report
