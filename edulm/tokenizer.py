@@ -33,6 +33,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterable
 
+from edulm.cache import cache_dir
 from edulm.errors import UsageError
 
 OFFLINE_SMOLLM2 = "smollm2-offline"
@@ -40,11 +41,6 @@ OFFLINE_SMOLLM2 = "smollm2-offline"
 SMOLLM2_HUB_PREFIX = "HuggingFaceTB/SmolLM2-"
 DOCUMENT_SEPARATOR = "<|endoftext|>"
 """Token placed after every document in prepared data (id 0 in SmolLM2 and in trained BPEs)."""
-
-
-def cache_dir() -> Path:
-    """edulm's cache folder: ``$EDULM_CACHE`` or ``~/.cache/edulm``."""
-    return Path(os.environ.get("EDULM_CACHE") or Path.home() / ".cache" / "edulm")
 
 
 def _hub_offline() -> bool:
@@ -258,33 +254,3 @@ def train_bpe(texts: Iterable[str], vocab_size: int, special_tokens: tuple[str, 
     core.train_from_iterator(texts, trainer=trainer)
     sep = special_tokens[0]
     return PreTrainedTokenizerFast(tokenizer_object=core, bos_token=sep, eos_token=sep, unk_token=sep)
-
-
-def train_bpe_command(source: str, text_field: str, vocab_size: int, out: str, max_docs: int = 0) -> None:
-    """``edulm tokenizer train``: train a BPE on a text source and save it as a tokenizer folder."""
-    import itertools
-
-    from edulm.data.sources import iter_texts
-
-    from edulm.data.shards import MAX_VOCAB
-
-    if vocab_size > MAX_VOCAB:
-        raise UsageError(f"--vocab-size {vocab_size}: edulm shards store uint16 ids, so at most {MAX_VOCAB:,}")
-    if max_docs < 0:
-        raise UsageError(f"--max-docs must be 0 (all) or more, got {max_docs}")
-    texts = iter_texts(source, text_field)
-    if max_docs:
-        texts = itertools.islice(texts, max_docs)
-    seen = 0
-
-    def counted(docs: Iterable[str]) -> Iterable[str]:
-        nonlocal seen
-        for doc in docs:
-            seen += 1
-            yield doc
-
-    tok = train_bpe(counted(texts), vocab_size)
-    if not seen:  # the byte alphabet alone would still make a 257-token "tokenizer"
-        raise UsageError(f"{source}: no non-empty documents to train on; check the source and --text-field")
-    save_tokenizer(tok, out)
-    print(f"tokenizer: {len(tok):,} tokens, fingerprint {tokenizer_fingerprint(tok)} -> {out}")

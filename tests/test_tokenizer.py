@@ -124,3 +124,30 @@ def test_tokenizer_train_command(tmp_path):
     tok = tk.load_tokenizer(str(tmp_path / "t"))
     assert 300 < len(tok) <= 600 and tk.document_separator_id(tok) == 0
     assert main(["tokenizer", "train", "--vocab-size", "70000", "--out", str(tmp_path / "u")]) == 2
+
+
+def test_train_tokenizer_is_a_typed_library_call(tmp_path):
+    from edulm.tokenizer_train import train_tokenizer
+
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text("".join(f'{{"body": "lesson {i}: plants need light and water to grow"}}\n' for i in range(50)))
+    tok = train_tokenizer(str(docs), tmp_path / "tok", vocab_size=300, text_field="body")
+    assert tk.tokenizer_fingerprint(tk.load_tokenizer(str(tmp_path / "tok"))) == tk.tokenizer_fingerprint(tok)
+    with pytest.raises(UsageError, match="--max-docs"):
+        train_tokenizer(str(docs), tmp_path / "bad", vocab_size=300, text_field="body", max_docs=-1)
+    (tmp_path / "empty.jsonl").write_text('{"body": ""}\n')
+    with pytest.raises(UsageError, match="no non-empty documents"):
+        train_tokenizer(str(tmp_path / "empty.jsonl"), tmp_path / "bad", vocab_size=300, text_field="body")
+
+
+def test_tokenizer_module_does_not_import_the_data_package():
+    import subprocess
+    import sys
+
+    # tokenizer -> data -> tokenizer was an import cycle; the tokenizer now sits upstream of the data package.
+    def loaded_after(module: str, prefix: str) -> str:
+        code = f"import sys, {module}; print(sorted(m for m in sys.modules if m.startswith('{prefix}')))"
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+
+    assert loaded_after("edulm.tokenizer", "edulm.data") == "[]"
+    assert loaded_after("edulm.data.builtin_sample", "edulm.tokenizer") == "[]"

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from edulm.cache import cache_dir
 from edulm.errors import UsageError
 from edulm.hf.mapping import to_hf_config
 from edulm.hf.source import (
@@ -163,8 +164,6 @@ def ensure_hf_folder(src: str | Path) -> Path:
     The cache entry is keyed by the weights file's path, size and modification time, so a
     checkpoint is converted once and a rewritten one is converted again.
     """
-    from edulm.tokenizer import cache_dir
-
     resolved = resolve_model(src)
     folder = resolved.weights.parent
     if is_hf_folder(folder):
