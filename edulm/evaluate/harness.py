@@ -63,7 +63,7 @@ def _parse_batch_size(text: str | int) -> str | int:
 def settings_from_args(args: argparse.Namespace) -> EvalSettings:
     """Validate the shared eval options (``--tasks``, ``--limit``, ``--device``, ...) into :class:`EvalSettings`."""
     from edulm.evaluate.tasks import require_lm_eval
-    from edulm.hf import resolve_device
+    from edulm.devices import resolve_device
 
     require_lm_eval()
     device = resolve_device(args.device or "auto")

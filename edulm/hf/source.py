@@ -11,6 +11,7 @@ import torch
 from safetensors import SafetensorError
 
 from edulm.config import ModelConfig, load_config
+from edulm.devices import resolve_device
 from edulm.errors import UsageError
 from edulm.hf.mapping import model_config_from_hf
 from edulm.weights import MODEL_FILE, load_state, load_weights
@@ -154,19 +155,6 @@ def as_dtype(dtype: torch.dtype | str) -> torch.dtype:
     if dtype not in DTYPES:
         raise UsageError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
     return DTYPES[dtype]
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``'auto'`` -> CUDA when available, else CPU; other names as torch reads them."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError:
-        raise UsageError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"device {device!r} asked for, but CUDA is not available here; use --device cpu")
-    return resolved
 
 
 def empty_model(cfg: ModelConfig):

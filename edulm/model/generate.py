@@ -133,7 +133,8 @@ def generate_command(
         raise UsageError(f"--max-new-tokens must be 0 or more, got {max_new_tokens}")
     check_sampling(temperature, top_p, top_k)  # before the (slow) model load
 
-    from edulm.hf import load_model, load_model_tokenizer, resolve_device
+    from edulm.devices import resolve_device
+    from edulm.hf import load_model, load_model_tokenizer
 
     torch_device = resolve_device(device)
     model, resolved = load_model(model_path, device=torch_device)
