@@ -220,10 +220,32 @@ def document_separator_id(tok) -> int:
     return int(tok.eos_token_id)
 
 
+PORTABLE_TOKENIZER_CLASS = "PreTrainedTokenizerFast"
+"""The class ``tokenizer_config.json`` names. transformers 4.x knows it, and 5.x maps it to its tokenizers
+backend; both then read ``tokenizer.json`` as it is. (5.x's own name, ``TokenizersBackend``, does not
+exist in 4.x, whose ``AutoTokenizer`` then fails.)"""
+LOAD_TIME_KEYS = ("is_local", "local_files_only", "trust_remote_code", "_commit_hash", "name_or_path")
+"""Keys transformers 5 copies from a ``from_pretrained`` call into the saved config; they describe that
+call, not the tokenizer, so they are left out."""
+
+
 def save_tokenizer(tok, out_dir: str | Path) -> None:
-    """Write tokenizer.json, tokenizer_config.json and special_tokens_map.json into ``out_dir``."""
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
-    tok.save_pretrained(str(out_dir))
+    """Write ``tokenizer.json``, ``tokenizer_config.json`` and ``special_tokens_map.json`` into ``out_dir``
+    so that transformers 4.x and 5.x load the same tokenizer (same ids, same special tokens)."""
+    from edulm.files import write_json
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tok.save_pretrained(str(out))
+    config_file = out / "tokenizer_config.json"
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    for key in LOAD_TIME_KEYS:
+        config.pop(key, None)
+    config["tokenizer_class"] = PORTABLE_TOKENIZER_CLASS
+    special = {name: value for name, value in tok.special_tokens_map.items() if value}
+    config.update(special)
+    write_json(config_file, dict(sorted(config.items())))
+    write_json(out / "special_tokens_map.json", special)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ import torch
 
 from edulm.cache import cache_dir
 from edulm.errors import UsageError
-from edulm.hf.mapping import to_hf_config
+from edulm.hf.mapping import save_hf_config, to_hf_config
 from edulm.hf.source import (
     ResolvedModel,
     as_dtype,
@@ -28,8 +28,10 @@ from edulm.hf.source import (
     is_hf_folder,
     load_model,
     load_model_tokenizer,
+    read_json,
     resolve_model,
 )
+from edulm.remote_code import refuse_remote_code
 from edulm.weights import MODEL_FILE, save_weights
 
 EXPORT_MARKER = "edulm_export.json"
@@ -61,7 +63,8 @@ def _generation_config(resolved: ResolvedModel, ids: dict[str, int | None]):
 
     source = resolved.weights.parent / "generation_config.json"
     if resolved.kind == "hf" and source.is_file():
-        return GenerationConfig.from_pretrained(str(source.parent))
+        # Read as data (from_dict), not with from_pretrained, whose keyword arguments end up in the saved file.
+        return GenerationConfig.from_dict(read_json(source))
     return GenerationConfig(**{k: v for k, v in ids.items() if v is not None}, **GENERATION_DEFAULTS)
 
 
@@ -81,10 +84,13 @@ def validate_hf_folder(folder: str | Path, check_tokenizer: bool = True) -> None
     from transformers.utils import logging as hf_logging
 
     folder = Path(folder)
+    refuse_remote_code(folder)
     bar_was_on = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
-        _, info = LlamaForCausalLM.from_pretrained(str(folder), output_loading_info=True, device_map="meta")
+        _, info = LlamaForCausalLM.from_pretrained(
+            str(folder), output_loading_info=True, device_map="meta", trust_remote_code=False
+        )
     finally:
         if bar_was_on:
             hf_logging.enable_progress_bar()
@@ -92,7 +98,7 @@ def validate_hf_folder(folder: str | Path, check_tokenizer: bool = True) -> None
     if any(problems.values()) or info.get("error_msgs"):
         raise RuntimeError(f"{folder}: transformers does not load the export cleanly: {problems} {info.get('error_msgs')}")
     if check_tokenizer and has_tokenizer(folder):
-        AutoTokenizer.from_pretrained(str(folder))
+        AutoTokenizer.from_pretrained(str(folder), trust_remote_code=False)
 
 
 def export(src: str | Path, out: str | Path, dtype: str | torch.dtype = "float32") -> Path:
@@ -115,7 +121,7 @@ def export(src: str | Path, out: str | Path, dtype: str | torch.dtype = "float32
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = _fresh_sibling(out, "tmp")
     try:
-        hf_config.save_pretrained(str(tmp))
+        save_hf_config(hf_config, tmp)
         save_weights(model, tmp / MODEL_FILE, dtype=torch_dtype)
         # safetensors creates its file owner-only; give it the permissions every other file here gets.
         os.chmod(tmp / MODEL_FILE, (tmp / "config.json").stat().st_mode & 0o777)
