@@ -2,7 +2,9 @@
 
 Parameter names are the same on both sides, so moving weights is a copy. This package adds the
 config mapping (``mapping``), one resolver and loader for every MODEL argument: an HF folder, a
-run dir or a checkpoint dir (``source``), and an export that validates its own output (``exporter``).
+run dir or a checkpoint dir (``source``), an export that validates its own output and that
+transformers 4.x and 5.x read alike (``exporter``), and the rules for re-exporting into a folder
+(``export_folder``).
 """
 
 from edulm.hf.exporter import EXPORT_MARKER, ensure_hf_folder, export, validate_hf_folder
