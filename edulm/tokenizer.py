@@ -84,7 +84,10 @@ def load_tokenizer(name: str):
             )
             return offline_smollm2()
         if unreachable:
-            reason = "the hub is offline (HF_HUB_OFFLINE=1)" if hub_offline() else "the hub is unreachable"
+            reason = (
+                "the hub is offline (HF_HUB_OFFLINE=1, or it did not answer) and no copy is cached"
+                if hub_offline() else "the hub is unreachable"
+            )
         else:
             reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'no details'}"
         raise UsageError(
