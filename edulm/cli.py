@@ -34,11 +34,11 @@ def _info(args: argparse.Namespace) -> None:
 
 
 def _tokenizer_train(args: argparse.Namespace) -> None:
-    from edulm.tokenizer import train_bpe_command
+    from edulm.tokenizer import tokenizer_fingerprint
+    from edulm.tokenizer_train import train_tokenizer
 
-    train_bpe_command(
-        source=args.source, text_field=args.text_field, vocab_size=args.vocab_size, out=args.out, max_docs=args.max_docs
-    )
+    tok = train_tokenizer(args.source, args.out, args.vocab_size, text_field=args.text_field, max_docs=args.max_docs)
+    print(f"tokenizer: {len(tok):,} tokens, fingerprint {tokenizer_fingerprint(tok)} -> {args.out}")
 
 
 def _prepare(args: argparse.Namespace) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
 import re
@@ -95,17 +96,34 @@ def remove_path(path: Path) -> None:
             path.unlink()
 
 
-def remove_stale_temps(folder: str | Path) -> list[Path]:
-    """Delete the temporaries in ``folder`` (not below it) whose writer is gone; returns what was removed."""
+def stale_temps(folder: str | Path, target: str | None = None) -> list[Path]:
+    """The temporaries in ``folder`` (not below it) whose writer is gone; only those standing for the name
+    ``target`` when it is given."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    removed = []
-    for entry in folder.iterdir():
-        if _TEMP.match(entry.name) and not owner_alive(entry):
-            remove_path(entry)
-            removed.append(entry)
+    return [
+        entry for entry in folder.iterdir()
+        if _TEMP.match(entry.name) and (target is None or temp_target(entry) == target) and not owner_alive(entry)
+    ]
+
+
+def remove_stale_temps(folder: str | Path, target: str | None = None) -> list[Path]:
+    """Delete the temporaries in ``folder`` (not below it) whose writer is gone (only those of the name
+    ``target`` when it is given); returns what was removed."""
+    removed = stale_temps(folder, target)
+    for entry in removed:
+        remove_path(entry)
     return removed
+
+
+def sha256_file(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes, as hex (read in 1 MiB blocks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def is_disk_full(err: BaseException) -> bool:

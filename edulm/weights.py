@@ -2,7 +2,8 @@
 
 Used by checkpoints and by export, so both hold byte-for-byte the same tensors. With tied
 embeddings ``lm_head.weight`` is the embedding matrix and is not stored (transformers ties it
-again on load), exactly as transformers itself saves a tied Llama.
+again on load), exactly as transformers itself saves a tied Llama. That rule lives here only:
+:func:`without_tied_head` applies it to any state dict, a model's own or one gathered from FSDP shards.
 """
 
 from __future__ import annotations
@@ -15,19 +16,39 @@ from torch import nn
 
 MODEL_FILE = "model.safetensors"
 """File name of the weights inside a checkpoint or Hugging Face folder."""
+TIED_HEAD = "lm_head.weight"
+"""The output projection's name; with tied embeddings it is the embedding matrix and is never stored."""
+
+
+def _unwrapped(model: nn.Module) -> nn.Module:
+    return getattr(model, "_orig_mod", model)  # torch.compile wraps the model
+
+
+def has_tied_head(model: nn.Module) -> bool:
+    """True when the model's config ties the output projection to the embeddings."""
+    return bool(getattr(getattr(_unwrapped(model), "config", None), "tie_embeddings", False))
+
+
+def without_tied_head(state: dict[str, torch.Tensor], tied: bool) -> dict[str, torch.Tensor]:
+    """``state`` without ``lm_head.weight`` when ``tied`` (a new dict; ``state`` is left as it is)."""
+    return {name: t for name, t in state.items() if not (tied and name == TIED_HEAD)}
 
 
 def weights_state_dict(model: nn.Module, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
     """The model's parameters under their HF names, contiguous, on CPU; tied ``lm_head.weight`` left out."""
-    model = getattr(model, "_orig_mod", model)  # unwrap torch.compile
-    tied = getattr(getattr(model, "config", None), "tie_embeddings", False)
+    model = _unwrapped(model)
     out = {}
-    for name, tensor in model.state_dict().items():
-        if tied and name == "lm_head.weight":
-            continue
+    for name, tensor in without_tied_head(model.state_dict(), has_tied_head(model)).items():
         t = tensor.detach().to("cpu")
         out[name] = (t.to(dtype) if dtype is not None else t).contiguous()
     return out
+
+
+def save_state(state: dict[str, torch.Tensor], path: str | Path, tied: bool) -> None:
+    """Write HF-named tensors (say, a full state dict gathered from FSDP shards) to ``path`` as
+    :func:`save_weights` does: tied head left out, contiguous, ``format: pt`` metadata."""
+    tensors = {name: t.detach().to("cpu").contiguous() for name, t in without_tied_head(state, tied).items()}
+    save_file(tensors, str(path), metadata={"format": "pt"})
 
 
 def save_weights(model: nn.Module, path: str | Path, dtype: torch.dtype | None = None) -> None:
@@ -42,12 +63,12 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
 
 def load_state(model: nn.Module, state: dict[str, torch.Tensor], where: str | Path) -> None:
     """Load HF-named tensors into ``model``; every parameter must be present and nothing else
-    (``ValueError`` naming ``where`` otherwise). A tied ``lm_head.weight`` in ``state`` is ignored."""
-    model = getattr(model, "_orig_mod", model)
-    tied = getattr(getattr(model, "config", None), "tie_embeddings", False)
-    if tied:
-        state.pop("lm_head.weight", None)  # HF folders may still carry the tied copy
-    expected = {name for name in model.state_dict() if not (tied and name == "lm_head.weight")}
+    (``ValueError`` naming ``where`` otherwise). A tied ``lm_head.weight`` in ``state`` is ignored
+    (HF folders may still carry the tied copy)."""
+    model = _unwrapped(model)
+    tied = has_tied_head(model)
+    state = without_tied_head(state, tied)
+    expected = set(without_tied_head(model.state_dict(), tied))
     missing, unexpected = expected - state.keys(), state.keys() - expected
     if missing or unexpected:
         raise ValueError(

@@ -81,3 +81,22 @@ def test_a_reused_pid_does_not_keep_a_temporary_alive(tmp_path):
     old.mkdir()
     os.utime(old, (1_000_000, 1_000_000))  # 1970: long before any running process started
     assert files.owner_alive(old) is False
+
+
+def test_stale_temporaries_of_one_name_only(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    host = files.temp_path(tmp_path / "x").name.split("@", 1)[1].rsplit("-", 1)[0]
+    final = tmp_path / f".final.tmp-{int(dead.stdout)}@{host}-0123abcd"
+    other = tmp_path / f".config.yaml.tmp-{int(dead.stdout)}@{host}-89abcdef"
+    final.mkdir()
+    other.write_text("half")
+    assert files.stale_temps(tmp_path, target="final") == [final]
+    assert files.remove_stale_temps(tmp_path, target="final") == [final]
+    assert not final.exists() and other.exists()
+
+
+def test_sha256_file(tmp_path):
+    import hashlib
+
+    (tmp_path / "f").write_bytes(b"x" * 3_000_000)  # more than one read block
+    assert files.sha256_file(tmp_path / "f") == hashlib.sha256(b"x" * 3_000_000).hexdigest()

@@ -11,70 +11,53 @@ SENTENCE = "FineWeb-Edu holds 1.3T tokens of educational web pages.\n\n  Indente
 
 
 @pytest.fixture(scope="module")
-def smollm2():
+def smollm2_tok():
     return tk.load_tokenizer(tk.OFFLINE_SMOLLM2)
 
 
-def test_offline_smollm2_is_the_real_tokenizer(smollm2):
+def test_offline_smollm2_is_the_real_tokenizer(smollm2_tok):
     from transformers import AutoTokenizer
 
     gguf = tk.smollm2_gguf_path()
     direct = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    assert len(smollm2) == 49152
-    assert smollm2("Hello world, this is edulm.")["input_ids"] == [19556, 905, 28, 451, 314, 953, 336, 93, 30]
-    assert smollm2(SENTENCE)["input_ids"] == direct(SENTENCE)["input_ids"]
-    assert smollm2.decode(smollm2(SENTENCE)["input_ids"]) == SENTENCE
+    assert len(smollm2_tok) == 49152
+    assert smollm2_tok("Hello world, this is edulm.")["input_ids"] == [19556, 905, 28, 451, 314, 953, 336, 93, 30]
+    assert smollm2_tok(SENTENCE)["input_ids"] == direct(SENTENCE)["input_ids"]
+    assert smollm2_tok.decode(smollm2_tok(SENTENCE)["input_ids"]) == SENTENCE
 
 
-def test_offline_smollm2_splits_digits_like_the_hub_tokenizer(smollm2):
+def test_offline_smollm2_splits_digits_like_the_hub_tokenizer(smollm2_tok):
     from transformers import AutoTokenizer
 
     # The hub tokenizer.json pre-tokenizes with Digits(individual_digits) before the byte-level split,
     # as the GGUF's `tokenizer.ggml.pre = smollm` says; transformers' GGUF reader alone drops that step.
     text = "x  1 and\t\t2024,   3.5"
     expected = ["x", "ĠĠ", "1", "Ġand", "ĉĉ", "2", "0", "2", "4", ",", "ĠĠĠ", "3", ".", "5"]
-    assert smollm2.convert_ids_to_tokens(smollm2(text)["input_ids"]) == expected
-    assert smollm2.decode(smollm2(text)["input_ids"]) == text
+    assert smollm2_tok.convert_ids_to_tokens(smollm2_tok(text)["input_ids"]) == expected
+    assert smollm2_tok.decode(smollm2_tok(text)["input_ids"]) == text
     gguf = tk.smollm2_gguf_path()
     direct = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     assert direct.convert_ids_to_tokens(direct(text)["input_ids"]) != expected
 
 
-def test_offline_smollm2_behaves_like_the_base_tokenizer(smollm2):
-    assert tk.document_separator_id(smollm2) == 0
-    assert smollm2.eos_token == smollm2.bos_token == "<|endoftext|>"
-    assert len(smollm2("a")["input_ids"]) == 1  # no BOS added, as in SmolLM2
+def test_offline_smollm2_behaves_like_the_base_tokenizer(smollm2_tok):
+    assert tk.document_separator_id(smollm2_tok) == 0
+    assert smollm2_tok.eos_token == smollm2_tok.bos_token == "<|endoftext|>"
+    assert len(smollm2_tok("a")["input_ids"]) == 1  # no BOS added, as in SmolLM2
 
 
-def test_cache_is_reused(smollm2):
+def test_cache_is_reused(smollm2_tok):
     folder = tk.offline_smollm2_dir()
     before = (folder / "tokenizer.json").stat().st_mtime_ns
     again = tk.load_tokenizer(tk.OFFLINE_SMOLLM2)
     assert (folder / "tokenizer.json").stat().st_mtime_ns == before
-    assert tk.tokenizer_fingerprint(again) == tk.tokenizer_fingerprint(smollm2)
+    assert tk.tokenizer_fingerprint(again) == tk.tokenizer_fingerprint(smollm2_tok)
 
 
-def test_smollm2_hub_id_falls_back_offline(smollm2, capsys):
+def test_smollm2_hub_id_falls_back_offline(smollm2_tok, capsys):
     tok = tk.load_tokenizer("HuggingFaceTB/SmolLM2-135M")
-    assert tk.tokenizer_fingerprint(tok) == tk.tokenizer_fingerprint(smollm2)
+    assert tk.tokenizer_fingerprint(tok) == tk.tokenizer_fingerprint(smollm2_tok)
     assert "offline SmolLM2 tokenizer" in capsys.readouterr().err
-
-
-def test_only_a_missing_hub_means_unreachable(monkeypatch):
-    from huggingface_hub.errors import LocalEntryNotFoundError
-
-    def raised(error: BaseException, cause: BaseException) -> BaseException:
-        try:
-            raise error from cause
-        except BaseException as err:  # noqa: BLE001 - building a real exception chain
-            return err
-
-    monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # judge by the error alone
-    assert tk._hub_unreachable(raised(OSError("couldn't connect"), ConnectionRefusedError(111, "refused")))
-    assert tk._hub_unreachable(raised(OSError("not cached"), LocalEntryNotFoundError("no connection")))
-    assert not tk._hub_unreachable(OSError("HuggingFaceTB/SmolLM2-nope is not a valid model identifier"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert tk._hub_unreachable(OSError("any failure while offline"))
 
 
 def test_other_hub_ids_fail_clearly_offline():
@@ -84,12 +67,12 @@ def test_other_hub_ids_fail_clearly_offline():
         tk.load_tokenizer("./missing/tokenizer")
 
 
-def test_train_bpe_and_local_paths(tmp_path, smollm2):
+def test_train_bpe_and_local_paths(tmp_path, smollm2_tok):
     texts = [f"document {i}: the quick brown fox jumps over the lazy dog {i * 7}" for i in range(200)]
     bpe = tk.train_bpe(texts, vocab_size=400)
     assert len(bpe) <= 400 and tk.document_separator_id(bpe) == 0
     assert bpe.decode(bpe(texts[3])["input_ids"]) == texts[3]
-    assert tk.tokenizer_fingerprint(bpe) != tk.tokenizer_fingerprint(smollm2)
+    assert tk.tokenizer_fingerprint(bpe) != tk.tokenizer_fingerprint(smollm2_tok)
     assert tk.tokenizer_fingerprint(tk.train_bpe(texts, vocab_size=400)) == tk.tokenizer_fingerprint(bpe)
 
     tk.save_tokenizer(bpe, tmp_path / "tok")
@@ -124,3 +107,45 @@ def test_tokenizer_train_command(tmp_path):
     tok = tk.load_tokenizer(str(tmp_path / "t"))
     assert 300 < len(tok) <= 600 and tk.document_separator_id(tok) == 0
     assert main(["tokenizer", "train", "--vocab-size", "70000", "--out", str(tmp_path / "u")]) == 2
+
+
+def test_train_tokenizer_is_a_typed_library_call(tmp_path):
+    from edulm.tokenizer_train import train_tokenizer
+
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text("".join(f'{{"body": "lesson {i}: plants need light and water to grow"}}\n' for i in range(50)))
+    tok = train_tokenizer(str(docs), tmp_path / "tok", vocab_size=300, text_field="body")
+    assert tk.tokenizer_fingerprint(tk.load_tokenizer(str(tmp_path / "tok"))) == tk.tokenizer_fingerprint(tok)
+    with pytest.raises(UsageError, match="--max-docs"):
+        train_tokenizer(str(docs), tmp_path / "bad", vocab_size=300, text_field="body", max_docs=-1)
+    (tmp_path / "empty.jsonl").write_text('{"body": ""}\n')
+    with pytest.raises(UsageError, match="no non-empty documents"):
+        train_tokenizer(str(tmp_path / "empty.jsonl"), tmp_path / "bad", vocab_size=300, text_field="body")
+
+
+def test_tokenizer_module_does_not_import_the_data_package():
+    import subprocess
+    import sys
+
+    # tokenizer -> data -> tokenizer was an import cycle; the tokenizer now sits upstream of the data package.
+    def loaded_after(module: str, prefix: str) -> str:
+        code = f"import sys, {module}; print(sorted(m for m in sys.modules if m.startswith('{prefix}')))"
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+
+    assert loaded_after("edulm.tokenizer", "edulm.data") == "[]"
+    assert loaded_after("edulm.data.builtin_sample", "edulm.tokenizer") == "[]"
+
+
+def test_saved_tokenizer_config_is_read_by_transformers_4_and_5(tmp_path, smollm2_tok):
+    import json
+
+    tk.save_tokenizer(smollm2_tok, tmp_path / "tok")
+    config = json.loads((tmp_path / "tok" / "tokenizer_config.json").read_text())
+    # 5.x's own class name (TokenizersBackend) does not exist in 4.x; this one exists in both.
+    assert config["tokenizer_class"] == tk.PORTABLE_TOKENIZER_CLASS == "PreTrainedTokenizerFast"
+    assert not set(tk.LOAD_TIME_KEYS) & set(config)
+    special = json.loads((tmp_path / "tok" / "special_tokens_map.json").read_text())
+    assert special == {"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>"}
+    again = tk.load_tokenizer(str(tmp_path / "tok"))
+    assert again(SENTENCE)["input_ids"] == smollm2_tok(SENTENCE)["input_ids"]
+    assert again.special_tokens_map == smollm2_tok.special_tokens_map

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from edulm.data.sources import BUILTIN_SAMPLE, RecordStream, Source
-from edulm.tokenizer import cache_dir
+from edulm.cache import cache_dir
 
 HARVEST_VERSION = 1
 """Bump when the harvest rules change, so caches are rebuilt."""

@@ -12,7 +12,6 @@ consumer has written intact (``edulm prepare`` then resumes after its last compl
 from __future__ import annotations
 
 import gc
-import os
 import random
 import sys
 import time
@@ -21,6 +20,7 @@ from typing import Any, Callable
 
 from edulm.data.sources import HUB_PREFIX, RecordStream, Source, record_text
 from edulm.errors import UsageError
+from edulm.hub import use_hub
 
 SNAPSHOT_EVERY = 100
 """Records between two snapshots of the dataset state (a reopen re-reads fewer than this)."""
@@ -135,9 +135,11 @@ class HubSource(Source):
     def from_spec(cls, source: str, text_field: str = "text") -> "HubSource":
         """The hub source named by ``hf://...`` (refused when the hub is switched off)."""
         spec = parse_hub_spec(source)
-        for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
-            if os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on"):
-                raise UsageError(f"data.source '{source}' streams from the Hugging Face hub but {var} is set; unset it or use local files")
+        if not use_hub():  # offline mode, or a probe found no hub (then the process is offline now)
+            raise UsageError(
+                f"data.source '{source}' streams from the Hugging Face hub, which is offline (HF_HUB_OFFLINE / "
+                "HF_DATASETS_OFFLINE) or unreachable; connect and unset them, or use local files"
+            )
         return cls(source, lambda: _load_streaming(spec), text_field)
 
     def open(self, start: int = 0, token: Any = None) -> "HubStream":

@@ -204,7 +204,7 @@ def score_bits_per_byte(models: list[ModelScores], text_file: str | Path, seq_le
     error and the others are still scored.
     """
     from edulm.evaluate.perplexity import model_bits_per_byte, read_text
-    from edulm.hf import resolve_device
+    from edulm.devices import resolve_device
 
     if seq_len < 2:
         raise UsageError(f"--bpb-seq-len {seq_len}: a window needs at least 2 tokens")

@@ -68,7 +68,7 @@ def eval_settings(tasks: str | list[str] | None = None, include_path: str | None
     None means bfloat16 on CUDA and float32 on a CPU.
     """
     from edulm.evaluate.tasks import require_lm_eval
-    from edulm.hf import resolve_device
+    from edulm.devices import resolve_device
 
     require_lm_eval()
     resolved = resolve_device(device or "auto")
@@ -165,7 +165,8 @@ def describe_model(model: str) -> dict[str, Any]:
     if not path.exists():
         if model.startswith((".", "/", "~")) or model.count("/") > 1:
             raise UsageError(f"{model}: no such folder; pass an HF folder, a run dir, a checkpoint dir or a hub id")
-        from edulm.evaluate.tasks import hub_offline, require_hub
+        from edulm.evaluate.tasks import require_hub
+        from edulm.hub import hub_offline
 
         if hub_offline() and not _cached_on_hub(model):
             raise UsageError(

@@ -245,7 +245,8 @@ def model_bits_per_byte(model: str, text: str, seq_len: int, batch_size: int = 2
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if not Path(model).exists():  # a hub id: fail at once when the hub is unreachable, rather than retry for a minute
-        from edulm.evaluate.tasks import hub_offline, require_hub
+        from edulm.evaluate.tasks import require_hub
+        from edulm.hub import hub_offline
 
         if not hub_offline():
             require_hub(f"the model {model}")

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import functools
-import os
-import socket
 from pathlib import Path
-from urllib.parse import urlparse
 
 from edulm.errors import UsageError
+from edulm.hub import hub_offline, hub_reachable
 from edulm.suggest import did_you_mean
 
 OFFLINE_HINT = (
@@ -23,30 +21,6 @@ def require_lm_eval() -> None:
         import lm_eval  # noqa: F401
     except ImportError:
         raise UsageError("lm-evaluation-harness is not installed; pip install 'edulm[eval]' (or lm-eval)") from None
-
-
-PROBE_TIMEOUT_S = 5.0
-"""Seconds to wait for the hub's endpoint to accept a TCP connection."""
-
-
-def hub_offline() -> bool:
-    """True when the environment puts the hub or the datasets library in offline mode (cached copies only)."""
-    from huggingface_hub import constants
-
-    datasets_offline = os.environ.get("HF_DATASETS_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-    return bool(constants.is_offline_mode()) or datasets_offline
-
-
-def hub_reachable(timeout: float = PROBE_TIMEOUT_S) -> bool:
-    """True when a TCP connection to the hub endpoint (``HF_ENDPOINT``) opens within ``timeout`` seconds."""
-    from huggingface_hub import constants
-
-    url = urlparse(constants.ENDPOINT)
-    try:
-        with socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout=timeout):
-            return True
-    except OSError:
-        return False
 
 
 def require_hub(what: str) -> None:

@@ -1,41 +1,39 @@
 """Export to a Hugging Face folder that validates itself, and the export cache used by lm-eval.
 
-Export writes into a hidden temporary folder next to ``out`` and renames it into place, so a
-folder is either a complete export or absent. An existing ``out`` is replaced only when it is empty
-or a previous edulm export (it holds ``edulm_export.json``); a ``README.md`` model card found there
-is carried over, since ``edulm card`` writes it separately.
+The folder is read alike by transformers 4.x and 5.x (see :func:`edulm.hf.mapping.portable_config` and
+:func:`edulm.tokenizer.save_tokenizer`). Export holds a lock on ``out`` for its whole life, builds the
+folder in a temporary sibling, validates it with transformers and swaps it in; what a re-export keeps
+of the old folder (the user's files, the model card) is decided in :mod:`edulm.hf.export_folder`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import shutil
 import sys
-import uuid
 from pathlib import Path
 
 import torch
 
-from edulm.errors import UsageError
-from edulm.hf.mapping import to_hf_config
+from edulm.cache import cache_dir
+from edulm.errors import DiskFullError
+from edulm.files import disk_full_error, is_disk_full, remove_path, sha256_file, temp_path, write_json
+from edulm.hf.export_folder import EXPORT_MARKER, carry_over, check_out_folder, replace_folder, settle_stale_exports
+from edulm.hf.mapping import save_hf_config, to_hf_config
 from edulm.hf.source import (
+    SHARD_INDEX_FILE,
     ResolvedModel,
     as_dtype,
     has_tokenizer,
     is_hf_folder,
     load_model,
     load_model_tokenizer,
+    read_json,
     resolve_model,
 )
+from edulm.lock import folder_lock
+from edulm.remote_code import refuse_remote_code
 from edulm.weights import MODEL_FILE, save_weights
-
-EXPORT_MARKER = "edulm_export.json"
-"""File that marks a folder as written by :func:`export` (source, source kind, dtype)."""
-
-KEPT_ON_REEXPORT = ("README.md",)
-"""Files of a previous export that a new export into the same folder keeps (the model card)."""
 
 GENERATION_DEFAULTS = {"do_sample": True, "temperature": 0.8, "top_p": 0.95}
 """Sampling defaults written to ``generation_config.json`` of exports from edulm runs."""
@@ -60,17 +58,9 @@ def _generation_config(resolved: ResolvedModel, ids: dict[str, int | None]):
 
     source = resolved.weights.parent / "generation_config.json"
     if resolved.kind == "hf" and source.is_file():
-        return GenerationConfig.from_pretrained(str(source.parent))
+        # Read as data (from_dict), not with from_pretrained, whose keyword arguments end up in the saved file.
+        return GenerationConfig.from_dict(read_json(source))
     return GenerationConfig(**{k: v for k, v in ids.items() if v is not None}, **GENERATION_DEFAULTS)
-
-
-def _check_out_folder(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"{out}: exists and is a file; choose a folder for the export")
-    if out.is_dir() and any(out.iterdir()) and not (out / EXPORT_MARKER).is_file():
-        raise UsageError(
-            f"{out}: folder is not empty and was not written by edulm export; choose a new or empty folder"
-        )
 
 
 def validate_hf_folder(folder: str | Path, check_tokenizer: bool = True) -> None:
@@ -80,10 +70,13 @@ def validate_hf_folder(folder: str | Path, check_tokenizer: bool = True) -> None
     from transformers.utils import logging as hf_logging
 
     folder = Path(folder)
+    refuse_remote_code(folder)
     bar_was_on = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
-        _, info = LlamaForCausalLM.from_pretrained(str(folder), output_loading_info=True, device_map="meta")
+        _, info = LlamaForCausalLM.from_pretrained(
+            str(folder), output_loading_info=True, device_map="meta", trust_remote_code=False
+        )
     finally:
         if bar_was_on:
             hf_logging.enable_progress_bar()
@@ -91,7 +84,15 @@ def validate_hf_folder(folder: str | Path, check_tokenizer: bool = True) -> None
     if any(problems.values()) or info.get("error_msgs"):
         raise RuntimeError(f"{folder}: transformers does not load the export cleanly: {problems} {info.get('error_msgs')}")
     if check_tokenizer and has_tokenizer(folder):
-        AutoTokenizer.from_pretrained(str(folder))
+        AutoTokenizer.from_pretrained(str(folder), trust_remote_code=False)
+
+
+def weights_digest(resolved: ResolvedModel) -> str:
+    """SHA-256 of the source weights' bytes (of every shard, in order, for a sharded folder)."""
+    if resolved.weights.name != SHARD_INDEX_FILE:
+        return sha256_file(resolved.weights)
+    shards = sorted(set(read_json(resolved.weights).get("weight_map", {}).values()))
+    return hashlib.sha256("".join(sha256_file(resolved.weights.parent / s) for s in shards).encode()).hexdigest()
 
 
 def export(src: str | Path, out: str | Path, dtype: str | torch.dtype = "float32") -> Path:
@@ -99,22 +100,35 @@ def export(src: str | Path, out: str | Path, dtype: str | torch.dtype = "float32
 
     The folder holds ``config.json``, ``model.safetensors`` in ``dtype``, ``generation_config.json``,
     the tokenizer files and ``edulm_export.json``; it is validated by loading it with transformers
-    before it replaces anything.
+    before it replaces anything. A second process exporting into ``out`` meanwhile is refused
+    (:class:`UsageError` naming it). Re-exporting keeps the other files of ``out``; see
+    :mod:`edulm.hf.export_folder` for those and for the model card.
     """
     torch_dtype = as_dtype(dtype)
     dtype = str(torch_dtype).removeprefix("torch.")
     out = Path(out)
-    _check_out_folder(out)
+    check_out_folder(out)  # at once, before the lock and the (slow) model load
+    with folder_lock(out, "edulm export"):
+        settle_stale_exports(out)
+        check_out_folder(out)
+        note = _export_locked(src, out, torch_dtype, dtype)
+    if note:
+        print(note, file=sys.stderr)
+    return out
+
+
+def _export_locked(src: str | Path, out: Path, torch_dtype: torch.dtype, dtype: str) -> str | None:
     # Read everything first: the source may be the very folder being replaced.
     model, resolved = load_model(src)
     tokenizer = load_model_tokenizer(resolved) if resolved.tokenizer_name else None
     ids = _token_ids(resolved, tokenizer)
     hf_config = to_hf_config(resolved.model_config, dtype=dtype, **ids)
+    source_sha256 = weights_digest(resolved)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _fresh_sibling(out, "tmp")
+    tmp = temp_path(out)
     try:
-        hf_config.save_pretrained(str(tmp))
+        tmp.mkdir()
+        save_hf_config(hf_config, tmp)
         save_weights(model, tmp / MODEL_FILE, dtype=torch_dtype)
         # safetensors creates its file owner-only; give it the permissions every other file here gets.
         os.chmod(tmp / MODEL_FILE, (tmp / "config.json").stat().st_mode & 0o777)
@@ -123,37 +137,23 @@ def export(src: str | Path, out: str | Path, dtype: str | torch.dtype = "float32
             from edulm.tokenizer import save_tokenizer
 
             save_tokenizer(tokenizer, tmp)
-        marker = {"source": str(resolved.path), "source_kind": resolved.kind, "weights": str(resolved.weights), "dtype": dtype}
-        (tmp / EXPORT_MARKER).write_text(json.dumps(marker, indent=2) + "\n")
-        for name in KEPT_ON_REEXPORT:
-            if (out / name).is_file():
-                shutil.copy2(out / name, tmp / name)
         validate_hf_folder(tmp)
-        _replace_folder(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        marker = {
+            "source": str(resolved.path), "source_kind": resolved.kind, "weights": str(resolved.weights),
+            "dtype": dtype, "source_sha256": source_sha256, "model_sha256": sha256_file(tmp / MODEL_FILE),
+            "files": sorted([p.name for p in tmp.iterdir()] + [EXPORT_MARKER]),
+        }
+        write_json(tmp / EXPORT_MARKER, marker)  # last: a temporary holding it is a complete export
+        note = carry_over(out, tmp, marker)
+        replace_folder(tmp, out)
+    except BaseException as err:
+        remove_path(tmp)
+        if is_disk_full(err) and not isinstance(err, DiskFullError):
+            raise disk_full_error(out.parent, f"the export {out.name}", "free some space and export again") from err
         raise
     if tokenizer is None:
         print(f"edulm: warning: {resolved.path} names no tokenizer, so {out} has none; add tokenizer files before publishing", file=sys.stderr)
-    return out
-
-
-def _fresh_sibling(out: Path, tag: str) -> Path:
-    """A new hidden folder beside ``out`` (made with ``mkdir``, so it gets the usual permissions)."""
-    folder = out.parent / f".{out.name}.{tag}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    folder.mkdir()
-    return folder
-
-
-def _replace_folder(new: Path, out: Path) -> None:
-    """Put ``new`` at ``out``; a previous ``out`` is moved aside first and deleted only afterwards."""
-    old = None
-    if out.exists():
-        old = _fresh_sibling(out, "old")
-        os.replace(out, old / out.name)
-    os.replace(new, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    return note
 
 
 def ensure_hf_folder(src: str | Path) -> Path:
@@ -163,8 +163,6 @@ def ensure_hf_folder(src: str | Path) -> Path:
     The cache entry is keyed by the weights file's path, size and modification time, so a
     checkpoint is converted once and a rewritten one is converted again.
     """
-    from edulm.tokenizer import cache_dir
-
     resolved = resolve_model(src)
     folder = resolved.weights.parent
     if is_hf_folder(folder):

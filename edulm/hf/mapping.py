@@ -6,6 +6,7 @@ Reads ``config.json`` files written by transformers 4.x (top-level ``rope_theta`
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from edulm.config import Config, ModelConfig, TrainConfig, validate
@@ -38,6 +39,43 @@ def to_hf_config(cfg: ModelConfig, **extra: Any):
     )
     fields.update(extra)
     return LlamaConfig(**fields)
+
+
+ARCHITECTURE_KEYS = (
+    "architectures", "model_type", "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+    "num_attention_heads", "num_key_value_heads", "head_dim", "max_position_embeddings", "rms_norm_eps",
+    "tie_word_embeddings", "hidden_act", "attention_bias", "mlp_bias", "initializer_range",
+    "bos_token_id", "eos_token_id", "pad_token_id",
+)
+"""``config.json`` keys that an export always states, so no transformers version fills them in from its own defaults."""
+
+
+def portable_config(hf_config) -> dict[str, Any]:
+    """``config.json`` contents that transformers 4.x and 5.x read as the same model.
+
+    transformers 5 writes the RoPE base only inside ``rope_parameters`` and the weight type as ``dtype``;
+    4.x reads neither and would silently fall back to ``rope_theta`` 10,000. So the 4.x names are
+    written too, with the same values: top-level ``rope_theta`` and ``torch_dtype``.
+    """
+    import json
+
+    d = json.loads(hf_config.to_json_string())  # what save_pretrained writes: the values that differ from 5.x's defaults
+    full = hf_config.to_dict()
+    # ... and every architecture value, stated even where it equals 5.x's default: 4.x's defaults may differ.
+    d.update({key: full[key] for key in ARCHITECTURE_KEYS if key in full})
+    params = d.get("rope_parameters") or {}
+    if "rope_theta" in params:
+        d["rope_theta"] = params["rope_theta"]
+    if d.get("dtype") is not None:
+        d["torch_dtype"] = d["dtype"]
+    return dict(sorted(d.items()))
+
+
+def save_hf_config(hf_config, folder: str | Path) -> None:
+    """Write ``folder/config.json`` (see :func:`portable_config`)."""
+    from edulm.files import write_json
+
+    write_json(Path(folder) / "config.json", portable_config(hf_config))
 
 
 def _rope_theta(d: dict[str, Any], where: str) -> float:

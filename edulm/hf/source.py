@@ -11,8 +11,10 @@ import torch
 from safetensors import SafetensorError
 
 from edulm.config import ModelConfig, load_config
+from edulm.devices import resolve_device
 from edulm.errors import UsageError
 from edulm.hf.mapping import model_config_from_hf
+from edulm.remote_code import refuse_remote_code
 from edulm.weights import MODEL_FILE, load_state, load_weights
 
 SHARD_INDEX_FILE = "model.safetensors.index.json"
@@ -43,7 +45,8 @@ class ResolvedModel:
     """The source ``config.json`` when the weights sit in a Hugging Face folder."""
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from ``path``; a missing, unreadable or non-object file is a :class:`UsageError`."""
     try:
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as err:
@@ -73,13 +76,14 @@ def has_tokenizer(folder: Path) -> bool:
 
 
 def _resolve_hf(folder: Path, kind: str, path: Path, fallback_tokenizer: str | None = None) -> ResolvedModel:
+    refuse_remote_code(folder)  # before anything else reads the folder
     weights = hf_weights_file(folder)
     if weights is None:
         raise UsageError(
             f"{folder}: has config.json but no {MODEL_FILE} or {SHARD_INDEX_FILE}; "
             "edulm reads safetensors weights (re-save the model with save_pretrained)"
         )
-    hf_config = _read_json(folder / "config.json")
+    hf_config = read_json(folder / "config.json")
     cfg = model_config_from_hf(hf_config, where=str(folder / "config.json"))
     tokenizer = str(folder) if has_tokenizer(folder) else fallback_tokenizer
     return ResolvedModel(kind, path, cfg, tokenizer, weights, hf_config)  # type: ignore[arg-type]
@@ -156,19 +160,6 @@ def as_dtype(dtype: torch.dtype | str) -> torch.dtype:
     return DTYPES[dtype]
 
 
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``'auto'`` -> CUDA when available, else CPU; other names as torch reads them."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError:
-        raise UsageError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"device {device!r} asked for, but CUDA is not available here; use --device cpu")
-    return resolved
-
-
 def empty_model(cfg: ModelConfig):
     """A :class:`LlamaLM` with uninitialised CPU parameters (no time spent on a random init)."""
     from edulm.model import LlamaLM
@@ -186,7 +177,7 @@ def _load_sharded(model, index_file: Path) -> None:
     """Load the shards listed in a transformers shard index, with the same key checks as one file."""
     from safetensors.torch import load_file
 
-    index = _read_json(index_file)
+    index = read_json(index_file)
     shards = sorted(set(index.get("weight_map", {}).values()))
     if not shards:
         raise UsageError(f"{index_file}: lists no weight files")

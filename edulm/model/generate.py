@@ -7,6 +7,7 @@ position's hidden state is projected onto the vocabulary.
 
 from __future__ import annotations
 
+import math
 import sys
 from typing import Callable
 
@@ -51,17 +52,18 @@ def next_token(
     return torch.multinomial(probs, 1, generator=generator).squeeze(1)  # (B,)
 
 
-@torch.no_grad()
 def check_sampling(temperature: float, top_p: float, top_k: int) -> None:
-    """Reject sampling settings outside their ranges (a :class:`UsageError`, one line at the CLI)."""
-    if temperature < 0:
-        raise UsageError(f"--temperature must be 0 (greedy) or more, got {temperature}")
-    if not 0 < top_p <= 1:
+    """Reject sampling settings outside their ranges, NaN and infinities included (a :class:`UsageError`,
+    one line at the CLI)."""
+    if not math.isfinite(temperature) or temperature < 0:
+        raise UsageError(f"--temperature must be a finite number, 0 (greedy) or more, got {temperature}")
+    if not (math.isfinite(top_p) and 0 < top_p <= 1):
         raise UsageError(f"--top-p must be in (0, 1], got {top_p} (1 turns nucleus sampling off)")
     if top_k < 0:
         raise UsageError(f"--top-k must be 0 (off) or more, got {top_k}")
 
 
+@torch.no_grad()  # decoding never needs gradients; without this every step would extend one autograd graph
 def generate(
     model,
     input_ids: torch.Tensor,
@@ -133,7 +135,8 @@ def generate_command(
         raise UsageError(f"--max-new-tokens must be 0 or more, got {max_new_tokens}")
     check_sampling(temperature, top_p, top_k)  # before the (slow) model load
 
-    from edulm.hf import load_model, load_model_tokenizer, resolve_device
+    from edulm.devices import resolve_device
+    from edulm.hf import load_model, load_model_tokenizer
 
     torch_device = resolve_device(device)
     model, resolved = load_model(model_path, device=torch_device)

@@ -21,6 +21,7 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
 )
 
+from edulm.devices import resolve_device
 from edulm.errors import UsageError
 
 
@@ -73,28 +74,12 @@ class DistEnv:
         return box[0]
 
 
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` -> ``cuda:LOCAL_RANK`` when CUDA is available, else ``cpu``; otherwise the named device."""
-    if name == "auto":
-        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UsageError(f"train.device: {name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UsageError(f"train.device is {name!r} but CUDA is not available; use train.device=cpu")
-        if device.index is None:
-            device = torch.device(f"cuda:{local_rank}")
-    return device
-
-
 def init_distributed(device_name: str) -> DistEnv:
     """Join the process group that ``torchrun`` describes (if any) and pick this process's device."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = resolve_device(device_name, local_rank)
+    device = resolve_device(device_name, local_rank, setting="train.device")
     if world_size > 1 and not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)

@@ -23,13 +23,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
 from torch import nn
 
 from edulm import checkpoint
 from edulm.config import Config, save_config
 from edulm.train.distributed import DistEnv, full_model_state, full_optimizer_state, load_optimizer_state
-from edulm.weights import MODEL_FILE, load_weights, save_weights
+from edulm.weights import MODEL_FILE, has_tied_head, load_weights, save_state, save_weights
 
 OPTIMIZER_FILE = "optimizer.pt"
 TRAINER_STATE_FILE = "trainer_state.json"
@@ -90,9 +89,7 @@ def save_training_checkpoint(
     final = None
     if env.is_main:
         if sharded:
-            if getattr(model.config, "tie_embeddings", False):
-                model_state.pop("lm_head.weight", None)
-            save_file({k: v.contiguous() for k, v in model_state.items()}, str(tmp / MODEL_FILE), metadata={"format": "pt"})
+            save_state(model_state, tmp / MODEL_FILE, tied=has_tied_head(model))
         else:
             save_weights(model, tmp / MODEL_FILE)
         torch.save(optim_state, tmp / OPTIMIZER_FILE)

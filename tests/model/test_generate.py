@@ -129,3 +129,31 @@ def test_real_smollm2_greedy_equals_transformers(smollm2):
     ids = torch.tensor([tokenizer("The three states of matter are", add_special_tokens=False)["input_ids"]])
     want = hf_greedy(theirs, ids, 20)
     assert torch.equal(generate(ours, ids, 20, temperature=0), want)
+
+
+def test_generate_builds_no_autograd_graph(pair):
+    ours, _ = pair
+    ours.train()  # gradients on, as inside a training loop: generate must still record nothing
+    recorded: list[bool] = []
+    # Every module output made during decoding (hidden states, the KV projections, logits) is a tensor
+    # that would hold the graph of the whole decode so far if autograd were recording.
+    hooks = [m.register_forward_hook(lambda _m, _i, out: recorded.append(out.requires_grad))
+             for m in ours.modules() if isinstance(m, torch.nn.Linear)]
+    try:
+        out = generate(ours, prompt(), 6, temperature=1.0, generator=torch.Generator().manual_seed(0))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert recorded and not any(recorded)
+    assert not out.requires_grad
+    assert ours.training and torch.is_grad_enabled()  # the mode and autograd are as they were
+
+
+@pytest.mark.parametrize(
+    "option, value", [("--temperature", "nan"), ("--temperature", "inf"), ("--temperature", "-1"), ("--top-p", "nan"),
+                      ("--top-p", "inf"), ("--top-k", "-2")]
+)
+def test_impossible_sampling_settings_exit_2_before_loading(tmp_path, capsys, option, value):
+    assert main(["generate", str(tmp_path / "not-loaded"), "hi", option, value]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and option in err[0] and "no such file" not in err[0]
