@@ -32,12 +32,13 @@ import numpy as np
 from tqdm import tqdm
 
 from edulm.config import Config
-from edulm.data.encode import TOKEN_DTYPE, BatchEncoder
+from edulm.data.encode import BatchEncoder
 from edulm.data.shards import (
-    FORMAT_VERSION, MANIFEST, MAX_VOCAB, read_header, read_manifest, shard_name, write_json_atomic, write_shard,
+    FORMAT_VERSION, MANIFEST, MAX_VOCAB, TOKEN_DTYPE, read_header, read_manifest, shard_name, write_json_atomic, write_shard,
 )
 from edulm.data.sources import Source, document_batches, open_source
 from edulm.data.split import VAL_EVERY, SplitAssigner, is_val_candidate
+from edulm.data.workers import worker_count
 from edulm.errors import UsageError
 
 STATE = ".prepare-state.json"
@@ -94,15 +95,6 @@ def _differences(old: dict[str, Any], new: dict[str, Any]) -> str:
     """
     keys = [k for k in new if k != "tokenizer" and old.get(k) != new[k]]
     return ", ".join(f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in keys)
-
-
-def _workers(requested: int) -> int:
-    if requested > 0:
-        return requested
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def _load_state(out: Path, settings: dict[str, Any]) -> tuple[_State, np.ndarray]:
@@ -242,7 +234,7 @@ def _run(cfg: Config, source: Source, tokenizer: Any, eos_id: int, out: Path, st
             return True  # the rest of the training document that the last complete shard cut
         return is_val_candidate(cfg.run.seed, index)
 
-    encoder = BatchEncoder(tokenizer.backend_tokenizer.to_str(), eos_id, _workers(d.workers))
+    encoder = BatchEncoder(tokenizer.backend_tokenizer.to_str(), eos_id, worker_count(d.workers))
     stream = source.open(p.source_start, p.source_token)
     bar = _Bar(source.total_records(), d.max_tokens, p)
     base_empty = p.empty_records

@@ -16,6 +16,7 @@ import numpy as np
 from edulm.data.encode import encode_texts, split_tokens
 from edulm.data.sources import Source, document_batches, open_source
 from edulm.data.split import SplitAssigner, is_val_candidate
+from edulm.data.workers import exit_with_parent
 from edulm.errors import UsageError
 
 INITIAL_STATE = {"epoch": 0, "doc": 0, "skip": 0, "source_start": 0, "source_token": None, "held_out": 0}
@@ -114,6 +115,7 @@ def produce(job: dict[str, Any], state: dict[str, Any], out: Any, stop: Any, par
     """Body of the background process: put ``("batch", windows, state)`` items on ``out`` until stopped."""
     # Ctrl-C reaches the whole process group; the parent decides what happens, then stops us.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    exit_with_parent(parent)
     os.environ["RAYON_NUM_THREADS"] = str(job["threads"])
     os.environ["TOKENIZERS_PARALLELISM"] = "true" if job["threads"] > 1 else "false"
 

@@ -32,17 +32,8 @@ from edulm.data.shards import MAX_VOCAB
 from edulm.data.sources import document_batches, open_source
 from edulm.data.split import SplitAssigner, is_val_candidate
 from edulm.data.stream_worker import INITIAL_STATE, produce
+from edulm.data.workers import worker_count
 from edulm.errors import UsageError
-
-def _threads(requested: int, world_size: int) -> int:
-    if requested > 0:
-        return requested
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count() or 1
-    return max(1, cores // world_size)
-
 
 class StreamingLoader:
     """``(inputs, targets)`` batches tokenized on the fly by a background process; resumable to the token."""
@@ -61,7 +52,7 @@ class StreamingLoader:
         self._job = {
             "tokenizer_json": tokenizer.backend_tokenizer.to_str(), "eos_id": document_separator_id(tokenizer),
             "source": cfg.data.source, "text_field": cfg.data.text_field,
-            "threads": _threads(cfg.data.workers, world_size),
+            "threads": worker_count(cfg.data.workers, world_size),
             "shape": {"seq_len": cfg.train.seq_len, "batch_size": size, "seed": cfg.run.seed,
                       "val_tokens": cfg.data.val_tokens, "rank": rank, "world_size": world_size},
         }
