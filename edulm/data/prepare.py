@@ -32,12 +32,13 @@ import numpy as np
 from tqdm import tqdm
 
 from edulm.config import Config
+from edulm.data.documents import DocumentWalk, WalkStart
 from edulm.data.encode import BatchEncoder
 from edulm.data.shards import (
     FORMAT_VERSION, MANIFEST, MAX_VOCAB, TOKEN_DTYPE, read_header, read_manifest, shard_name, write_json_atomic, write_shard,
 )
-from edulm.data.sources import Source, document_batches, open_source
-from edulm.data.split import VAL_EVERY, SplitAssigner, is_val_candidate
+from edulm.data.sources import Source, open_source
+from edulm.data.split import VAL_EVERY
 from edulm.data.workers import worker_count
 from edulm.errors import UsageError
 
@@ -214,78 +215,65 @@ def _run(cfg: Config, source: Source, tokenizer: Any, eos_id: int, out: Path, st
          val_done: np.ndarray, p: Progress, started: float) -> dict[str, Any]:
     d = cfg.data
     earlier_runs_s = p.wall_time_s
-    assigner = SplitAssigner(cfg.run.seed, d.val_tokens, held_out=p.val_tokens)
     val: list[np.ndarray] = [val_done] if len(val_done) else []
     shard: list[np.ndarray] = []
     fill = 0
-    resume_doc, resume_skip = p.doc, p.skip
-    done = False
 
     def budget_spent() -> bool:
         return bool(d.max_tokens) and p.train_tokens >= d.max_tokens
 
-    def wanted(index: int) -> bool:
-        # Past the budget only held-out candidates are read on, until the held-out split is full.
-        # Once both are full every document passes again: the loop below must see one to stop, else
-        # reading would go on, with nothing kept, to the end of the source (a whole hub dataset).
-        if not budget_spent() or assigner.held_out >= d.val_tokens:
-            return True
-        if index == resume_doc and resume_skip:
-            return True  # the rest of the training document that the last complete shard cut
-        return is_val_candidate(cfg.run.seed, index)
+    def wants_training(index: int) -> bool:
+        # Past the budget only held-out documents are read on. Once both splits are full every
+        # document is wanted again: the loop below must see one to stop, else reading would go on,
+        # with nothing kept, to the end of the source (a whole hub dataset).
+        return not budget_spent() or walk.held_out >= d.val_tokens
 
     encoder = BatchEncoder(tokenizer.backend_tokenizer.to_str(), eos_id, worker_count(d.workers))
-    stream = source.open(p.source_start, p.source_token)
+    start = WalkStart(p.doc, p.skip, p.source_start, p.source_token, p.val_tokens)
+    walk = DocumentWalk(source, encoder.imap, start, seed=cfg.run.seed, val_tokens=d.val_tokens,
+                        wants_training=wants_training)
+    documents = iter(walk)
     bar = _Bar(source.total_records(), d.max_tokens, p)
     base_empty = p.empty_records
-    empty_total = 0
+    batch = None
     try:
-        for info, docs in encoder.imap(document_batches(stream, p.doc, wanted)):
-            for index, empty_before, tokens in zip(info.indices, info.empty_before, docs):
-                offset = 0  # tokens of this document written before this run
-                if index == resume_doc and resume_skip:
-                    offset = resume_skip  # the rest of the document that the last complete shard cut
-                else:
-                    if budget_spent() and assigner.held_out >= d.val_tokens:
-                        done = True
-                        break
-                    is_val = assigner.is_val(index, len(tokens))
-                    if not is_val and budget_spent():
-                        continue  # a training document past the budget: left out
-                    p.records, p.empty_records = index + 1, base_empty + empty_before
-                    if is_val:
-                        val.append(tokens)
-                        p.val_docs += 1
-                        p.val_tokens += len(tokens)
-                        continue
-                    p.train_docs += 1
-                used = offset
-                while used < len(tokens):
-                    take = min(d.shard_tokens - fill, len(tokens) - used)
-                    shard.append(tokens[used : used + take])
-                    fill += take
-                    used += take
-                    p.train_tokens += take
-                    if fill < d.shard_tokens:
-                        continue
-                    # A shard is full: write it, then record where the next one starts.
-                    p.doc, p.skip = (index, used) if used < len(tokens) else (index + 1, 0)
-                    p.source_start, p.source_token = info.first, info.token
-                    fingerprint = state.settings["fingerprint"]
-                    entry = write_shard(out / shard_name("train", len(state.shards)), np.concatenate(shard), fingerprint)
-                    entry["end"] = {**p.__dict__, "wall_time_s": earlier_runs_s + time.time() - started}
-                    state.shards.append(entry)
-                    _save_state(out, state, val)
-                    shard, fill = [], 0
-            empty_total = info.empty_total
-            bar.update(p)
-            if done:
-                break
-        else:
-            if not budget_spent():  # the source ran out: trailing empty records count as read
-                p.records, p.empty_records = stream.index, base_empty + empty_total
+        for doc in documents:
+            if doc.batch is not batch:
+                bar.update(p)
+                batch = doc.batch
+            if not doc.resumed:
+                if budget_spent() and doc.held_before >= d.val_tokens:
+                    break  # both splits were full before this document
+                p.records, p.empty_records = doc.index + 1, base_empty + doc.empty_before
+                if doc.is_val:
+                    val.append(doc.tokens)
+                    p.val_docs += 1
+                    p.val_tokens += len(doc.tokens)
+                    continue
+                p.train_docs += 1
+            used = doc.start
+            tokens = doc.tokens
+            while used < len(tokens):
+                take = min(d.shard_tokens - fill, len(tokens) - used)
+                shard.append(tokens[used : used + take])
+                fill += take
+                used += take
+                p.train_tokens += take
+                if fill < d.shard_tokens:
+                    continue
+                # A shard is full: write it, then record where the next one starts.
+                p.doc, p.skip = (doc.index, used) if used < len(tokens) else (doc.index + 1, 0)
+                p.source_start, p.source_token = doc.batch.first, doc.batch.token
+                entry = write_shard(out / shard_name("train", len(state.shards)), np.concatenate(shard), state.settings["fingerprint"])
+                entry["end"] = {**p.__dict__, "wall_time_s": earlier_runs_s + time.time() - started}
+                state.shards.append(entry)
+                _save_state(out, state, val)
+                shard, fill = [], 0
+        if walk.exhausted and not budget_spent():  # the source ran out: trailing empty records count as read
+            p.records, p.empty_records = walk.records_read, base_empty + walk.empty_total
+        bar.update(p)
     finally:
-        stream.close()
+        documents.close()
         encoder.close()
         bar.close()
     return _finish(cfg, out, state, shard, val, p, earlier_runs_s + time.time() - started)

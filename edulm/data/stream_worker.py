@@ -13,9 +13,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from edulm.data.encode import encode_texts, split_tokens
-from edulm.data.sources import Source, document_batches, open_source
-from edulm.data.split import SplitAssigner, is_val_candidate
+from edulm.data.documents import DocumentWalk, WalkStart, tokenize_here
+from edulm.data.sources import Source, open_source
 from edulm.data.workers import exit_with_parent
 from edulm.errors import UsageError
 
@@ -40,8 +39,9 @@ def stream_batches(
 
     ``tokenizer`` is a raw ``tokenizers.Tokenizer``. Consecutive windows share one token, as with shards.
     """
-    epoch, start_doc, skip = state["epoch"], state["doc"], state["skip"]
-    source_start, source_token, held = state["source_start"], state["source_token"], state["held_out"]
+    epoch = state["epoch"]
+    start = WalkStart(state["doc"], state["skip"], state["source_start"], state["source_token"], state["held_out"])
+    tokenize = tokenize_here(tokenizer, eos_id)
     pieces: list[_Piece] = []
     pos = 0  # cursor: the next window starts at pieces[0].tokens[pos]
     buffered = 0  # tokens from the cursor to the end of the buffer
@@ -53,39 +53,30 @@ def stream_batches(
                 "source_token": head.token, "held_out": head.held_before}
 
     while True:
-        assigner = SplitAssigner(seed, val_tokens, held_out=held)
+        walk = DocumentWalk(source, tokenize, start, seed=seed, val_tokens=val_tokens,
+                            wants_training=lambda index: index % world_size == rank)
         trained = False
-
-        def keep(index: int) -> bool:
-            wanted = index % world_size == rank
-            return wanted or (assigner.held_out < val_tokens and is_val_candidate(seed, index))
-
-        stream = source.open(source_start, source_token)
+        documents = iter(walk)
         try:
-            for info, texts in document_batches(stream, start_doc, keep):
-                first, token = info.first, info.token
-                for index, tokens in zip(info.indices, split_tokens(*encode_texts(tokenizer, texts, eos_id))):
-                    held_before = assigner.held_out
-                    offset = 0
-                    if index == start_doc and skip:
-                        offset = skip  # resumed inside this (training) document
-                    elif assigner.is_val(index, len(tokens)) or index % world_size != rank:
-                        continue
-                    trained = True
-                    pieces.append(_Piece(index, tokens[offset:], offset, first, token, held_before, epoch))
-                    buffered += len(pieces[-1].tokens)
-                    while buffered >= seq_len + 1:
-                        rows.append(_take(pieces, pos, seq_len + 1))
-                        pos = _advance(pieces, pos, seq_len)
-                        buffered -= seq_len
-                        if len(rows) == batch_size:
-                            yield np.stack(rows), cursor_state()
-                            rows = []
+            for doc in documents:
+                if doc.is_val:
+                    continue
+                trained = True
+                pieces.append(_Piece(doc.index, doc.tokens[doc.start :], doc.start, doc.batch.first, doc.batch.token,
+                                     doc.held_before, epoch))
+                buffered += len(pieces[-1].tokens)
+                while buffered >= seq_len + 1:
+                    rows.append(_take(pieces, pos, seq_len + 1))
+                    pos = _advance(pieces, pos, seq_len)
+                    buffered -= seq_len
+                    if len(rows) == batch_size:
+                        yield np.stack(rows), cursor_state()
+                        rows = []
         finally:
-            stream.close()
+            documents.close()
         if not trained and not pieces:
             raise UsageError(f"data.source '{source.name}' has no training documents for rank {rank} of {world_size}")
-        epoch, start_doc, skip, source_start, source_token, held = epoch + 1, 0, 0, 0, None, 0
+        epoch, start = epoch + 1, WalkStart()
 
 
 def _take(pieces: list[_Piece], pos: int, n: int) -> np.ndarray:

@@ -27,10 +27,9 @@ import numpy as np
 import torch
 
 from edulm.config import Config
-from edulm.data.encode import encode_texts, split_tokens
-from edulm.data.shards import MAX_VOCAB
-from edulm.data.sources import document_batches, open_source
-from edulm.data.split import SplitAssigner, is_val_candidate
+from edulm.data.documents import DocumentWalk, WalkStart, tokenize_here
+from edulm.data.shards import MAX_VOCAB, TOKEN_DTYPE
+from edulm.data.sources import open_source
 from edulm.data.stream_worker import INITIAL_STATE, produce
 from edulm.data.workers import worker_count
 from edulm.errors import UsageError
@@ -147,22 +146,23 @@ def _held_out(source_name: str, text_field: str, tokenizer_name: str, seed: int,
     from edulm.tokenizer import document_separator_id, load_tokenizer
 
     tokenizer = load_tokenizer(tokenizer_name)
-    raw, eos_id = tokenizer.backend_tokenizer, document_separator_id(tokenizer)
-    assigner = SplitAssigner(seed, val_tokens)
+    tokenize = tokenize_here(tokenizer.backend_tokenizer, document_separator_id(tokenizer))
+    walk = DocumentWalk(open_source(source_name, text_field), tokenize, WalkStart(), seed=seed, val_tokens=val_tokens,
+                        wants_training=lambda index: False)
     pieces: list[np.ndarray] = []
-    with open_source(source_name, text_field).open() as stream:
-        batches = document_batches(stream, 0, lambda index: is_val_candidate(seed, index))
-        for info, texts in batches:
-            for index, tokens in zip(info.indices, split_tokens(*encode_texts(raw, texts, eos_id))):
-                if assigner.is_val(index, len(tokens)):
-                    pieces.append(tokens)
-            if assigner.held_out >= val_tokens:
+    documents = iter(walk)
+    try:
+        for doc in documents:
+            pieces.append(doc.tokens)
+            if walk.held_out >= val_tokens:
                 break
-    return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.uint16)
+    finally:
+        documents.close()
+    return np.concatenate(pieces) if pieces else np.zeros(0, dtype=TOKEN_DTYPE)
 
 
 def held_out_tokens(cfg: Config) -> np.ndarray:
     """The held-out documents of ``data.source`` (same rule as ``edulm prepare``), tokenized and concatenated."""
     if cfg.data.val_tokens <= 0:
-        return np.zeros(0, dtype=np.uint16)
+        return np.zeros(0, dtype=TOKEN_DTYPE)
     return _held_out(cfg.data.source, cfg.data.text_field, cfg.tokenizer.name, cfg.run.seed, cfg.data.val_tokens)
