@@ -5,7 +5,8 @@ A *source* is named by one string (``data.source``):
 - ``hf://OWNER/NAME[/CONFIG][@SPLIT]`` — a hub dataset, streamed (see :mod:`edulm.data.hub`);
 - ``builtin:sample`` — English prose harvested from installed docstrings (see :mod:`edulm.data.builtin_sample`);
 - a file, a folder (searched recursively) or a glob of ``.parquet``, ``.jsonl``/``.ndjson`` and ``.txt``
-  files (``.jsonl.gz`` and ``.txt.gz`` too), read in sorted path order.
+  files (``.jsonl.gz`` and ``.txt.gz`` too), read in sorted path order. A folder must hold one kind of
+  data file unless a *pattern* (``data.pattern``) chooses its files.
 
 Every source is a sequence of *records*, numbered from 0 in a fixed order. A parquet row or a jsonl line
 is one record (its ``text_field`` is the document); a ``.txt`` file is one record as a whole, so a folder
@@ -87,9 +88,14 @@ class Source(ABC):
         """A stream positioned at record ``start`` (``token`` from a previous stream's ``resume_token()``)."""
 
 
-def open_source(source: str, text_field: str = "text") -> Source:
-    """Resolve a ``data.source`` string into a :class:`Source` (bad names raise :class:`UsageError`)."""
+def open_source(source: str, text_field: str = "text", pattern: str = "") -> Source:
+    """Resolve a ``data.source`` string into a :class:`Source` (bad names raise :class:`UsageError`).
+
+    ``pattern`` chooses the files of a folder source (see :func:`resolve_paths`).
+    """
     source = source.strip()
+    if pattern and source.startswith((HUB_PREFIX, "builtin:")):
+        raise UsageError(f"data.source '{source}' is not a folder; a pattern ('{pattern}') only applies to a folder source")
     if source.startswith(HUB_PREFIX):
         from edulm.data.hub import HubSource
 
@@ -100,7 +106,7 @@ def open_source(source: str, text_field: str = "text") -> Source:
         return BuiltinSample()
     if source.startswith("builtin:"):
         raise UsageError(f"unknown built-in source '{source}'; the only one is '{BUILTIN_SAMPLE}'")
-    return LocalFiles(source, text_field)
+    return LocalFiles(source, text_field, pattern)
 
 
 def iter_texts(source: str, text_field: str = "text") -> Iterator[str]:
@@ -175,20 +181,44 @@ def _kind(path: Path) -> str | None:
     return None
 
 
-def resolve_paths(spec: str) -> list[Path]:
-    """The data files named by a file, folder or glob, in sorted order (UsageError when there are none)."""
+def _kinds_summary(files: list[Path]) -> str:
+    counts: dict[str, int] = {}
+    for f in files:
+        counts[_kind(f) or "?"] = counts.get(_kind(f) or "?", 0) + 1
+    return ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items()))
+
+
+def resolve_paths(spec: str, pattern: str = "") -> list[Path]:
+    """The data files named by a file, folder or glob, in sorted order (UsageError when there are none).
+
+    A folder without ``pattern`` must hold data files of one kind only (parquet, jsonl or txt): a stray
+    ``notes.txt`` among parquet files would otherwise become training text without a word. ``pattern``
+    (a glob relative to the folder, ``**`` for subfolders) chooses the files explicitly.
+    """
     hint = f"supported files: {', '.join(_SUFFIXES)}"
-    if any(ch in spec for ch in "*?["):
+    is_glob = any(ch in spec for ch in "*?[")
+    path = Path(spec).expanduser()
+    if pattern and (is_glob or not path.is_dir()):
+        what = "a glob, which already chooses the files" if is_glob else "not a folder"
+        raise UsageError(f"data.source '{spec}' is {what}; a pattern ('{pattern}') only applies to a folder source")
+    if is_glob:
         matches = [Path(p) for p in sorted(glob.glob(spec, recursive=True))]
         files = [p for p in matches if p.is_file() and _kind(p)]
         if not files:
             raise UsageError(f"data.source '{spec}' matches no data files ({hint})")
         return files
-    path = Path(spec).expanduser()
     if path.is_dir():
-        files = sorted((p for p in path.rglob("*") if p.is_file() and _kind(p)), key=lambda p: p.relative_to(path).as_posix())
+        candidates = path.glob(pattern) if pattern else path.rglob("*")
+        files = sorted((p for p in candidates if p.is_file() and _kind(p)), key=lambda p: p.relative_to(path).as_posix())
         if not files:
-            raise UsageError(f"data.source folder '{spec}' holds no data files ({hint})")
+            where = f"pattern '{pattern}' matches no data files in folder '{spec}'" if pattern else f"data.source folder '{spec}' holds no data files"
+            raise UsageError(f"{where} ({hint})")
+        if not pattern and len({_kind(p) for p in files}) > 1:
+            raise UsageError(
+                f"data.source folder '{spec}' holds data files of several kinds ({_kinds_summary(files)}); choose the files "
+                "with a pattern (data.pattern, or 'pattern' in a data.source entry) such as '*.parquet', or a glob such as "
+                f"'{path / '*.parquet'}'"
+            )
         return files
     if path.is_file():
         if not _kind(path):
@@ -202,10 +232,10 @@ def resolve_paths(spec: str) -> list[Path]:
 class LocalFiles(Source):
     """Parquet, jsonl and txt files read in sorted path order; see the module docstring."""
 
-    def __init__(self, spec: str, text_field: str = "text"):
+    def __init__(self, spec: str, text_field: str = "text", pattern: str = ""):
         self.name = spec
         self.text_field = text_field
-        self.paths = resolve_paths(spec)
+        self.paths = resolve_paths(spec, pattern)
 
     def total_records(self) -> int | None:
         if any(_kind(p) == "jsonl" for p in self.paths):

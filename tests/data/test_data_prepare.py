@@ -17,7 +17,8 @@ import pytest
 from data_helpers import FaultyDataset, faulty_source, fineweb_rows, local_stream_opener, write_jsonl, write_parquet
 from edulm.cli import main
 from edulm.data.hub import HubSource, SourceError
-from edulm.data.prepare import STATE, prepare
+from edulm.data.prepare import prepare
+from edulm.data.prepare_state import STATE
 from edulm.data.shards import open_split, read_header, verify_shard
 from edulm.data.sources import LocalFiles, RecordStream, Source
 from edulm.errors import UsageError
@@ -166,12 +167,12 @@ def test_interrupted_prepare_resumes_to_identical_shards(make_cfg, paragraphs, t
     rows = fineweb_rows(paragraphs, 1500, seed=2)
     write_parquet(data / "a.parquet", rows[:700], row_group_size=64)
     write_jsonl(data / "b.jsonl", rows[700:])
-    reference = make_cfg(data, shards_dir=str(tmp_path / "reference"), shard_tokens=7_000)
+    reference = make_cfg(data, shards_dir=str(tmp_path / "reference"), shard_tokens=7_000, pattern="*")
     prepare(reference)
-    cfg = make_cfg(data, shards_dir=str(tmp_path / "resumed"), shard_tokens=7_000)
+    cfg = make_cfg(data, shards_dir=str(tmp_path / "resumed"), shard_tokens=7_000, pattern="*")
     for limit in (600, 601, 1100):  # each run dies mid-way; the next continues after the last whole shard
         with pytest.raises(OSError, match="disk went away"):
-            prepare(cfg, source=FailingAfter(LocalFiles(str(data)), limit))
+            prepare(cfg, source=FailingAfter(LocalFiles(str(data), pattern="*"), limit))
         assert (tmp_path / "resumed" / STATE).is_file() and not (tmp_path / "resumed" / "manifest.json").exists()
         for shard in (tmp_path / "resumed").glob("train-*.bin"):
             read_header(shard)  # whatever is there is whole
