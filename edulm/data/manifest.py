@@ -46,12 +46,21 @@ STATE_SHAPE = {"settings": dict, "shards": [dict(SHARD_ENTRY, end=PROGRESS_SHAPE
 """``.prepare-state.json``."""
 
 
+_NAMES = {dict: "mapping", list: "list", str: "string", int: "integer", float: "number", bool: "boolean", type(None): "null"}
+
+
+def _name(tp: type) -> str:
+    """'a mapping', 'an integer': the type with its article."""
+    name = _NAMES.get(tp, tp.__name__)
+    return f"an {name}" if name[0] in "aeiou" else f"a {name}"
+
+
 def shape_problem(value: Any, shape: Any, where: str = "") -> str | None:
     """What is wrong with ``value`` against ``shape`` (see the module docstring), or None when it fits."""
     label = where or "the top level"
     if isinstance(shape, dict):
         if not isinstance(value, dict):
-            return f"{label} is a {type(value).__name__}, not a mapping"
+            return f"{label} is {_name(type(value))}, not a mapping"
         for key, inner in shape.items():
             if key not in value:
                 return f"{label} has no '{key}'"
@@ -61,7 +70,7 @@ def shape_problem(value: Any, shape: Any, where: str = "") -> str | None:
         return None
     if isinstance(shape, list):
         if not isinstance(value, list):
-            return f"{label} is a {type(value).__name__}, not a list"
+            return f"{label} is {_name(type(value))}, not a list"
         for i, item in enumerate(value):
             problem = shape_problem(item, shape[0], f"{where}[{i}]")
             if problem:
@@ -70,10 +79,8 @@ def shape_problem(value: Any, shape: Any, where: str = "") -> str | None:
     if shape is object:
         return None
     types = shape if isinstance(shape, tuple) else (shape,)
-    if isinstance(value, bool) and bool not in types:
-        return f"{label} is a boolean, not a {' or '.join(t.__name__ for t in types)}"
-    if not isinstance(value, types):
-        return f"{label} is a {type(value).__name__}, not a {' or '.join(t.__name__ for t in types)}"
+    if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
+        return f"{label} is {_name(type(value))}, not {' or '.join(_name(t) for t in types)}"
     return None
 
 

@@ -225,34 +225,6 @@ def test_permanent_hub_error_keeps_the_shards_and_resumes(make_cfg, paragraphs, 
     assert _shard_bytes(tmp_path / "resumed") == reference
 
 
-def test_sigkill_mid_prepare_then_rerun(fineweb_dir, make_cfg, tmp_path, paragraphs):
-    """A real process killed with SIGKILL after its first shards; the rerun finishes identically."""
-    big = tmp_path / "big"
-    rows = fineweb_rows(paragraphs, 3000, seed=9)
-    for i in range(3):
-        write_parquet(big / f"{i}.parquet", rows[i * 1000 : (i + 1) * 1000], row_group_size=100)
-    reference = make_cfg(big, shards_dir=str(tmp_path / "reference"), shard_tokens=20_000)
-    prepare(reference)
-    cfg = make_cfg(big, shards_dir=str(tmp_path / "killed"), shard_tokens=20_000)
-    config_file = tmp_path / "prepare.yaml"
-    config_file.write_text(textwrap.dedent(f"""
-        run: {{seed: {cfg.run.seed}}}
-        tokenizer: {{name: "{cfg.tokenizer.name}"}}
-        data: {{source: "{big}", shards_dir: "{cfg.data.shards_dir}", val_tokens: 300, shard_tokens: 20000, workers: 1}}
-    """))
-    proc = subprocess.Popen([sys.executable, "-m", "edulm", "prepare", str(config_file)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    state = Path(cfg.data.shards_dir) / STATE
-    deadline = time.time() + 120
-    while not state.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert state.exists(), "the child finished or failed before its first shard"
-    assert main(["prepare", str(config_file)]) == 0
-    assert _shard_bytes(tmp_path / "reference") == _shard_bytes(tmp_path / "killed")
-
-
 def test_vocabulary_too_large_for_uint16(make_cfg, fineweb_dir, tmp_path):
     from tokenizers import Tokenizer, models, pre_tokenizers
 
