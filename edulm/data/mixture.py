@@ -48,36 +48,46 @@ def source_folder(index: int, source: str) -> str:
     return f"{index:02d}-{slug or 'source'}"
 
 
-def _probabilities(weights: Sequence[float]) -> np.ndarray:
-    w = np.asarray(weights, dtype=np.float64)
-    return np.cumsum(w / w.sum())
+class DrawSequence:
+    """The source of every global draw for one seed and set of weights (remembers the last block it made)."""
 
+    def __init__(self, seed: int, weights: Sequence[float]):
+        w = np.asarray(weights, dtype=np.float64)
+        self.seed = seed
+        self.cumulative = np.cumsum(w / w.sum())
+        self._block, self._sources = -1, np.zeros(0, dtype=np.int64)
 
-def _block_sources(seed: int, cumulative: np.ndarray, block: int) -> np.ndarray:
-    u = np.random.default_rng([seed % 2**63, _DRAW_STREAM, block]).random(DRAW_BLOCK)
-    return np.minimum(np.searchsorted(cumulative, u, side="right"), len(cumulative) - 1)
+    def _block_sources(self, block: int) -> np.ndarray:
+        if block != self._block:
+            u = np.random.default_rng([self.seed % 2**63, _DRAW_STREAM, block]).random(DRAW_BLOCK)
+            # min(): rounding can leave the last cumulative weight a hair under 1
+            self._sources = np.minimum(np.searchsorted(self.cumulative, u, side="right"), len(self.cumulative) - 1)
+            self._block = block
+        return self._sources
+
+    def sources(self, first: int, count: int) -> np.ndarray:
+        """The source index of global draws ``first .. first + count - 1`` (int64)."""
+        out = np.empty(count, dtype=np.int64)
+        done = 0
+        while done < count:
+            block, offset = divmod(first + done, DRAW_BLOCK)
+            take = min(count - done, DRAW_BLOCK - offset)
+            out[done : done + take] = self._block_sources(block)[offset : offset + take]
+            done += take
+        return out
 
 
 def source_of_draws(seed: int, weights: Sequence[float], first: int, count: int) -> np.ndarray:
     """The source index of global draws ``first .. first + count - 1`` (int64)."""
-    cumulative = _probabilities(weights)
-    out = np.empty(count, dtype=np.int64)
-    done = 0
-    while done < count:
-        k = first + done
-        block, offset = divmod(k, DRAW_BLOCK)
-        take = min(count - done, DRAW_BLOCK - offset)
-        out[done : done + take] = _block_sources(seed, cumulative, block)[offset : offset + take]
-        done += take
-    return out
+    return DrawSequence(seed, weights).sources(first, count)
 
 
 def draws_per_source(seed: int, weights: Sequence[float], draws: int) -> np.ndarray:
     """How many of the first ``draws`` global draws come from each source."""
+    sequence = DrawSequence(seed, weights)
     counts = np.zeros(len(weights), dtype=np.int64)
     for first in range(0, draws, DRAW_BLOCK):
-        count = min(DRAW_BLOCK, draws - first)
-        counts += np.bincount(source_of_draws(seed, weights, first, count), minlength=len(weights))
+        counts += np.bincount(sequence.sources(first, min(DRAW_BLOCK, draws - first)), minlength=len(weights))
     return counts
 
 

@@ -161,6 +161,11 @@ def _held_out(source_name: str, text_field: str, tokenizer_name: str, seed: int,
     return np.concatenate(pieces) if pieces else np.zeros(0, dtype=TOKEN_DTYPE)
 
 
+def held_out_segments(cfg: Config) -> list[np.ndarray]:
+    """The held-out tokens of each source (one array per mixture entry; one for a single source)."""
+    return [held_out_tokens(cfg)]
+
+
 def held_out_tokens(cfg: Config) -> np.ndarray:
     """The held-out documents of ``data.source`` (same rule as ``edulm prepare``), tokenized and concatenated."""
     if cfg.data.val_tokens <= 0:
