@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Sequence
 
 import numpy as np
@@ -43,8 +43,14 @@ def split_by_weight(total: int, weights: Sequence[float]) -> list[int]:
 
 
 def source_folder(index: int, source: str) -> str:
-    """Sub-folder of ``data.shards_dir`` for mixture source ``index``: ``00-fineweb-edu-sample-10BT``."""
-    slug = re.sub(r"[^A-Za-z0-9._]+", "-", source.removeprefix("hf://")).strip("-.")[-48:].lstrip("-.")
+    """Sub-folder of ``data.shards_dir`` for mixture source ``index``, named after the source's last parts.
+
+    ``hf://HuggingFaceFW/fineweb-edu/sample-10BT`` -> ``00-fineweb-edu-sample-10BT``;
+    ``/data/dclm/*.parquet`` -> ``01-data-dclm``. The number alone keeps the names apart.
+    """
+    parts = [p for p in PurePosixPath(source.strip().removeprefix("hf://").replace(":", "/")).parts
+             if p != "/" and not any(ch in p for ch in "*?[")]
+    slug = re.sub(r"[^A-Za-z0-9._]+", "-", "-".join(parts[-2:])).strip("-.")[-40:].lstrip("-.")
     return f"{index:02d}-{slug or 'source'}"
 
 

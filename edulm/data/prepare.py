@@ -150,6 +150,8 @@ def prepare(cfg: Config, source: Source | Sequence[Source] | None = None) -> dic
         sources = list(source) if isinstance(source, Sequence) else [source]
         if len(sources) != len(entries):
             raise ValueError(f"{len(sources)} source objects for {len(entries)} configured sources")
+    for opened in sources:
+        opened.check()  # a wrong text field in a later source must not wait until the first is prepared
     tok = TokenizerFacts.load(cfg.tokenizer.name)
     with folder_lock(out, "edulm prepare"), _stop_on_signals():
         try:

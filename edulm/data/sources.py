@@ -87,6 +87,9 @@ class Source(ABC):
     def open(self, start: int = 0, token: Any = None) -> RecordStream:
         """A stream positioned at record ``start`` (``token`` from a previous stream's ``resume_token()``)."""
 
+    def check(self) -> None:
+        """Cheap checks that catch a wrong text field before any work (UsageError); reading may still find more."""
+
 
 def open_source(source: str, text_field: str = "text", pattern: str = "") -> Source:
     """Resolve a ``data.source`` string into a :class:`Source` (bad names raise :class:`UsageError`).
@@ -245,6 +248,17 @@ class LocalFiles(Source):
     def open(self, start: int = 0, token: Any = None) -> RecordStream:
         return RecordStream(self._records(start), start)
 
+    def check(self) -> None:
+        """Every parquet file's text column (from its footer) and every jsonl file's first record."""
+        for path in self.paths:
+            kind = _kind(path)
+            if kind == "parquet":
+                _text_column(_parquet_file(path), path, self.text_field)
+            elif kind == "jsonl":
+                records = _jsonl_records(path, self.text_field, 0)
+                next(records, None)
+                records.close()
+
     def _records(self, start: int) -> Iterator[str]:
         skip = start
         for path in self.paths:
@@ -325,10 +339,10 @@ def _parquet_rows(path: Path) -> int:
     return _parquet_file(path).metadata.num_rows
 
 
-def _parquet_records(path: Path, field: str, skip: int) -> Iterator[str]:
+def _text_column(pf: Any, path: Path, field: str) -> bool:
+    """Check that parquet file ``pf`` has a text column ``field``; True when it is stored as bytes."""
     import pyarrow as pa
 
-    pf = _parquet_file(path)
     names = pf.schema_arrow.names
     if field not in names:
         raise UsageError(f"{path}: no column '{field}' (columns: {', '.join(names)}); set data.text_field to the text column")
@@ -336,6 +350,14 @@ def _parquet_records(path: Path, field: str, skip: int) -> Iterator[str]:
     is_binary = pa.types.is_binary(column_type) or pa.types.is_large_binary(column_type)
     if not (is_binary or pa.types.is_string(column_type) or pa.types.is_large_string(column_type)):
         raise UsageError(f"{path}: column '{field}' holds {column_type}, not text; set data.text_field to the text column")
+    return is_binary
+
+
+def _parquet_records(path: Path, field: str, skip: int) -> Iterator[str]:
+    import pyarrow as pa
+
+    pf = _parquet_file(path)
+    is_binary = _text_column(pf, path, field)
     # Skip whole row groups through the footer metadata, then rows inside the first one kept.
     groups, offset = [], skip
     for g in range(pf.metadata.num_row_groups):
