@@ -14,11 +14,20 @@ from typing import Any, Iterator
 import numpy as np
 
 from edulm.data.documents import DocumentWalk, WalkStart, tokenize_here
+from edulm.data.mixture import DrawSequence
 from edulm.data.sources import Source, open_source
 from edulm.data.workers import exit_with_parent
 from edulm.errors import UsageError
 
 INITIAL_STATE = {"epoch": 0, "doc": 0, "skip": 0, "source_start": 0, "source_token": None, "held_out": 0}
+"""Where a stream of one source starts."""
+
+
+def initial_state(n_sources: int = 1) -> dict[str, Any]:
+    """Where streaming starts: :data:`INITIAL_STATE` for one source; for a mixture the next global draw and each source's position."""
+    if n_sources == 1:
+        return dict(INITIAL_STATE)
+    return {"draw": 0, "sources": [dict(INITIAL_STATE) for _ in range(n_sources)]}
 
 
 class _Piece:
@@ -79,6 +88,35 @@ def stream_batches(
         epoch, start = epoch + 1, WalkStart()
 
 
+def stream_mixture_batches(
+    sources: list[Source], tokenizer: Any, eos_id: int, state: dict[str, Any], *, seq_len: int, batch_size: int,
+    seed: int, weights: list[float], val_tokens: list[int], rank: int = 0, world_size: int = 1,
+) -> Iterator[tuple[np.ndarray, dict[str, Any]]]:
+    """Like :func:`stream_batches`, each window from the source that the mixture's draw sequence names.
+
+    Rank ``r`` takes global draws ``r, r + n, ...`` (:mod:`edulm.data.mixture`); each draw takes the next
+    window of that source's own stream (this rank's documents). The state is the next global draw and,
+    per source, the position of its next window.
+    """
+    states = [dict(s) for s in state["sources"]]
+    streams = [stream_batches(source, tokenizer, eos_id, states[i], seq_len=seq_len, batch_size=1, seed=seed,
+                              val_tokens=val_tokens[i], rank=rank, world_size=world_size) for i, source in enumerate(sources)]
+    draws = DrawSequence(seed, weights)
+    draw = state["draw"]
+    step = batch_size * world_size
+    try:
+        while True:
+            rows = []
+            for source in draws.sources(draw, step)[rank::world_size].tolist():
+                window, states[source] = next(streams[source])
+                rows.append(window[0])
+            draw += step
+            yield np.stack(rows), {"draw": draw, "sources": [dict(s) for s in states]}
+    finally:
+        for stream in streams:
+            stream.close()
+
+
 def _take(pieces: list[_Piece], pos: int, n: int) -> np.ndarray:
     """``n`` tokens from the cursor on, across pieces."""
     head = pieces[0].tokens
@@ -124,8 +162,12 @@ def produce(job: dict[str, Any], state: dict[str, Any], out: Any, stop: Any, par
         from tokenizers import Tokenizer
 
         tokenizer = Tokenizer.from_str(job["tokenizer_json"])
-        source = open_source(job["source"], job["text_field"])
-        batches = stream_batches(source, tokenizer, job["eos_id"], state, **job["shape"])
+        sources = [open_source(s["source"], s["text_field"], s["pattern"]) for s in job["sources"]]
+        if len(sources) == 1:
+            batches = stream_batches(sources[0], tokenizer, job["eos_id"], state, val_tokens=job["val_tokens"][0], **job["shape"])
+        else:
+            batches = stream_mixture_batches(sources, tokenizer, job["eos_id"], state, weights=job["weights"],
+                                             val_tokens=job["val_tokens"], **job["shape"])
         for windows, after in batches:
             if not put(("batch", windows, after)):
                 break
