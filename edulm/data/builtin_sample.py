@@ -27,7 +27,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from edulm.data.sources import BUILTIN_SAMPLE, RecordStream, Source
+from edulm.data.records import BUILTIN_SAMPLE, RecordStream, Source
 from edulm.tokenizer import cache_dir
 
 HARVEST_VERSION = 1

@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterable, Iterator, NamedTuple, Sequence
 import numpy as np
 
 from edulm.data.encode import encode_texts, split_tokens
-from edulm.data.sources import BatchInfo, Source, document_batches
+from edulm.data.records import BatchInfo, Source, document_batches
 from edulm.data.split import SplitAssigner, is_val_candidate
 
 Tokenize = Callable[[Iterable[tuple[BatchInfo, Sequence[str]]]], Iterator[tuple[BatchInfo, list[np.ndarray]]]]

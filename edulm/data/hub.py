@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from edulm.data.sources import HUB_PREFIX, RecordStream, Source, record_text
+from edulm.data.records import HUB_PREFIX, RecordStream, Source, record_text
 from edulm.errors import UsageError
 
 SNAPSHOT_EVERY = 100

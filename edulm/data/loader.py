@@ -25,6 +25,9 @@ import numpy as np
 import torch
 
 from edulm.config import Config
+from edulm.data.mixture import split_by_weight
+from edulm.data.mixture_loader import MixtureLoader
+from edulm.data.prefetch import PrefetchingLoader
 from edulm.data.shards import MANIFEST, TOKEN_DTYPE, check_fingerprint, open_shards, open_split, read_manifest
 from edulm.data.windows import ChecksumPass, TokenStream, batch_buffers
 from edulm.errors import UsageError
@@ -184,8 +187,6 @@ def make_train_loader(cfg: Config, rank: int = 0, world_size: int = 1, fingerpri
     checksums = [(folder / e["file"], e["crc32"]) for e in entries][rank::world_size]
     size = _micro_batch_size(cfg)
     if "mixture" in manifest:
-        from edulm.data.mixture_loader import MixtureLoader
-
         sources = manifest["mixture"]
         streams = [[a for a, e in zip(arrays, entries) if e["source"] == i] for i in range(len(sources))]
         loader: Any = MixtureLoader(
@@ -196,8 +197,6 @@ def make_train_loader(cfg: Config, rank: int = 0, world_size: int = 1, fingerpri
         loader = ShardLoader(arrays, cfg.train.seq_len, size, cfg.run.seed, rank, world_size,
                              where=str(folder / MANIFEST), checksums=checksums)
     if cfg.data.prefetch > 0:
-        from edulm.data.prefetch import PrefetchingLoader
-
         return PrefetchingLoader(loader, cfg.data.prefetch)
     return loader
 
@@ -264,8 +263,6 @@ def make_val_batches(cfg: Config, batch_size: int, max_tokens: int = 0) -> list[
             segments, weights = [_concat(arrays)], [1.0]
     available = [max(0, (len(tokens) - 1) // seq_len) for tokens in segments]
     if max_tokens > 0:
-        from edulm.data.mixture import split_by_weight
-
         wanted = split_by_weight(-(-max_tokens // seq_len), weights)
         available = [min(a, w) for a, w in zip(available, wanted)]
     return _batches(list(zip(segments, available)), seq_len, batch_size)

@@ -27,6 +27,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from edulm.data.shards import read_manifest
+
 DRAW_BLOCK = 1 << 16
 """Draws whose sources come from one generator call (a block is recomputed, not stored, on resume)."""
 _DRAW_STREAM = 0x6D6978  # keeps the draw generator apart from the window permutations
@@ -135,8 +137,6 @@ def realised_mixture(manifest: dict[str, Any] | str | Path, seed: int, seq_len: 
     gives one entry.
     """
     if not isinstance(manifest, dict):
-        from edulm.data.shards import read_manifest
-
         manifest = read_manifest(manifest)
     draws = max(0, tokens // seq_len)
     if "mixture" in manifest:

@@ -28,39 +28,44 @@ class _Failed:
         self.error = error
 
 
+def _fill(loader: Any, out: queue.Queue, stop: threading.Event) -> None:
+    """Body of the prefetch thread: ``(batch, state after it)`` items, or one :class:`_Failed`, until stopped."""
+    while not stop.is_set():
+        try:
+            item: Any = (next(loader), loader.state_dict())
+        except BaseException as err:  # noqa: BLE001 - handed to the consumer, which raises it
+            item = _Failed(err)
+        while not stop.is_set():
+            try:
+                out.put(item, timeout=_POLL_S)
+                break
+            except queue.Full:
+                continue
+        if isinstance(item, _Failed):
+            return
+
+
 class PrefetchingLoader:
     """``loader``'s batches, read ``depth`` ahead by a background thread; the same iterator API."""
 
     def __init__(self, loader: Any, depth: int = 2):
+        self._stop = threading.Event()
         if depth < 1:
             raise ValueError("depth must be at least 1")
         self.inner, self.depth = loader, depth
         self._state = loader.state_dict()  # of the next batch the consumer will get
         self._queue: queue.Queue | None = None
-        self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._failed: BaseException | None = None
 
     def _start(self) -> None:
         self._queue = queue.Queue(self.depth)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._fill, args=(self._queue, self._stop), name="edulm-prefetch", daemon=True)
+        # The thread holds the wrapped loader, not this object: a loader dropped without close() is
+        # collected, and __del__ stops the thread.
+        self._thread = threading.Thread(target=_fill, args=(self.inner, self._queue, self._stop), name="edulm-prefetch",
+                                        daemon=True)
         self._thread.start()
-
-    def _fill(self, out: queue.Queue, stop: threading.Event) -> None:
-        while not stop.is_set():
-            try:
-                item: Any = (next(self.inner), self.inner.state_dict())
-            except BaseException as err:  # noqa: BLE001 - handed to the consumer, which raises it
-                item = _Failed(err)
-            while not stop.is_set():
-                try:
-                    out.put(item, timeout=_POLL_S)
-                    break
-                except queue.Full:
-                    continue
-            if isinstance(item, _Failed):
-                return
 
     def __iter__(self) -> "PrefetchingLoader":
         return self
@@ -102,3 +107,6 @@ class PrefetchingLoader:
         """Stop the thread, then close the wrapped loader (safe to call twice)."""
         self._halt()
         self.inner.close()
+
+    def __del__(self) -> None:
+        self._stop.set()  # dropped without close(): let the thread end (it does not keep us alive)

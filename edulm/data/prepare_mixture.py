@@ -20,10 +20,10 @@ from typing import Any
 
 from edulm.config import Config
 from edulm.data.mixture import source_folder, split_by_weight
-from edulm.data.prepare import FolderPlan, TokenizerFacts, held_out_summary, prepare_folder
-from edulm.data.prepare_state import STATE, PrepareState, differences, load_state, remove_state, save_state
+from edulm.data.prepare_folder import FolderPlan, TokenizerFacts, held_out_summary, prepare_folder
+from edulm.data.prepare_state import STATE, differences, load_state, remove_state, save_state
 from edulm.data.shards import FORMAT_VERSION, MANIFEST, read_manifest
-from edulm.data.sources import Source
+from edulm.data.records import Source
 from edulm.data.split import VAL_EVERY
 from edulm.errors import UsageError
 from edulm.files import remove_stale_temps, write_json

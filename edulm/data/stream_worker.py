@@ -15,7 +15,8 @@ import numpy as np
 
 from edulm.data.documents import DocumentWalk, WalkStart, tokenize_here
 from edulm.data.mixture import DrawSequence
-from edulm.data.sources import Source, open_source
+from edulm.data.records import Source
+from edulm.data.sources import open_source
 from edulm.data.workers import exit_with_parent
 from edulm.errors import UsageError
 

@@ -84,6 +84,19 @@ def test_close_leaves_no_thread(prepared):
     assert not loaders[0].inner._checks._thread.is_alive()  # the wrapped loader is closed too
 
 
+def test_a_loader_dropped_without_close_stops_its_thread(prepared):
+    import gc
+
+    before = len(_prefetch_threads())
+    loader = make_train_loader(prepared)
+    next(loader)
+    assert len(_prefetch_threads()) == before + 1
+    del loader
+    gc.collect()
+    _wait_until(lambda: len(_prefetch_threads()) == before)
+    assert len(_prefetch_threads()) == before
+
+
 def test_an_error_of_the_wrapped_loader_reaches_the_consumer_in_order():
     class Failing:
         def __init__(self):
@@ -101,6 +114,7 @@ def test_an_error_of_the_wrapped_loader_reaches_the_consumer_in_order():
         def close(self):
             pass
 
+    before = len(_prefetch_threads())
     loader = PrefetchingLoader(Failing(), depth=2)
     assert next(loader)[0][0, 0] == 1 and next(loader)[0][0, 0] == 2
     assert loader.state_dict() == {"n": 2}
@@ -108,4 +122,4 @@ def test_an_error_of_the_wrapped_loader_reaches_the_consumer_in_order():
         with pytest.raises(RuntimeError, match="disk went away"):
             next(loader)
     loader.close()
-    assert not _prefetch_threads()
+    assert len(_prefetch_threads()) == before

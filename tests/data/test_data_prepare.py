@@ -3,12 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +14,8 @@ from edulm.data.hub import HubSource, SourceError
 from edulm.data.prepare import prepare
 from edulm.data.prepare_state import STATE
 from edulm.data.shards import open_split, read_header, verify_shard
-from edulm.data.sources import LocalFiles, RecordStream, Source
+from edulm.data.records import RecordStream, Source
+from edulm.data.sources import LocalFiles
 from edulm.errors import UsageError
 
 
@@ -121,7 +116,7 @@ class Counted(Source):
 def test_token_budget_stops_reading_once_both_splits_are_full(make_cfg, tmp_path, monkeypatch, val_tokens):
     # One document per batch, so the budget (or the held-out quota) is always met at the end of a batch:
     # reading must still stop right there rather than run on to the end of the source.
-    monkeypatch.setattr("edulm.data.sources.BATCH_DOCS", 1)
+    monkeypatch.setattr("edulm.data.records.BATCH_DOCS", 1)
     source = Counted(20_000)
     cfg = make_cfg("unused", max_tokens=3_000, val_tokens=val_tokens)
     manifest = prepare(cfg, source=source)

@@ -11,7 +11,8 @@ import pytest
 from data_helpers import fineweb_rows, write_jsonl, write_parquet
 from edulm.data.builtin_sample import BuiltinSample, clean_docstring, harvest
 from edulm.data.hub import HubSpec, is_transient, parse_hub_spec
-from edulm.data.sources import document_batches, iter_texts, open_source
+from edulm.data.records import document_batches
+from edulm.data.sources import iter_texts, open_source
 from edulm.errors import UsageError
 
 
