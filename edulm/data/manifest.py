@@ -93,21 +93,35 @@ def _file_problem(entries: list[dict[str, Any]], where: str) -> str | None:
     return None
 
 
+def _source_problem(entries: list[dict[str, Any]], n_sources: int, where: str) -> str | None:
+    """A mixture's shard entry whose ``source`` is not the number of one of its ``n_sources`` sources."""
+    for i, entry in enumerate(entries):
+        source = entry.get("source")
+        if not isinstance(source, int) or isinstance(source, bool) or not 0 <= source < n_sources:
+            return f"{where}[{i}].source is not the number of a mixture source"
+    return None
+
+
+def _manifest_problem(manifest: Any) -> str | None:
+    problem = shape_problem(manifest, MANIFEST_SHAPE)
+    if problem:
+        return problem
+    splits = {split: manifest["splits"][split]["shards"] for split in ("train", "val")}
+    for split, entries in splits.items():
+        problem = _file_problem(entries, f"splits.{split}.shards")
+        if problem:
+            return problem
+    if "mixture" not in manifest:
+        return None
+    problem = shape_problem(manifest["mixture"], [MIXTURE_SOURCE], "mixture")
+    for split, entries in splits.items():
+        problem = problem or _source_problem(entries, len(manifest["mixture"]), f"splits.{split}.shards")
+    return problem
+
+
 def check_manifest(manifest: Any, path: Any) -> dict[str, Any]:
     """``manifest`` when it has the shape of a finished prepare's ``manifest.json``; else UsageError naming ``path``."""
-    problem = shape_problem(manifest, MANIFEST_SHAPE)
-    if problem is None:
-        for split in ("train", "val"):
-            problem = problem or _file_problem(manifest["splits"][split]["shards"], f"splits.{split}.shards")
-    if problem is None and "mixture" in manifest:
-        problem = shape_problem(manifest["mixture"], [MIXTURE_SOURCE], "mixture")
-        if problem is None:
-            n = len(manifest["mixture"])
-            for i, entry in enumerate(manifest["splits"]["train"]["shards"]):
-                source = entry.get("source")
-                if not isinstance(source, int) or isinstance(source, bool) or not 0 <= source < n:
-                    problem = f"splits.train.shards[{i}].source is not the number of a mixture source"
-                    break
+    problem = _manifest_problem(manifest)
     if problem:
         raise UsageError(f"{path}: damaged manifest ({problem}); run 'edulm prepare' again")
     return manifest

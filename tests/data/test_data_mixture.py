@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -220,3 +221,20 @@ def test_cli_mixture_errors_are_one_line(tmp_path, tokenizer_file, fineweb_dir, 
         code, err = run(source)
         assert code == 2 and len(err.strip().splitlines()) == 1 and message in err, err
         assert not (tmp_path / "out").exists()
+
+
+def test_a_mixture_manifest_of_the_wrong_shape_is_damage(mixed):
+    cfg, manifest = mixed
+    path = Path(cfg.data.shards_dir) / "manifest.json"
+    for damage, problem in [
+        (lambda m: m["splits"]["val"]["shards"][0].pop("source"), "splits.val.shards[0].source is not the number of a mixture source"),
+        (lambda m: m["splits"]["train"]["shards"][0].update(source=2), "splits.train.shards[0].source is not the number"),
+        (lambda m: m["mixture"][1].pop("weight"), "mixture[1] has no 'weight'"),
+    ]:
+        broken = json.loads(json.dumps(manifest))
+        damage(broken)
+        path.write_text(json.dumps(broken))
+        for read in (lambda: make_train_loader(cfg), lambda: make_val_batches(cfg, 2),
+                     lambda: realised_mixture(cfg.data.shards_dir, 7, SEQ, 1000)):
+            with pytest.raises(UsageError, match=f"damaged manifest \\({re.escape(problem)}"):
+                read()
