@@ -19,7 +19,6 @@ import hashlib
 import importlib.util
 import inspect
 import json
-import os
 import platform
 import re
 import sysconfig
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from edulm.data.records import BUILTIN_SAMPLE, RecordStream, Source
+from edulm.files import remove_stale_temps, write_text
 from edulm.tokenizer import cache_dir
 
 HARVEST_VERSION = 1
@@ -153,11 +153,9 @@ def load_sample(roots: list[tuple[str, Path]] | None = None) -> list[str]:
             return [json.loads(line) for line in f]
     docs = list(harvest(roots))
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for doc in docs:
-            f.write(json.dumps(doc, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)  # readers see a complete cache or none
+    remove_stale_temps(path.parent)  # caches half-written by killed processes
+    # Readers see a complete cache or none.
+    write_text(path, "".join(json.dumps(doc, ensure_ascii=False) + "\n" for doc in docs), "the built-in sample cache")
     return docs
 
 

@@ -126,7 +126,7 @@ def test_leftovers_of_a_killed_run_are_cleaned_and_its_held_out_tail_dropped(mak
     partial = (out / VAL_PARTIAL).read_bytes()
     # As a run killed mid-write leaves them: held-out tokens past the state, a temporary of a dead writer.
     (out / VAL_PARTIAL).write_bytes(partial + b"\x07\x00" * 333)
-    stale = temp_path(out / "train-000009.bin").with_name(temp_path(out / "x").name.replace(f"-{os.getpid()}@", "-999999999@"))
+    stale = out / temp_path(out / "train-000009.bin").name.replace(f"-{os.getpid()}@", "-999999999@")  # no such PID
     stale.write_bytes(b"half")
     prepare(cfg)
     assert not stale.exists()
