@@ -238,3 +238,24 @@ def test_a_mixture_manifest_of_the_wrong_shape_is_damage(mixed):
                      lambda: realised_mixture(cfg.data.shards_dir, 7, SEQ, 1000)):
             with pytest.raises(UsageError, match=f"damaged manifest \\({re.escape(problem)}"):
                 read()
+
+
+@pytest.mark.parametrize("source, message", [
+    ([{"source": "a", "weight": float("nan")}], "data.source[0].weight must be a positive number, got nan"),
+    ([{"source": "a", "weight": float("inf")}], "data.source[0].weight must be a positive number, got inf"),
+    ([{"source": "a"}, {"source": "b", "weight": 0}], "data.source[1].weight must be a positive number, got 0.0"),
+    ([{"source": "a"}, {"source": "a"}], "data.source[1] repeats the source 'a'"),
+    ([{"weight": 2}], "data.source[0] names no source"),
+    (["a", "b"], "data.source[0]: expected a mapping with keys source, weight, text_field, pattern"),
+    ([{"source": "a", "text_feild": "body"}], "data.source[0]: unknown key 'text_feild' (did you mean 'text_field'?)"),
+])
+def test_mixture_config_is_validated(source, message):
+    from edulm.config import config_from_dict
+
+    with pytest.raises(UsageError) as caught:
+        config_from_dict({"data": {"source": source}})
+    assert message in str(caught.value)
+    with pytest.raises(UsageError, match="data.pattern applies to a single data.source"):
+        config_from_dict({"data": {"source": [{"source": "a"}], "pattern": "*.parquet"}})
+    cfg = config_from_dict({"data": {"source": [{"source": "a", "weight": 2}, {"source": "b", "text_field": "body"}]}})
+    assert [(e.source, e.weight, e.text_field) for e in cfg.data.sources()] == [("a", 2.0, "text"), ("b", 1.0, "body")]
