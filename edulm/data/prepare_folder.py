@@ -42,11 +42,15 @@ class TokenizerFacts:
     """What the shards record about the tokenizer."""
 
     name: str
+    """``tokenizer.name`` as configured."""
     json: str
     """The raw ``tokenizers`` JSON, sent to the worker processes."""
     fingerprint: str
+    """:func:`edulm.tokenizer.tokenizer_fingerprint`: equal fingerprints, identical token ids."""
     eos_id: int
+    """The separator written after every document."""
     vocab_size: int
+    """Number of token ids (at most 65,536 for uint16 shards)."""
 
     @classmethod
     def load(cls, name: str) -> "TokenizerFacts":
@@ -66,13 +70,21 @@ class FolderPlan:
     """One source prepared into one folder (the whole job, or one source of a mixture)."""
 
     source: str
+    """The source's name, as ``data.source`` (or a mixture entry's ``source``) gives it."""
     text_field: str
+    """Field holding the text of its records."""
     pattern: str
+    """Files chosen in a folder source ('' for all)."""
     seed: int
+    """``run.seed``: decides the held-out documents."""
     val_tokens: int
+    """Tokens to hold out (whole documents)."""
     max_tokens: int
+    """Training-token budget; 0 reads the whole source."""
     shard_tokens: int
+    """Tokens per training shard."""
     workers: int
+    """Tokenizer processes (0: one per core)."""
     label: str = ""
     """How messages name this source ('' for a single source; 'source 2/3' in a mixture)."""
 
