@@ -13,6 +13,7 @@ import dataclasses
 import difflib
 import functools
 import inspect
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -72,23 +73,50 @@ class TokenizerConfig:
 
 
 @dataclass
+class SourceEntry:
+    source: str = ""
+    """One source of a mixture, in any form a single data.source takes (hub, files, folder, glob, builtin:sample)."""
+    weight: float = 1.0
+    """Relative share of the training windows drawn from this source (positive; the weights are normalised over the list)."""
+    text_field: str = ""
+    """Field that holds the text in this source's records; empty means data.text_field."""
+    pattern: str = ""
+    """For a folder source: the files to read, as a glob relative to the folder (e.g. '*.parquet', '**/*.jsonl'); empty means every data file (of one kind)."""
+
+
+@dataclass
 class DataConfig:
-    source: str = "builtin:sample"
-    """Where text comes from: 'hf://OWNER/NAME[/CONFIG]' (streamed), local parquet/jsonl/txt files, folders or globs, or 'builtin:sample'."""
+    source: Union[str, list[SourceEntry]] = "builtin:sample"
+    """Where text comes from: 'hf://OWNER/NAME[/CONFIG]' (streamed), local parquet/jsonl/txt files, folders or globs, or 'builtin:sample'; or a list of {source, weight, text_field, pattern} entries, a mixture drawn by weight."""
     text_field: str = "text"
     """Field that holds the document text in parquet, jsonl and hub records."""
+    pattern: str = ""
+    """For a folder data.source: the files to read, as a glob relative to the folder (e.g. '*.parquet'); empty means every data file, which must then all be of one kind (parquet, jsonl or txt)."""
     shards_dir: str = "data/shards"
     """Folder of prepared uint16 token shards (with manifest.json)."""
     val_tokens: int = 1_000_000
-    """Tokens held out for validation, chosen by whole documents; never in the training split."""
+    """Tokens held out for validation, chosen by whole documents; never in the training split. A mixture holds out each source's share by weight."""
     workers: int = 0
     """Tokenizer processes for `edulm prepare`; 0 means one per CPU core."""
     shard_tokens: int = 100_000_000
     """Tokens per training shard file."""
     max_tokens: int = 0
-    """Stop `edulm prepare` after this many training tokens; 0 means read the whole source."""
+    """Stop `edulm prepare` after this many training tokens (a mixture: each source's share by weight); 0 means read the whole source."""
     streaming: bool = False
     """Train straight from data.source, tokenizing on the fly, instead of reading prepared shards."""
+    prefetch: int = 2
+    """Training batches a background thread reads ahead of the training loop (pinned on CUDA); 0 reads them in the loop."""
+
+    @property
+    def is_mixture(self) -> bool:
+        """True when data.source is a list of weighted sources."""
+        return isinstance(self.source, list)
+
+    def sources(self) -> list[SourceEntry]:
+        """The sources as weighted entries (one entry of weight 1 for a single source), text fields filled in."""
+        if isinstance(self.source, str):
+            return [SourceEntry(self.source, 1.0, self.text_field, self.pattern)]
+        return [dataclasses.replace(e, text_field=e.text_field or self.text_field) for e in self.source]
 
 
 @dataclass
@@ -236,8 +264,24 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             try:
                 return _coerce(value, option, where)
             except UsageError:
+                if isinstance(value, list) and typing.get_origin(option) is list:
+                    raise  # a list can only be meant for the list option: its own message says what is wrong
                 continue
         raise UsageError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+    if origin is list:
+        if not isinstance(value, list):
+            raise UsageError(f"{where}: expected a list, got {value!r}")
+        (item,) = typing.get_args(tp)
+        return [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    if dataclasses.is_dataclass(tp):
+        names = [f.name for f in dataclasses.fields(tp)]
+        if not isinstance(value, dict):
+            raise UsageError(f"{where}: expected a mapping with keys {', '.join(names)}, got {value!r}")
+        hints = typing.get_type_hints(tp)
+        for key in value:
+            if key not in hints:
+                raise UsageError(f"{where}: unknown key '{key}'{_did_you_mean(str(key), names)}")
+        return tp(**{key: _coerce(v, hints[key], f"{where}.{key}") for key, v in value.items()})
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -370,6 +414,28 @@ def save_config(cfg: Config, path: str | Path) -> None:
     tmp.replace(path)
 
 
+def _validate_sources(d: DataConfig, where: str) -> None:
+    """data.source: a non-empty name, or a non-empty list of distinct entries with positive, finite weights."""
+    if isinstance(d.source, str):
+        if not d.source.strip():
+            raise UsageError(f"{where}: data.source is empty; name a source such as builtin:sample")
+        return
+    if not d.source:
+        raise UsageError(f"{where}: data.source is an empty list; name at least one source")
+    if d.pattern:
+        raise UsageError(f"{where}: data.pattern applies to a single data.source; give each entry of the list its own pattern")
+    seen = set()
+    for i, entry in enumerate(d.sources()):
+        if not entry.source.strip():
+            raise UsageError(f"{where}: data.source[{i}] names no source; write {{source: NAME, weight: W}}")
+        if not (math.isfinite(entry.weight) and entry.weight > 0):
+            raise UsageError(f"{where}: data.source[{i}].weight must be a positive number, got {entry.weight}")
+        key = (entry.source.strip(), entry.text_field, entry.pattern)
+        if key in seen:
+            raise UsageError(f"{where}: data.source[{i}] repeats the source '{entry.source}'; give it one entry with the sum of the weights")
+        seen.add(key)
+
+
 def validate(cfg: Config, source: str = "config") -> None:
     """Reject sizes that are not positive and shapes that do not fit together."""
     m, t, d = cfg.model, cfg.train, cfg.data
@@ -407,10 +473,9 @@ def validate(cfg: Config, source: str = "config") -> None:
         if not 0 <= getattr(t, name) < 1:
             raise UsageError(f"{source}: train.{name} must be in [0, 1), got {getattr(t, name)}")
 
-    non_negative("data", d, "val_tokens", "workers", "max_tokens")
+    non_negative("data", d, "val_tokens", "workers", "max_tokens", "prefetch")
     positive("data", d, "shard_tokens")
-    if not d.source.strip():
-        raise UsageError(f"{source}: data.source is empty; name a source such as builtin:sample")
+    _validate_sources(d, source)
     # An empty path or name would silently mean "the current folder" or an unnamed run.
     for section, obj, name in (("run", cfg.run, "name"), ("run", cfg.run, "out_dir"), ("tokenizer", cfg.tokenizer, "name"),
                                ("data", d, "text_field"), ("data", d, "shards_dir")):

@@ -19,7 +19,6 @@ import hashlib
 import importlib.util
 import inspect
 import json
-import os
 import platform
 import re
 import sysconfig
@@ -27,8 +26,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from edulm.data.sources import BUILTIN_SAMPLE, RecordStream, Source
 from edulm.cache import cache_dir
+from edulm.data.records import BUILTIN_SAMPLE, RecordStream, Source
+from edulm.files import remove_stale_temps, write_text
 
 HARVEST_VERSION = 1
 """Bump when the harvest rules change, so caches are rebuilt."""
@@ -153,11 +153,9 @@ def load_sample(roots: list[tuple[str, Path]] | None = None) -> list[str]:
             return [json.loads(line) for line in f]
     docs = list(harvest(roots))
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for doc in docs:
-            f.write(json.dumps(doc, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)  # readers see a complete cache or none
+    remove_stale_temps(path.parent)  # caches half-written by killed processes
+    # Readers see a complete cache or none.
+    write_text(path, "".join(json.dumps(doc, ensure_ascii=False) + "\n" for doc in docs), "the built-in sample cache")
     return docs
 
 

@@ -3,14 +3,16 @@
 Each worker holds the raw ``tokenizers.Tokenizer`` (sent once as JSON) and encodes a whole batch with
 ``encode_batch_fast`` on one thread; the parent keeps at most ``2 * workers`` batches in flight, so
 memory stays bounded however large the source. Order is the submission order whatever finishes first,
-which keeps shards identical for any number of workers. This module imports only numpy and tokenizers
-so that worker processes start fast.
+which keeps shards identical for any number of workers. Workers ignore Ctrl-C (the parent decides and
+shuts them down) and end when the parent dies (:func:`edulm.data.workers.exit_with_parent`). This
+module imports only numpy, tokenizers and light edulm modules so that worker processes start fast.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -18,14 +20,17 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
-TOKEN_DTYPE = np.dtype("<u2")
+from edulm.data.shards import TOKEN_DTYPE
+from edulm.data.workers import exit_with_parent
 
 _worker_tokenizer: Any = None
 _worker_eos: int = 0
 
 
-def _init_worker(tokenizer_json: str, eos_id: int) -> None:
+def _init_worker(tokenizer_json: str, eos_id: int, parent: int) -> None:
     global _worker_tokenizer, _worker_eos
+    exit_with_parent(parent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group; the parent decides
     # One thread per process: the processes are the parallelism (and rayon threads would oversubscribe).
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
     from tokenizers import Tokenizer
@@ -82,7 +87,7 @@ class BatchEncoder:
         # BrokenProcessPool instead of leaving the parent waiting forever.
         self._pool = ProcessPoolExecutor(
             self.workers, mp_context=multiprocessing.get_context("spawn"),
-            initializer=_init_worker, initargs=(self.tokenizer_json, self.eos_id),
+            initializer=_init_worker, initargs=(self.tokenizer_json, self.eos_id, os.getpid()),
         )
         pending: deque = deque()
         try:

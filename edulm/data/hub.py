@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from edulm.data.sources import HUB_PREFIX, RecordStream, Source, record_text
+from edulm.data.records import HUB_PREFIX, RecordStream, Source, record_text
 from edulm.errors import UsageError
 from edulm.hub import use_hub
 

@@ -1,14 +1,14 @@
 """Training and validation batches from prepared shards (or, with ``data.streaming``, from the source).
 
-The training split is one long token stream (the shards in order). Window ``w`` is the ``seq_len + 1``
-tokens starting at ``w * seq_len``: inputs are its first ``seq_len`` tokens and targets the last
-``seq_len``, so consecutive windows share one token and every token is a target exactly once per epoch.
-Windows cross document boundaries (the end-of-document token separates documents).
+The training split is one long token stream (the shards in order), cut into packed windows
+(:mod:`edulm.data.windows`): window ``w`` is the ``seq_len + 1`` tokens starting at ``w * seq_len``.
 
 Each epoch visits the windows in a permutation drawn from ``(run.seed, epoch)``. Rank ``r`` of ``n``
 takes positions ``r, r + n, r + 2n, ...`` of that permutation (the last ``windows mod n`` positions are
 left out so every rank has the same number of steps), so ranks are disjoint and together cover the
 epoch. The loader's state is ``(epoch, position)``; a resumed run continues at the exact next window.
+A mixture's shards are drawn by weight instead (:mod:`edulm.data.mixture_loader`), and
+``data.prefetch`` batches are read ahead by a background thread (:mod:`edulm.data.prefetch`).
 
 Opening checks each shard's header, size and tokenizer fingerprint against ``manifest.json``; the
 CRC-32 of every shard's tokens is checked by a background thread while training starts.
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import functools
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,11 @@ import numpy as np
 import torch
 
 from edulm.config import Config
-from edulm.data.shards import MANIFEST, open_split, read_manifest, verify_shard
+from edulm.data.mixture import split_by_weight
+from edulm.data.mixture_loader import MixtureLoader
+from edulm.data.prefetch import PrefetchingLoader
+from edulm.data.shards import MANIFEST, TOKEN_DTYPE, check_fingerprint, open_shards, open_split, read_manifest
+from edulm.data.windows import ChecksumPass, TokenStream, batch_buffers
 from edulm.errors import UsageError
 
 
@@ -45,9 +48,9 @@ def _run_fingerprint(cfg: Config, manifest: dict[str, Any], fingerprint: str | N
     """
     if fingerprint is not None:
         return fingerprint
-    recorded = manifest.get("tokenizer", {})
-    if recorded.get("name") == cfg.tokenizer.name:
-        return recorded.get("fingerprint")
+    recorded = manifest["tokenizer"]
+    if recorded["name"] == cfg.tokenizer.name:
+        return recorded["fingerprint"]
     return _fingerprint_of(cfg.tokenizer.name)
 
 
@@ -56,10 +59,6 @@ def _micro_batch_size(cfg: Config) -> int:
     if not isinstance(size, int):
         raise ValueError("train.micro_batch_size must be resolved to a number before building the loader")
     return size
-
-
-def _pin(tensor: torch.Tensor, pin: bool) -> torch.Tensor:
-    return tensor.pin_memory() if pin else tensor
 
 
 class ShardLoader:
@@ -79,12 +78,11 @@ class ShardLoader:
     ):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is outside world size {world_size}")
-        self.arrays = [a for a in arrays if len(a)]
-        self.offsets = np.cumsum([0] + [len(a) for a in self.arrays])
-        self.total_tokens = int(self.offsets[-1])
+        self.stream = TokenStream(arrays, seq_len)
+        self.total_tokens = self.stream.total_tokens
         self.seq_len, self.batch_size, self.seed = seq_len, batch_size, seed
         self.rank, self.world_size = rank, world_size
-        self.n_windows = max(0, (self.total_tokens - 1) // seq_len)
+        self.n_windows = self.stream.n_windows
         self.per_rank = self.n_windows // world_size
         if self.per_rank == 0:
             raise UsageError(
@@ -94,28 +92,11 @@ class ShardLoader:
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.epoch, self.position = 0, 0
         self._order_epoch, self._order = -1, np.zeros(0, dtype=np.int64)
-        # Whole-file checksums are read in the background, so a large dataset costs no start-up time;
-        # a damaged shard stops training at the next batch with the file's name.
-        self._damage: UsageError | None = None
-        self._closed = threading.Event()
-        self._verifier = threading.Thread(target=self._verify, args=(checksums or [],), name="edulm-shard-check", daemon=True)
-        self._verifier.start()
-
-    def _verify(self, checksums: list[tuple[Path, int]]) -> None:
-        for path, crc in checksums:
-            if self._closed.is_set():
-                return
-            try:
-                verify_shard(path, crc)
-            except UsageError as err:
-                self._damage = err
-                return
+        self._checks = ChecksumPass(checksums or [])
 
     def verified(self) -> None:
         """Wait for the background checksum pass; raise UsageError naming a damaged shard."""
-        self._verifier.join()
-        if self._damage is not None:
-            raise self._damage
+        self._checks.wait()
 
     def _rank_order(self) -> np.ndarray:
         """This rank's window ids for the current epoch (computed once per epoch)."""
@@ -134,39 +115,19 @@ class ShardLoader:
         finally:
             self.epoch = saved
 
-    def _copy_window(self, window: int, x: np.ndarray, y: np.ndarray) -> None:
-        start = window * self.seq_len
-        stop = start + self.seq_len + 1
-        shard = int(np.searchsorted(self.offsets, start, side="right")) - 1
-        local = start - int(self.offsets[shard])
-        array = self.arrays[shard]
-        if local + (stop - start) <= len(array):
-            chunk = array[local : local + self.seq_len + 1]
-        else:  # the window runs into the next shard(s)
-            pieces, need = [], stop - start
-            while need:
-                piece = self.arrays[shard][local : local + need]
-                pieces.append(piece)
-                need -= len(piece)
-                shard, local = shard + 1, 0
-            chunk = np.concatenate(pieces)
-        x[:] = chunk[:-1]
-        y[:] = chunk[1:]
-
     def __iter__(self) -> "ShardLoader":
         return self
 
     def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
-        if self._damage is not None:
-            raise self._damage
-        x = np.empty((self.batch_size, self.seq_len), dtype=np.int64)
-        y = np.empty((self.batch_size, self.seq_len), dtype=np.int64)
+        self._checks.raise_damage()
+        x, y = batch_buffers(self.batch_size, self.seq_len, self.pin_memory)
+        xs, ys = x.numpy(), y.numpy()
         for row in range(self.batch_size):
             if self.position >= self.per_rank:
                 self.epoch, self.position = self.epoch + 1, 0
-            self._copy_window(int(self._rank_order()[self.position]), x[row], y[row])
+            self.stream.copy_window(int(self._rank_order()[self.position]), xs[row], ys[row])
             self.position += 1
-        return _pin(torch.from_numpy(x), self.pin_memory), _pin(torch.from_numpy(y), self.pin_memory)
+        return x, y
 
     def state_dict(self) -> dict[str, Any]:
         """Where the next batch starts, plus what the position means (plain Python values only)."""
@@ -178,7 +139,8 @@ class ShardLoader:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from a :meth:`state_dict` (of any rank: all ranks of a step share the position)."""
         if state.get("kind") != "shards":
-            raise UsageError("the checkpoint's data position is from a streaming run; set data.streaming=true to resume it")
+            raise UsageError(f"the checkpoint's data position is from {_KINDS.get(state.get('kind'), 'another kind of data')}, "
+                             "not from prepared shards of one source; resume with the data settings the run started with")
         for key in ("seed", "seq_len", "total_tokens"):
             if state.get(key) != getattr(self, key):
                 raise UsageError(
@@ -196,8 +158,12 @@ class ShardLoader:
 
     def close(self) -> None:
         """Stop the background checksum pass (memory maps close with the arrays)."""
-        self._closed.set()
-        self._verifier.join()
+        self._checks.close()
+
+
+_KINDS = {"stream": "a streaming run (data.streaming=true)", "mixture": "a mixture of sources",
+          "shards": "prepared shards of one source"}
+"""How a loader state's ``kind`` is named in messages."""
 
 
 def make_train_loader(cfg: Config, rank: int = 0, world_size: int = 1, fingerprint: str | None = None):
@@ -205,22 +171,50 @@ def make_train_loader(cfg: Config, rank: int = 0, world_size: int = 1, fingerpri
 
     ``fingerprint`` is the run tokenizer's; shards made with another tokenizer are refused. Without it,
     the manifest's tokenizer is accepted when its name equals ``tokenizer.name`` and is fingerprinted
-    otherwise.
+    otherwise. With ``data.prefetch`` above 0 a background thread reads that many batches ahead.
     """
     if cfg.data.streaming:
         from edulm.data.streaming import StreamingLoader
 
-        return StreamingLoader(cfg, rank=rank, world_size=world_size)
-    manifest = read_manifest(cfg.data.shards_dir)
-    expected = _run_fingerprint(cfg, manifest, fingerprint)
-    arrays = open_split(cfg.data.shards_dir, "train", fingerprint=expected)
+        return StreamingLoader(cfg, rank=rank, world_size=world_size)  # reads ahead in its own process
     folder = Path(cfg.data.shards_dir)
+    manifest = read_manifest(folder)
+    check_fingerprint(manifest, folder, _run_fingerprint(cfg, manifest, fingerprint))
+    _check_mixture(cfg, manifest, folder)
+    entries = manifest["splits"]["train"]["shards"]
+    arrays = open_shards(folder, entries, manifest["tokenizer"]["fingerprint"])
     # Each rank checks every world_size-th shard: on one machine every shard is read once.
-    checksums = [(folder / e["file"], e["crc32"]) for e in manifest["splits"]["train"]["shards"]][rank::world_size]
-    return ShardLoader(
-        arrays, cfg.train.seq_len, _micro_batch_size(cfg), cfg.run.seed, rank, world_size,
-        where=str(folder / MANIFEST), checksums=checksums,
-    )
+    checksums = [(folder / e["file"], e["crc32"]) for e in entries][rank::world_size]
+    size = _micro_batch_size(cfg)
+    if "mixture" in manifest:
+        sources = manifest["mixture"]
+        streams = [[a for a, e in zip(arrays, entries) if e["source"] == i] for i in range(len(sources))]
+        loader: Any = MixtureLoader(
+            streams, [s["weight"] for s in sources], cfg.train.seq_len, size, cfg.run.seed, rank, world_size,
+            names=[str(folder / s["folder"]) for s in sources], checksums=checksums,
+        )
+    else:
+        loader = ShardLoader(arrays, cfg.train.seq_len, size, cfg.run.seed, rank, world_size,
+                             where=str(folder / MANIFEST), checksums=checksums)
+    if cfg.data.prefetch > 0:
+        return PrefetchingLoader(loader, cfg.data.prefetch)
+    return loader
+
+
+def _check_mixture(cfg: Config, manifest: dict[str, Any], folder: Path) -> None:
+    """Refuse shards prepared for another kind of data: one source for a mixture, other weights, ..."""
+    prepared = manifest.get("mixture")
+    wanted = cfg.data.sources() if cfg.data.is_mixture else None
+    if prepared is None and wanted is None:
+        return
+    if prepared is None or wanted is None:
+        what = "one source" if prepared is None else "a mixture"
+        raise UsageError(f"{folder / MANIFEST}: prepared from {what}, but data.source is {'a mixture' if wanted else 'one source'}; "
+                         "run 'edulm prepare' with this config, or point data.shards_dir at matching shards")
+    if [(p["source"], float(p["weight"])) for p in prepared] != [(w.source, w.weight) for w in wanted]:
+        raise UsageError(f"{folder / MANIFEST}: prepared for another mixture (sources and weights "
+                         f"{[(p['source'], p['weight']) for p in prepared]}); run 'edulm prepare' with this config, "
+                         "or point data.shards_dir at matching shards")
 
 
 def windows_to_batches(tokens: np.ndarray, seq_len: int, batch_size: int, max_tokens: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -232,26 +226,47 @@ def windows_to_batches(tokens: np.ndarray, seq_len: int, batch_size: int, max_to
     n = max(0, (len(tokens) - 1) // seq_len)
     if max_tokens > 0:
         n = min(n, -(-max_tokens // seq_len))
+    return _batches([(tokens, n)], seq_len, batch_size)
+
+
+def _batches(segments: list[tuple[np.ndarray, int]], seq_len: int, batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The first ``n`` windows of each ``(tokens, n)`` segment, in order, as batches of ``batch_size`` rows."""
+    rows = [tokens[w * seq_len : w * seq_len + seq_len + 1] for tokens, n in segments for w in range(n)]
     batches = []
-    for first in range(0, n, batch_size):
-        rows = range(first, min(n, first + batch_size))
-        x = np.stack([tokens[w * seq_len : w * seq_len + seq_len] for w in rows]).astype(np.int64)
-        y = np.stack([tokens[w * seq_len + 1 : w * seq_len + seq_len + 1] for w in rows]).astype(np.int64)
-        batches.append((torch.from_numpy(x), torch.from_numpy(y)))
+    for first in range(0, len(rows), batch_size):
+        chunk = np.stack(rows[first : first + batch_size]).astype(np.int64)
+        batches.append((torch.from_numpy(chunk[:, :-1].copy()), torch.from_numpy(chunk[:, 1:].copy())))
     return batches
 
 
 def make_val_batches(cfg: Config, batch_size: int, max_tokens: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """The held-out split as a fixed list of ``(inputs, targets)`` batches (empty when nothing is held out).
 
-    Windows are consecutive and non-overlapping, so the same batches come back on every call.
-    With ``data.streaming`` the held-out documents are read and tokenized from the source.
+    Windows are consecutive and non-overlapping, so the same batches come back on every call. For a
+    mixture, each source's held-out tokens are windowed on their own and ``max_tokens`` is shared
+    among the sources by weight, so the loss is over the mixture. With ``data.streaming`` the
+    held-out documents are read and tokenized from the source.
     """
+    seq_len = cfg.train.seq_len
     if cfg.data.streaming:
-        from edulm.data.streaming import held_out_tokens
+        from edulm.data.streaming import held_out_segments
 
-        tokens = held_out_tokens(cfg)
+        segments, weights = held_out_segments(cfg), [e.weight for e in cfg.data.sources()]
     else:
+        manifest = read_manifest(cfg.data.shards_dir)
+        entries = manifest["splits"]["val"]["shards"]
         arrays = open_split(cfg.data.shards_dir, "val")
-        tokens = np.concatenate(arrays) if arrays else np.zeros(0, dtype=np.uint16)
-    return windows_to_batches(tokens, cfg.train.seq_len, batch_size, max_tokens)
+        if "mixture" in manifest:
+            weights = [float(s["weight"]) for s in manifest["mixture"]]
+            segments = [_concat([a for a, e in zip(arrays, entries) if e["source"] == i]) for i in range(len(weights))]
+        else:
+            segments, weights = [_concat(arrays)], [1.0]
+    available = [max(0, (len(tokens) - 1) // seq_len) for tokens in segments]
+    if max_tokens > 0:
+        wanted = split_by_weight(-(-max_tokens // seq_len), weights)
+        available = [min(a, w) for a, w in zip(available, wanted)]
+    return _batches(list(zip(segments, available)), seq_len, batch_size)
+
+
+def _concat(arrays: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(arrays) if arrays else np.zeros(0, dtype=TOKEN_DTYPE)

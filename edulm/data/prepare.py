@@ -1,348 +1,100 @@
 """``edulm prepare``: tokenize ``data.source`` into uint16 shards with a held-out split and a manifest.
 
 Documents are read in source order by this process, tokenized in ``data.workers`` processes (results
-come back in order), split into training and held-out documents (:mod:`edulm.data.split`), and each
-followed by one end-of-document token. Training tokens fill ``train-NNNNNN.bin`` shards of
-``data.shard_tokens`` tokens (a document may continue into the next shard); held-out tokens go to
-``val-NNNNNN.bin`` at the end; ``manifest.json`` is written last.
+come back in order), split into training and held-out documents (:mod:`edulm.data.documents`), and each
+followed by one end-of-document token; :mod:`edulm.data.prepare_folder` writes them into shards and a
+manifest. A mixture (``data.source`` a list) prepares each source into its own sub-folder
+(:mod:`edulm.data.prepare_mixture`).
 
-Resuming: after each complete training shard, ``.prepare-state.json`` records where the next shard
-starts (record number and token offset inside that record) together with the counters, and
-``.val-partial.bin`` the held-out tokens so far. Running the same command again after an interrupt
-(Ctrl-C, a crash, SIGKILL, a source that failed for good) continues after the last complete shard and
+The whole command holds ``edulm.lock.folder_lock(data.shards_dir)``: a second prepare of the same folder
+is refused naming the holder. SIGTERM is handled like Ctrl-C: the command stops at once, keeps every
+complete shard and says how to continue (exit 143 / 130); worker processes end with it, even on SIGKILL.
+
+Resuming (:mod:`edulm.data.prepare_state`): running the same command again after an interrupt (Ctrl-C,
+SIGTERM, a crash, SIGKILL, a source that failed for good) continues after the last complete shard and
 produces the same bytes as a run that was never interrupted. The output does not depend on
 ``data.workers``.
-
-``data.max_tokens`` stops the training split before the first document that would start once it
-already holds that many tokens, so every document in the shards is whole; reading then goes on only
-as far as needed to fill the held-out split (``data.val_tokens``) by the same rule.
 """
 
 from __future__ import annotations
 
-import json
-import os
+import contextlib
+import signal
 import sys
-import time
-from dataclasses import dataclass, field
+import threading
 from pathlib import Path
-from typing import Any
-
-import numpy as np
-from tqdm import tqdm
+from typing import Any, Iterator, Sequence
 
 from edulm.config import Config
-from edulm.data.encode import TOKEN_DTYPE, BatchEncoder
-from edulm.data.shards import (
-    FORMAT_VERSION, MANIFEST, MAX_VOCAB, read_header, read_manifest, shard_name, write_json_atomic, write_shard,
-)
-from edulm.data.sources import Source, document_batches, open_source
-from edulm.data.split import VAL_EVERY, SplitAssigner, is_val_candidate
-from edulm.errors import UsageError
-
-STATE = ".prepare-state.json"
-VAL_PARTIAL = ".val-partial.bin"
+from edulm.data.prepare_folder import FolderPlan, TokenizerFacts, prepare_folder
+from edulm.data.prepare_mixture import prepare_mixture
+from edulm.data.records import Source
+from edulm.data.sources import open_source
+from edulm.errors import DiskFullError
+from edulm.files import disk_full_error, is_disk_full
+from edulm.lock import folder_lock
 
 
-@dataclass
-class Progress:
-    """Everything a resumed run needs besides the shards themselves (JSON in ``.prepare-state.json``)."""
+class PrepareStopped(Exception):
+    """SIGTERM or SIGINT arrived while preparing."""
 
-    doc: int = 0
-    """Record number where the next training token comes from."""
-    skip: int = 0
-    """Tokens of record ``doc`` already written (it started in the previous shard)."""
-    source_start: int = 0
-    """Record number at which to reopen the source (at or before ``doc``)..."""
-    source_token: Any = None
-    """...with this resume token from the source stream."""
-    records: int = 0
-    """Records up to the last document used (empty ones included)."""
-    empty_records: int = 0
-    """Empty or whitespace-only records among them."""
-    train_docs: int = 0
-    val_docs: int = 0
-    train_tokens: int = 0
-    val_tokens: int = 0
-    wall_time_s: float = 0.0
-    """Time spent in earlier (interrupted) runs."""
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
 
 
-@dataclass
-class _State:
-    settings: dict[str, Any]
-    shards: list[dict[str, Any]] = field(default_factory=list)
-    """Complete training shards, each with the :class:`Progress` at its end under "end"."""
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[None]:
+    """Turn the first SIGTERM or SIGINT into :class:`PrepareStopped`; a second one acts as usual."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may handle signals; a caller's thread keeps its own rules
+        return
+    previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+
+    def stop(signum: int, frame: Any) -> None:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        raise PrepareStopped(signum)
+
+    for s in previous:
+        signal.signal(s, stop)
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
-def _settings(cfg: Config, tokenizer_name: str, fingerprint: str, eos_id: int, vocab: int) -> dict[str, Any]:
-    """What determines the shards' bytes; a resume or a rerun must match it exactly."""
-    d = cfg.data
-    return {
-        "format_version": FORMAT_VERSION, "source": d.source, "text_field": d.text_field,
-        "tokenizer": tokenizer_name, "fingerprint": fingerprint, "eos_id": eos_id, "vocab_size": vocab,
-        "seed": cfg.run.seed, "val_tokens": d.val_tokens, "val_every": VAL_EVERY,
-        "shard_tokens": d.shard_tokens, "max_tokens": d.max_tokens,
-    }
+def prepare(cfg: Config, source: Source | Sequence[Source] | None = None) -> dict[str, Any]:
+    """Tokenize ``cfg.data.source`` into ``cfg.data.shards_dir``; return the manifest.
 
-
-def _differences(old: dict[str, Any], new: dict[str, Any]) -> str:
-    """The settings that differ, as 'key: old -> new'; '' when the shards would be the same.
-
-    The tokenizer's name is left out: the fingerprint decides (a hub id and a local copy of the same
-    tokenizer make identical shards).
+    ``source`` replaces the configured source objects (one, or one per mixture entry), for tests and
+    scripts that read from elsewhere.
     """
-    keys = [k for k in new if k != "tokenizer" and old.get(k) != new[k]]
-    return ", ".join(f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in keys)
-
-
-def _workers(requested: int) -> int:
-    if requested > 0:
-        return requested
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
-def _load_state(out: Path, settings: dict[str, Any]) -> tuple[_State, np.ndarray]:
-    """The resume state (fresh when none), trimmed to the shards that are still intact on disk."""
-    path = out / STATE
-    if not path.is_file():
-        return _State(settings), np.zeros(0, dtype=TOKEN_DTYPE)
-    try:
-        raw = json.loads(path.read_text())
-        state = _State(raw["settings"], raw["shards"])
-    except (ValueError, KeyError, TypeError):
-        raise UsageError(f"{path}: unreadable resume state; delete {out} and run 'edulm prepare' again") from None
-    if _differences(state.settings, settings):
-        raise UsageError(
-            f"{out} holds an unfinished 'edulm prepare' with other settings ({_differences(state.settings, settings)}); "
-            "rerun with the same settings to finish it, or choose another data.shards_dir"
-        )
-    intact = []
-    for entry in state.shards:
-        try:
-            header = read_header(out / entry["file"])
-        except UsageError:
-            break
-        if header.n_tokens != entry["tokens"] or header.crc32 != entry["crc32"]:
-            break
-        intact.append(entry)
-    state.shards = intact
-    val = np.fromfile(out / VAL_PARTIAL, dtype=TOKEN_DTYPE) if (out / VAL_PARTIAL).is_file() else np.zeros(0, TOKEN_DTYPE)
-    held = state.shards[-1]["end"]["val_tokens"] if state.shards else 0
-    if len(val) < held:
-        raise UsageError(f"{out / VAL_PARTIAL}: held-out tokens are missing; delete {out} and run 'edulm prepare' again")
-    return state, val[:held].copy()
-
-
-def _save_state(out: Path, state: _State, val: list[np.ndarray]) -> None:
-    # The held-out tokens first, then the state that refers to them: a kill between the two leaves
-    # the old state, which reads only the prefix it knows of.
-    tmp = out / f".{VAL_PARTIAL}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        for piece in val:
-            f.write(memoryview(np.ascontiguousarray(piece, dtype=TOKEN_DTYPE)).cast("B"))
-    os.replace(tmp, out / VAL_PARTIAL)
-    write_json_atomic(out / STATE, {"settings": state.settings, "shards": state.shards})
-
-
-class _Bar:
-    """Progress: records against the source's total when known, else tokens (against the budget when set)."""
-
-    def __init__(self, total_records: int | None, max_tokens: int, done: Progress):
-        self.by_records = total_records is not None and not max_tokens
-        total = total_records if self.by_records else (max_tokens or None)
-        self.bar = tqdm(total=total, initial=done.records if self.by_records else done.train_tokens,
-                        unit="doc" if self.by_records else "tok", unit_scale=True, dynamic_ncols=True,
-                        desc="prepare", file=sys.stderr, disable=None)
-        self.start, self.tokens0, self.records0 = time.time(), done.train_tokens + done.val_tokens, done.records
-
-    def update(self, p: Progress) -> None:
-        elapsed = max(time.time() - self.start, 1e-9)
-        tokens = p.train_tokens + p.val_tokens - self.tokens0
-        docs = p.records - self.records0
-        if self.by_records:
-            self.bar.update(p.records - self.bar.n)
-            self.bar.set_postfix_str(f"{tokens / elapsed / 1e6:.2f}M tok/s", refresh=False)
-        else:
-            self.bar.update(p.train_tokens - self.bar.n)
-            self.bar.set_postfix_str(f"{docs / elapsed:,.0f} doc/s", refresh=False)
-
-    def close(self) -> None:
-        self.bar.close()
-
-
-def prepare(cfg: Config, source: Source | None = None) -> dict[str, Any]:
-    """Tokenize ``cfg.data.source`` (or the given ``source`` object) into ``cfg.data.shards_dir``; return the manifest."""
-    from edulm.tokenizer import document_separator_id, load_tokenizer, tokenizer_fingerprint
-
     d = cfg.data
     out = Path(d.shards_dir)
-    if source is None:
-        source = open_source(d.source, d.text_field)  # bad paths fail here, before anything is written
-    tokenizer = load_tokenizer(cfg.tokenizer.name)
-    vocab = len(tokenizer)
-    if vocab > MAX_VOCAB:
-        raise UsageError(f"tokenizer '{cfg.tokenizer.name}' has {vocab:,} tokens; uint16 shards hold at most {MAX_VOCAB:,} ids")
-    fingerprint = tokenizer_fingerprint(tokenizer)
-    eos_id = document_separator_id(tokenizer)
-    settings = _settings(cfg, cfg.tokenizer.name, fingerprint, eos_id, vocab)
-
-    if (out / MANIFEST).is_file():
-        manifest = read_manifest(out)
-        if not _differences(manifest.get("settings", {}), settings):
-            print(f"{out}: already prepared ({manifest['tokens']['train']:,} training tokens); nothing to do")
-            return manifest
-        raise UsageError(
-            f"{out} already holds shards prepared with other settings ({_differences(manifest.get('settings', {}), settings)}); "
-            "choose another data.shards_dir or delete the folder"
-        )
-
-    created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
-    for stale in out.glob(".*.tmp-*"):
-        stale.unlink()  # leftovers of an interrupted write; never complete files
-    state, val_done = _load_state(out, settings)
-    progress = Progress(**state.shards[-1]["end"]) if state.shards else Progress()
-    if state.shards:
-        print(f"{out}: resuming after {len(state.shards)} complete shard(s), {progress.train_tokens:,} training tokens")
-    started = time.time()  # wall time counts reading, tokenizing and writing, not loading the tokenizer
-    try:
-        manifest = _run(cfg, source, tokenizer, eos_id, out, state, val_done, progress, started)
-    except BaseException:
-        if created and not any(out.iterdir()):
-            out.rmdir()  # nothing was written: leave no empty folder behind
-        raise
-    return manifest
-
-
-def _run(cfg: Config, source: Source, tokenizer: Any, eos_id: int, out: Path, state: _State,
-         val_done: np.ndarray, p: Progress, started: float) -> dict[str, Any]:
-    d = cfg.data
-    earlier_runs_s = p.wall_time_s
-    assigner = SplitAssigner(cfg.run.seed, d.val_tokens, held_out=p.val_tokens)
-    val: list[np.ndarray] = [val_done] if len(val_done) else []
-    shard: list[np.ndarray] = []
-    fill = 0
-    resume_doc, resume_skip = p.doc, p.skip
-    done = False
-
-    def budget_spent() -> bool:
-        return bool(d.max_tokens) and p.train_tokens >= d.max_tokens
-
-    def wanted(index: int) -> bool:
-        # Past the budget only held-out candidates are read on, until the held-out split is full.
-        # Once both are full every document passes again: the loop below must see one to stop, else
-        # reading would go on, with nothing kept, to the end of the source (a whole hub dataset).
-        if not budget_spent() or assigner.held_out >= d.val_tokens:
-            return True
-        if index == resume_doc and resume_skip:
-            return True  # the rest of the training document that the last complete shard cut
-        return is_val_candidate(cfg.run.seed, index)
-
-    encoder = BatchEncoder(tokenizer.backend_tokenizer.to_str(), eos_id, _workers(d.workers))
-    stream = source.open(p.source_start, p.source_token)
-    bar = _Bar(source.total_records(), d.max_tokens, p)
-    base_empty = p.empty_records
-    empty_total = 0
-    try:
-        for info, docs in encoder.imap(document_batches(stream, p.doc, wanted)):
-            for index, empty_before, tokens in zip(info.indices, info.empty_before, docs):
-                offset = 0  # tokens of this document written before this run
-                if index == resume_doc and resume_skip:
-                    offset = resume_skip  # the rest of the document that the last complete shard cut
-                else:
-                    if budget_spent() and assigner.held_out >= d.val_tokens:
-                        done = True
-                        break
-                    is_val = assigner.is_val(index, len(tokens))
-                    if not is_val and budget_spent():
-                        continue  # a training document past the budget: left out
-                    p.records, p.empty_records = index + 1, base_empty + empty_before
-                    if is_val:
-                        val.append(tokens)
-                        p.val_docs += 1
-                        p.val_tokens += len(tokens)
-                        continue
-                    p.train_docs += 1
-                used = offset
-                while used < len(tokens):
-                    take = min(d.shard_tokens - fill, len(tokens) - used)
-                    shard.append(tokens[used : used + take])
-                    fill += take
-                    used += take
-                    p.train_tokens += take
-                    if fill < d.shard_tokens:
-                        continue
-                    # A shard is full: write it, then record where the next one starts.
-                    p.doc, p.skip = (index, used) if used < len(tokens) else (index + 1, 0)
-                    p.source_start, p.source_token = info.first, info.token
-                    fingerprint = state.settings["fingerprint"]
-                    entry = write_shard(out / shard_name("train", len(state.shards)), np.concatenate(shard), fingerprint)
-                    entry["end"] = {**p.__dict__, "wall_time_s": earlier_runs_s + time.time() - started}
-                    state.shards.append(entry)
-                    _save_state(out, state, val)
-                    shard, fill = [], 0
-            empty_total = info.empty_total
-            bar.update(p)
-            if done:
-                break
-        else:
-            if not budget_spent():  # the source ran out: trailing empty records count as read
-                p.records, p.empty_records = stream.index, base_empty + empty_total
-    finally:
-        stream.close()
-        encoder.close()
-        bar.close()
-    return _finish(cfg, out, state, shard, val, p, earlier_runs_s + time.time() - started)
-
-
-def _finish(cfg: Config, out: Path, state: _State, shard: list[np.ndarray], val: list[np.ndarray],
-            p: Progress, elapsed: float) -> dict[str, Any]:
-    d = cfg.data
-    fingerprint = state.settings["fingerprint"]
-    if p.train_tokens == 0:
-        raise UsageError(f"data.source '{d.source}' has no non-empty documents for training; check the files and data.text_field")
-    train = [{k: e[k] for k in ("file", "tokens", "crc32")} for e in state.shards]
-    if shard:
-        train.append(write_shard(out / shard_name("train", len(train)), np.concatenate(shard), fingerprint))
-    val_tokens = np.concatenate(val) if val else np.zeros(0, dtype=TOKEN_DTYPE)
-    val_shards = [
-        write_shard(out / shard_name("val", i), val_tokens[start : start + d.shard_tokens], fingerprint)
-        for i, start in enumerate(range(0, len(val_tokens), d.shard_tokens))
-    ]
-    settings = state.settings
-    manifest = {
-        "format": "edulm-token-shards",
-        "format_version": FORMAT_VERSION,
-        "source": d.source,
-        "text_field": d.text_field,
-        "tokenizer": {"name": settings["tokenizer"], "fingerprint": fingerprint, "vocab_size": settings["vocab_size"],
-                      "eos_id": settings["eos_id"]},
-        "seed": cfg.run.seed,
-        "documents": {"read": p.records, "skipped_empty": p.empty_records, "train": p.train_docs, "val": p.val_docs,
-                      "past_max_tokens": p.records - p.empty_records - p.train_docs - p.val_docs},
-        "tokens": {"train": p.train_tokens, "val": p.val_tokens},
-        "splits": {
-            "train": {"documents": p.train_docs, "tokens": p.train_tokens, "shards": train},
-            "val": {"documents": p.val_docs, "tokens": p.val_tokens, "shards": val_shards},
-        },
-        "stopped_at_max_tokens": bool(d.max_tokens and p.train_tokens >= d.max_tokens),
-        "wall_time_s": round(elapsed, 3),
-        "tokens_per_s": round((p.train_tokens + p.val_tokens) / max(elapsed, 1e-9), 1),
-        "settings": settings,
-    }
-    write_json_atomic(out / MANIFEST, manifest)
-    for leftover in (out / STATE, out / VAL_PARTIAL):
-        leftover.unlink(missing_ok=True)
-    keep = {e["file"] for e in train + val_shards} | {MANIFEST}
-    for path in out.glob("train-*.bin"):
-        if path.name not in keep:
-            path.unlink()  # written by an interrupted run past what this run produced
-    print(f"{out}: {p.train_tokens:,} training tokens in {len(train)} shard(s), {p.val_tokens:,} held-out tokens; "
-          f"{p.records:,} documents read ({manifest['documents']['skipped_empty']:,} empty skipped); "
-          f"{manifest['tokens_per_s']:,.0f} tokens/s")
-    return manifest
-
+    entries = d.sources()
+    if source is None:  # bad names fail here, before anything is written
+        sources = [open_source(e.source, e.text_field, e.pattern) for e in entries]
+    else:
+        sources = list(source) if isinstance(source, Sequence) else [source]
+        if len(sources) != len(entries):
+            raise ValueError(f"{len(sources)} source objects for {len(entries)} configured sources")
+    for opened in sources:
+        opened.check()  # a wrong text field in a later source must not wait until the first is prepared
+    tok = TokenizerFacts.load(cfg.tokenizer.name)
+    with folder_lock(out, "edulm prepare"), _stop_on_signals():
+        try:
+            if d.is_mixture:
+                return prepare_mixture(cfg, sources, tok)
+            plan = FolderPlan(entries[0].source, entries[0].text_field, entries[0].pattern, cfg.run.seed, d.val_tokens,
+                              d.max_tokens, d.shard_tokens, d.workers)
+            return prepare_folder(plan, sources[0], tok, out)
+        except PrepareStopped as stopped:
+            print(f"edulm: prepare stopped by {stopped}; complete shards in {out} are kept: run the same command "
+                  "again to continue", file=sys.stderr)
+            raise SystemExit(128 + stopped.signum) from None
+        except OSError as err:
+            if is_disk_full(err) and not isinstance(err, DiskFullError):
+                raise disk_full_error(out, "token shards", "free some space and run the same command again to continue") from err
+            raise

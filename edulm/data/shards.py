@@ -20,7 +20,6 @@ name and renamed when complete, so a file with a shard's name is always whole.
 from __future__ import annotations
 
 import json
-import os
 import struct
 import zlib
 from dataclasses import dataclass
@@ -29,7 +28,9 @@ from typing import Any
 
 import numpy as np
 
+from edulm.data.manifest import check_manifest
 from edulm.errors import UsageError
+from edulm.files import atomic_path
 
 MAGIC = b"EDULMTOK"
 FORMAT_VERSION = 1
@@ -56,13 +57,6 @@ def shard_name(split: str, index: int) -> str:
     return f"{split}-{index:06d}.bin"
 
 
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON to a temporary sibling, then rename it over ``path``."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
 def write_shard(path: Path, tokens: np.ndarray, fingerprint: str) -> dict[str, Any]:
     """Write ``tokens`` as a complete shard at ``path``; returns its manifest entry (file, tokens, crc32)."""
     data = np.ascontiguousarray(tokens, dtype=TOKEN_DTYPE)
@@ -70,13 +64,9 @@ def write_shard(path: Path, tokens: np.ndarray, fingerprint: str) -> dict[str, A
     if len(encoded) > 64:
         raise ValueError(f"tokenizer fingerprint longer than 64 characters: {fingerprint!r}")
     crc = zlib.crc32(memoryview(data).cast("B"))
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
+    with atomic_path(path, f"token shard {path.name}", fsync=True) as tmp, open(tmp, "wb") as f:
         f.write(HEADER.pack(MAGIC, FORMAT_VERSION, HEADER_BYTES, data.size, crc, 0, encoded))
         f.write(memoryview(data).cast("B"))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
     return {"file": path.name, "tokens": int(data.size), "crc32": crc}
 
 
@@ -128,38 +118,50 @@ def verify_shard(path: Path, crc32: int | None = None) -> ShardHeader:
 
 
 def read_manifest(shards_dir: str | Path) -> dict[str, Any]:
-    """The manifest of a prepared directory (UsageError when missing, unreadable or unfinished)."""
+    """The manifest of a prepared directory (UsageError when missing, unreadable, unfinished or of the wrong shape)."""
     path = Path(shards_dir) / MANIFEST
     if not path.is_file():
         hint = " (an 'edulm prepare' there did not finish; run it again)" if (Path(shards_dir) / ".prepare-state.json").exists() else ""
         raise UsageError(f"{path}: no manifest{hint}; run 'edulm prepare CONFIG' to tokenize data.source into data.shards_dir")
     try:
-        manifest = json.loads(path.read_text())
-        manifest["splits"]["train"]["shards"]
-    except (ValueError, KeyError, TypeError):
-        raise UsageError(f"{path}: not a valid edulm manifest; run 'edulm prepare' again") from None
-    return manifest
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        raise UsageError(f"{path}: not a valid edulm manifest (not JSON); run 'edulm prepare' again") from None
+    return check_manifest(manifest, path)
 
 
-def open_split(shards_dir: str | Path, split: str = "train", fingerprint: str | None = None) -> list[np.ndarray]:
-    """Memory-mapped token arrays of one split's shards, in order, each checked against the manifest."""
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
-    folder = Path(shards_dir)
-    manifest = read_manifest(folder)
-    recorded = manifest.get("tokenizer", {}).get("fingerprint")
+def check_fingerprint(manifest: dict[str, Any], folder: Path, fingerprint: str | None) -> None:
+    """Refuse shards whose manifest records another tokenizer than the one with ``fingerprint`` (None: no check)."""
+    recorded = manifest["tokenizer"]["fingerprint"]
     if fingerprint is not None and recorded != fingerprint:
         raise UsageError(
-            f"{folder / MANIFEST}: shards were tokenized with tokenizer '{manifest.get('tokenizer', {}).get('name')}' "
-            f"(fingerprint {str(recorded)[:12]}...), not the run's tokenizer ({fingerprint[:12]}...); "
+            f"{folder / MANIFEST}: shards were tokenized with tokenizer '{manifest['tokenizer']['name']}' "
+            f"(fingerprint {recorded[:12]}...), not the run's tokenizer ({fingerprint[:12]}...); "
             "prepare the data with the run's tokenizer or change tokenizer.name"
         )
+
+
+def open_shards(folder: Path, entries: list[dict[str, Any]], fingerprint: str) -> list[np.ndarray]:
+    """Memory-mapped token arrays of the manifest ``entries``, each checked against its entry and ``fingerprint``."""
     arrays = []
-    for entry in manifest["splits"].get(split, {}).get("shards", []):
+    for entry in entries:
         path = folder / entry["file"]
-        array = open_shard(path, recorded)
+        array = open_shard(path, fingerprint)
         header = read_header(path)
         if header.n_tokens != entry["tokens"] or header.crc32 != entry["crc32"]:
             raise UsageError(f"{path}: shard does not match {MANIFEST} (tokens or checksum differ); run 'edulm prepare' again")
         arrays.append(array)
     return arrays
+
+
+def open_split(shards_dir: str | Path, split: str = "train", fingerprint: str | None = None) -> list[np.ndarray]:
+    """Memory-mapped token arrays of one split's shards, in order, each checked against the manifest.
+
+    In a mixture's folder a split is every source's shards, source after source.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+    folder = Path(shards_dir)
+    manifest = read_manifest(folder)
+    check_fingerprint(manifest, folder, fingerprint)
+    return open_shards(folder, manifest["splits"][split]["shards"], manifest["tokenizer"]["fingerprint"])

@@ -13,12 +13,22 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from edulm.data.encode import encode_texts, split_tokens
-from edulm.data.sources import Source, document_batches, open_source
-from edulm.data.split import SplitAssigner, is_val_candidate
+from edulm.data.documents import DocumentWalk, WalkStart, tokenize_here
+from edulm.data.mixture import DrawSequence
+from edulm.data.records import Source
+from edulm.data.sources import open_source
+from edulm.data.workers import exit_with_parent
 from edulm.errors import UsageError
 
 INITIAL_STATE = {"epoch": 0, "doc": 0, "skip": 0, "source_start": 0, "source_token": None, "held_out": 0}
+"""Where a stream of one source starts."""
+
+
+def initial_state(n_sources: int = 1) -> dict[str, Any]:
+    """Where streaming starts: :data:`INITIAL_STATE` for one source; for a mixture the next global draw and each source's position."""
+    if n_sources == 1:
+        return dict(INITIAL_STATE)
+    return {"draw": 0, "sources": [dict(INITIAL_STATE) for _ in range(n_sources)]}
 
 
 class _Piece:
@@ -39,8 +49,9 @@ def stream_batches(
 
     ``tokenizer`` is a raw ``tokenizers.Tokenizer``. Consecutive windows share one token, as with shards.
     """
-    epoch, start_doc, skip = state["epoch"], state["doc"], state["skip"]
-    source_start, source_token, held = state["source_start"], state["source_token"], state["held_out"]
+    epoch = state["epoch"]
+    start = WalkStart(state["doc"], state["skip"], state["source_start"], state["source_token"], state["held_out"])
+    tokenize = tokenize_here(tokenizer, eos_id)
     pieces: list[_Piece] = []
     pos = 0  # cursor: the next window starts at pieces[0].tokens[pos]
     buffered = 0  # tokens from the cursor to the end of the buffer
@@ -52,39 +63,59 @@ def stream_batches(
                 "source_token": head.token, "held_out": head.held_before}
 
     while True:
-        assigner = SplitAssigner(seed, val_tokens, held_out=held)
+        walk = DocumentWalk(source, tokenize, start, seed=seed, val_tokens=val_tokens,
+                            wants_training=lambda index: index % world_size == rank)
         trained = False
-
-        def keep(index: int) -> bool:
-            wanted = index % world_size == rank
-            return wanted or (assigner.held_out < val_tokens and is_val_candidate(seed, index))
-
-        stream = source.open(source_start, source_token)
+        documents = iter(walk)
         try:
-            for info, texts in document_batches(stream, start_doc, keep):
-                first, token = info.first, info.token
-                for index, tokens in zip(info.indices, split_tokens(*encode_texts(tokenizer, texts, eos_id))):
-                    held_before = assigner.held_out
-                    offset = 0
-                    if index == start_doc and skip:
-                        offset = skip  # resumed inside this (training) document
-                    elif assigner.is_val(index, len(tokens)) or index % world_size != rank:
-                        continue
-                    trained = True
-                    pieces.append(_Piece(index, tokens[offset:], offset, first, token, held_before, epoch))
-                    buffered += len(pieces[-1].tokens)
-                    while buffered >= seq_len + 1:
-                        rows.append(_take(pieces, pos, seq_len + 1))
-                        pos = _advance(pieces, pos, seq_len)
-                        buffered -= seq_len
-                        if len(rows) == batch_size:
-                            yield np.stack(rows), cursor_state()
-                            rows = []
+            for doc in documents:
+                if doc.is_val:
+                    continue
+                trained = True
+                pieces.append(_Piece(doc.index, doc.tokens[doc.start :], doc.start, doc.batch.first, doc.batch.token,
+                                     doc.held_before, epoch))
+                buffered += len(pieces[-1].tokens)
+                while buffered >= seq_len + 1:
+                    rows.append(_take(pieces, pos, seq_len + 1))
+                    pos = _advance(pieces, pos, seq_len)
+                    buffered -= seq_len
+                    if len(rows) == batch_size:
+                        yield np.stack(rows), cursor_state()
+                        rows = []
         finally:
-            stream.close()
+            documents.close()
         if not trained and not pieces:
             raise UsageError(f"data.source '{source.name}' has no training documents for rank {rank} of {world_size}")
-        epoch, start_doc, skip, source_start, source_token, held = epoch + 1, 0, 0, 0, None, 0
+        epoch, start = epoch + 1, WalkStart()
+
+
+def stream_mixture_batches(
+    sources: list[Source], tokenizer: Any, eos_id: int, state: dict[str, Any], *, seq_len: int, batch_size: int,
+    seed: int, weights: list[float], val_tokens: list[int], rank: int = 0, world_size: int = 1,
+) -> Iterator[tuple[np.ndarray, dict[str, Any]]]:
+    """Like :func:`stream_batches`, each window from the source that the mixture's draw sequence names.
+
+    Rank ``r`` takes global draws ``r, r + n, ...`` (:mod:`edulm.data.mixture`); each draw takes the next
+    window of that source's own stream (this rank's documents). The state is the next global draw and,
+    per source, the position of its next window.
+    """
+    states = [dict(s) for s in state["sources"]]
+    streams = [stream_batches(source, tokenizer, eos_id, states[i], seq_len=seq_len, batch_size=1, seed=seed,
+                              val_tokens=val_tokens[i], rank=rank, world_size=world_size) for i, source in enumerate(sources)]
+    draws = DrawSequence(seed, weights)
+    draw = state["draw"]
+    step = batch_size * world_size
+    try:
+        while True:
+            rows = []
+            for source in draws.sources(draw, step)[rank::world_size].tolist():
+                window, states[source] = next(streams[source])
+                rows.append(window[0])
+            draw += step
+            yield np.stack(rows), {"draw": draw, "sources": [dict(s) for s in states]}
+    finally:
+        for stream in streams:
+            stream.close()
 
 
 def _take(pieces: list[_Piece], pos: int, n: int) -> np.ndarray:
@@ -114,6 +145,7 @@ def produce(job: dict[str, Any], state: dict[str, Any], out: Any, stop: Any, par
     """Body of the background process: put ``("batch", windows, state)`` items on ``out`` until stopped."""
     # Ctrl-C reaches the whole process group; the parent decides what happens, then stops us.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    exit_with_parent(parent)
     os.environ["RAYON_NUM_THREADS"] = str(job["threads"])
     os.environ["TOKENIZERS_PARALLELISM"] = "true" if job["threads"] > 1 else "false"
 
@@ -131,8 +163,12 @@ def produce(job: dict[str, Any], state: dict[str, Any], out: Any, stop: Any, par
         from tokenizers import Tokenizer
 
         tokenizer = Tokenizer.from_str(job["tokenizer_json"])
-        source = open_source(job["source"], job["text_field"])
-        batches = stream_batches(source, tokenizer, job["eos_id"], state, **job["shape"])
+        sources = [open_source(s["source"], s["text_field"], s["pattern"]) for s in job["sources"]]
+        if len(sources) == 1:
+            batches = stream_batches(sources[0], tokenizer, job["eos_id"], state, val_tokens=job["val_tokens"][0], **job["shape"])
+        else:
+            batches = stream_mixture_batches(sources, tokenizer, job["eos_id"], state, weights=job["weights"],
+                                             val_tokens=job["val_tokens"], **job["shape"])
         for windows, after in batches:
             if not put(("batch", windows, after)):
                 break

@@ -7,15 +7,20 @@ Batches have the same shape as from shards; what differs:
   the next epoch starts again from its first record;
 - ranks split by document (record number mod world size) rather than by window;
 - held-out documents are chosen by the same rule as ``edulm prepare`` (:mod:`edulm.data.split`) and
-  never trained on; :func:`held_out_tokens` reads them for validation.
+  never trained on; :func:`held_out_segments` reads them for validation;
+- a mixture streams every source at once, each window from the source the mixture's draw sequence
+  names (:mod:`edulm.data.mixture`), with each source's share of ``data.val_tokens`` held out.
 
 The loader's state is the position of the next window's first token: the record, the token offset in
-it, where to reopen the source (with the source's resume token) and the held-out count at that record.
-A resumed run continues at exactly that token, whatever the background process had read ahead.
+it, where to reopen the source (with the source's resume token) and the held-out count at that record
+(for a mixture: the next global draw and that position for every source). A resumed run continues at
+exactly that token, whatever the background process had read ahead.
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import functools
 import multiprocessing
 import os
@@ -27,22 +32,13 @@ import numpy as np
 import torch
 
 from edulm.config import Config
-from edulm.data.encode import encode_texts, split_tokens
-from edulm.data.shards import MAX_VOCAB
-from edulm.data.sources import document_batches, open_source
-from edulm.data.split import SplitAssigner, is_val_candidate
-from edulm.data.stream_worker import INITIAL_STATE, produce
+from edulm.data.documents import DocumentWalk, WalkStart, tokenize_here
+from edulm.data.shards import MAX_VOCAB, TOKEN_DTYPE
+from edulm.data.sources import open_source
+from edulm.data.mixture import split_by_weight
+from edulm.data.stream_worker import initial_state, produce
+from edulm.data.workers import worker_count
 from edulm.errors import UsageError
-
-def _threads(requested: int, world_size: int) -> int:
-    if requested > 0:
-        return requested
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count() or 1
-    return max(1, cores // world_size)
-
 
 class StreamingLoader:
     """``(inputs, targets)`` batches tokenized on the fly by a background process; resumable to the token."""
@@ -53,21 +49,26 @@ class StreamingLoader:
         size = cfg.train.micro_batch_size
         if not isinstance(size, int):
             raise ValueError("train.micro_batch_size must be resolved to a number before building the loader")
-        open_source(cfg.data.source, cfg.data.text_field)  # a bad name fails here, in the caller's process
+        entries = cfg.data.sources()
+        for entry in entries:
+            open_source(entry.source, entry.text_field, entry.pattern).check()  # bad names fail here, in the caller's process
         tokenizer = load_tokenizer(cfg.tokenizer.name)
         if len(tokenizer) > MAX_VOCAB:
             raise UsageError(f"tokenizer '{cfg.tokenizer.name}' has {len(tokenizer):,} tokens; edulm's data path holds at most {MAX_VOCAB:,} ids")
-        self.rank, self.world_size, self.seq_len, self.source = rank, world_size, cfg.train.seq_len, cfg.data.source
+        self.rank, self.world_size, self.seq_len = rank, world_size, cfg.train.seq_len
+        self.source = [dataclasses.asdict(e) for e in cfg.data.source] if cfg.data.is_mixture else cfg.data.source
+        weights = [e.weight for e in entries]
         self._job = {
             "tokenizer_json": tokenizer.backend_tokenizer.to_str(), "eos_id": document_separator_id(tokenizer),
-            "source": cfg.data.source, "text_field": cfg.data.text_field,
-            "threads": _threads(cfg.data.workers, world_size),
-            "shape": {"seq_len": cfg.train.seq_len, "batch_size": size, "seed": cfg.run.seed,
-                      "val_tokens": cfg.data.val_tokens, "rank": rank, "world_size": world_size},
+            "sources": [{"source": e.source, "text_field": e.text_field, "pattern": e.pattern} for e in entries],
+            "weights": weights, "val_tokens": split_by_weight(cfg.data.val_tokens, weights),
+            "threads": worker_count(cfg.data.workers, world_size),
+            "shape": {"seq_len": cfg.train.seq_len, "batch_size": size, "seed": cfg.run.seed, "rank": rank, "world_size": world_size},
         }
         self.pin_memory = torch.cuda.is_available()
         self.prefetch = prefetch
-        self._state = dict(INITIAL_STATE)
+        self._initial = initial_state(len(entries))
+        self._state = copy.deepcopy(self._initial)
         self._proc: Any = None
         self._queue: Any = None
         self._stop: Any = None
@@ -77,7 +78,7 @@ class StreamingLoader:
         self._queue = context.Queue(self.prefetch)
         self._stop = context.Event()
         self._proc = context.Process(
-            target=produce, args=(self._job, dict(self._state), self._queue, self._stop, os.getpid()),
+            target=produce, args=(self._job, copy.deepcopy(self._state), self._queue, self._stop, os.getpid()),
             name="edulm-stream", daemon=True,
         )
         self._proc.start()
@@ -122,8 +123,10 @@ class StreamingLoader:
                     f"the checkpoint's streaming position does not fit this run ({key}: checkpoint {state.get(key)!r}, "
                     f"now {getattr(self, key)!r}); resume with the settings the run started with"
                 )
+        if set(self._initial) - set(state):
+            raise UsageError("the checkpoint's streaming position is incomplete; resume from another checkpoint")
         self.close()
-        self._state = {key: state[key] for key in INITIAL_STATE}
+        self._state = copy.deepcopy({key: state[key] for key in self._initial})
 
     def close(self) -> None:
         """Stop the background process and wait for it (it closes its source before exiting)."""
@@ -151,27 +154,40 @@ class StreamingLoader:
             pass
 
 
-@functools.lru_cache(maxsize=2)
-def _held_out(source_name: str, text_field: str, tokenizer_name: str, seed: int, val_tokens: int) -> np.ndarray:
+@functools.lru_cache(maxsize=4)
+def _held_out(source_name: str, text_field: str, pattern: str, tokenizer_name: str, seed: int, val_tokens: int) -> np.ndarray:
     from edulm.tokenizer import document_separator_id, load_tokenizer
 
+    if val_tokens <= 0:
+        return np.zeros(0, dtype=TOKEN_DTYPE)
     tokenizer = load_tokenizer(tokenizer_name)
-    raw, eos_id = tokenizer.backend_tokenizer, document_separator_id(tokenizer)
-    assigner = SplitAssigner(seed, val_tokens)
+    tokenize = tokenize_here(tokenizer.backend_tokenizer, document_separator_id(tokenizer))
+    walk = DocumentWalk(open_source(source_name, text_field, pattern), tokenize, WalkStart(), seed=seed, val_tokens=val_tokens,
+                        wants_training=lambda index: False)
     pieces: list[np.ndarray] = []
-    with open_source(source_name, text_field).open() as stream:
-        batches = document_batches(stream, 0, lambda index: is_val_candidate(seed, index))
-        for info, texts in batches:
-            for index, tokens in zip(info.indices, split_tokens(*encode_texts(raw, texts, eos_id))):
-                if assigner.is_val(index, len(tokens)):
-                    pieces.append(tokens)
-            if assigner.held_out >= val_tokens:
+    documents = iter(walk)
+    try:
+        for doc in documents:
+            pieces.append(doc.tokens)
+            if walk.held_out >= val_tokens:
                 break
-    return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.uint16)
+    finally:
+        documents.close()
+    return np.concatenate(pieces) if pieces else np.zeros(0, dtype=TOKEN_DTYPE)
+
+
+def held_out_segments(cfg: Config) -> list[np.ndarray]:
+    """The held-out documents of each source (one array per mixture entry), tokenized and concatenated.
+
+    The same documents `edulm prepare` holds out: each source's share by weight of ``data.val_tokens``.
+    """
+    entries = cfg.data.sources()
+    shares = split_by_weight(cfg.data.val_tokens, [e.weight for e in entries])
+    return [_held_out(e.source, e.text_field, e.pattern, cfg.tokenizer.name, cfg.run.seed, share)
+            for e, share in zip(entries, shares)]
 
 
 def held_out_tokens(cfg: Config) -> np.ndarray:
-    """The held-out documents of ``data.source`` (same rule as ``edulm prepare``), tokenized and concatenated."""
-    if cfg.data.val_tokens <= 0:
-        return np.zeros(0, dtype=np.uint16)
-    return _held_out(cfg.data.source, cfg.data.text_field, cfg.tokenizer.name, cfg.run.seed, cfg.data.val_tokens)
+    """Every source's held-out documents (same rule as `edulm prepare`), tokenized and concatenated."""
+    segments = held_out_segments(cfg)
+    return np.concatenate(segments) if segments else np.zeros(0, dtype=TOKEN_DTYPE)

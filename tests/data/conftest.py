@@ -43,10 +43,10 @@ def fineweb_dir(tmp_path, paragraphs) -> Path:
 
 @pytest.fixture
 def make_cfg(tmp_path, tokenizer_file):
-    """``make_cfg(source, **data_overrides)``: a small config for the data pipeline."""
+    """``make_cfg(source, **data_overrides)``: a small config for the data pipeline (``source`` may be a mixture list)."""
 
-    def make(source: str | Path, **data: object) -> Config:
-        values = {"source": str(source), "shards_dir": str(tmp_path / "shards"), "val_tokens": 300,
+    def make(source: str | Path | list, **data: object) -> Config:
+        values = {"source": source if isinstance(source, list) else str(source), "shards_dir": str(tmp_path / "shards"), "val_tokens": 300,
                   "shard_tokens": 2_000, "workers": 1}
         values.update(data)
         return Config(

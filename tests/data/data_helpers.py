@@ -118,3 +118,37 @@ def faulty_source(files, seed=0, rate=0.005, open_failures=0.3, max_retries=30):
         return FaultyDataset(opener(), rng, rate, errors)
 
     return HubSource("hf://test/faulty", open_faulty, retry=RetryPolicy(max_retries=max_retries, sleep=lambda s: None))
+
+
+WORDS = tuple(f"{a}{b}" for a in ("ka", "lo", "mi", "nu", "pe", "ri", "so", "ta", "ve", "zu") for b in ("", "n", "s", "ra", "to", "ki", "mo", "le"))
+"""80 made-up words: a corpus and tokenizer that are the same in every environment."""
+
+
+def wordlevel_tokenizer(path: Path) -> Path:
+    """A word-level tokenizer.json over :data:`WORDS` (``<|endoftext|>`` is id 0): no training, no drift."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    vocab = {"<|endoftext|>": 0, "[UNK]": 1} | {w: i + 2 for i, w in enumerate(WORDS)} | {".": len(WORDS) + 2}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tok.save(str(path))
+    return path
+
+
+def synthetic_corpus(folder: Path, n: int = 900, seed: int = 11) -> Path:
+    """``n`` documents of made-up words (1 in 13 empty or blank) as two parquet files and one jsonl file."""
+    rng = random.Random(seed)
+    texts = []
+    for i in range(n):
+        if i % 13 == 6:
+            texts.append("" if i % 2 else " \n ")
+        else:
+            texts.append(" ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 160))) + " .")
+    rows = [{c: 0 for c in FINEWEB_COLUMNS} | {"text": t, "id": str(i), "dump": "", "url": "", "date": "",
+                                                "file_path": "", "language": "en"} for i, t in enumerate(texts)]
+    third = n // 3
+    write_parquet(folder / "a.parquet", rows[:third], row_group_size=50)
+    write_parquet(folder / "b.parquet", rows[third : 2 * third], row_group_size=64)
+    write_jsonl(folder / "c.jsonl", [{"text": t} for t in texts[2 * third :]])
+    return folder

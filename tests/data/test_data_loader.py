@@ -33,24 +33,25 @@ def test_batches_are_shifted_windows_of_the_token_stream(prepared):
     x, y = next(loader)
     assert x.shape == y.shape == (4, 32) and x.dtype == y.dtype == torch.int64
     assert torch.equal(x[:, 1:], y[:, :-1])
-    windows = loader.window_ids(0)[:4]
+    windows = loader.inner.window_ids(0)[:4]  # the prefetching wrapper's loader
     for row, w in enumerate(windows):
         assert np.array_equal(x[row].numpy(), stream[w * 32 : w * 32 + 32])
         assert np.array_equal(y[row].numpy(), stream[w * 32 + 1 : w * 32 + 33])
 
 
 def test_order_comes_from_the_seed_and_changes_each_epoch(prepared):
-    a, b = make_train_loader(prepared), make_train_loader(prepared)
+    a, b = make_train_loader(prepared).inner, make_train_loader(prepared).inner
     assert np.array_equal(a.window_ids(0), b.window_ids(0))
     assert not np.array_equal(a.window_ids(0), a.window_ids(1))
-    other = make_train_loader(dataclasses.replace(prepared, run=dataclasses.replace(prepared.run, seed=8)))
+    other = make_train_loader(dataclasses.replace(prepared, run=dataclasses.replace(prepared.run, seed=8))).inner
     assert not np.array_equal(a.window_ids(0), other.window_ids(0))
     assert sorted(a.window_ids(0)) == list(range(a.n_windows))  # one rank: every window, once
 
 
 @pytest.mark.parametrize("world_size", [2, 3, 4])
 def test_rank_shards_are_disjoint_and_complete(prepared, world_size):
-    loaders = [make_train_loader(prepared, rank=r, world_size=world_size) for r in range(world_size)]
+    wrapped = [make_train_loader(prepared, rank=r, world_size=world_size) for r in range(world_size)]
+    loaders = [w.inner for w in wrapped]
     n = loaders[0].n_windows
     for epoch in (0, 1):
         parts = [set(loader.window_ids(epoch).tolist()) for loader in loaders]
@@ -58,7 +59,7 @@ def test_rank_shards_are_disjoint_and_complete(prepared, world_size):
         assert sum(len(p) for p in parts) == len(set().union(*parts))  # disjoint
         assert len(set().union(*parts)) == n - n % world_size  # complete but for < world_size windows
     # the rank batches really are those windows
-    x, _ = next(loaders[1])
+    x, _ = next(wrapped[1])
     stream = _stream(prepared)
     w = int(loaders[1].window_ids(0)[0])
     assert np.array_equal(x[0].numpy(), stream[w * 32 : w * 32 + 32])
@@ -66,7 +67,7 @@ def test_rank_shards_are_disjoint_and_complete(prepared, world_size):
 
 def test_resume_continues_at_the_exact_next_token_across_epochs(prepared):
     reference = make_train_loader(prepared)
-    steps = reference.per_rank // 4 + 5  # runs past the end of the first epoch
+    steps = reference.inner.per_rank // 4 + 5  # runs past the end of the first epoch
     expected = [next(reference) for _ in range(steps)]
     loader = make_train_loader(prepared)
     for _ in range(7):
@@ -78,7 +79,7 @@ def test_resume_continues_at_the_exact_next_token_across_epochs(prepared):
     for want in expected[7:]:
         got = next(resumed)
         assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
-    assert resumed.epoch == 1
+    assert resumed.state_dict()["epoch"] == 1
 
 
 def test_resume_with_another_world_size_keeps_the_global_position(prepared):
@@ -88,8 +89,8 @@ def test_resume_with_another_world_size_keeps_the_global_position(prepared):
             next(loader)
     one = make_train_loader(prepared)
     one.load_state_dict(two[0].state_dict())
-    seen = {int(w) for loader in two for w in loader.window_ids(0)[:12]}
-    assert one.position == 24 and set(one.window_ids(0)[:24].tolist()) == seen
+    seen = {int(w) for loader in two for w in loader.inner.window_ids(0)[:12]}
+    assert one.state_dict()["position"] == 24 and set(one.inner.window_ids(0)[:24].tolist()) == seen
 
 
 def test_validation_batches_are_fixed_and_from_the_held_out_split(prepared):
@@ -130,7 +131,7 @@ def test_truncated_or_corrupt_shards_are_named(prepared):
     victim.write_bytes(data[:HEADER_BYTES] + bytes(len(data) - HEADER_BYTES))  # tokens zeroed: checksum
     loader = make_train_loader(prepared)
     with pytest.raises(UsageError, match=rf"{victim}: corrupt shard \(checksum mismatch\)"):
-        loader.verified()
+        loader.inner.verified()
     with pytest.raises(UsageError, match=rf"{victim}: corrupt shard"):
         next(loader)
     loader.close()

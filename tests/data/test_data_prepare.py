@@ -3,12 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
@@ -17,9 +11,11 @@ import pytest
 from data_helpers import FaultyDataset, faulty_source, fineweb_rows, local_stream_opener, write_jsonl, write_parquet
 from edulm.cli import main
 from edulm.data.hub import HubSource, SourceError
-from edulm.data.prepare import STATE, prepare
+from edulm.data.prepare import prepare
+from edulm.data.prepare_state import STATE
 from edulm.data.shards import open_split, read_header, verify_shard
-from edulm.data.sources import LocalFiles, RecordStream, Source
+from edulm.data.records import RecordStream, Source
+from edulm.data.sources import LocalFiles
 from edulm.errors import UsageError
 
 
@@ -120,7 +116,7 @@ class Counted(Source):
 def test_token_budget_stops_reading_once_both_splits_are_full(make_cfg, tmp_path, monkeypatch, val_tokens):
     # One document per batch, so the budget (or the held-out quota) is always met at the end of a batch:
     # reading must still stop right there rather than run on to the end of the source.
-    monkeypatch.setattr("edulm.data.sources.BATCH_DOCS", 1)
+    monkeypatch.setattr("edulm.data.records.BATCH_DOCS", 1)
     source = Counted(20_000)
     cfg = make_cfg("unused", max_tokens=3_000, val_tokens=val_tokens)
     manifest = prepare(cfg, source=source)
@@ -166,12 +162,12 @@ def test_interrupted_prepare_resumes_to_identical_shards(make_cfg, paragraphs, t
     rows = fineweb_rows(paragraphs, 1500, seed=2)
     write_parquet(data / "a.parquet", rows[:700], row_group_size=64)
     write_jsonl(data / "b.jsonl", rows[700:])
-    reference = make_cfg(data, shards_dir=str(tmp_path / "reference"), shard_tokens=7_000)
+    reference = make_cfg(data, shards_dir=str(tmp_path / "reference"), shard_tokens=7_000, pattern="*")
     prepare(reference)
-    cfg = make_cfg(data, shards_dir=str(tmp_path / "resumed"), shard_tokens=7_000)
+    cfg = make_cfg(data, shards_dir=str(tmp_path / "resumed"), shard_tokens=7_000, pattern="*")
     for limit in (600, 601, 1100):  # each run dies mid-way; the next continues after the last whole shard
         with pytest.raises(OSError, match="disk went away"):
-            prepare(cfg, source=FailingAfter(LocalFiles(str(data)), limit))
+            prepare(cfg, source=FailingAfter(LocalFiles(str(data), pattern="*"), limit))
         assert (tmp_path / "resumed" / STATE).is_file() and not (tmp_path / "resumed" / "manifest.json").exists()
         for shard in (tmp_path / "resumed").glob("train-*.bin"):
             read_header(shard)  # whatever is there is whole
@@ -222,34 +218,6 @@ def test_permanent_hub_error_keeps_the_shards_and_resumes(make_cfg, paragraphs, 
     assert kept and all(reference[name] == data for name, data in kept.items())
     prepare(cfg, source=HubSource("hf://test/back", opener))
     assert _shard_bytes(tmp_path / "resumed") == reference
-
-
-def test_sigkill_mid_prepare_then_rerun(fineweb_dir, make_cfg, tmp_path, paragraphs):
-    """A real process killed with SIGKILL after its first shards; the rerun finishes identically."""
-    big = tmp_path / "big"
-    rows = fineweb_rows(paragraphs, 3000, seed=9)
-    for i in range(3):
-        write_parquet(big / f"{i}.parquet", rows[i * 1000 : (i + 1) * 1000], row_group_size=100)
-    reference = make_cfg(big, shards_dir=str(tmp_path / "reference"), shard_tokens=20_000)
-    prepare(reference)
-    cfg = make_cfg(big, shards_dir=str(tmp_path / "killed"), shard_tokens=20_000)
-    config_file = tmp_path / "prepare.yaml"
-    config_file.write_text(textwrap.dedent(f"""
-        run: {{seed: {cfg.run.seed}}}
-        tokenizer: {{name: "{cfg.tokenizer.name}"}}
-        data: {{source: "{big}", shards_dir: "{cfg.data.shards_dir}", val_tokens: 300, shard_tokens: 20000, workers: 1}}
-    """))
-    proc = subprocess.Popen([sys.executable, "-m", "edulm", "prepare", str(config_file)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    state = Path(cfg.data.shards_dir) / STATE
-    deadline = time.time() + 120
-    while not state.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert state.exists(), "the child finished or failed before its first shard"
-    assert main(["prepare", str(config_file)]) == 0
-    assert _shard_bytes(tmp_path / "reference") == _shard_bytes(tmp_path / "killed")
 
 
 def test_vocabulary_too_large_for_uint16(make_cfg, fineweb_dir, tmp_path):

@@ -11,7 +11,8 @@ import pytest
 from data_helpers import fineweb_rows, write_jsonl, write_parquet
 from edulm.data.builtin_sample import BuiltinSample, clean_docstring, harvest
 from edulm.data.hub import HubSpec, is_transient, parse_hub_spec
-from edulm.data.sources import document_batches, iter_texts, open_source
+from edulm.data.records import document_batches
+from edulm.data.sources import iter_texts, open_source
 from edulm.errors import UsageError
 
 
@@ -33,7 +34,7 @@ def test_open_at_any_record_equals_skipping(fineweb_dir, tmp_path, start):
     jsonl = write_jsonl(tmp_path / "mixed" / "b.jsonl", [{"text": f"line {i}"} for i in range(30)])
     (tmp_path / "mixed" / "c.txt").write_text("a whole file is one document")
     write_parquet(tmp_path / "mixed" / "a.parquet", fineweb_rows(["one", "two", "three", "four"], 40), row_group_size=7)
-    for source in (open_source(str(fineweb_dir)), open_source(str(jsonl.parent))):
+    for source in (open_source(str(fineweb_dir)), open_source(str(jsonl.parent), pattern="*")):
         everything = _all(source)
         with source.open(start) as stream:
             assert list(stream) == everything[start:]
@@ -46,8 +47,23 @@ def test_jsonl_txt_gzip_and_globs(tmp_path):
     with gzip.open(tmp_path / "d" / "3.jsonl.gz", "wt") as f:
         f.write(json.dumps({"text": "zipped"}) + "\n\n")
     (tmp_path / "d" / "notes.md").write_text("ignored: not a data file")
-    assert _all(open_source(str(tmp_path / "d"))) == ["first", "", "third", "a text file\n\nwith paragraphs", "zipped"]
+    assert _all(open_source(str(tmp_path / "d"), pattern="*")) == ["first", "", "third", "a text file\n\nwith paragraphs", "zipped"]
     assert _all(open_source(str(tmp_path / "d" / "*.jsonl*"))) == ["first", "", "third", "zipped"]
+    assert _all(open_source(str(tmp_path / "d"), pattern="*.jsonl*")) == ["first", "", "third", "zipped"]
+
+
+def test_a_folder_of_mixed_kinds_needs_a_pattern(tmp_path, fineweb_dir):
+    (fineweb_dir / "sub").mkdir()
+    (fineweb_dir / "sub" / "urls.txt").write_text("https://example.org/1\n")
+    with pytest.raises(UsageError, match=r"several kinds \(2 parquet, 1 txt\); choose the files with a pattern"):
+        open_source(str(fineweb_dir))
+    assert open_source(str(fineweb_dir), pattern="*.parquet").paths == sorted(fineweb_dir.glob("*.parquet"))
+    assert open_source(str(fineweb_dir), pattern="**/*.txt").paths == [fineweb_dir / "sub" / "urls.txt"]
+    with pytest.raises(UsageError, match=r"pattern '\*.jsonl' matches no data files in folder"):
+        open_source(str(fineweb_dir), pattern="*.jsonl")
+    for spec in (str(fineweb_dir / "*.parquet"), str(fineweb_dir / "000_00000.parquet"), "builtin:sample", "hf://a/b"):
+        with pytest.raises(UsageError, match=r"a pattern \('\*.txt'\) only applies to a folder source"):
+            open_source(spec, pattern="*.txt")
 
 
 def test_document_batches_reopen_at_the_batch_start(fineweb_dir):

@@ -137,3 +137,54 @@ def test_abandoned_loader_exits_without_noise(fineweb_dir, make_cfg):
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok" and result.stderr == ""
+
+
+def test_a_streamed_mixture_follows_the_draw_sequence_and_resumes_exactly(fineweb_dir, tmp_path, make_cfg, tokenizer_file):
+    from data_helpers import synthetic_corpus
+
+    from edulm.config import SourceEntry
+    from edulm.data.mixture import source_of_draws
+    from edulm.data.stream_worker import initial_state, stream_mixture_batches
+
+    corpus = synthetic_corpus(tmp_path / "corpus", n=200)
+    entries = [SourceEntry(str(fineweb_dir), 1.0), SourceEntry(str(corpus), 3.0, pattern="*.parquet")]
+    tokenizer = Tokenizer.from_file(str(tokenizer_file))
+    opened = [open_source(e.source, "text", e.pattern) for e in entries]
+
+    def mixture(state, rank=0, world_size=1):
+        return stream_mixture_batches(opened, tokenizer, 0, state, seq_len=32, batch_size=3, seed=7, weights=[1.0, 3.0],
+                                      val_tokens=[75, 225], rank=rank, world_size=world_size)
+
+    reference = mixture(initial_state(2))
+    items = [next(reference) for _ in range(40)]
+    reference.close()
+    # Each window is the next one of the source its draw names, from that source's own stream.
+    alone = [stream_batches(o, tokenizer, 0, dict(INITIAL_STATE), seq_len=32, batch_size=1, seed=7, val_tokens=v)
+             for o, v in zip(opened, (75, 225))]
+    for source, row in zip(source_of_draws(7, [1.0, 3.0], 0, 120).tolist(), np.concatenate([w for w, _ in items])):
+        assert np.array_equal(row, next(alone[source])[0][0])
+    for stream in alone:
+        stream.close()
+    for k in (0, 13, 30):
+        resumed = mixture(items[k][1])
+        for want, _ in items[k + 1 : k + 4]:
+            assert np.array_equal(next(resumed)[0], want)
+        resumed.close()
+
+    # The loader process, and the held-out split that prepare makes of the same mixture.
+    cfg = make_cfg(entries, streaming=True, val_tokens=300)
+    loader = make_train_loader(cfg)
+    first = [next(loader) for _ in range(4)]
+    state = loader.state_dict()
+    more = [next(loader) for _ in range(2)]
+    loader.close()
+    assert state["draw"] == 4 * 4 and state["source"][1]["weight"] == 3.0
+    resumed = make_train_loader(cfg)
+    resumed.load_state_dict(state)
+    for want in more:
+        assert torch.equal(next(resumed)[0], want[0])
+    resumed.close()
+    assert first[0][0].shape == (4, 32)
+    prepared = prepare(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, streaming=False)))
+    assert np.array_equal(held_out_tokens(cfg), np.concatenate(open_split(cfg.data.shards_dir, "val")))
+    assert prepared["held_out"]["tokens"] == len(held_out_tokens(cfg))
