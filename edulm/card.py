@@ -113,6 +113,7 @@ def gather(run_dir: str | Path, out: str | Path, *, eval_path: str | None = None
            contamination: str | None = None, name: str | None = None, license: str = "apache-2.0") -> CardInputs:
     """Read every artifact the card uses (tolerant of missing ones, strict about damaged ones)."""
     from edulm.evaluate.artifacts import last_validation, metrics_rows, read_json, run_config, training_summary
+    from edulm.layout import RunLayout
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -124,7 +125,7 @@ def gather(run_dir: str | Path, out: str | Path, *, eval_path: str | None = None
     inputs = CardInputs(run_dir, Path(out), name or (config.get("run") or {}).get("name") or run_dir.name, license,
                         config, summary, last_validation(metrics_rows(run_dir)))
     if summary is not None:
-        inputs.sources["training summary"] = str(run_dir / "training" / "training_summary.json")
+        inputs.sources["training summary"] = str(RunLayout.of(run_dir).summary)
 
     eval_file = _optional(eval_path, run_dir / DEFAULT_EVAL, "eval results file")
     if eval_file is not None:
@@ -194,11 +195,11 @@ def _dataset_from_config(task: str, cfg: dict[str, Any]) -> dict[str, str | None
 
 def copy_plots(inputs: CardInputs) -> list[str]:
     """Copy the run's plots beside the card (so the folder is self-contained); returns their file names."""
-    from edulm.evaluate.artifacts import PLOT_FILES
+    from edulm.layout import PLOT_FILES, RunLayout
 
     names = []
     for name in PLOT_FILES:
-        source = inputs.run_dir / "training" / name
+        source = RunLayout.of(inputs.run_dir).training / name
         if source.is_file():
             target = inputs.out.parent / name
             if source.resolve() != target.resolve():

@@ -13,8 +13,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-MODEL_FILE = "model.safetensors"
-"""File name of the weights inside a checkpoint or Hugging Face folder."""
+from edulm.layout import MODEL_FILE  # noqa: F401 (the weights' file name, re-exported for its readers)
 
 
 def weights_state_dict(model: nn.Module, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:

@@ -29,7 +29,8 @@ from edulm.hf.source import (
     load_model_tokenizer,
     resolve_model,
 )
-from edulm.weights import MODEL_FILE, save_weights
+from edulm.layout import MODEL_FILE
+from edulm.weights import save_weights
 
 EXPORT_MARKER = "edulm_export.json"
 """File that marks a folder as written by :func:`export` (source, source kind, dtype)."""
