@@ -40,7 +40,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from edulm.config import Config, apply_overrides, config_from_dict, load_config
 from edulm.errors import UsageError
 from edulm.memory import track_tensor_memory
-from edulm.metrics import device_info, mfu, peak_bf16_flops
+from edulm.throughput import device_info, mfu, peak_bf16_flops
 from edulm.model import LlamaLM, count_parameters, flops_per_token
 from edulm.train.distributed import DistEnv
 from edulm.train.optim import build_optimizer

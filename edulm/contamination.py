@@ -374,7 +374,7 @@ def audit(train_spec: str, out: str | Path, *, tasks: str | None = None, include
     scanned = scan(train, lookup, overlaps, n)
     report = build_report(train, scanned, overlaps, n, examples, kind, str(Path(include_path).resolve()) if include_path else None)
     out.mkdir(parents=True, exist_ok=True)
-    from edulm.metrics import write_json
+    from edulm.files import write_json
 
     write_json(out / REPORT_JSON, report)
     (out / REPORT_MD).write_text(render_markdown(report), encoding="utf-8")

@@ -16,12 +16,11 @@ from typing import Any
 import yaml
 
 from edulm.errors import UsageError
+from edulm.layout import CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, TRAINING_DIR
+from edulm.metrics import perplexity as _perplexity
 
-CONFIG_FILE = "config.yaml"
-SUMMARY_PATH = Path("training") / "training_summary.json"
-METRICS_PATH = Path("training") / "training_metrics.csv"
-PLOT_FILES = ("training_curves.png", "loss_curve_zoom.png")
-"""Plots the trainer writes under ``training/``."""
+SUMMARY_PATH = Path(TRAINING_DIR) / SUMMARY_FILE
+METRICS_PATH = Path(TRAINING_DIR) / METRICS_FILE
 
 
 def read_json(path: str | Path, what: str = "file") -> dict[str, Any] | None:
@@ -88,7 +87,6 @@ def metrics_rows(run_dir: str | Path) -> list[dict[str, float | None]]:
 
 def last_validation(rows: list[dict[str, float | None]]) -> dict[str, float] | None:
     """The last row that carries a validation loss: ``{step, val_loss, val_ppl}``; None if there is none."""
-    from edulm.metrics import perplexity as _perplexity  # lazy: this module is read without torch
     for row in reversed(rows):
         if row.get("val_loss") is not None:
             loss = float(row["val_loss"])  # type: ignore[arg-type]

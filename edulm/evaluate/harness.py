@@ -212,7 +212,7 @@ def evaluate_model(model: str, out: str | Path, settings: EvalSettings, manager=
     import torch
     import transformers
 
-    from edulm.metrics import write_json
+    from edulm.files import write_json
 
     out = Path(out)
     info = describe_model(model)
