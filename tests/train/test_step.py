@@ -8,7 +8,6 @@ from edulm.config import TrainConfig
 from edulm.model.llama import LlamaLM
 from edulm.train.distributed import DistEnv
 from edulm.train.optim import build_optimizer
-from edulm.train.state import RNGState
 from edulm.train.step import autocast_dtype, evaluate, train_step
 
 CPU = DistEnv(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"))
@@ -82,14 +81,3 @@ def test_precision_choice():
     assert autocast_dtype("auto", torch.device("cpu")) is None
     assert autocast_dtype("auto", torch.device("cuda")) is torch.bfloat16
     assert autocast_dtype("fp32", torch.device("cuda")) is None
-
-
-def test_rng_round_trip():
-    import random
-
-    import numpy as np
-
-    state = RNGState().state_dict()
-    expected = (random.random(), np.random.rand(), torch.rand(1).item())
-    RNGState().load_state_dict(state)
-    assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
