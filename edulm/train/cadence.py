@@ -16,18 +16,14 @@ Cadence at the end of step ``s`` (callbacks in list order, see :mod:`edulm.train
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from edulm import checkpoint
 from edulm.config import save_config
 from edulm.metrics import perplexity
-from edulm.train.callbacks import Callback, StepEnd
+from edulm.train.callbacks import Callback, Run, StepEnd
 from edulm.train.reporting import MetricsLogger, Plots, ProgressBar, SummaryFile, metrics_sinks
 from edulm.train.state import save_checkpoint
 from edulm.train.step import evaluate
-
-if TYPE_CHECKING:
-    from edulm.train.trainer import TrainingRun
 
 
 class Evaluation(Callback):
@@ -37,7 +33,7 @@ class Evaluation(Callback):
     def __init__(self) -> None:
         self._batches = None
 
-    def on_step_end(self, run: "TrainingRun", event: StepEnd) -> None:
+    def on_step_end(self, run: Run, event: StepEnd) -> None:
         t = run.cfg.train
         if t.eval_interval <= 0 or t.eval_tokens <= 0 or not (event.step % t.eval_interval == 0 or event.last):
             return
@@ -61,10 +57,10 @@ class Checkpointing(Callback):
     def __init__(self) -> None:
         self._saved_step: int | None = None
 
-    def on_start(self, run: "TrainingRun") -> None:
+    def on_start(self, run: Run) -> None:
         self._saved_step = run.state.step if run.resumed_from else None  # that step is already on disk
 
-    def on_step_end(self, run: "TrainingRun", event: StepEnd) -> None:
+    def on_step_end(self, run: Run, event: StepEnd) -> None:
         t = run.cfg.train
         due = (t.ckpt_interval > 0 and event.step % t.ckpt_interval == 0) or event.last or event.stopping
         if not due or event.diverged or self._saved_step == event.step:
@@ -80,7 +76,7 @@ class Checkpointing(Callback):
 class CheckpointRetention(Callback):
     """Keeps the newest ``train.keep_last`` complete checkpoints and says what was written and removed."""
 
-    def on_save(self, run: "TrainingRun", path: Path | None) -> None:
+    def on_save(self, run: Run, path: Path | None) -> None:
         deleted = checkpoint.apply_retention(run.layout.root, run.cfg.train.keep_last)
         run.console.info(f"checkpoint: {path}" + (f" (removed {', '.join(p.name for p in deleted)})" if deleted else ""))
 
@@ -88,7 +84,7 @@ class CheckpointRetention(Callback):
 class RunRecord(Callback):
     """At the start: ``config.yaml`` (the config as asked) in the run dir, and stale temporary checkpoints removed."""
 
-    def on_start(self, run: "TrainingRun") -> None:
+    def on_start(self, run: Run) -> None:
         save_config(run.cfg, run.layout.config)
         checkpoint.remove_stale_temporaries(run.layout.root)
 
@@ -96,7 +92,7 @@ class RunRecord(Callback):
 class FinalExport(Callback):
     """When the run completes: ``final/``, a Hugging Face folder of the last checkpoint (``edulm export``'s code)."""
 
-    def on_end(self, run: "TrainingRun", status: str) -> None:
+    def on_end(self, run: Run, status: str) -> None:
         if status != "completed":
             return
         from edulm.hf import export

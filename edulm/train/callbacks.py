@@ -17,21 +17,73 @@ Hooks, in the order the run calls them (every hook is optional; the base class d
    ``"stopped (SIGTERM)"`` / ``"stopped (SIGINT)"``;
 5. ``close()`` always, last, also after an error (release files, bars, connections).
 
-``run`` is the :class:`~edulm.train.trainer.TrainingRun`; callbacks read its ``cfg``, ``env``,
-``layout``, ``state`` (:class:`~edulm.train.train_state.TrainState`), ``model``, ``console`` and
-the other documented attributes, and should change nothing of it but what their docstring says.
+``run`` is what :class:`Run` describes (the trainer's ``TrainingRun`` is one); a callback changes
+nothing of it but what its docstring says.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Mapping, Protocol
 
+import torch
+from torch import nn
+
+from edulm.config import Config
+from edulm.layout import RunLayout
+from edulm.train.console import Console
+from edulm.train.distributed import DistEnv
+from edulm.train.optim import Optimizers
+from edulm.train.state import Component
 from edulm.train.step import StepResult
+from edulm.train.train_state import TrainState
 
-if TYPE_CHECKING:
-    from edulm.train.trainer import TrainingRun
+
+class Run(Protocol):
+    """What a callback sees of a training run."""
+
+    cfg: Config
+    """The config as asked (never rewritten at run time; the resolved batch shape is ``state.batch``)."""
+    env: DistEnv
+    """Rank, world size, device; ``env.is_main`` on the process that writes."""
+    layout: RunLayout
+    """Paths in the run dir."""
+    state: TrainState
+    """Step, tokens, total steps, batch geometry, counters, totals."""
+    model: nn.Module
+    """The model, unwrapped (FSDP2 shards it in place)."""
+    wrapped: nn.Module
+    """What the step calls: the model, or DDP around it."""
+    optimizer: Optimizers
+    """The optimizer object (one or more torch optimizers)."""
+    loader: Any
+    """The training batch iterator (``state_dict`` / ``load_state_dict``)."""
+    components: Mapping[str, Component]
+    """The stateful pieces a checkpoint saves, by name."""
+    console: Console
+    """Printed lines (silent off rank 0)."""
+    amp_dtype: torch.dtype | None
+    """Autocast dtype, or None for full precision."""
+    device_info: dict[str, Any]
+    """Name and memory of the device."""
+    flops_per_token: int
+    """Training FLOPs per token of the model at ``train.seq_len``."""
+    peak_flops: float | None
+    """The device's dense bf16 peak in FLOP/s when training in bf16 on a known device, else None."""
+    gpu_hourly_rate: float | None
+    """Price per GPU-hour for the cost estimate, if given."""
+    started_at: datetime
+    """When this process's segment of the run began (UTC)."""
+    resumed_from: Path | None
+    """The checkpoint this process started from, or None for a fresh run."""
+    last_checkpoint: Path | None
+    """The newest checkpoint written (rank 0)."""
+
+    def elapsed(self) -> float:
+        """Wall seconds of the whole run, earlier segments included."""
+        ...
 
 
 @dataclass
@@ -63,16 +115,16 @@ class StepEnd:
 class Callback:
     """Base class of the loop's side jobs; override the hooks you need (see the module docstring)."""
 
-    def on_start(self, run: "TrainingRun") -> None:
+    def on_start(self, run: Run) -> None:
         """Once, before the first step."""
 
-    def on_step_end(self, run: "TrainingRun", event: StepEnd) -> None:
+    def on_step_end(self, run: Run, event: StepEnd) -> None:
         """After every optimizer step."""
 
-    def on_save(self, run: "TrainingRun", path: Path | None) -> None:
+    def on_save(self, run: Run, path: Path | None) -> None:
         """After a checkpoint is on disk (``path`` on rank 0, None on the other ranks)."""
 
-    def on_end(self, run: "TrainingRun", status: str) -> None:
+    def on_end(self, run: Run, status: str) -> None:
         """When the loop ends without an error."""
 
     def close(self) -> None:

@@ -1,8 +1,7 @@
 """What a run tells the outside world: printed lines, the progress bar, metrics rows and their sinks,
 the summary JSON.
 
-These callbacks are built on rank 0 only (:func:`edulm.train.cadence.default_callbacks`); the
-:class:`Console` of other ranks is silent. A new metrics destination is one :class:`MetricsSink`
+These callbacks are built on rank 0 only (:func:`edulm.train.cadence.default_callbacks`). A new metrics destination is one :class:`MetricsSink`
 class (``open``, ``write``, ``close``) handed to :class:`MetricsLogger`.
 """
 
@@ -10,7 +9,7 @@ from __future__ import annotations
 
 import sys
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from tqdm.auto import tqdm
 
@@ -20,28 +19,7 @@ from edulm.metrics import MetricsCSV, perplexity
 from edulm.model.llama import count_parameters
 from edulm.provenance import code_revision, cost_estimate, versions
 from edulm.throughput import mfu, take_peak_memory_gb
-from edulm.train.callbacks import Callback, StepEnd
-
-if TYPE_CHECKING:
-    from edulm.train.trainer import TrainingRun
-
-
-class Console:
-    """Printed lines that do not break the progress bar (silent unless ``enabled``)."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-
-    def info(self, message: str) -> None:
-        """A line on stdout."""
-        if self.enabled:
-            tqdm.write(message, file=sys.stdout)
-            sys.stdout.flush()
-
-    def warn(self, message: str) -> None:
-        """A warning line on stderr."""
-        if self.enabled:
-            tqdm.write(f"edulm: warning: {message}", file=sys.stderr)
+from edulm.train.callbacks import Callback, Run, StepEnd
 
 
 class ProgressBar(Callback):
@@ -51,11 +29,11 @@ class ProgressBar(Callback):
         self._bar = None
         self._tokens_per_s: float | None = None
 
-    def on_start(self, run: "TrainingRun") -> None:
+    def on_start(self, run: Run) -> None:
         self._bar = tqdm(total=run.state.total_steps, initial=run.state.step, unit="step", desc=run.cfg.run.name,
                          dynamic_ncols=True, mininterval=1.0, file=sys.stderr)
 
-    def on_step_end(self, run: "TrainingRun", event: StepEnd) -> None:
+    def on_step_end(self, run: Run, event: StepEnd) -> None:
         if event.row is not None and event.row.get("tokens_per_s"):
             self._tokens_per_s = event.row["tokens_per_s"]
         post = {"loss": f"{event.result.loss:.4f}", "lr": f"{event.lr:.2e}"}
@@ -73,7 +51,7 @@ class ProgressBar(Callback):
 class MetricsSink(Protocol):
     """A destination of metrics rows."""
 
-    def open(self, run: "TrainingRun") -> None:
+    def open(self, run: Run) -> None:
         """Get ready to write (called at the run's start, after set-up)."""
         ...
 
@@ -92,7 +70,7 @@ class CSVSink:
     def __init__(self) -> None:
         self._csv: MetricsCSV | None = None
 
-    def open(self, run: "TrainingRun") -> None:
+    def open(self, run: Run) -> None:
         resume_step = run.state.step if run.resumed_from else None
         self._csv = MetricsCSV(run.layout.metrics, resume_step=resume_step)
 
@@ -120,7 +98,7 @@ class TensorBoardSink:
         self._writer_class = SummaryWriter
         self._writer = None
 
-    def open(self, run: "TrainingRun") -> None:
+    def open(self, run: Run) -> None:
         self._writer = self._writer_class(log_dir=str(run.layout.tensorboard))
 
     def write(self, row: dict[str, Any]) -> None:
@@ -146,7 +124,7 @@ class WandbSink:
         self._wandb = wandb
         self._run = None
 
-    def open(self, run: "TrainingRun") -> None:
+    def open(self, run: Run) -> None:
         from edulm.config import config_to_dict
 
         self._run = self._wandb.init(project="edulm", name=run.cfg.run.name, config=config_to_dict(run.cfg), resume="allow")
@@ -180,11 +158,11 @@ class MetricsLogger(Callback):
         self._tokens = 0
         self._seconds = 0.0
 
-    def on_start(self, run: "TrainingRun") -> None:
+    def on_start(self, run: Run) -> None:
         for sink in self.sinks:
             sink.open(run)
 
-    def on_step_end(self, run: "TrainingRun", event: StepEnd) -> None:
+    def on_step_end(self, run: Run, event: StepEnd) -> None:
         self._tokens += run.state.batch.tokens_per_step
         self._seconds += event.seconds
         due = (event.step % run.cfg.train.log_interval == 0 or event.step == 1 or event.values or event.last
@@ -215,7 +193,7 @@ class MetricsLogger(Callback):
             sink.write(row)
         event.row = row
 
-    def on_end(self, run: "TrainingRun", status: str) -> None:
+    def on_end(self, run: Run, status: str) -> None:
         self.close()  # flushed before anything reads the CSV (plots, card)
 
     def close(self) -> None:
@@ -223,7 +201,7 @@ class MetricsLogger(Callback):
             sink.close()
 
 
-def write_summary(run: "TrainingRun", status: str) -> None:
+def write_summary(run: Run, status: str) -> None:
     """Write ``training/training_summary.json``: totals, throughput, memory, device, time, cost, versions."""
     cfg, state, env = run.cfg, run.state, run.env
     tally, batch = state.tally, state.batch
@@ -268,17 +246,17 @@ def write_summary(run: "TrainingRun", status: str) -> None:
 class SummaryFile(Callback):
     """``training_summary.json``: rewritten after every checkpoint (status ``running``) and at the end."""
 
-    def on_save(self, run: "TrainingRun", path) -> None:
+    def on_save(self, run: Run, path) -> None:
         write_summary(run, "running")
 
-    def on_end(self, run: "TrainingRun", status: str) -> None:
+    def on_end(self, run: Run, status: str) -> None:
         write_summary(run, status)
 
 
 class Plots(Callback):
     """``training_curves.png`` and ``loss_curve_zoom.png`` from the metrics CSV, at the end."""
 
-    def on_end(self, run: "TrainingRun", status: str) -> None:
+    def on_end(self, run: Run, status: str) -> None:
         from edulm.plots import plot_training
 
         plot_training(run.layout.metrics, run.layout.training, warmup_steps=run.cfg.train.warmup_steps,

@@ -31,7 +31,7 @@ from edulm.train.cadence import default_callbacks
 from edulm.train.callbacks import Callback, StepEnd
 from edulm.train.distributed import DistEnv, init_distributed, teardown, wrap_model
 from edulm.train.optim import build_optimizer
-from edulm.train.reporting import Console
+from edulm.train.console import Console
 from edulm.train.schedule import lr_at, total_steps
 from edulm.train.signals import EXIT_CODES, GracefulStop
 from edulm.train.state import Component, ModelWeights, RNGState, restore
@@ -77,14 +77,8 @@ def train(
 
 
 class TrainingRun:
-    """One training process: its config, components, counters and callbacks.
-
-    What callbacks may read: ``cfg`` (the config as asked; never rewritten), ``env``, ``layout``,
-    ``state`` (:class:`TrainState`: step, tokens, batch geometry, counters), ``model`` (unwrapped),
-    ``wrapped``, ``optimizer``, ``loader``, ``console``, ``amp_dtype``, ``device_info``,
-    ``flops_per_token``, ``peak_flops``, ``gpu_hourly_rate``, ``started_at``, ``resumed_from`` (the
-    checkpoint this process started from, or None), ``last_checkpoint`` (rank 0) and ``elapsed()``.
-    """
+    """One training process: its config, components, counters and callbacks (what callbacks read of
+    it is :class:`~edulm.train.callbacks.Run`)."""
 
     def __init__(self, cfg: Config, env: DistEnv, stop: GracefulStop, gpu_hourly_rate: float | None,
                  callbacks: list[Callback] | None = None) -> None:
