@@ -40,7 +40,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from edulm.config import Config, apply_overrides, config_from_dict, load_config
 from edulm.errors import UsageError
 from edulm.memory import track_tensor_memory
-from edulm.metrics import device_info, mfu, peak_bf16_flops
+from edulm.throughput import device_info, mfu, peak_bf16_flops
 from edulm.model import LlamaLM, count_parameters, flops_per_token
 from edulm.train.distributed import DistEnv
 from edulm.train.optim import build_optimizer
@@ -181,8 +181,7 @@ class Runner:
         self.env = DistEnv(rank=0, local_rank=0, world_size=1, device=device)
         self.amp_dtype = autocast_dtype(cfg.train.precision, device)
         self.model = build_model(cfg, impl, device, grad_ckpt)
-        self.params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer, _ = build_optimizer(self.model, cfg.train)
+        self.optimizer = build_optimizer(self.model, cfg.train)
         # Static shapes, as in training: every case compiles its own graphs (see run_cases).
         self.compiled = self.model if args.no_compile else torch.compile(self.model, dynamic=False)
         g = torch.Generator().manual_seed(1)
@@ -195,7 +194,7 @@ class Runner:
     def step(self, eager: bool = False) -> float:
         """One optimizer step of edulm's trainer (``edulm.train.step.train_step``); returns the loss."""
         model = self.model if eager else self.compiled
-        result = train_step(model, self.params, self.optimizer, self.batches, self.accum, self.cfg.train.grad_clip,
+        result = train_step(model, self.optimizer, self.batches, self.accum, self.cfg.train.grad_clip,
                             self.env, self.amp_dtype)
         return result.loss
 
@@ -218,8 +217,8 @@ class Runner:
     def persistent_bytes(self) -> int:
         """Weights and optimizer state: what stays allocated between steps."""
         params = sum(p.numel() * p.element_size() for p in self.model.parameters())
-        state = sum(t.numel() * t.element_size() for st in self.optimizer.state.values() for t in st.values()
-                    if torch.is_tensor(t))
+        state = sum(t.numel() * t.element_size() for opt in self.optimizer.optimizers for st in opt.state.values()
+                    for t in st.values() if torch.is_tensor(t))
         return params + state
 
     def measure_memory(self) -> None:
@@ -251,7 +250,7 @@ class Runner:
 
     def finish(self, cfg: Config) -> Case:
         """Release the model and turn the step times into the case's figures."""
-        del self.model, self.compiled, self.optimizer, self.params, self.batches
+        del self.model, self.compiled, self.optimizer, self.batches
         case = self.case
         if case.step_times_s and not case.error:
             median = statistics.median(case.step_times_s)

@@ -108,12 +108,12 @@ def _dataset_from_config(task: str, cfg: dict[str, Any]) -> dict[str, str | None
 
 def copy_plots(inputs: CardInputs) -> list[str]:
     """Copy the run's plots beside the card (so the folder is self-contained); returns their file names."""
-    from edulm.evaluate.artifacts import PLOT_FILES
     from edulm.files import atomic_path
+    from edulm.layout import PLOT_FILES, RunLayout
 
     names = []
     for name in PLOT_FILES:
-        source = inputs.run_dir / "training" / name
+        source = RunLayout.of(inputs.run_dir).training / name
         if source.is_file():
             target = inputs.out.parent / name
             if source.resolve() != target.resolve():

@@ -1,13 +1,13 @@
 """Checkpoint folders on disk: atomic writes, integrity manifests, retention, finding the latest good one.
 
-A checkpoint is ``RUN/checkpoints/step-0001000/``. It is written into a hidden temporary folder
-(``.tmp-step-0001000``) and renamed once every file is on disk, so a folder named ``step-*`` is
-never half-written. Its ``manifest.json``, written last, records the size and SHA-256 of every other
+A checkpoint is ``RUN/checkpoints/step-0001000/`` (names: :mod:`edulm.layout`). It is written into a
+hidden temporary folder named by :func:`edulm.files.temp_path` and renamed once every file is on
+disk, so a folder named ``step-*`` is never half-written. Its ``manifest.json``, written last, records the size and SHA-256 of every other
 file; :func:`verify` checks them, so a truncated or damaged checkpoint (a full disk, a bad copy) is
 noticed and :func:`find_latest_good` falls back to the previous one with a warning.
 
-What goes inside (weights, optimizer, RNG, data position) is the trainer's business; this module
-only moves folders and checks files.
+What goes inside (weights, optimizer, RNG, data position) is the trainer's business
+(:mod:`edulm.train.state`); this module only moves folders and checks files.
 """
 
 from __future__ import annotations
@@ -15,37 +15,28 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import re
 import shutil
 from pathlib import Path
 
 from edulm.errors import UsageError
+from edulm.files import fsync_path, remove_path, remove_stale_temps, temp_path, temp_target
+from edulm.layout import CHECKPOINTS_DIR, MANIFEST_FILE, checkpoint_name, step_of
 
-CHECKPOINTS_DIR = "checkpoints"
-MANIFEST_FILE = "manifest.json"
-_NAME = re.compile(r"^step-(\d+)$")
-_TMP_PREFIX = ".tmp-"
-_TRASH_PREFIX = ".old-"
+__all__ = [
+    "begin", "commit", "verify", "find_latest_good", "resolve_resume", "apply_retention", "remove_stale_temporaries",
+    "list_checkpoints", "checkpoints_dir", "checkpoint_name", "step_of",
+]
+
+_LEGACY_TEMP_PREFIXES = (".tmp-", ".old-")
+"""Temporary folder names of checkpoints written before the common temporary-name scheme."""
 
 log = logging.getLogger("edulm")
-
-
-def checkpoint_name(step: int) -> str:
-    """Folder name of the checkpoint after ``step`` optimizer steps, e.g. ``step-0001000``."""
-    return f"step-{step:07d}"
 
 
 def checkpoints_dir(run_dir: str | Path) -> Path:
     """The ``checkpoints/`` folder of a run dir (or the folder itself when given one)."""
     run_dir = Path(run_dir)
     return run_dir if run_dir.name == CHECKPOINTS_DIR else run_dir / CHECKPOINTS_DIR
-
-
-def step_of(path: str | Path) -> int | None:
-    """The step encoded in a checkpoint folder name, or None when the name is not ``step-N``."""
-    match = _NAME.match(Path(path).name)
-    return int(match.group(1)) if match else None
 
 
 def list_checkpoints(run_dir: str | Path) -> list[Path]:
@@ -59,9 +50,7 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
 
 def begin(run_dir: str | Path, step: int) -> Path:
     """Create (empty) the temporary folder that the checkpoint of ``step`` is written into."""
-    tmp = checkpoints_dir(run_dir) / (_TMP_PREFIX + checkpoint_name(step))
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    tmp = temp_path(checkpoints_dir(run_dir) / checkpoint_name(step))
     tmp.mkdir(parents=True)
     return tmp
 
@@ -72,14 +61,6 @@ def _sha256(path: Path) -> str:
         while chunk := f.read(1 << 22):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def commit(tmp: Path, step: int) -> Path:
@@ -96,16 +77,14 @@ def commit(tmp: Path, step: int) -> Path:
     }
     (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
     for p in [*files, tmp / MANIFEST_FILE]:
-        _fsync(p)
+        fsync_path(p)
     final = tmp.parent / checkpoint_name(step)
     trash = None
     if final.exists():
-        trash = tmp.parent / (_TRASH_PREFIX + final.name)
-        if trash.exists():
-            shutil.rmtree(trash)
+        trash = temp_path(final)  # moved aside under a temporary name: cleaned up if we die right here
         final.rename(trash)
     tmp.rename(final)
-    _fsync(tmp.parent)
+    fsync_path(tmp.parent)
     if trash is not None:
         shutil.rmtree(trash, ignore_errors=True)
     return final
@@ -190,10 +169,13 @@ def apply_retention(run_dir: str | Path, keep_last: int) -> list[Path]:
     return doomed
 
 
-def remove_stale_temporaries(run_dir: str | Path) -> None:
-    """Delete temporary folders left by a run that was killed while writing a checkpoint."""
+def remove_stale_temporaries(run_dir: str | Path) -> list[Path]:
+    """Delete temporary checkpoint folders whose writer is gone (a run killed while writing one); returns them."""
     root = checkpoints_dir(run_dir)
+    removed = remove_stale_temps(root)
     if root.is_dir():
         for p in root.iterdir():
-            if p.is_dir() and p.name.startswith((_TMP_PREFIX, _TRASH_PREFIX)):
-                shutil.rmtree(p, ignore_errors=True)
+            if p.name.startswith(_LEGACY_TEMP_PREFIXES) and temp_target(p) is None:
+                remove_path(p)
+                removed.append(p)
+    return removed

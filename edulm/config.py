@@ -23,6 +23,7 @@ from typing import Any, Literal, Union
 import yaml
 
 from edulm.errors import UsageError
+from edulm.files import write_text
 
 
 @dataclass
@@ -124,15 +125,19 @@ class TrainConfig:
     seq_len: int = 2048
     """Tokens per training sequence."""
     micro_batch_size: Union[int, Literal["auto"]] = 6
-    """Sequences per forward/backward pass; 'auto' finds the largest that fits and keeps the global batch by adjusting grad_accum_steps."""
+    """Sequences per forward/backward pass on each process; 'auto' finds the largest that fits and keeps the batch per optimizer step by adjusting grad_accum_steps."""
     grad_accum_steps: int = 43
     """Micro-batches accumulated into one optimizer step (per process)."""
     global_batch_size: int = 0
-    """Sequences per optimizer step per process; when above 0, grad_accum_steps is derived from it (it must be a multiple of a numeric micro_batch_size; with 'auto' the closest fit, within 1%, is used). 0 means micro_batch_size x grad_accum_steps as given."""
+    """Sequences per optimizer step over ALL processes (micro_batch_size x grad_accum_steps x processes); when above 0, grad_accum_steps is derived from it: it must be a multiple of micro_batch_size x processes for a numeric micro_batch_size, and with 'auto' the closest fit, within 1%, is used. 0 means micro_batch_size x grad_accum_steps x processes, as given."""
     max_steps: int = 0
     """Optimizer steps to run; 0 means derive them from token_budget."""
     token_budget: int = 0
     """Training tokens to see; steps = ceil(token_budget / tokens per step). Used when max_steps is 0."""
+    optimizer: Literal["adamw"] = "adamw"
+    """Optimizer: 'adamw' (AdamW; weight decay on the linear weight matrices only)."""
+    schedule: Literal["cosine"] = "cosine"
+    """Learning-rate schedule: 'cosine' (linear warmup over warmup_steps, then a half cosine down to min_lr_ratio x lr at the last step)."""
     lr: float = 4e-4
     """Peak learning rate."""
     min_lr_ratio: float = 0.1
@@ -293,15 +298,20 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             return int(value)  # YAML reads 1e6 as a float; an integral one is a fine int.
         raise UsageError(f"{where}: expected an integer, got {value!r}")
     if tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
+            number = float(value)
+        elif isinstance(value, str):
             # YAML 1.1 reads 3e-4 (no dot) as a string; it is plainly a number.
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        raise UsageError(f"{where}: expected a number, got {value!r}")
+        if number is None:
+            raise UsageError(f"{where}: expected a number, got {value!r}")
+        if not math.isfinite(number):
+            raise UsageError(f"{where}: must be a finite number, got {value!r}")
+        return number
     if tp is str:
         if isinstance(value, str):
             return value
@@ -406,12 +416,10 @@ def dump_config(cfg: Config) -> str:
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
-    """Write the resolved config as YAML, atomically (temporary file, then rename)."""
+    """Write the config as YAML, atomically (:func:`edulm.files.write_text`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(dump_config(cfg))
-    tmp.replace(path)
+    write_text(path, dump_config(cfg), "the run config")
 
 
 def _validate_sources(d: DataConfig, where: str) -> None:
@@ -437,21 +445,51 @@ def _validate_sources(d: DataConfig, where: str) -> None:
 
 
 def validate(cfg: Config, source: str = "config") -> None:
-    """Reject sizes that are not positive and shapes that do not fit together."""
-    m, t, d = cfg.model, cfg.train, cfg.data
+    """Validate every section (the one place that calls the per-section checks below)."""
+    validate_run(cfg.run, source)
+    validate_model(cfg.model, source)
+    validate_tokenizer(cfg.tokenizer, source)
+    validate_data(cfg.data, source)
+    validate_train(cfg.train, cfg.model, source)
 
-    def positive(section: str, obj: Any, *names: str) -> None:
-        for name in names:
-            if getattr(obj, name) <= 0:
-                raise UsageError(f"{source}: {section}.{name} must be positive, got {getattr(obj, name)}")
 
-    def non_negative(section: str, obj: Any, *names: str) -> None:
-        for name in names:
-            if getattr(obj, name) < 0:
-                raise UsageError(f"{source}: {section}.{name} must be 0 or more, got {getattr(obj, name)}")
+def _positive(source: str, section: str, obj: Any, *names: str) -> None:
+    for name in names:
+        if getattr(obj, name) <= 0:
+            raise UsageError(f"{source}: {section}.{name} must be positive, got {getattr(obj, name)}")
 
-    positive("model", m, "vocab_size", "n_layers", "d_model", "d_ff", "n_heads", "n_kv_heads", "max_seq_len",
-             "rope_theta", "norm_eps", "init_std")
+
+def _non_negative(source: str, section: str, obj: Any, *names: str) -> None:
+    for name in names:
+        if getattr(obj, name) < 0:
+            raise UsageError(f"{source}: {section}.{name} must be 0 or more, got {getattr(obj, name)}")
+
+
+def _not_empty(source: str, section: str, obj: Any, *names: str) -> None:
+    # An empty path or name would silently mean "the current folder" or an unnamed run.
+    for name in names:
+        if not getattr(obj, name).strip():
+            raise UsageError(f"{source}: {section}.{name} is empty; give it a value")
+
+
+def _finite(source: str, section: str, obj: Any) -> None:
+    """Every float field is a finite number (a section may be built in code, not only from YAML)."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UsageError(f"{source}: {section}.{f.name} must be a finite number, got {value}")
+
+
+def validate_run(r: RunConfig, source: str = "config") -> None:
+    """The run needs a name and an output folder."""
+    _not_empty(source, "run", r, "name", "out_dir")
+
+
+def validate_model(m: ModelConfig, source: str = "config") -> None:
+    """Sizes are positive and finite; heads divide the width and the query heads; RoPE needs an even head width."""
+    _finite(source, "model", m)
+    _positive(source, "model", m, "vocab_size", "n_layers", "d_model", "d_ff", "n_heads", "n_kv_heads", "max_seq_len",
+              "rope_theta", "norm_eps", "init_std")
     if m.d_model % m.n_heads:
         raise UsageError(f"{source}: model.n_heads ({m.n_heads}) must divide model.d_model ({m.d_model})")
     if m.n_heads % m.n_kv_heads:
@@ -459,12 +497,28 @@ def validate(cfg: Config, source: str = "config") -> None:
     if m.head_dim % 2:
         raise UsageError(f"{source}: the head width d_model / n_heads = {m.head_dim} must be even for RoPE")
 
-    positive("train", t, "seq_len", "grad_accum_steps", "lr", "log_interval", "max_nonfinite_steps")
+
+def validate_tokenizer(tok: TokenizerConfig, source: str = "config") -> None:
+    """The tokenizer is named."""
+    _not_empty(source, "tokenizer", tok, "name")
+
+
+def validate_data(d: DataConfig, source: str = "config") -> None:
+    """Counts are not negative, shards hold tokens, and the source and paths are named."""
+    _non_negative(source, "data", d, "val_tokens", "workers", "max_tokens", "prefetch")
+    _positive(source, "data", d, "shard_tokens")
+    _validate_sources(d, source)
+    _not_empty(source, "data", d, "text_field", "shards_dir")
+
+
+def validate_train(t: TrainConfig, m: ModelConfig, source: str = "config") -> None:
+    """Sizes and rates are in range and finite; sequences fit the model (``m``); the batch keys agree."""
+    _finite(source, "train", t)
+    _positive(source, "train", t, "seq_len", "grad_accum_steps", "lr", "log_interval", "max_nonfinite_steps", "keep_last")
     if t.micro_batch_size != "auto":
-        positive("train", t, "micro_batch_size")
-    non_negative("train", t, "global_batch_size", "max_steps", "token_budget", "warmup_steps", "weight_decay", "grad_clip",
-                 "eval_interval", "eval_tokens", "ckpt_interval", "min_lr_ratio", "eps")
-    positive("train", t, "keep_last")
+        _positive(source, "train", t, "micro_batch_size")
+    _non_negative(source, "train", t, "global_batch_size", "max_steps", "token_budget", "warmup_steps", "weight_decay",
+                  "grad_clip", "eval_interval", "eval_tokens", "ckpt_interval", "min_lr_ratio", "eps")
     if t.seq_len > m.max_seq_len:
         raise UsageError(f"{source}: train.seq_len ({t.seq_len}) is longer than model.max_seq_len ({m.max_seq_len})")
     if t.min_lr_ratio > 1:
@@ -472,12 +526,8 @@ def validate(cfg: Config, source: str = "config") -> None:
     for name in ("beta1", "beta2"):
         if not 0 <= getattr(t, name) < 1:
             raise UsageError(f"{source}: train.{name} must be in [0, 1), got {getattr(t, name)}")
-
-    non_negative("data", d, "val_tokens", "workers", "max_tokens", "prefetch")
-    positive("data", d, "shard_tokens")
-    _validate_sources(d, source)
-    # An empty path or name would silently mean "the current folder" or an unnamed run.
-    for section, obj, name in (("run", cfg.run, "name"), ("run", cfg.run, "out_dir"), ("tokenizer", cfg.tokenizer, "name"),
-                               ("data", d, "text_field"), ("data", d, "shards_dir")):
-        if not getattr(obj, name).strip():
-            raise UsageError(f"{source}: {section}.{name} is empty; give it a value")
+    if t.micro_batch_size != "auto" and t.global_batch_size % t.micro_batch_size:
+        raise UsageError(
+            f"{source}: train.global_batch_size ({t.global_batch_size}) is not a multiple of train.micro_batch_size "
+            f"({t.micro_batch_size}); change one of them or set train.micro_batch_size=auto"
+        )

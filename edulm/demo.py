@@ -29,9 +29,9 @@ def _default_config() -> Path:
 def run_demo(config_path: str | Path, overrides: list[str]) -> dict[str, float]:
     """Prepare + train + export + sample; returns ``{"first_loss", "last_loss", "val_loss"}``."""
     from edulm.config import load_config
+    from edulm.layout import RunLayout
     from edulm.metrics import read_metrics
     from edulm.model.generate import generate_command
-    from edulm.train.reporting import METRICS_FILE, TRAINING_DIR
     from edulm.train.trainer import train
 
     cfg = load_config(config_path, overrides)
@@ -41,25 +41,24 @@ def run_demo(config_path: str | Path, overrides: list[str]) -> dict[str, float]:
 
     prepare(cfg)  # returns at once when the shards are already there
 
-    run_dir = Path(cfg.run.out_dir)
-    print(f"== 2/4 train: {config_path} -> {run_dir}", flush=True)
+    run = RunLayout.of(cfg.run.out_dir)
+    print(f"== 2/4 train: {config_path} -> {run.root}", flush=True)
     train(cfg, resume="auto")
 
-    final = run_dir / "final"
+    final = run.final
     print(f"== 3/4 export: {final} (Hugging Face folder; AutoModelForCausalLM.from_pretrained loads it)", flush=True)
 
     print(f"== 4/4 sample (prompt {PROMPT!r}):", flush=True)
     generate_command(str(final), PROMPT, max_new_tokens=48, temperature=0.8, top_p=0.95, seed=0, device="cpu")
 
-    training = run_dir / TRAINING_DIR
-    rows = [r for r in read_metrics(training / METRICS_FILE) if r["loss"] is not None]
+    rows = [r for r in read_metrics(run.metrics) if r["loss"] is not None]
     vals = [r["val_loss"] for r in rows if r["val_loss"] is not None]
     print("\nartifacts:")
-    print(f"  run config        {run_dir / 'config.yaml'}")
-    print(f"  checkpoints       {run_dir / 'checkpoints'}")
-    print(f"  metrics           {training / METRICS_FILE}")
-    print(f"  summary           {training / 'training_summary.json'}")
-    print(f"  plots             {training / 'training_curves.png'}, {training / 'loss_curve_zoom.png'}")
+    print(f"  run config        {run.config}")
+    print(f"  checkpoints       {run.checkpoints}")
+    print(f"  metrics           {run.metrics}")
+    print(f"  summary           {run.summary}")
+    print(f"  plots             {', '.join(str(p) for p in run.plots)}")
     print(f"  model             {final}")
     result = {"first_loss": rows[0]["loss"], "last_loss": rows[-1]["loss"], "val_loss": vals[-1] if vals else float("nan")}
     print(

@@ -26,21 +26,23 @@ def architecture_lines(m: ModelConfig, seq_len: int) -> list[str]:
 
 
 def _budget_lines(cfg: Config) -> list[str]:
-    """Tokens per optimizer step and the number of steps, as the trainer will derive them."""
-    from edulm.train.autobatch import target_global_batch
+    """Tokens per optimizer step and the number of steps, as the trainer will derive them.
 
+    ``train.global_batch_size`` counts every process, so it fixes the step whatever the number of
+    processes; otherwise a step is ``micro_batch_size x grad_accum_steps`` per process.
+    """
     t = cfg.train
-    sequences = target_global_batch(cfg)
-    if sequences is None:
-        return [f"tokens per step: set at start (micro_batch_size auto) x {t.grad_accum_steps} x {t.seq_len:,}"]
-    per_step = sequences * t.seq_len
     if t.global_batch_size > 0:
-        how = f"{sequences} sequences (train.global_batch_size)"
+        sequences, how = t.global_batch_size, f"{t.global_batch_size} sequences (train.global_batch_size, all processes)"
+    elif t.micro_batch_size == "auto":
+        return [f"tokens per step: set at start (micro_batch_size auto) x {t.grad_accum_steps} x {t.seq_len:,} per process"]
     else:
-        how = f"{t.micro_batch_size} x {t.grad_accum_steps} sequences"
+        sequences, how = t.micro_batch_size * t.grad_accum_steps, f"{t.micro_batch_size} x {t.grad_accum_steps} sequences"
+    per_step = sequences * t.seq_len
     # With an 'auto' micro-batch the global batch is met within 1% once the micro-batch is known.
     about = "about " if t.micro_batch_size == "auto" else ""
-    lines = [f"tokens per step: {about}{per_step:,} ({how} x {t.seq_len:,} tokens, one process)"]
+    processes = "" if t.global_batch_size > 0 else ", one process"
+    lines = [f"tokens per step: {about}{per_step:,} ({how} x {t.seq_len:,} tokens{processes})"]
     if t.max_steps:
         lines.append(f"steps: {t.max_steps:,} (train.max_steps) = {t.max_steps * per_step:,} tokens")
     elif t.token_budget:

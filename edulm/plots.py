@@ -10,10 +10,9 @@ from pathlib import Path
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from edulm.files import atomic_path
+from edulm.layout import CURVES_FILE, ZOOM_FILE
 from edulm.metrics import read_metrics
-
-CURVES_FILE = "training_curves.png"
-ZOOM_FILE = "loss_curve_zoom.png"
 
 
 def _series(rows: list[dict], key: str, min_step: float = -1) -> tuple[list[float], list[float]]:
@@ -24,9 +23,8 @@ def _series(rows: list[dict], key: str, min_step: float = -1) -> tuple[list[floa
 def _save(fig: Figure, path: Path) -> None:
     FigureCanvasAgg(fig)
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=120)
-    tmp.replace(path)
+    with atomic_path(path, f"the plot {path.name}") as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
 
 
 def plot_training(csv_path: str | Path, out_dir: str | Path, warmup_steps: int = 0, title: str = "") -> list[Path]:

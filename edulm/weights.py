@@ -14,8 +14,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-MODEL_FILE = "model.safetensors"
-"""File name of the weights inside a checkpoint or Hugging Face folder."""
+from edulm.layout import MODEL_FILE  # noqa: F401 (the weights' file name, re-exported for its readers)
+
 TIED_HEAD = "lm_head.weight"
 """The output projection's name; with tied embeddings it is the embedding matrix and is never stored."""
 

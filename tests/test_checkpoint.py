@@ -1,10 +1,13 @@
 """Checkpoint folders: atomic commit, integrity checks, fallback to the previous one, retention."""
 
 import logging
+import os
+import subprocess
+import sys
 
 import pytest
 
-from edulm import checkpoint
+from edulm import checkpoint, files
 from edulm.errors import UsageError
 
 
@@ -17,7 +20,7 @@ def make(run_dir, step, payload=b"weights"):
 
 def test_commit_is_a_rename_with_a_manifest(tmp_path):
     tmp = checkpoint.begin(tmp_path, 5)
-    assert tmp.name.startswith(".tmp-") and checkpoint.list_checkpoints(tmp_path) == []
+    assert files.temp_target(tmp) == "step-0000005" and checkpoint.list_checkpoints(tmp_path) == []
     (tmp / "a.bin").write_bytes(b"x" * 10)
     path = checkpoint.commit(tmp, 5)
     assert path == tmp_path / "checkpoints" / "step-0000005"
@@ -60,11 +63,19 @@ def test_latest_good_falls_back_with_a_warning(tmp_path, caplog):
 
 def test_unfinished_temporaries_are_ignored_and_cleaned(tmp_path):
     good = make(tmp_path, 1)
-    tmp = checkpoint.begin(tmp_path, 2)
-    (tmp / "model.safetensors").write_bytes(b"half")
+    live = checkpoint.begin(tmp_path, 2)
+    (live / "model.safetensors").write_bytes(b"half")
     assert checkpoint.find_latest_good(tmp_path) == good
-    checkpoint.remove_stale_temporaries(tmp_path)
-    assert not tmp.exists() and good.exists()
+    # The same folder left by a process that is gone (killed while writing it).
+    dead_pid = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout)
+    dead = live.with_name(live.name.replace(f"-{os.getpid()}@", f"-{dead_pid}@"))
+    live.rename(dead)
+    live = checkpoint.begin(tmp_path, 3)  # another run's checkpoint being written right now
+    legacy = tmp_path / "checkpoints" / ".tmp-step-0000004"  # the naming of older versions
+    legacy.mkdir()
+    removed = checkpoint.remove_stale_temporaries(tmp_path)
+    assert sorted(removed) == sorted([dead, legacy])
+    assert not dead.exists() and not legacy.exists() and live.exists() and good.exists()
 
 
 def test_retention_keeps_the_newest_complete_ones(tmp_path):

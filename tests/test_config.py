@@ -9,11 +9,15 @@ import pytest
 from edulm.config import (
     SECTIONS,
     Config,
+    ModelConfig,
+    TrainConfig,
     apply_overrides,
     config_from_dict,
     field_docs,
     load_config,
     save_config,
+    validate_model,
+    validate_train,
 )
 from edulm.errors import UsageError
 
@@ -75,12 +79,38 @@ def load_config_from(raw):
         ("train.micro_batch_size=0", "must be positive"),
         ("run.out_dir=", "run.out_dir is empty"),
         ("tokenizer.name= ", "tokenizer.name is empty"),
+        ("train.lr=.nan", "train.lr: must be a finite number"),
+        ("train.lr=nan", "train.lr: must be a finite number"),
+        ("train.lr=.inf", "train.lr: must be a finite number"),
+        ("train.grad_clip=-.inf", "train.grad_clip: must be a finite number"),
+        ("model.rope_theta=inf", "model.rope_theta: must be a finite number"),
+        ("train.optimizer=sgd", "is not one of 'adamw'"),
+        ("train.schedule=linear", "is not one of 'cosine'"),
+        ("train.global_batch_size=10", "not a multiple of train.micro_batch_size"),
     ],
 )
 def test_bad_overrides_are_rejected(override, message):
     with pytest.raises(UsageError, match=None) as err:
-        config_from_dict(apply_overrides({}, [override]))
+        config_from_dict(apply_overrides({"train": {"micro_batch_size": 4}}, [override]))
     assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_sections_validate_on_their_own():
+    model = ModelConfig(n_layers=2, max_seq_len=64)
+    validate_model(model)
+    with pytest.raises(UsageError, match="where.json: model.norm_eps must be a finite number"):
+        validate_model(dataclasses.replace(model, norm_eps=float("nan")), "where.json")  # built in code, not YAML
+    validate_train(TrainConfig(seq_len=64), model)
+    with pytest.raises(UsageError, match="longer than model.max_seq_len"):
+        validate_train(TrainConfig(seq_len=65), model)  # train depends on the model it trains
+    with pytest.raises(UsageError, match="train.eps must be a finite number"):
+        validate_train(TrainConfig(seq_len=64, eps=float("inf")), model)
+
+
+def test_non_finite_number_in_a_file(tmp_path):
+    with pytest.raises(UsageError, match=r"cfg.yaml: train.min_lr_ratio: must be a finite number, got nan"):
+        load_config(write(tmp_path, "train:\n  min_lr_ratio: .nan\n"))
 
 
 def test_unknown_key_and_section_in_file(tmp_path):
@@ -105,7 +135,7 @@ def test_save_and_load_round_trip(tmp_path):
     cfg = config_from_dict(apply_overrides({}, ["train.lr=1e-3", "model.n_layers=2", "train.micro_batch_size=auto"]))
     save_config(cfg, tmp_path / "out" / "config.yaml")
     assert load_config(tmp_path / "out" / "config.yaml") == cfg
-    assert not list((tmp_path / "out").glob("*.tmp"))
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["config.yaml"]  # no temporary left behind
 
 
 def test_reference_config_is_the_recipe():

@@ -69,7 +69,7 @@ def test_tokens_per_step_and_steps():
     lines = describe("configs/l20_135m_deepthin.yaml", []).splitlines()
     assert "tokens per step: 528,384 (6 x 43 sequences x 2,048 tokens, one process)" in lines
     assert any(line.startswith("steps: 18,928 ") for line in lines)
-    text = describe("configs/smoke.yaml", ["train.global_batch_size=16", "train.max_steps=0", "train.token_budget=4096"])
-    assert "tokens per step: 2,048 (16 sequences (train.global_batch_size)" in text
+    text = describe("configs/smoke.yaml", ["train.global_batch_size=24", "train.max_steps=0", "train.token_budget=4096"])
+    assert "tokens per step: 3,072 (24 sequences (train.global_batch_size, all processes) x 128 tokens)" in text
     assert "steps: 2 " in text
     assert "set at start" in describe("configs/smoke.yaml", ["train.micro_batch_size=auto"])

@@ -16,12 +16,10 @@ from typing import Any
 import yaml
 
 from edulm.errors import UsageError
+from edulm.layout import CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, TRAINING_DIR
 
-CONFIG_FILE = "config.yaml"
-SUMMARY_PATH = Path("training") / "training_summary.json"
-METRICS_PATH = Path("training") / "training_metrics.csv"
-PLOT_FILES = ("training_curves.png", "loss_curve_zoom.png")
-"""Plots the trainer writes under ``training/``."""
+SUMMARY_PATH = Path(TRAINING_DIR) / SUMMARY_FILE
+METRICS_PATH = Path(TRAINING_DIR) / METRICS_FILE
 
 RELEASE_DIR = Path("release")
 """The run's evaluation and release outputs, written by ``edulm release`` (and read by ``edulm card``)."""
@@ -119,7 +117,7 @@ def last_validation(rows: list[dict[str, float | None]]) -> dict[str, float | No
 
 def checkpoint_tokens(checkpoint_dir: str | Path) -> int | None:
     """Tokens a checkpoint had trained on, from its trainer state; None when not recorded."""
-    from edulm.train.state import TRAINER_STATE_FILE  # the trainer owns the name; only read when a checkpoint is named
+    from edulm.layout import TRAINER_STATE_FILE
 
     state = read_json(Path(checkpoint_dir) / TRAINER_STATE_FILE, "trainer state") or {}
     tokens = state.get("tokens")

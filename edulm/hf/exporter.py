@@ -31,9 +31,10 @@ from edulm.hf.source import (
     read_json,
     resolve_model,
 )
+from edulm.layout import MODEL_FILE
 from edulm.lock import folder_lock
 from edulm.remote_code import refuse_remote_code
-from edulm.weights import MODEL_FILE, save_weights
+from edulm.weights import save_weights
 
 GENERATION_DEFAULTS = {"do_sample": True, "temperature": 0.8, "top_p": 0.95}
 """Sampling defaults written to ``generation_config.json`` of exports from edulm runs."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from edulm.config import Config, ModelConfig, TrainConfig, validate
+from edulm.config import ModelConfig, validate_model
 from edulm.errors import UsageError
 
 
@@ -148,7 +148,7 @@ def _model_config(d: dict[str, Any], where: str) -> ModelConfig:
         init_std=float(d.get("initializer_range", 0.02)),
     )
     # The shape rules of edulm configs (positive sizes, heads dividing, even head width).
-    validate(Config(model=cfg, train=TrainConfig(seq_len=1)), where)
+    validate_model(cfg, where)
     return cfg
 
 

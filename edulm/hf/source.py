@@ -14,8 +14,9 @@ from edulm.config import ModelConfig, load_config
 from edulm.devices import resolve_device
 from edulm.errors import UsageError
 from edulm.hf.mapping import model_config_from_hf
+from edulm.layout import CHECKPOINTS_DIR, CONFIG_FILE, FINAL_DIR, MODEL_FILE
 from edulm.remote_code import refuse_remote_code
-from edulm.weights import MODEL_FILE, load_state, load_weights
+from edulm.weights import load_state, load_weights
 
 SHARD_INDEX_FILE = "model.safetensors.index.json"
 """Index of a sharded safetensors checkpoint, as transformers writes it."""
@@ -90,7 +91,7 @@ def _resolve_hf(folder: Path, kind: str, path: Path, fallback_tokenizer: str | N
 
 
 def _resolve_checkpoint(folder: Path, kind: str, path: Path) -> ResolvedModel:
-    run_cfg = load_config(folder / "config.yaml")
+    run_cfg = load_config(folder / CONFIG_FILE)
     return ResolvedModel(kind, path, run_cfg.model, run_cfg.tokenizer.name, folder / MODEL_FILE)  # type: ignore[arg-type]
 
 
@@ -110,9 +111,9 @@ def resolve_model(src: str | Path) -> ResolvedModel:
         raise UsageError(f"{path}: is a file, not a folder; {expected}")
     if (path / "config.json").is_file():
         return _resolve_hf(path, "hf", path)
-    if (path / MODEL_FILE).is_file() and (path / "config.yaml").is_file():
+    if (path / MODEL_FILE).is_file() and (path / CONFIG_FILE).is_file():
         return _resolve_checkpoint(path, "checkpoint", path)
-    if (path / "config.yaml").is_file() and ((path / "final").is_dir() or (path / "checkpoints").is_dir()):
+    if (path / CONFIG_FILE).is_file() and ((path / FINAL_DIR).is_dir() or (path / CHECKPOINTS_DIR).is_dir()):
         return _resolve_run(path)
     raise UsageError(f"{path}: is neither a Hugging Face folder, a run dir nor a checkpoint dir; {expected}")
 
@@ -121,7 +122,7 @@ def _resolve_run(run_dir: Path) -> ResolvedModel:
     # The trainer's module, imported only when needed.
     from edulm.checkpoint import find_latest_good, list_checkpoints
 
-    final = run_dir / "final"
+    final = run_dir / FINAL_DIR
     final_weights = hf_weights_file(final) if is_hf_folder(final) else None
 
     def newer_than_final(checkpoint: Path | None) -> bool:
@@ -136,7 +137,7 @@ def _resolve_run(run_dir: Path) -> ResolvedModel:
     listed = list_checkpoints(run_dir)
     checkpoint = find_latest_good(run_dir) if newer_than_final(listed[-1] if listed else None) else None
     if final_weights is not None and not newer_than_final(checkpoint):
-        run_tokenizer = load_config(run_dir / "config.yaml").tokenizer.name
+        run_tokenizer = load_config(run_dir / CONFIG_FILE).tokenizer.name
         return _resolve_hf(final, "run", run_dir, fallback_tokenizer=run_tokenizer)
     if checkpoint is None:
         raise UsageError(

@@ -1,3 +1,5 @@
-"""Training: the loop (``trainer``), one step (``step``), AdamW groups (``optim``), the lr schedule
-(``schedule``), checkpoint contents (``state``), torchrun/DDP/FSDP2 (``distributed``), rank-0 reporting
-(``reporting``), graceful stops (``signals``) and ``micro_batch_size: auto`` (``autobatch``)."""
+"""Training: the loop (``trainer``), one step (``step``), optimizers by name (``optim``), schedules by
+name (``schedule``), the trainer's counters (``train_state``), checkpoint contents as a mapping of
+stateful components (``state``), the callback protocol (``callbacks``), evaluation / checkpoints /
+final export (``cadence``), rank-0 output and metrics sinks (``reporting``), printed lines (``console``), torchrun/DDP/FSDP2
+(``distributed``), graceful stops (``signals``) and the batch geometry (``autobatch``)."""

@@ -1,6 +1,10 @@
-"""``train.micro_batch_size: auto``: the largest micro-batch that fits, with the global batch kept.
+"""The batch geometry of a run (:class:`~edulm.train.train_state.BatchShape`), and
+``train.micro_batch_size: auto``: the largest micro-batch that fits, with the global batch kept.
 
-Two separate steps, so the arithmetic can be tested without a GPU:
+``train.global_batch_size`` counts sequences per optimizer step over all processes (as torchtitan's
+and litgpt's global batch does): each process takes ``global_batch_size / processes`` of them.
+
+Two separate steps for 'auto', so the arithmetic can be tested without a GPU:
 
 1. :func:`largest_fitting` finds the largest micro-batch ``m`` for which ``fits(m)`` holds, by
    doubling and then bisecting (``fits`` is assumed monotone: if ``m`` fits, every smaller one does).
@@ -21,6 +25,7 @@ import torch
 
 from edulm.config import Config
 from edulm.errors import UsageError
+from edulm.train.train_state import BatchShape
 
 CPU_MAX_MICRO_BATCH = 4
 """On CPU, 'auto' means at most 4 sequences per pass: CPU throughput barely grows past a few, and host memory is not probed."""
@@ -82,11 +87,20 @@ def split_global_batch(target: int, max_micro: int, tolerance: float = GLOBAL_BA
     return -best[1], best[2]
 
 
-def target_global_batch(cfg: Config) -> int | None:
-    """The global batch (sequences per step per process) to keep, or None when 'auto' keeps grad_accum_steps."""
+def per_process_batch(cfg: Config, world_size: int = 1) -> int | None:
+    """Sequences per optimizer step that each process must contribute, or None when 'auto' keeps grad_accum_steps.
+
+    From ``train.global_batch_size`` (all processes; it must divide evenly among them) when set,
+    else ``micro_batch_size x grad_accum_steps`` of a numeric micro-batch.
+    """
     t = cfg.train
     if t.global_batch_size > 0:
-        return t.global_batch_size
+        if t.global_batch_size % world_size:
+            raise UsageError(
+                f"train.global_batch_size ({t.global_batch_size}) does not split evenly over {world_size} processes; "
+                f"make it a multiple of {world_size}"
+            )
+        return t.global_batch_size // world_size
     if t.micro_batch_size == "auto":
         return None
     return t.micro_batch_size * t.grad_accum_steps
@@ -132,32 +146,38 @@ def cuda_fits(cfg: Config, model: torch.nn.Module, device: torch.device) -> Call
     return fits
 
 
-def resolve_micro_batch(
+def resolve_batch_shape(
     cfg: Config,
-    model: torch.nn.Module,
+    model: torch.nn.Module | None,
     device: torch.device | str,
+    world_size: int = 1,
     fits: Callable[[int], bool] | None = None,
-) -> tuple[int, int]:
-    """``(micro_batch_size, grad_accum_steps)`` to train with.
+) -> BatchShape:
+    """The batch geometry to train with on ``world_size`` processes.
 
     A numeric ``train.micro_batch_size`` is used as given; accumulation comes from
-    ``train.global_batch_size`` when set (which must then be a multiple of it), else from
-    ``train.grad_accum_steps``. For 'auto', the largest micro-batch that fits (``fits`` if given,
-    else a real probe on CUDA, else :data:`CPU_MAX_MICRO_BATCH`) is split against the global batch
-    (:func:`split_global_batch`), or paired with ``train.grad_accum_steps`` when no global batch is set.
+    ``train.global_batch_size`` when set (which must then be a multiple of micro-batch x processes),
+    else from ``train.grad_accum_steps``. For 'auto', the largest micro-batch that fits (``fits`` if
+    given, else a real probe of ``model`` on CUDA, else :data:`CPU_MAX_MICRO_BATCH`) is split against
+    each process's share of the global batch (:func:`split_global_batch`), or paired with
+    ``train.grad_accum_steps`` when no global batch is set.
     """
     t = cfg.train
-    target = target_global_batch(cfg)
+
+    def shape(micro: int, accum: int) -> BatchShape:
+        return BatchShape(micro_batch_size=micro, grad_accum_steps=accum, world_size=world_size, seq_len=t.seq_len)
+
     if t.micro_batch_size != "auto":
         micro = t.micro_batch_size
         if t.global_batch_size <= 0:
-            return micro, t.grad_accum_steps
-        if t.global_batch_size % micro:
+            return shape(micro, t.grad_accum_steps)
+        if t.global_batch_size % (micro * world_size):
             raise UsageError(
-                f"train.global_batch_size ({t.global_batch_size}) is not a multiple of train.micro_batch_size "
-                f"({micro}); change one of them or set train.micro_batch_size=auto"
+                f"train.global_batch_size ({t.global_batch_size}) is not a multiple of train.micro_batch_size x processes "
+                f"({micro} x {world_size} = {micro * world_size}); change one of them or set train.micro_batch_size=auto"
             )
-        return micro, t.global_batch_size // micro
+        return shape(micro, t.global_batch_size // (micro * world_size))
+    target = per_process_batch(cfg, world_size)
     device = torch.device(device)
     limit = target if target is not None else MAX_PROBE
     if fits is None:
@@ -169,5 +189,5 @@ def resolve_micro_batch(
             "or set train.grad_checkpointing=true"
         )
     if target is None:
-        return largest, t.grad_accum_steps
-    return split_global_batch(target, largest)
+        return shape(largest, t.grad_accum_steps)
+    return shape(*split_global_batch(target, largest))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import os
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 import torch.distributed as dist
@@ -144,11 +145,14 @@ def full_model_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return get_model_state_dict(model, options=_FULL)
 
 
-def full_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
-    """Unsharded optimizer state keyed by parameter name (with FSDP, complete on rank 0 only)."""
-    return get_optimizer_state_dict(model, optimizer, options=_FULL)
+def full_optimizer_state(model: nn.Module, optimizers: torch.optim.Optimizer | Sequence[torch.optim.Optimizer]) -> dict:
+    """Unsharded state of one or several optimizers of ``model``, merged and keyed by parameter name
+    (with FSDP, complete on rank 0 only)."""
+    return get_optimizer_state_dict(model, optimizers, options=_FULL)
 
 
-def load_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
-    """Load a state from :func:`full_optimizer_state` into this process's (possibly sharded) optimizer."""
-    set_optimizer_state_dict(model, optimizer, optim_state_dict=state, options=StateDictOptions(full_state_dict=True))
+def load_optimizer_state(
+    model: nn.Module, optimizers: torch.optim.Optimizer | Sequence[torch.optim.Optimizer], state: dict
+) -> None:
+    """Load a state from :func:`full_optimizer_state` into this process's (possibly sharded) optimizers."""
+    set_optimizer_state_dict(model, optimizers, optim_state_dict=state, options=StateDictOptions(full_state_dict=True))

@@ -1,188 +1,263 @@
-"""Everything a run tells the outside world, in one place and on rank 0 only.
+"""What a run tells the outside world: printed lines, the progress bar, metrics rows and their sinks,
+the summary JSON.
 
-:class:`Reporter` owns the progress bar, the metrics CSV, the optional TensorBoard and Weights &
-Biases sinks, and the printed lines; on other ranks it is built with ``enabled=False`` and does
-nothing. :class:`Tally` keeps the running totals the summary needs (and that survive a resume).
+These callbacks are built on rank 0 only (:func:`edulm.train.cadence.default_callbacks`). A new metrics destination is one :class:`MetricsSink`
+class (``open``, ``write``, ``close``) handed to :class:`MetricsLogger`.
 """
 
 from __future__ import annotations
 
 import sys
-from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
-from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from tqdm.auto import tqdm
 
-from edulm.config import Config
 from edulm.errors import UsageError
-from edulm.metrics import MetricsCSV, code_revision, cost_estimate, mfu, perplexity, versions, write_json
-from edulm.model.llama import count_parameters, flops_per_token
-
-TRAINING_DIR = "training"
-METRICS_FILE = "training_metrics.csv"
-SUMMARY_FILE = "training_summary.json"
-
-
-@dataclass
-class Tally:
-    """Running totals of a run, carried across resumes in the checkpoint."""
-
-    step_time_s: float = 0.0
-    """Seconds spent in training steps (no evaluation or checkpoint writing)."""
-    step_tokens: int = 0
-    """Tokens trained in those steps."""
-    after_warmup_time_s: float = 0.0
-    """Step time after the warmup (and never a process's first step, which includes compilation)."""
-    after_warmup_tokens: int = 0
-    """Tokens of those steps."""
-    wall_time_s: float = 0.0
-    """Wall time of the run up to the last checkpoint or the end, over all resumed segments."""
-    peak_memory_gb: float = 0.0
-    """Largest memory figure reported by any row."""
-
-    def add_step(self, seconds: float, tokens: int, after_warmup: bool) -> None:
-        """Count one training step."""
-        self.step_time_s += seconds
-        self.step_tokens += tokens
-        if after_warmup:
-            self.after_warmup_time_s += seconds
-            self.after_warmup_tokens += tokens
-
-    def state_dict(self) -> dict[str, Any]:
-        """Plain values for the checkpoint."""
-        return asdict(self)
-
-    @classmethod
-    def from_state_dict(cls, state: dict[str, Any]) -> "Tally":
-        """Rebuild from :meth:`state_dict` output."""
-        return cls(**{k: v for k, v in state.items() if k in cls.__dataclass_fields__})
+from edulm.files import write_json
+from edulm.metrics import MetricsCSV, perplexity
+from edulm.model.llama import count_parameters
+from edulm.provenance import code_revision, cost_estimate, versions
+from edulm.throughput import mfu, take_peak_memory_gb
+from edulm.train.callbacks import Callback, Run, StepEnd
 
 
-class Reporter:
-    """Progress bar, metrics rows and messages (a no-op unless ``enabled``)."""
+class ProgressBar(Callback):
+    """The tqdm bar on stderr: steps, latest loss, learning rate and throughput."""
 
-    def __init__(self, cfg: Config, run_dir: Path, start_step: int, total_steps: int, resume_step: int | None, enabled: bool) -> None:
-        self.enabled = enabled
-        self.training_dir = run_dir / TRAINING_DIR
-        self._csv = self._bar = self._tb = self._wandb = None
-        if not enabled:
-            return
-        # The optional sinks first: a missing package is reported before any file is touched.
-        self._tb = _tensorboard(self.training_dir / "tensorboard") if cfg.train.tensorboard else None
-        self._wandb = _wandb(cfg) if cfg.train.wandb else None
-        self._csv = MetricsCSV(self.training_dir / METRICS_FILE, resume_step=resume_step)
-        self._bar = tqdm(total=total_steps, initial=start_step, unit="step", desc=cfg.run.name,
+    def __init__(self) -> None:
+        self._bar = None
+        self._tokens_per_s: float | None = None
+
+    def on_start(self, run: Run) -> None:
+        self._bar = tqdm(total=run.state.total_steps, initial=run.state.step, unit="step", desc=run.cfg.run.name,
                          dynamic_ncols=True, mininterval=1.0, file=sys.stderr)
 
-    def info(self, message: str) -> None:
-        """A line on stdout that does not break the progress bar."""
-        if self.enabled:
-            tqdm.write(message, file=sys.stdout)
-            sys.stdout.flush()
-
-    def warn(self, message: str) -> None:
-        """A warning line on stderr."""
-        if self.enabled:
-            tqdm.write(f"edulm: warning: {message}", file=sys.stderr)
-
-    def step(self, loss: float, lr: float, tokens_per_s: float | None) -> None:
-        """Advance the bar by one step and show the latest loss and throughput."""
-        if self._bar is not None:
-            post = {"loss": f"{loss:.4f}", "lr": f"{lr:.2e}"}
-            if tokens_per_s:
-                post["tok/s"] = f"{tokens_per_s:,.0f}"
-            self._bar.set_postfix(post, refresh=False)
-            self._bar.update(1)
-
-    def row(self, values: dict[str, Any]) -> None:
-        """One metrics row to the CSV (and TensorBoard / W&B when enabled)."""
-        if not self.enabled:
-            return
-        self._csv.write(values)
-        step = int(values["step"])
-        scalars = {k: v for k, v in values.items() if k != "step" and isinstance(v, (int, float)) and v is not None}
-        if self._tb is not None:
-            for key, value in scalars.items():
-                self._tb.add_scalar(f"train/{key}", value, step)
-            self._tb.flush()
-        if self._wandb is not None:
-            self._wandb.log(scalars, step=step)
+    def on_step_end(self, run: Run, event: StepEnd) -> None:
+        if event.row is not None and event.row.get("tokens_per_s"):
+            self._tokens_per_s = event.row["tokens_per_s"]
+        post = {"loss": f"{event.result.loss:.4f}", "lr": f"{event.lr:.2e}"}
+        if self._tokens_per_s:
+            post["tok/s"] = f"{self._tokens_per_s:,.0f}"
+        self._bar.set_postfix(post, refresh=False)
+        self._bar.update(1)
 
     def close(self) -> None:
-        """Close the bar, the CSV and the sinks (safe to call twice)."""
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+
+
+class MetricsSink(Protocol):
+    """A destination of metrics rows."""
+
+    def open(self, run: Run) -> None:
+        """Get ready to write (called at the run's start, after set-up)."""
+        ...
+
+    def write(self, row: dict[str, Any]) -> None:
+        """One row: ``step`` and the values of that step (None for what was not measured)."""
+        ...
+
+    def close(self) -> None:
+        """Flush and release (safe to call twice, and without ``open``)."""
+        ...
+
+
+class CSVSink:
+    """``training/training_metrics.csv`` (cut back to the checkpoint's step on resume)."""
+
+    def __init__(self) -> None:
+        self._csv: MetricsCSV | None = None
+
+    def open(self, run: Run) -> None:
+        resume_step = run.state.step if run.resumed_from else None
+        self._csv = MetricsCSV(run.layout.metrics, resume_step=resume_step)
+
+    def write(self, row: dict[str, Any]) -> None:
+        self._csv.write(row)
+
+    def close(self) -> None:
         if self._csv is not None:
             self._csv.close()
-        if self._tb is not None:
-            self._tb.close()
-            self._tb = None
-        if self._wandb is not None:
-            self._wandb.finish()
-            self._wandb = None
 
 
-def write_summary(
-    path: Path, *, status: str, cfg: Config, tally: Tally, step: int, total: int, tokens: int, step_tokens: int,
-    skipped: int, last_loss: float | None, last_val: float | None, wall_time_s: float, device: dict[str, Any],
-    device_type: str, world_size: int, amp: bool, peak_flops: float | None, gpu_hourly_rate: float | None,
-    started_at: datetime,
-) -> None:
-    """Write ``training_summary.json``: totals, throughput, memory, device, time, cost, versions."""
-    t = cfg.train
-    fpt = flops_per_token(cfg.model, t.seq_len)
+def _scalars(row: dict[str, Any]) -> dict[str, float]:
+    return {k: v for k, v in row.items() if k != "step" and isinstance(v, (int, float)) and v is not None}
+
+
+class TensorBoardSink:
+    """TensorBoard event files under ``training/tensorboard`` (``train.tensorboard``)."""
+
+    def __init__(self) -> None:
+        try:  # checked when the run is built, so a missing package stops it before any file is written
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise UsageError("train.tensorboard is true but the tensorboard package is not installed; "
+                             "pip install tensorboard (or set train.tensorboard=false)") from None
+        self._writer_class = SummaryWriter
+        self._writer = None
+
+    def open(self, run: Run) -> None:
+        self._writer = self._writer_class(log_dir=str(run.layout.tensorboard))
+
+    def write(self, row: dict[str, Any]) -> None:
+        for key, value in _scalars(row).items():
+            self._writer.add_scalar(f"train/{key}", value, int(row["step"]))
+        self._writer.flush()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+class WandbSink:
+    """A Weights & Biases run (project ``edulm``, named ``run.name``; ``train.wandb``)."""
+
+    def __init__(self) -> None:
+        try:
+            import wandb
+        except ImportError:
+            raise UsageError("train.wandb is true but the wandb package is not installed; "
+                             "pip install wandb (or set train.wandb=false)") from None
+        self._wandb = wandb
+        self._run = None
+
+    def open(self, run: Run) -> None:
+        from edulm.config import config_to_dict
+
+        self._run = self._wandb.init(project="edulm", name=run.cfg.run.name, config=config_to_dict(run.cfg), resume="allow")
+
+    def write(self, row: dict[str, Any]) -> None:
+        self._run.log(_scalars(row), step=int(row["step"]))
+
+    def close(self) -> None:
+        if self._run is not None:
+            self._run.finish()
+            self._run = None
+
+
+def metrics_sinks(tensorboard: bool, wandb: bool) -> list[MetricsSink]:
+    """The sinks a config asks for: the CSV always, TensorBoard and W&B when switched on."""
+    # The optional ones first: a missing package is reported before anything is written.
+    optional = ([TensorBoardSink()] if tensorboard else []) + ([WandbSink()] if wandb else [])
+    return [*optional, CSVSink()]
+
+
+class MetricsLogger(Callback):
+    """Builds a metrics row when one is due and writes it to every sink.
+
+    A row is due at step 1, every ``train.log_interval`` steps, at the last step, when a stop was
+    requested or the run diverged, and whenever an earlier callback added values (an evaluation).
+    ``tokens_per_s`` is measured over the steps since the previous row.
+    """
+
+    def __init__(self, sinks: list[MetricsSink]) -> None:
+        self.sinks = sinks
+        self._tokens = 0
+        self._seconds = 0.0
+
+    def on_start(self, run: Run) -> None:
+        for sink in self.sinks:
+            sink.open(run)
+
+    def on_step_end(self, run: Run, event: StepEnd) -> None:
+        self._tokens += run.state.batch.tokens_per_step
+        self._seconds += event.seconds
+        due = (event.step % run.cfg.train.log_interval == 0 or event.step == 1 or event.values or event.last
+               or event.stopping or event.diverged)
+        if not due:
+            return
+        tokens_per_s = self._tokens / self._seconds if self._seconds > 0 else None
+        self._tokens, self._seconds = 0, 0.0
+        memory = take_peak_memory_gb(run.env.device)
+        tally = run.state.tally
+        tally.peak_memory_gb = max(tally.peak_memory_gb, memory)
+        row = {
+            "step": event.step,
+            "tokens": run.state.tokens,
+            "loss": event.result.loss,
+            "lr": event.lr,
+            "grad_norm": event.result.grad_norm,
+            "tokens_per_s": tokens_per_s,
+            "mfu": mfu(tokens_per_s, run.flops_per_token, run.peak_flops, run.env.world_size) if tokens_per_s else None,
+            "memory": round(memory, 4),
+            "elapsed": round(run.elapsed(), 3),
+            "val_loss": None,
+            "val_ppl": None,
+            "skipped": run.state.skipped_steps,
+            **event.values,
+        }
+        for sink in self.sinks:
+            sink.write(row)
+        event.row = row
+
+    def on_end(self, run: Run, status: str) -> None:
+        self.close()  # flushed before anything reads the CSV (plots, card)
+
+    def close(self) -> None:
+        for sink in self.sinks:
+            sink.close()
+
+
+def write_summary(run: Run, status: str) -> None:
+    """Write ``training/training_summary.json``: totals, throughput, memory, device, time, cost, versions."""
+    cfg, state, env = run.cfg, run.state, run.env
+    tally, batch = state.tally, state.batch
+    wall = run.elapsed()
     after = tally.after_warmup_tokens / tally.after_warmup_time_s if tally.after_warmup_time_s > 0 else None
     summary = {
         "run": cfg.run.name,
         "status": status,
         "parameters": count_parameters(cfg.model),
-        "flops_per_token": fpt,
-        "steps": step,
-        "total_steps": total,
-        "tokens": tokens,
-        "tokens_per_step": step_tokens,
-        "batch": {"micro_batch_size": t.micro_batch_size, "grad_accum_steps": t.grad_accum_steps,
-                  "world_size": world_size, "seq_len": t.seq_len},
-        "skipped_steps": skipped,
-        "final_train_loss": last_loss,
-        "final_val_loss": last_val,
-        "final_val_ppl": perplexity(last_val) if last_val is not None else None,
+        "flops_per_token": run.flops_per_token,
+        "steps": state.step,
+        "total_steps": state.total_steps,
+        "tokens": state.tokens,
+        "tokens_per_step": batch.tokens_per_step,
+        "batch": {"micro_batch_size": batch.micro_batch_size, "grad_accum_steps": batch.grad_accum_steps,
+                  "world_size": batch.world_size, "seq_len": batch.seq_len,
+                  "global_batch_size": batch.sequences_per_step},
+        "optimizer": cfg.train.optimizer,
+        "schedule": cfg.train.schedule,
+        "skipped_steps": state.skipped_steps,
+        "final_train_loss": state.last_loss,
+        "final_val_loss": state.last_val_loss,
+        "final_val_ppl": perplexity(state.last_val_loss) if state.last_val_loss is not None else None,
         "mean_tokens_per_s": tally.step_tokens / tally.step_time_s if tally.step_time_s > 0 else None,
         "mean_tokens_per_s_after_warmup": after,
-        "mfu_after_warmup": mfu(after, fpt, peak_flops, world_size) if after else None,
+        "mfu_after_warmup": mfu(after, run.flops_per_token, run.peak_flops, env.world_size) if after else None,
         "peak_memory_gb": round(tally.peak_memory_gb, 4),
-        "device": device,
-        "precision": "bf16 autocast" if amp else "fp32",
-        "distributed": t.distributed if world_size > 1 else None,
-        "wall_time_s": round(wall_time_s, 3),
-        "wall_time_h": round(wall_time_s / 3600, 6),
-        **cost_estimate(wall_time_s, world_size if device_type == "cuda" else 0, gpu_hourly_rate),
+        "device": run.device_info,
+        "precision": "bf16 autocast" if run.amp_dtype is not None else "fp32",
+        "distributed": cfg.train.distributed if env.world_size > 1 else None,
+        "wall_time_s": round(wall, 3),
+        "wall_time_h": round(wall / 3600, 6),
+        **cost_estimate(wall, env.world_size if env.device.type == "cuda" else 0, run.gpu_hourly_rate),
         "versions": versions(),
         "code_revision": code_revision(),
-        "segment_started_at": started_at.isoformat(timespec="seconds"),
+        "segment_started_at": run.started_at.isoformat(timespec="seconds"),
         "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    write_json(path, summary)
+    write_json(run.layout.summary, summary, "the training summary")
 
 
-def _tensorboard(log_dir: Path):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        raise UsageError("train.tensorboard is true but the tensorboard package is not installed; "
-                         "pip install tensorboard (or set train.tensorboard=false)") from None
-    return SummaryWriter(log_dir=str(log_dir))
+class SummaryFile(Callback):
+    """``training_summary.json``: rewritten after every checkpoint (status ``running``) and at the end."""
+
+    def on_save(self, run: Run, path) -> None:
+        write_summary(run, "running")
+
+    def on_end(self, run: Run, status: str) -> None:
+        write_summary(run, status)
 
 
-def _wandb(cfg: Config):
-    try:
-        import wandb
-    except ImportError:
-        raise UsageError("train.wandb is true but the wandb package is not installed; "
-                         "pip install wandb (or set train.wandb=false)") from None
-    from edulm.config import config_to_dict
+class Plots(Callback):
+    """``training_curves.png`` and ``loss_curve_zoom.png`` from the metrics CSV, at the end."""
 
-    return wandb.init(project="edulm", name=cfg.run.name, config=config_to_dict(cfg), resume="allow")
+    def on_end(self, run: Run, status: str) -> None:
+        from edulm.plots import plot_training
+
+        plot_training(run.layout.metrics, run.layout.training, warmup_steps=run.cfg.train.warmup_steps,
+                      title=run.cfg.run.name)

@@ -1,21 +1,24 @@
-"""The learning-rate schedule as a pure function of the step, and the step count of a run.
+"""Learning-rate schedules keyed by ``train.schedule``: pure functions of the step; the step count of a run.
 
 Steps are counted from 1: step ``s`` is the ``s``-th optimizer update, and ``lr_at(s, ...)`` is the
-learning rate that update uses. Linear warmup rises from 0 (at step 0, before training) to the peak
-at ``warmup_steps``; a cosine then falls to ``min_lr_ratio * lr``, reached exactly at the last step.
+learning rate that update uses. A schedule is a function ``(step, total_steps, train) -> lr`` that
+returns the learning rate of the base parameter groups, in absolute units (``train.lr`` at the
+peak); each group then trains at ``lr * group["lr_scale"]`` (see :mod:`edulm.train.optim`). It
+returns the rate rather than a factor of ``train.lr`` so that the classic formulas keep their exact
+floating-point values (``lr * step / warmup`` is not always bit-equal to ``lr * (step / warmup)``).
+
+Adding a schedule: write ``NAME(step, total_steps, train) -> float`` below, add it to
+:data:`SCHEDULES`, and add ``"NAME"`` to the ``Literal`` of ``TrainConfig.schedule`` (its docstring
+says what it does).
 """
 
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 from edulm.config import TrainConfig
 from edulm.errors import UsageError
-
-
-def tokens_per_step(train: TrainConfig, micro_batch_size: int, grad_accum_steps: int, world_size: int = 1) -> int:
-    """Training tokens consumed by one optimizer step across all processes."""
-    return micro_batch_size * grad_accum_steps * train.seq_len * world_size
 
 
 def total_steps(train: TrainConfig, step_tokens: int) -> int:
@@ -27,11 +30,12 @@ def total_steps(train: TrainConfig, step_tokens: int) -> int:
     raise UsageError("train.max_steps and train.token_budget are both 0; set one of them (e.g. train.max_steps=100)")
 
 
-def lr_at(step: int, train: TrainConfig, last_step: int) -> float:
-    """Learning rate of optimizer step ``step`` (1-based) in a run of ``last_step`` steps.
+def cosine(step: int, last_step: int, train: TrainConfig) -> float:
+    """Linear warmup, then a half cosine from ``lr`` to ``min_lr_ratio * lr`` at ``last_step``.
 
-    ``step <= warmup_steps``: ``lr * step / warmup_steps``. After that a half cosine from ``lr`` at
-    ``warmup_steps`` to ``min_lr_ratio * lr`` at ``last_step`` (and it stays there beyond it).
+    ``step <= warmup_steps``: ``lr * step / warmup_steps`` (0 at step 0). After that
+    ``floor + (lr - floor) * (1 + cos(pi * progress)) / 2`` with ``progress`` going from 0 at the end
+    of the warmup to 1 at ``last_step``; it stays at the floor beyond it.
     """
     peak, floor = train.lr, train.lr * train.min_lr_ratio
     warmup = train.warmup_steps
@@ -44,3 +48,17 @@ def lr_at(step: int, train: TrainConfig, last_step: int) -> float:
         return floor
     progress = min(1.0, (step - warmup) / decay_steps)
     return floor + 0.5 * (peak - floor) * (1.0 + math.cos(math.pi * progress))
+
+
+Schedule = Callable[[int, int, TrainConfig], float]
+"""``(step, total_steps, train) -> learning rate of the base groups``; pure (no state, no side effects)."""
+
+SCHEDULES: dict[str, Schedule] = {
+    "cosine": cosine,
+}
+"""``train.schedule`` value -> its function."""
+
+
+def lr_at(step: int, train: TrainConfig, last_step: int) -> float:
+    """Learning rate of optimizer step ``step`` (1-based) in a run of ``last_step`` steps, by ``train.schedule``."""
+    return SCHEDULES[train.schedule](step, last_step, train)

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from edulm.train.distributed import DistEnv, set_gradient_sync
+from edulm.train.optim import Optimizers
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
@@ -41,8 +42,7 @@ class StepResult:
 
 def train_step(
     model: nn.Module,
-    params: list[nn.Parameter],
-    optimizer: torch.optim.Optimizer,
+    optimizer: Optimizers,
     batches: Iterator[tuple[torch.Tensor, torch.Tensor]],
     grad_accum_steps: int,
     grad_clip: float,
@@ -68,7 +68,7 @@ def train_step(
         loss_sum += loss.detach().float()
     loss = env.mean(loss_sum / grad_accum_steps)
     # max_norm=inf measures the norm without changing the gradients (the clip factor is capped at 1).
-    norm = torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip > 0 else math.inf, foreach=True)
+    norm = torch.nn.utils.clip_grad_norm_(optimizer.params, grad_clip if grad_clip > 0 else math.inf, foreach=True)
     if hasattr(norm, "full_tensor"):  # FSDP2 returns a DTensor
         norm = norm.full_tensor()
     # One host sync per step: the values are needed to decide on the update and to log.

@@ -1,4 +1,5 @@
-"""torchrun with two gloo processes gives the losses of one process with twice the accumulation.
+"""torchrun with two gloo processes gives the losses of one process with twice the accumulation,
+and resumes exactly from its own checkpoint (DDP and FSDP2).
 
 The loader deals window ``i`` of the shuffled order to rank ``i mod 2``, so one step of two processes
 (micro-batch 2, no accumulation) sees the same four windows as one step of one process (micro-batch
@@ -13,6 +14,8 @@ import sys
 import pytest
 from train_helpers import REPO, cli_env, run_cli, tiny_config, write_config
 
+from edulm import checkpoint
+from edulm.layout import MODEL_FILE, rank_file
 from edulm.metrics import read_metrics
 
 pytestmark = pytest.mark.slow
@@ -29,16 +32,21 @@ def single_process_rows(corpus, tmp_path_factory):
     return read_metrics(tmp / "run" / "training" / "training_metrics.csv")
 
 
-@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
-def test_two_processes_match_one_with_double_accumulation(corpus, tmp_path, single_process_rows, strategy):
-    cfg = write_config(tmp_path / "pair.yaml", tiny_config(corpus, tmp_path / "pair", grad_accum_steps=1,
-                                                           distributed=strategy, **COMMON))
+def torchrun_train(*args: str) -> subprocess.CompletedProcess:
     done = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "edulm", "train", str(cfg)],
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "edulm", "train", *args],
         env=cli_env(), cwd=REPO, capture_output=True, text=True, timeout=300,
     )
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr and "terminate called" not in done.stderr
+    return done
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_processes_match_one_with_double_accumulation(corpus, tmp_path, single_process_rows, strategy):
+    cfg = write_config(tmp_path / "pair.yaml", tiny_config(corpus, tmp_path / "pair", grad_accum_steps=1,
+                                                           distributed=strategy, **COMMON))
+    torchrun_train(str(cfg))
     one = single_process_rows
     two = read_metrics(tmp_path / "pair" / "training" / "training_metrics.csv")
     assert [r["step"] for r in one] == [r["step"] for r in two] == list(range(1, 7))
@@ -48,8 +56,17 @@ def test_two_processes_match_one_with_double_accumulation(corpus, tmp_path, sing
         assert a["grad_norm"] == pytest.approx(b["grad_norm"], abs=1e-5)
         if a["val_loss"] is not None:
             assert a["val_loss"] == pytest.approx(b["val_loss"], abs=1e-5)
-    assert sorted(p.name for p in (tmp_path / "pair" / "checkpoints" / "step-0000006").iterdir()) == [
-        "config.yaml", "manifest.json", "model.safetensors", "optimizer.pt", "rank-00000.pt", "rank-00001.pt",
-        "trainer_state.json",
-    ]
+    last = tmp_path / "pair" / "checkpoints" / "step-0000006"
+    assert checkpoint.verify(last) is None
+    assert all((last / name).is_file() for name in (MODEL_FILE, rank_file(0), rank_file(1)))  # one file per process
     assert (tmp_path / "pair" / "final" / "config.json").is_file()
+
+    # Resuming the pair from its step-3 checkpoint (the optimizer state is re-sharded under FSDP2)
+    # repeats steps 4 to 6 exactly.
+    resumed = write_config(tmp_path / "resumed.yaml", tiny_config(corpus, tmp_path / "resumed", grad_accum_steps=1,
+                                                                  distributed=strategy, **COMMON))
+    torchrun_train(str(resumed), "--resume", str(tmp_path / "pair" / "checkpoints" / "step-0000003"))
+    again = read_metrics(tmp_path / "resumed" / "training" / "training_metrics.csv")
+    assert [r["step"] for r in again] == [4, 5, 6]
+    assert [r["loss"] for r in again] == [r["loss"] for r in two[3:]]
+    assert [r["grad_norm"] for r in again] == [r["grad_norm"] for r in two[3:]]

@@ -1,12 +1,15 @@
-"""Parameter groups: decay on linear weight matrices only."""
+"""Optimizers: AdamW's parameter groups (decay on linear matrices only), the registry, and the
+one object that holds several torch optimizers with per-group learning-rate multipliers."""
 
+import copy
 import dataclasses
+import typing
 
 import torch
 
 from edulm.config import TrainConfig
 from edulm.model.llama import LlamaLM
-from edulm.train.optim import build_optimizer, describe_groups, param_groups, set_lr
+from edulm.train.optim import OPTIMIZERS, Optimizers, build_optimizer, describe_groups, param_groups
 
 
 def test_tied_model_decays_only_linear_matrices(tiny_model_config):
@@ -30,18 +33,78 @@ def test_untied_head_is_decayed(tiny_model_config):
     assert "model.embed_tokens.weight" in no_decay["names"]
 
 
-def test_optimizer_groups_and_lr(tiny_model_config):
+def test_every_config_value_has_a_builder_and_back():
+    hint = typing.get_type_hints(TrainConfig)["optimizer"]
+    assert set(typing.get_args(hint)) == set(OPTIMIZERS)
+
+
+def test_adamw_groups_lr_and_decay(tiny_model_config):
     model = LlamaLM(tiny_model_config)
-    opt, groups = build_optimizer(model, TrainConfig(lr=1e-3, weight_decay=0.1, beta1=0.8, beta2=0.9))
+    opt = build_optimizer(model, TrainConfig(lr=1e-3, weight_decay=0.1, beta1=0.8, beta2=0.9))
+    assert isinstance(opt, Optimizers) and opt.description.startswith("AdamW")
     assert [g["weight_decay"] for g in opt.param_groups] == [0.1, 0.0]
+    assert [g["lr_scale"] for g in opt.param_groups] == [1.0, 1.0]
     assert opt.param_groups[0]["betas"] == (0.8, 0.9)
     assert opt.param_groups[0]["foreach"] is True  # CPU: the foreach kernels
-    set_lr(opt, 5e-4)
+    opt.set_lr(5e-4)
     assert all(g["lr"] == 5e-4 for g in opt.param_groups)
     # Norms and embeddings really are left alone by decay: with zero gradients only decay moves weights.
+    decayed = set(param_groups(model, 0.1)[0]["names"])
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     for p in model.parameters():
         p.grad = torch.zeros_like(p)
     opt.step()
     moved = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
-    assert moved == set(groups[0]["names"])
+    assert moved == decayed
+
+
+def _two_optimizers(model, matrix_scale=10.0):
+    """Matrices and the rest in two torch optimizers, as an optimizer of two kinds builds them."""
+    decay, rest = param_groups(model, 0.1)
+    matrices = torch.optim.SGD([{"params": decay["params"], "lr_scale": matrix_scale}], lr=1.0, momentum=0.9)
+    others = torch.optim.AdamW([{"params": rest["params"], "lr_scale": 1.0}], lr=1.0)
+    return Optimizers(model, [matrices, others], "test")
+
+
+def test_several_optimizers_act_as_one_with_scaled_groups(tiny_model_config):
+    model = LlamaLM(tiny_model_config)
+    opt = _two_optimizers(model)
+    assert len(opt.param_groups) == 2 and len(opt.params) == len(list(model.parameters()))
+    opt.set_lr(0.01)
+    assert [g["lr"] for g in opt.param_groups] == [0.01 * 10.0, 0.01]
+    ids = torch.randint(0, tiny_model_config.vocab_size, (2, 9))
+    model(ids[:, :-1], ids[:, 1:]).backward()
+    opt.step()
+    opt.zero_grad()
+    assert all(p.grad is None for p in model.parameters())
+    state = opt.state_dict()
+    # Unsharded and keyed by parameter name, merged over both optimizers.
+    assert "model.layers.0.self_attn.q_proj.weight" in state["state"]
+    assert "model.embed_tokens.weight" in state["state"]
+    assert "momentum_buffer" in state["state"]["model.layers.0.self_attn.q_proj.weight"]
+
+    torch.manual_seed(0)
+    twin = LlamaLM(tiny_model_config)
+    twin.load_state_dict(model.state_dict())
+    other = _two_optimizers(twin)
+    other.load_state_dict(copy.deepcopy(state))  # a copy, as from disk: the state's tensors may be the live ones
+    for ga, gb in zip(opt.param_groups, other.param_groups):
+        assert ga["lr"] == gb["lr"] and ga["lr_scale"] == gb["lr_scale"]
+    # The same next update from the restored state.
+    for m, o in ((model, opt), (twin, other)):
+        m(ids[:, :-1], ids[:, 1:]).backward()
+        o.step()
+    for (name, a), b in zip(model.named_parameters(), twin.parameters()):
+        assert torch.equal(a, b), name
+
+
+def test_a_saved_state_without_multipliers_keeps_the_configured_ones(tiny_model_config):
+    model = LlamaLM(tiny_model_config)
+    opt = _two_optimizers(model, matrix_scale=3.0)
+    state = opt.state_dict()
+    for group in state["param_groups"]:
+        del group["lr_scale"]  # as in checkpoints written before the multipliers existed
+    opt.load_state_dict(state)
+    opt.set_lr(1e-3)
+    assert [g["lr_scale"] for g in opt.param_groups] == [3.0, 1.0]
+    assert opt.param_groups[0]["lr"] == 3e-3

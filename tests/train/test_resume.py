@@ -1,7 +1,10 @@
 """Real processes: an uninterrupted run, then runs stopped by SIGTERM and SIGKILL and resumed.
 
 The resumed runs must log bitwise the same per-step losses as the uninterrupted one, and no run may
-end with a traceback or "terminate called without an active exception".
+end with a traceback or "terminate called without an active exception". Forty steps with a
+checkpoint every five are enough: what is tested is the boundary, not the length. Each
+interrupted process is frozen (SIGSTOP) the moment the test sees what it waits for, so a fast
+machine cannot finish the run before the signal lands.
 """
 
 from __future__ import annotations
@@ -13,13 +16,16 @@ import time
 import pytest
 
 from edulm import checkpoint
+from edulm.config import load_config
 from edulm.metrics import read_metrics
+from edulm.train.trainer import train
 
 from train_helpers import run_cli, start_cli, tiny_config, write_config
 
 pytestmark = pytest.mark.slow
 
-STEPS = 200
+STEPS = 40
+EVERY = 5
 
 
 def assert_clean(stderr: str) -> None:
@@ -32,51 +38,62 @@ def losses(run_dir):
     return {int(r["step"]): r["loss"] for r in rows}, rows
 
 
-def wait_for_checkpoint(proc, run_dir, step: int, timeout: float = 120) -> None:
-    target = run_dir / "checkpoints" / checkpoint.checkpoint_name(step)
+def last_logged_step(run_dir) -> int:
+    try:
+        return max((int(r["step"]) for r in read_metrics(run_dir / "training" / "training_metrics.csv")), default=0)
+    except (OSError, ValueError, TypeError):
+        return 0  # not written yet, or a row being written
+
+
+def freeze_when(proc, condition, timeout: float = 120) -> None:
+    """Poll ``condition()`` and SIGSTOP the process as soon as it holds."""
     deadline = time.monotonic() + timeout
-    while not target.exists():
-        assert proc.poll() is None, f"the run ended before step {step}: {proc.communicate()}"
-        assert time.monotonic() < deadline, "no checkpoint appeared"
-        time.sleep(0.01)
+    while not condition():
+        assert proc.poll() is None, f"the run ended first: {proc.communicate()}"
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.001)
+    proc.send_signal(signal.SIGSTOP)
 
 
 def config(corpus, tmp_path, name):
-    raw = tiny_config(corpus, tmp_path / name, max_steps=STEPS, ckpt_interval=20, eval_interval=50, keep_last=3)
+    raw = tiny_config(corpus, tmp_path / name, max_steps=STEPS, ckpt_interval=EVERY, eval_interval=10, keep_last=3)
     return str(write_config(tmp_path / f"{name}.yaml", raw)), tmp_path / name
 
 
 def test_stopped_and_killed_runs_resume_exactly(corpus, tmp_path):
     ref_cfg, ref_dir = config(corpus, tmp_path, "reference")
-    done = run_cli("train", ref_cfg)
-    assert done.returncode == 0, done.stderr
-    assert_clean(done.stderr)
+    train(load_config(ref_cfg))  # in this process: the subprocesses below must reproduce it bit for bit
     expected, ref_rows = losses(ref_dir)
     assert sorted(expected) == list(range(1, STEPS + 1))
 
     cfg, run_dir = config(corpus, tmp_path, "interrupted")
     # 1. SIGTERM: the run saves a checkpoint at the next step boundary and exits with 143.
     proc = start_cli("train", cfg)
-    wait_for_checkpoint(proc, run_dir, 20)
+    freeze_when(proc, lambda: (run_dir / "checkpoints" / checkpoint.checkpoint_name(EVERY)).is_dir())
     proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signal.SIGCONT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 143, err
     assert_clean(err)
     stopped_at = checkpoint.step_of(checkpoint.find_latest_good(run_dir))
-    assert 20 <= stopped_at < STEPS
+    assert EVERY <= stopped_at < STEPS
     got, _ = losses(run_dir)
     assert max(got) == stopped_at  # the stop step is logged and checkpointed
     summary = json.loads((run_dir / "training" / "training_summary.json").read_text())
     assert summary["status"] == "stopped (SIGTERM)" and summary["steps"] == stopped_at
     assert not (run_dir / "final").exists()
 
-    # 2. Resume, then SIGKILL somewhere after the next checkpoint: no chance to clean up.
+    # 2. Resume, then SIGKILL two logged steps after the next checkpoint: no chance to clean up, and
+    #    rows past the checkpoint that the resumed run must not repeat.
     proc = start_cli("train", cfg, "--resume", "auto")
-    wait_for_checkpoint(proc, run_dir, (stopped_at // 20 + 1) * 20)
+    target = (stopped_at // EVERY + 1) * EVERY
+    freeze_when(proc, lambda: last_logged_step(run_dir) >= target + 2
+                and (run_dir / "checkpoints" / checkpoint.checkpoint_name(target)).is_dir())
     proc.kill()
     proc.communicate(timeout=60)
     assert proc.returncode == -signal.SIGKILL
     assert not (run_dir / "final").exists()
+    assert last_logged_step(run_dir) > checkpoint.step_of(checkpoint.find_latest_good(run_dir))
 
     # 3. Resume to the end.
     done = run_cli("train", cfg, "--resume", "auto")

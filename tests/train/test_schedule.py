@@ -1,18 +1,30 @@
-"""The learning-rate schedule and the step count."""
+"""The learning-rate schedules (registry, cosine) and the step count."""
 
 import math
+import typing
 
 import pytest
 
 from edulm.config import TrainConfig
 from edulm.errors import UsageError
-from edulm.train.schedule import lr_at, tokens_per_step, total_steps
+from edulm.train.schedule import SCHEDULES, cosine, lr_at, total_steps
+from edulm.train.train_state import BatchShape
+
+
+def tokens_per_step(t: TrainConfig, micro: int, accum: int, world_size: int = 1) -> int:
+    return BatchShape(micro, accum, world_size, t.seq_len).tokens_per_step
+
+
+def test_every_config_value_has_a_schedule_and_back():
+    assert set(typing.get_args(typing.get_type_hints(TrainConfig)["schedule"])) == set(SCHEDULES)
+    t = TrainConfig(lr=1e-3, warmup_steps=10)
+    assert all(lr_at(s, t, 100) == cosine(s, 100, t) for s in range(0, 120, 7))
 
 
 def test_reference_recipe_step_count():
     t = TrainConfig(seq_len=2048, micro_batch_size=6, grad_accum_steps=43, token_budget=10_001_252_352)
     step_tokens = tokens_per_step(t, 6, 43)
-    assert 6 * 43 == 258
+    assert BatchShape(6, 43, 1, 2048).sequences_per_step == 258
     assert step_tokens == 528_384
     assert total_steps(t, step_tokens) == 18_928
 

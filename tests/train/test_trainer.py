@@ -9,8 +9,10 @@ import json
 import pytest
 import torch
 
-from edulm.config import config_from_dict
+from edulm import checkpoint
+from edulm.config import config_from_dict, load_config
 from edulm.errors import UsageError
+from edulm.layout import CONFIG_FILE, MODEL_FILE, OPTIMIZER_FILE, TRAINER_STATE_FILE
 from edulm.metrics import CSV_COLUMNS, read_metrics
 from edulm.train.trainer import TrainingDiverged, train
 
@@ -25,8 +27,8 @@ def test_tiny_run_learns_and_writes_the_run_dir(corpus, tmp_path):
     assert (run_dir / "config.yaml").is_file()
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["step-0000020", "step-0000030"]  # keep_last=2
     ckpt = run_dir / "checkpoints" / "step-0000030"
-    for name in ("model.safetensors", "config.yaml", "optimizer.pt", "trainer_state.json", "rank-00000.pt", "manifest.json"):
-        assert (ckpt / name).is_file(), name
+    assert checkpoint.verify(ckpt) is None  # complete: every file its manifest lists is intact
+    assert (ckpt / MODEL_FILE).is_file() and (ckpt / CONFIG_FILE).is_file()  # what export and MODEL readers use
 
     with (run_dir / "training" / "training_metrics.csv").open() as f:
         assert next(csv.reader(f)) == CSV_COLUMNS
@@ -92,3 +94,37 @@ def test_missing_optional_logger_is_a_usage_error(corpus, tmp_path):
     with pytest.raises(UsageError, match="pip install tensorboard"):
         train(config_from_dict(tiny_config(corpus, tmp_path / "run", tensorboard=True)))
     assert not (tmp_path / "run" / "training" / "training_metrics.csv").exists()
+
+
+def test_config_yaml_keeps_what_was_asked_and_the_state_what_was_resolved(corpus, tmp_path):
+    run_dir = tmp_path / "run"
+    raw = tiny_config(corpus, run_dir, max_steps=2, micro_batch_size="auto", global_batch_size=8, eval_interval=0)
+    train(config_from_dict(raw))
+    asked = load_config(run_dir / "config.yaml").train
+    assert (asked.micro_batch_size, asked.global_batch_size) == ("auto", 8)
+    state = json.loads((run_dir / "checkpoints" / "step-0000002" / TRAINER_STATE_FILE).read_text())
+    assert (state["micro_batch_size"], state["grad_accum_steps"], state["world_size"]) == (4, 2, 1)  # CPU: at most 4
+    summary = json.loads((run_dir / "training" / "training_summary.json").read_text())
+    assert summary["batch"]["global_batch_size"] == 8 and summary["tokens_per_step"] == 8 * 32
+
+
+def test_a_checkpoint_from_before_the_learning_rate_multipliers_resumes_exactly(corpus, tmp_path):
+    ref = tmp_path / "ref"
+    train(config_from_dict(tiny_config(corpus, ref, max_steps=6, ckpt_interval=3, keep_last=5, eval_interval=0)))
+    old = ref / "checkpoints" / "step-0000003"
+    # Make it what older versions wrote: optimizer groups without lr_scale (every other file is unchanged).
+    tmp = checkpoint.begin(tmp_path / "old", 3)
+    for f in old.iterdir():
+        if f.name != "manifest.json":
+            tmp.joinpath(f.name).write_bytes(f.read_bytes())
+    state = torch.load(tmp / OPTIMIZER_FILE, weights_only=True)
+    for group in state["param_groups"]:
+        del group["lr_scale"]
+    torch.save(state, tmp / OPTIMIZER_FILE)
+    old = checkpoint.commit(tmp, 3)
+
+    resumed = tmp_path / "resumed"
+    train(config_from_dict(tiny_config(corpus, resumed, max_steps=6, ckpt_interval=3, eval_interval=0)), resume=str(old))
+    want = {r["step"]: r["loss"] for r in read_metrics(ref / "training" / "training_metrics.csv")}
+    got = {r["step"]: r["loss"] for r in read_metrics(resumed / "training" / "training_metrics.csv")}
+    assert sorted(got) == [4, 5, 6] and all(got[s] == want[s] for s in got)

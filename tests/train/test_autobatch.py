@@ -1,4 +1,5 @@
-"""micro_batch_size: auto — the search and the global-batch arithmetic, with an injected 'fits' predicate."""
+"""The batch geometry: micro_batch_size auto (the search, with an injected 'fits' predicate) and
+global_batch_size counted over all processes."""
 
 from __future__ import annotations
 
@@ -11,9 +12,17 @@ from edulm.model import LlamaLM
 from edulm.train.autobatch import (
     CPU_MAX_MICRO_BATCH,
     largest_fitting,
-    resolve_micro_batch,
+    resolve_batch_shape,
     split_global_batch,
 )
+from edulm.train.train_state import BatchShape
+
+
+def geometry(cfg, model=None, device="cpu", world_size=1, fits=None):
+    """(micro, accum) of the resolved shape, checking the rest of it."""
+    shape = resolve_batch_shape(cfg, model, device, world_size, fits=fits)
+    assert isinstance(shape, BatchShape) and shape.world_size == world_size and shape.seq_len == cfg.train.seq_len
+    return shape.micro_batch_size, shape.grad_accum_steps
 
 
 class CountingFits:
@@ -72,33 +81,51 @@ def _cfg(**train):
 def test_auto_keeps_the_configured_global_batch():
     cfg = _cfg(micro_batch_size="auto", global_batch_size=258)
     # 9 x 29 = 261 is 1.2% off the target, beyond the 1% tolerance; 8 x 32 = 256 is 0.8% off.
-    assert resolve_micro_batch(cfg, None, "cuda", fits=CountingFits(9)) == (8, 32)
+    assert geometry(cfg, None, "cuda", fits=CountingFits(9)) == (8, 32)
 
 
 def test_auto_without_global_batch_keeps_accumulation():
     cfg = _cfg(micro_batch_size="auto", grad_accum_steps=5)
-    assert resolve_micro_batch(cfg, None, "cuda", fits=CountingFits(12)) == (12, 5)
+    assert geometry(cfg, None, "cuda", fits=CountingFits(12)) == (12, 5)
 
 
 def test_auto_on_cpu_uses_the_fixed_cap_without_probing(tiny_model_config):
     cfg = _cfg(micro_batch_size="auto", global_batch_size=32)
     model = LlamaLM(tiny_model_config)
     before = [p.detach().clone() for p in model.parameters()]
-    assert resolve_micro_batch(cfg, model, torch.device("cpu")) == (CPU_MAX_MICRO_BATCH, 32 // CPU_MAX_MICRO_BATCH)
+    assert geometry(cfg, model, torch.device("cpu")) == (CPU_MAX_MICRO_BATCH, 32 // CPU_MAX_MICRO_BATCH)
     assert all(p.grad is None for p in model.parameters())
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
 
 
 def test_numeric_micro_batch_is_used_as_given():
-    assert resolve_micro_batch(_cfg(micro_batch_size=3, grad_accum_steps=7), None, "cpu") == (3, 7)
-    assert resolve_micro_batch(_cfg(micro_batch_size=4, global_batch_size=32), None, "cpu") == (4, 8)
+    assert geometry(_cfg(micro_batch_size=3, grad_accum_steps=7)) == (3, 7)
+    assert geometry(_cfg(micro_batch_size=3, grad_accum_steps=7), world_size=4) == (3, 7)  # no global batch: kept
+    assert geometry(_cfg(micro_batch_size=4, global_batch_size=32)) == (4, 8)
     with pytest.raises(UsageError, match="multiple of train.micro_batch_size"):
-        resolve_micro_batch(_cfg(micro_batch_size=5, global_batch_size=32), None, "cpu")
+        _cfg(micro_batch_size=5, global_batch_size=32)
+
+
+def test_global_batch_counts_every_process():
+    cfg = _cfg(micro_batch_size=4, global_batch_size=32)
+    shape = resolve_batch_shape(cfg, None, "cpu", world_size=2)
+    assert (shape.micro_batch_size, shape.grad_accum_steps) == (4, 4)
+    assert shape.sequences_per_step == 32 and shape.tokens_per_step == 32 * 16
+    with pytest.raises(UsageError, match="multiple of train.micro_batch_size x processes"):
+        resolve_batch_shape(cfg, None, "cpu", world_size=3)  # 32 does not split over 3 processes
+    assert geometry(_cfg(micro_batch_size=4, global_batch_size=36), world_size=3) == (4, 3)  # 12 each
+    with pytest.raises(UsageError, match=r"\(5 x 4 = 20\)"):
+        resolve_batch_shape(_cfg(micro_batch_size=5, global_batch_size=30), None, "cpu", world_size=4)
+    auto = _cfg(micro_batch_size="auto", global_batch_size=258)
+    with pytest.raises(UsageError, match="split evenly over 4 processes"):
+        resolve_batch_shape(auto, None, "cuda", world_size=4, fits=CountingFits(9))
+    # 129 sequences per process: 9 x 14 = 126 is 2.3% off; 8 x 16 = 128 is within 1%.
+    assert geometry(auto, None, "cuda", world_size=2, fits=CountingFits(9)) == (8, 16)
 
 
 def test_nothing_fits_is_a_usage_error():
     with pytest.raises(UsageError, match="grad_checkpointing"):
-        resolve_micro_batch(_cfg(micro_batch_size="auto"), None, "cuda", fits=CountingFits(0))
+        geometry(_cfg(micro_batch_size="auto"), None, "cuda", fits=CountingFits(0))
 
 
 def test_negative_global_batch_is_rejected():

@@ -1,0 +1,147 @@
+"""The run directory's file and folder names, defined once (no torch, no third-party imports).
+
+::
+
+    RUN/                              (run.out_dir)
+      config.yaml                     the config as asked (CONFIG_FILE)
+      checkpoints/                    (CHECKPOINTS_DIR)
+        step-0001000/                 one checkpoint (checkpoint_name(step))
+          manifest.json               sizes and SHA-256 of every other file, written last (MANIFEST_FILE)
+          config.yaml                 the run's config
+          model.safetensors           weights, Hugging Face names (MODEL_FILE)
+          optimizer.pt                unsharded optimizer state (OPTIMIZER_FILE)
+          trainer_state.json          counters, batch geometry, totals (TRAINER_STATE_FILE)
+          rank-00000.pt               one per process: data position and RNG states (rank_file(rank))
+      training/                       (TRAINING_DIR)
+        training_metrics.csv          one row per logged step (METRICS_FILE)
+        training_summary.json         totals, throughput, device, cost, versions (SUMMARY_FILE)
+        train.log                     the plain log lines (LOG_FILE)
+        training_curves.png           (CURVES_FILE)
+        loss_curve_zoom.png           (ZOOM_FILE)
+        tensorboard/                  (TENSORBOARD_DIR, when train.tensorboard is on)
+      final/                          Hugging Face folder of the last step (FINAL_DIR)
+
+:class:`RunLayout` turns a run dir into these paths; readers (export, card, artifacts, plots, demo)
+and the trainer use it or the names, never string literals of their own.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+CONFIG_FILE = "config.yaml"
+"""The run's config in the run dir and in every checkpoint."""
+CHECKPOINTS_DIR = "checkpoints"
+"""Folder of the run's checkpoints."""
+TRAINING_DIR = "training"
+"""Folder of the run's metrics, summary, log and plots."""
+FINAL_DIR = "final"
+"""Hugging Face folder exported after the last step."""
+
+METRICS_FILE = "training_metrics.csv"
+"""Metrics rows, under ``training/``."""
+SUMMARY_FILE = "training_summary.json"
+"""Run summary, under ``training/``."""
+LOG_FILE = "train.log"
+"""Plain log lines, under ``training/``."""
+CURVES_FILE = "training_curves.png"
+"""Loss, validation loss, learning rate and throughput, under ``training/``."""
+ZOOM_FILE = "loss_curve_zoom.png"
+"""Loss after the warmup, under ``training/``."""
+PLOT_FILES = (CURVES_FILE, ZOOM_FILE)
+"""Every plot the trainer draws, in the order a reader shows them."""
+TENSORBOARD_DIR = "tensorboard"
+"""TensorBoard event files, under ``training/``."""
+
+MANIFEST_FILE = "manifest.json"
+"""A checkpoint's integrity manifest (written last: a checkpoint without it is unfinished)."""
+MODEL_FILE = "model.safetensors"
+"""Weights with Hugging Face names, in a checkpoint and in a Hugging Face folder."""
+OPTIMIZER_FILE = "optimizer.pt"
+"""A checkpoint's optimizer state."""
+TRAINER_STATE_FILE = "trainer_state.json"
+"""A checkpoint's trainer counters."""
+
+CHECKPOINT_PREFIX = "step-"
+"""Checkpoint folders are ``step-`` and the step with 7 digits."""
+_CHECKPOINT_NAME = re.compile(rf"^{CHECKPOINT_PREFIX}(\d+)$")
+
+
+def checkpoint_name(step: int) -> str:
+    """Folder name of the checkpoint after ``step`` optimizer steps, e.g. ``step-0001000``."""
+    return f"{CHECKPOINT_PREFIX}{step:07d}"
+
+
+def step_of(path: str | Path) -> int | None:
+    """The step encoded in a checkpoint folder name, or None when the name is not ``step-N``."""
+    match = _CHECKPOINT_NAME.match(Path(path).name)
+    return int(match.group(1)) if match else None
+
+
+def rank_file(rank: int) -> str:
+    """Name of one process's file in a checkpoint (its data position and RNG states)."""
+    return f"rank-{rank:05d}.pt"
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """Paths inside one run dir."""
+
+    root: Path
+    """The run dir (``run.out_dir``)."""
+
+    @classmethod
+    def of(cls, run_dir: str | Path) -> "RunLayout":
+        """The layout of ``run_dir``."""
+        return cls(Path(run_dir))
+
+    @property
+    def config(self) -> Path:
+        """``config.yaml``."""
+        return self.root / CONFIG_FILE
+
+    @property
+    def checkpoints(self) -> Path:
+        """``checkpoints/``."""
+        return self.root / CHECKPOINTS_DIR
+
+    def checkpoint(self, step: int) -> Path:
+        """``checkpoints/step-N/``."""
+        return self.checkpoints / checkpoint_name(step)
+
+    @property
+    def training(self) -> Path:
+        """``training/``."""
+        return self.root / TRAINING_DIR
+
+    @property
+    def metrics(self) -> Path:
+        """``training/training_metrics.csv``."""
+        return self.training / METRICS_FILE
+
+    @property
+    def summary(self) -> Path:
+        """``training/training_summary.json``."""
+        return self.training / SUMMARY_FILE
+
+    @property
+    def log(self) -> Path:
+        """``training/train.log``."""
+        return self.training / LOG_FILE
+
+    @property
+    def plots(self) -> tuple[Path, ...]:
+        """``training/training_curves.png`` and ``training/loss_curve_zoom.png``."""
+        return tuple(self.training / name for name in PLOT_FILES)
+
+    @property
+    def tensorboard(self) -> Path:
+        """``training/tensorboard/``."""
+        return self.training / TENSORBOARD_DIR
+
+    @property
+    def final(self) -> Path:
+        """``final/``."""
+        return self.root / FINAL_DIR

@@ -1,0 +1,118 @@
+"""What happens around the steps, and when: evaluation, checkpoints, retention, the run's record,
+the final export; and :func:`default_callbacks`, the one place that decides which callbacks run on
+rank 0 only.
+
+Cadence at the end of step ``s`` (callbacks in list order, see :mod:`edulm.train.callbacks`):
+
+1. :class:`Evaluation` on the held-out split when ``s`` is a multiple of ``train.eval_interval`` or
+   the last step (every process: the forward pass may be sharded);
+2. :class:`~edulm.train.reporting.MetricsLogger` writes a metrics row when one is due, then the
+   progress bar moves (rank 0);
+3. :class:`Checkpointing` when ``s`` is a multiple of ``train.ckpt_interval``, the last step, or a
+   stop was requested (every process: saving gathers sharded state), unless the run diverged;
+   then, on rank 0, :class:`CheckpointRetention` and the summary.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edulm import checkpoint
+from edulm.config import save_config
+from edulm.metrics import perplexity
+from edulm.train.callbacks import Callback, Run, StepEnd
+from edulm.train.reporting import MetricsLogger, Plots, ProgressBar, SummaryFile, metrics_sinks
+from edulm.train.state import save_checkpoint
+from edulm.train.step import evaluate
+
+
+class Evaluation(Callback):
+    """Held-out loss every ``train.eval_interval`` steps and at the last step; adds ``val_loss`` and ``val_ppl``
+    to the step's values and sets ``run.state.last_val_loss``."""
+
+    def __init__(self) -> None:
+        self._batches = None
+
+    def on_step_end(self, run: Run, event: StepEnd) -> None:
+        t = run.cfg.train
+        if t.eval_interval <= 0 or t.eval_tokens <= 0 or not (event.step % t.eval_interval == 0 or event.last):
+            return
+        if self._batches is None:
+            from edulm.data.loader import make_val_batches
+
+            self._batches = make_val_batches(run.cfg, run.state.batch.micro_batch_size, t.eval_tokens)
+        if not self._batches:
+            run.console.warn("no held-out tokens to evaluate on (data.val_tokens is 0?); evaluation skipped")
+            return
+        loss = evaluate(run.model, self._batches, run.env.device, run.amp_dtype)
+        run.state.last_val_loss = loss
+        event.values.update(val_loss=loss, val_ppl=perplexity(loss))
+        run.console.info(f"step {event.step:,}: val_loss {loss:.4f}, val_ppl {perplexity(loss):.2f}")
+
+
+class Checkpointing(Callback):
+    """Saves every stateful component (``run.components``) every ``train.ckpt_interval`` steps,
+    at the last step and when stopping; sets ``run.last_checkpoint`` (rank 0) and ``event.saved``."""
+
+    def __init__(self) -> None:
+        self._saved_step: int | None = None
+
+    def on_start(self, run: Run) -> None:
+        self._saved_step = run.state.step if run.resumed_from else None  # that step is already on disk
+
+    def on_step_end(self, run: Run, event: StepEnd) -> None:
+        t = run.cfg.train
+        due = (t.ckpt_interval > 0 and event.step % t.ckpt_interval == 0) or event.last or event.stopping
+        if not due or event.diverged or self._saved_step == event.step:
+            return  # a diverged run fails without saving: its weights are not worth resuming from
+        run.state.tally.wall_time_s = run.elapsed()
+        path = save_checkpoint(run.layout.root, event.step, run.cfg, run.components, run.env)
+        if path is not None:
+            run.last_checkpoint = path
+        self._saved_step = event.step
+        event.saved = True
+
+
+class CheckpointRetention(Callback):
+    """Keeps the newest ``train.keep_last`` complete checkpoints and says what was written and removed."""
+
+    def on_save(self, run: Run, path: Path | None) -> None:
+        deleted = checkpoint.apply_retention(run.layout.root, run.cfg.train.keep_last)
+        run.console.info(f"checkpoint: {path}" + (f" (removed {', '.join(p.name for p in deleted)})" if deleted else ""))
+
+
+class RunRecord(Callback):
+    """At the start: ``config.yaml`` (the config as asked) in the run dir, and stale temporary checkpoints removed."""
+
+    def on_start(self, run: Run) -> None:
+        save_config(run.cfg, run.layout.config)
+        checkpoint.remove_stale_temporaries(run.layout.root)
+
+
+class FinalExport(Callback):
+    """When the run completes: ``final/``, a Hugging Face folder of the last checkpoint (``edulm export``'s code)."""
+
+    def on_end(self, run: Run, status: str) -> None:
+        if status != "completed":
+            return
+        from edulm.hf import export
+
+        source = run.last_checkpoint or checkpoint.find_latest_good(run.layout.root)
+        out = export(source, run.layout.final)
+        run.console.info(f"final model (Hugging Face folder): {out}")
+
+
+def default_callbacks(tensorboard: bool, wandb: bool, is_main: bool) -> list[Callback]:
+    """The callbacks of ``edulm train``, in order; the rank-0-only ones exist on rank 0 only.
+
+    Every process evaluates and checkpoints (both may be collectives); only rank 0 prints, writes
+    metrics, the summary, the plots, ``config.yaml`` and ``final/``, and applies retention.
+    """
+    main = is_main
+    return [
+        *([RunRecord()] if main else []),
+        Evaluation(),
+        *([MetricsLogger(metrics_sinks(tensorboard, wandb)), ProgressBar()] if main else []),
+        Checkpointing(),
+        *([CheckpointRetention(), SummaryFile(), Plots(), FinalExport()] if main else []),
+    ]
