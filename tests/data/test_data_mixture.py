@@ -241,8 +241,8 @@ def test_a_mixture_manifest_of_the_wrong_shape_is_damage(mixed):
 
 
 @pytest.mark.parametrize("source, message", [
-    ([{"source": "a", "weight": float("nan")}], "data.source[0].weight must be a positive number, got nan"),
-    ([{"source": "a", "weight": float("inf")}], "data.source[0].weight must be a positive number, got inf"),
+    ([{"source": "a", "weight": float("nan")}], "data.source[0].weight: must be a finite number, got nan"),
+    ([{"source": "a", "weight": float("inf")}], "data.source[0].weight: must be a finite number, got inf"),
     ([{"source": "a"}, {"source": "b", "weight": 0}], "data.source[1].weight must be a positive number, got 0.0"),
     ([{"source": "a"}, {"source": "a"}], "data.source[1] repeats the source 'a'"),
     ([{"weight": 2}], "data.source[0] names no source"),
