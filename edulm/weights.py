@@ -14,8 +14,6 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from edulm.layout import MODEL_FILE  # noqa: F401 (the weights' file name, re-exported for its readers)
-
 TIED_HEAD = "lm_head.weight"
 """The output projection's name; with tied embeddings it is the embedding matrix and is never stored."""
 
@@ -42,13 +40,6 @@ def weights_state_dict(model: nn.Module, dtype: torch.dtype | None = None) -> di
         t = tensor.detach().to("cpu")
         out[name] = (t.to(dtype) if dtype is not None else t).contiguous()
     return out
-
-
-def save_state(state: dict[str, torch.Tensor], path: str | Path, tied: bool) -> None:
-    """Write HF-named tensors (say, a full state dict gathered from FSDP shards) to ``path`` as
-    :func:`save_weights` does: tied head left out, contiguous, ``format: pt`` metadata."""
-    tensors = {name: t.detach().to("cpu").contiguous() for name, t in without_tied_head(state, tied).items()}
-    save_file(tensors, str(path), metadata={"format": "pt"})
 
 
 def save_weights(model: nn.Module, path: str | Path, dtype: torch.dtype | None = None) -> None:

@@ -101,18 +101,30 @@ class FolderPlan:
         return settings
 
 
-def prepare_folder(plan: FolderPlan, source: Source, tok: TokenizerFacts, out: Path) -> dict[str, Any]:
-    """Prepare ``source`` into ``out`` (resuming an unfinished prepare there); return its manifest."""
-    settings = plan.settings(tok)
-    if (out / MANIFEST).is_file():
-        manifest = read_manifest(out)
-        changed = differences(manifest["settings"], settings)
-        if not changed:
-            print(f"{out}: already prepared ({manifest['tokens']['train']:,} training tokens); nothing to do")
-            return manifest
+def already_prepared(out: Path, settings: dict[str, Any], what: str = "") -> dict[str, Any] | None:
+    """The manifest of ``out`` when it was prepared with ``settings`` (said in one line); None when it holds none.
+
+    Shards prepared with other settings are a :class:`UsageError`: they are never mixed or overwritten.
+    ``what`` adds to the line (e.g. " from 3 sources").
+    """
+    if not (out / MANIFEST).is_file():
+        return None
+    manifest = read_manifest(out)
+    changed = differences(manifest["settings"], settings)
+    if changed:
         raise UsageError(
             f"{out} already holds shards prepared with other settings ({changed}); choose another data.shards_dir or delete the folder"
         )
+    print(f"{out}: already prepared ({manifest['tokens']['train']:,} training tokens{what}); nothing to do")
+    return manifest
+
+
+def prepare_folder(plan: FolderPlan, source: Source, tok: TokenizerFacts, out: Path) -> dict[str, Any]:
+    """Prepare ``source`` into ``out`` (resuming an unfinished prepare there); return its manifest."""
+    settings = plan.settings(tok)
+    done = already_prepared(out, settings)
+    if done is not None:
+        return done
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(out)  # leftovers of an interrupted write; never complete files

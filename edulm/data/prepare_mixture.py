@@ -20,12 +20,11 @@ from typing import Any
 
 from edulm.config import Config
 from edulm.data.mixture import source_folder, split_by_weight
-from edulm.data.prepare_folder import FolderPlan, TokenizerFacts, held_out_summary, prepare_folder
-from edulm.data.prepare_state import STATE, differences, load_state, remove_state, save_state
-from edulm.data.shards import FORMAT_VERSION, MANIFEST, read_manifest
+from edulm.data.prepare_folder import FolderPlan, TokenizerFacts, already_prepared, held_out_summary, prepare_folder
+from edulm.data.prepare_state import STATE, load_state, remove_state, save_state
+from edulm.data.shards import FORMAT_VERSION, MANIFEST
 from edulm.data.records import Source
 from edulm.data.split import VAL_EVERY
-from edulm.errors import UsageError
 from edulm.files import remove_stale_temps, write_json
 
 _COUNTS = ("read", "skipped_empty", "train", "val", "past_max_tokens")
@@ -63,15 +62,9 @@ def prepare_mixture(cfg: Config, sources: list[Source], tok: TokenizerFacts) -> 
     out = Path(cfg.data.shards_dir)
     plans = mixture_plans(cfg)
     settings = _settings(cfg, plans, tok)
-    if (out / MANIFEST).is_file():
-        manifest = read_manifest(out)
-        changed = differences(manifest["settings"], settings)
-        if not changed:
-            print(f"{out}: already prepared ({manifest['tokens']['train']:,} training tokens from {len(plans)} sources); nothing to do")
-            return manifest
-        raise UsageError(
-            f"{out} already holds shards prepared with other settings ({changed}); choose another data.shards_dir or delete the folder"
-        )
+    done = already_prepared(out, settings, f" from {len(plans)} sources")
+    if done is not None:
+        return done
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(out)

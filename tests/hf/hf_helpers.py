@@ -9,7 +9,8 @@ import torch
 from edulm import checkpoint
 from edulm.config import ModelConfig
 from edulm.model import LlamaLM
-from edulm.weights import MODEL_FILE, save_weights
+from edulm.layout import MODEL_FILE
+from edulm.weights import save_weights
 
 TEXTS = ["Water boils at one hundred degrees.", "Cells divide by mitosis.", "The moon orbits the earth."] * 3
 """What the tiny test tokenizer is trained on."""

@@ -18,7 +18,7 @@ from edulm.files import temp_path, temp_target
 from edulm.hf import EXPORT_MARKER, export, load_model
 from edulm.hf.export_folder import PREVIOUS_CARD_FILE, settle_stale_exports
 from edulm.lock import folder_lock
-from edulm.weights import MODEL_FILE
+from edulm.layout import MODEL_FILE
 
 
 def temporaries(folder: Path) -> list[str]:

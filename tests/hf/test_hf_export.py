@@ -10,7 +10,7 @@ from hf_helpers import add_checkpoint, tiny_model
 from edulm.cli import main
 from edulm.errors import UsageError
 from edulm.hf import EXPORT_MARKER, ensure_hf_folder, export, resolve_model, to_hf_config
-from edulm.weights import MODEL_FILE
+from edulm.layout import MODEL_FILE
 
 
 def test_export_loads_in_transformers_with_no_missing_or_unexpected_keys(run_dir, tiny_model_config, tmp_path):

@@ -11,7 +11,7 @@ from hf_helpers import IDS, add_checkpoint, logits, tiny_model
 from edulm.config import ModelConfig
 from edulm.errors import UsageError
 from edulm.hf import export, load_model, load_model_tokenizer, resolve_model, to_hf_config
-from edulm.weights import MODEL_FILE
+from edulm.layout import MODEL_FILE
 
 
 def test_resolves_checkpoint_and_run_dirs(run_dir, tiny_model_config, tokenizer_dir, tmp_path):

@@ -11,7 +11,8 @@ import torch
 from edulm import checkpoint
 from edulm.config import Config, ModelConfig, RunConfig, TokenizerConfig, save_config
 from edulm.model import LlamaLM
-from edulm.weights import MODEL_FILE, save_weights
+from edulm.layout import MODEL_FILE
+from edulm.weights import save_weights
 
 def _randomize_norms(model: torch.nn.Module, seed: int) -> None:
     """Random RMSNorm weights (init makes them all 1), so a mix-up between norms changes the logits."""
