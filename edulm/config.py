@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ast
 import dataclasses
-import difflib
 import functools
 import inspect
 import math
@@ -23,6 +22,7 @@ from typing import Any, Literal, Union
 import yaml
 
 from edulm.errors import UsageError
+from edulm.suggest import did_you_mean
 from edulm.files import write_text
 
 
@@ -252,8 +252,8 @@ def _type_name(tp: Any) -> str:
 
 
 def _did_you_mean(word: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(choices)})"
+    # A section's keys are few enough to list when none is close.
+    return did_you_mean(word, choices, known_up_to=len(choices))
 
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:
