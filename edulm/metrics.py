@@ -86,10 +86,19 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def read_metrics(path: str | Path) -> list[dict[str, float | None]]:
-    """Rows of a metrics CSV as numbers (empty cells become None)."""
-    rows = []
+def read_metrics(path: str | Path, finite_only: bool = False) -> list[dict[str, float | None]]:
+    """Rows of a metrics CSV as numbers: empty cells, and cells a crash cut short, become None.
+
+    ``finite_only`` also turns NaN and infinite values (the loss of a diverged step) into None, for
+    readers that report a figure rather than plot a curve.
+    """
+
+    def number(text: str | None) -> float | None:
+        try:
+            value = float(text) if text not in (None, "") else None
+        except ValueError:
+            return None
+        return None if value is None or (finite_only and not math.isfinite(value)) else value
+
     with Path(path).open(newline="") as f:
-        for row in csv.DictReader(f):
-            rows.append({k: (float(v) if v not in ("", None) else None) for k, v in row.items()})
-    return rows
+        return [{k: number(v) for k, v in row.items() if k is not None} for row in csv.DictReader(f)]

@@ -30,3 +30,12 @@ def test_csv_rows_round_trip_and_resume_truncates(tmp_path):
 def test_perplexity_saturates_instead_of_overflowing():
     assert perplexity(2.0) == math.exp(2.0)
     assert perplexity(1e6) == math.inf
+
+
+def test_read_metrics_tolerates_a_cut_line_and_can_drop_non_finite_values(tmp_path):
+    path = tmp_path / "training_metrics.csv"
+    path.write_text("step,loss,val_loss\n1,2.5,\n2,nan,3.0\n3,1.2e")  # the last line was cut by a crash
+    rows = read_metrics(path)
+    assert rows[0] == {"step": 1.0, "loss": 2.5, "val_loss": None}
+    assert rows[1]["loss"] != rows[1]["loss"] and rows[2] == {"step": 3.0, "loss": None, "val_loss": None}
+    assert read_metrics(path, finite_only=True)[1] == {"step": 2.0, "loss": None, "val_loss": 3.0}

@@ -7,9 +7,7 @@ Every reader is tolerant of a run that is unfinished or older: a missing file or
 
 from __future__ import annotations
 
-import csv
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +15,7 @@ import yaml
 
 from edulm.errors import UsageError
 from edulm.layout import CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, TRAINING_DIR
+from edulm.metrics import read_metrics
 
 SUMMARY_PATH = Path(TRAINING_DIR) / SUMMARY_FILE
 METRICS_PATH = Path(TRAINING_DIR) / METRICS_FILE
@@ -83,20 +82,9 @@ def training_tokens(run_dir: str | Path) -> int | None:
 
 
 def metrics_rows(run_dir: str | Path) -> list[dict[str, float | None]]:
-    """Rows of ``training/training_metrics.csv`` as numbers (empty or unreadable cells become None)."""
+    """Rows of ``training/training_metrics.csv`` as finite numbers (empty, unreadable or non-finite cells become None)."""
     path = Path(run_dir) / METRICS_PATH
-    if not path.is_file():
-        return []
-
-    def number(text: str | None) -> float | None:
-        try:
-            value = float(text) if text not in (None, "") else None
-        except ValueError:
-            return None
-        return value if value is None or math.isfinite(value) else None
-
-    with path.open(newline="") as f:
-        return [{k: number(v) for k, v in row.items() if k is not None} for row in csv.DictReader(f)]
+    return read_metrics(path, finite_only=True) if path.is_file() else []
 
 
 def last_validation(rows: list[dict[str, float | None]]) -> dict[str, float | None] | None:
