@@ -20,6 +20,7 @@ from edulm.contamination_report import REPORT_JSON
 from edulm.errors import UsageError
 from edulm.evaluate import artifacts
 from edulm.evaluate.compare import COMPARISON_JSON
+from edulm.layout import RunLayout
 
 if TYPE_CHECKING:
     from edulm.evaluate.clean import CleanScore
@@ -140,19 +141,19 @@ def gather(run_dir: str | Path, out: str | Path, *, eval_path: str | Path | None
     inputs = CardInputs(run_dir, Path(out), name or (config.get("run") or {}).get("name") or run_dir.name, license,
                         config, summary, artifacts.last_validation(artifacts.metrics_rows(run_dir)))
     if summary is not None:
-        inputs.sources["training summary"] = str(run_dir / artifacts.SUMMARY_PATH)
+        inputs.sources["training summary"] = str(RunLayout.of(run_dir).summary)
 
-    eval_file = _optional(eval_path, run_dir / artifacts.EVAL_RESULTS, "eval results file")
+    eval_file = _optional(eval_path, RunLayout.of(run_dir).eval_results, "eval results file")
     if eval_file is not None:
         _read_evaluation(inputs, eval_file)
-    comparison_dir = _optional(comparison, run_dir / artifacts.COMPARISON_DIR, "comparison folder")
+    comparison_dir = _optional(comparison, RunLayout.of(run_dir).comparison, "comparison folder")
     if comparison_dir is not None:
         comparison_file = comparison_dir / COMPARISON_JSON if comparison_dir.is_dir() else comparison_dir
         inputs.comparison = artifacts.read_json(comparison_file, "comparison file")
         if inputs.comparison is None:
             raise UsageError(f"{comparison_dir}: holds no {COMPARISON_JSON}; pass the --out folder of edulm compare")
         inputs.sources["comparison"] = str(comparison_file)
-    contamination_file = _optional(contamination, run_dir / artifacts.CONTAMINATION_DIR / REPORT_JSON,
+    contamination_file = _optional(contamination, RunLayout.of(run_dir).contamination / REPORT_JSON,
                                    "contamination report")
     if contamination_file is not None:
         inputs.contamination = artifacts.read_json(contamination_file, "contamination report")

@@ -20,6 +20,12 @@
         loss_curve_zoom.png           (ZOOM_FILE)
         tensorboard/                  (TENSORBOARD_DIR, when train.tensorboard is on)
       final/                          Hugging Face folder of the last step (FINAL_DIR)
+        README.md                     the model card (CARD_FILE)
+      release/                        what `edulm release` writes (RELEASE_DIR)
+        eval/results.json             the run's lm-eval results, samples beside them (EVAL_RESULTS)
+        baselines/                    the baselines' results, when no shared folder is given (BASELINES_DIR)
+        comparison/                   comparison.json + comparison.md (COMPARISON_DIR)
+        contamination/                training_sample.jsonl, contamination.json + .md (CONTAMINATION_DIR, TRAINING_SAMPLE_FILE)
 
 :class:`RunLayout` turns a run dir into these paths; readers (export, card, artifacts, plots, demo)
 and the trainer use it or the names, never string literals of their own.
@@ -39,6 +45,20 @@ TRAINING_DIR = "training"
 """Folder of the run's metrics, summary, log and plots."""
 FINAL_DIR = "final"
 """Hugging Face folder exported after the last step."""
+CARD_FILE = "README.md"
+"""The model card, inside a Hugging Face folder (``final/``)."""
+RELEASE_DIR = "release"
+"""Evaluation and release outputs of the run, written by ``edulm release`` and read by ``edulm card``."""
+EVAL_RESULTS = f"{RELEASE_DIR}/eval/results.json"
+"""The run's ``edulm eval`` results file (samples files beside it), relative to the run dir."""
+BASELINES_DIR = f"{RELEASE_DIR}/baselines"
+"""The baselines' results files when no shared folder is given, relative to the run dir."""
+COMPARISON_DIR = f"{RELEASE_DIR}/comparison"
+"""What ``edulm compare`` writes for the run, relative to the run dir."""
+CONTAMINATION_DIR = f"{RELEASE_DIR}/contamination"
+"""The contamination audit's report (and the training sample it read), relative to the run dir."""
+TRAINING_SAMPLE_FILE = "training_sample.jsonl"
+"""The sample of training documents the contamination audit reads, under ``CONTAMINATION_DIR``."""
 
 METRICS_FILE = "training_metrics.csv"
 """Metrics rows, under ``training/``."""
@@ -145,3 +165,38 @@ class RunLayout:
     def final(self) -> Path:
         """``final/``."""
         return self.root / FINAL_DIR
+
+    @property
+    def card(self) -> Path:
+        """``final/README.md``."""
+        return self.final / CARD_FILE
+
+    @property
+    def release(self) -> Path:
+        """``release/``."""
+        return self.root / RELEASE_DIR
+
+    @property
+    def eval_results(self) -> Path:
+        """``release/eval/results.json``."""
+        return self.root / EVAL_RESULTS
+
+    @property
+    def baselines(self) -> Path:
+        """``release/baselines/``."""
+        return self.root / BASELINES_DIR
+
+    @property
+    def comparison(self) -> Path:
+        """``release/comparison/``."""
+        return self.root / COMPARISON_DIR
+
+    @property
+    def contamination(self) -> Path:
+        """``release/contamination/``."""
+        return self.root / CONTAMINATION_DIR
+
+    @property
+    def training_sample(self) -> Path:
+        """``release/contamination/training_sample.jsonl``."""
+        return self.contamination / TRAINING_SAMPLE_FILE

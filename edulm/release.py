@@ -34,6 +34,7 @@ from edulm.contamination_report import REPORT_JSON, REPORT_MD
 from edulm.errors import UsageError
 from edulm.evaluate import artifacts
 from edulm.evaluate.compare import COMPARISON_JSON, COMPARISON_MD
+from edulm.layout import MODEL_FILE, RunLayout
 
 STATE_FILE = "release.json"
 """In the release folder: the fingerprint of each finished step."""
@@ -111,16 +112,17 @@ class Release:
 
     def __init__(self, run_dir: str | Path, settings, options: ReleaseOptions) -> None:
         self.run_dir = Path(run_dir)
+        self.layout = RunLayout.of(self.run_dir)
         self.settings = settings
         self.options = options
-        self.folder = self.run_dir / artifacts.RELEASE_DIR
-        self.final = self.run_dir / "final"
-        self.eval_file = self.run_dir / artifacts.EVAL_RESULTS
-        self.baselines_dir = Path(options.baselines_dir) if options.baselines_dir else self.run_dir / artifacts.BASELINES_DIR
-        self.sample = self.run_dir / artifacts.TRAINING_SAMPLE
-        self.contamination_dir = self.run_dir / artifacts.CONTAMINATION_DIR
-        self.comparison_dir = self.run_dir / artifacts.COMPARISON_DIR
-        self.card = self.run_dir / artifacts.CARD_FILE
+        self.folder = self.layout.release
+        self.final = self.layout.final
+        self.eval_file = self.layout.eval_results
+        self.baselines_dir = Path(options.baselines_dir) if options.baselines_dir else self.layout.baselines
+        self.sample = self.layout.training_sample
+        self.contamination_dir = self.layout.contamination
+        self.comparison_dir = self.layout.comparison
+        self.card = self.layout.card
         self.config = artifacts.run_config(self.run_dir) or {}
 
     # -- checks before any work ----------------------------------------------------------------
@@ -168,7 +170,7 @@ class Release:
         from edulm.hf.source import hf_weights_file
 
         names = ("config.json", "tokenizer.json", "tokenizer_config.json")
-        return [stamp(hf_weights_file(self.final) or self.final / "model.safetensors")] + [stamp(self.final / n) for n in names]
+        return [stamp(hf_weights_file(self.final) or self.final / MODEL_FILE)] + [stamp(self.final / n) for n in names]
 
     def steps(self) -> list[Step]:
         """The six steps, in the order they run."""
@@ -201,7 +203,7 @@ class Release:
                                      "budgets": stamp(o.budgets) if o.budgets else None,
                                      "bpb_text": stamp(o.bpb_text) if o.bpb_text else None},
                  [self.comparison_dir / COMPARISON_JSON, self.comparison_dir / COMPARISON_MD], self._compare),
-            Step("card", lambda: {"run": [stamp(self.run_dir / p) for p in ("config.yaml", "training")],
+            Step("card", lambda: {"run": [stamp(p) for p in (self.layout.config, self.layout.training)],
                                   "eval": stamp(self.eval_file), "comparison": stamp(self.comparison_dir),
                                   "contamination": stamp(self.contamination_dir / REPORT_JSON),
                                   "name": o.name, "license": o.license},

@@ -14,27 +14,8 @@ from typing import Any
 import yaml
 
 from edulm.errors import UsageError
-from edulm.layout import CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, TRAINING_DIR
+from edulm.layout import RunLayout
 from edulm.metrics import read_metrics
-
-SUMMARY_PATH = Path(TRAINING_DIR) / SUMMARY_FILE
-METRICS_PATH = Path(TRAINING_DIR) / METRICS_FILE
-
-RELEASE_DIR = Path("release")
-"""The run's evaluation and release outputs, written by ``edulm release`` (and read by ``edulm card``)."""
-EVAL_RESULTS = RELEASE_DIR / "eval" / "results.json"
-"""The run's ``edulm eval`` results file (samples files beside it)."""
-BASELINES_DIR = RELEASE_DIR / "baselines"
-"""The baselines' results files, when no shared folder is given."""
-COMPARISON_DIR = RELEASE_DIR / "comparison"
-"""What ``edulm compare`` writes for the run (``comparison.json``, ``comparison.md``)."""
-TRAINING_SAMPLE = RELEASE_DIR / "contamination" / "training_sample.jsonl"
-"""The sample of training documents the contamination audit reads."""
-CONTAMINATION_DIR = RELEASE_DIR / "contamination"
-"""``contamination.json`` and ``contamination.md``."""
-CARD_FILE = Path("final") / "README.md"
-"""The model card, beside the exported weights."""
-
 
 def read_json(path: str | Path, what: str = "file") -> dict[str, Any] | None:
     """A JSON object from ``path``; None when the file is absent."""
@@ -52,7 +33,7 @@ def read_json(path: str | Path, what: str = "file") -> dict[str, Any] | None:
 
 def run_config(run_dir: str | Path) -> dict[str, Any] | None:
     """The run's resolved ``config.yaml`` as a plain mapping; None when absent."""
-    path = Path(run_dir) / CONFIG_FILE
+    path = RunLayout.of(run_dir).config
     if not path.is_file():
         return None
     try:
@@ -71,7 +52,7 @@ def run_name(run_dir: str | Path) -> str | None:
 
 def training_summary(run_dir: str | Path) -> dict[str, Any] | None:
     """``training/training_summary.json``, or None."""
-    return read_json(Path(run_dir) / SUMMARY_PATH, "training summary")
+    return read_json(RunLayout.of(run_dir).summary, "training summary")
 
 
 def training_tokens(run_dir: str | Path) -> int | None:
@@ -83,7 +64,7 @@ def training_tokens(run_dir: str | Path) -> int | None:
 
 def metrics_rows(run_dir: str | Path) -> list[dict[str, float | None]]:
     """Rows of ``training/training_metrics.csv`` as finite numbers (empty, unreadable or non-finite cells become None)."""
-    path = Path(run_dir) / METRICS_PATH
+    path = RunLayout.of(run_dir).metrics
     return read_metrics(path, finite_only=True) if path.is_file() else []
 
 

@@ -24,11 +24,10 @@ from typing import Any
 
 from edulm.errors import UsageError
 from edulm.files import remove_path, remove_stale_temps, stale_temps, temp_path
+from edulm.layout import CARD_FILE
 
 EXPORT_MARKER = "edulm_export.json"
 """File that marks a folder as written by ``edulm export``: source, dtype, digests, the files it wrote."""
-CARD_FILE = "README.md"
-"""The model card (written by ``edulm card``, not by export)."""
 PREVIOUS_CARD_FILE = "README.previous.md"
 """Where a card that describes the weights of an earlier, different source is kept (replacing an older one)."""
 LEGACY_EXPORT_FILES = (
