@@ -147,7 +147,7 @@ class WandbSink:
             dir=str(layout.training), config=config_to_dict(run.cfg),
             settings=self._wandb.Settings(quiet=console_level() > NORMAL),
         )
-        write_json(layout.wandb_run, {"id": self._run.id, "project": t.wandb_project, "entity": t.wandb_entity or None,
+        write_json(layout.wandb_run, {"id": self._run.id, "project": self._run.project, "entity": self._run.entity or None,
                                       "url": self._run.url}, "the W&B run id")
 
     def write(self, row: dict[str, Any]) -> None:
