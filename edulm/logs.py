@@ -134,6 +134,16 @@ class LogFileHandler(logging.FileHandler):
 
     def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
         """One console warning instead of logging's traceback per line; then stop writing."""
-        self.failed = True
-        err = sys.exc_info()[1]
-        logger().warning("could not write %s (%s); the log file stops here, the work goes on", self.baseFilename, err)
+        self._fail(sys.exc_info()[1])
+
+    def close(self) -> None:
+        """Close the file; a failure to write its last bytes is said (once), not raised."""
+        try:
+            super().close()
+        except OSError as err:
+            self._fail(err)
+
+    def _fail(self, err: BaseException | None) -> None:
+        if not self.failed:
+            self.failed = True
+            logger().warning("could not write %s (%s); the log file stops here, the work goes on", self.baseFilename, err)
