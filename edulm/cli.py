@@ -2,7 +2,8 @@
 
 Heavy modules (torch, transformers, lm-eval) are imported inside the handlers so that ``--help`` and
 argument errors answer at once. Exit codes: 0 success, 2 bad usage/config/input (one line on stderr,
-no traceback unless ``--debug``), 1 any other failure, 130 interrupted.
+no traceback unless ``--debug``), 1 any other failure, 130 interrupted. ``--quiet`` / ``--verbose``
+(before or after the command) set what the console shows of the ``edulm`` logger (:mod:`edulm.logs`).
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from edulm.metrics import read_metrics
 from train_helpers import REPO, cli_env, tiny_config, write_config
 
 STEP_LINE = re.compile(r"^step (\d+)/(\d+) \| tokens ([\d,]+) \| loss \d+\.\d{4} \| lr \d\.\d{3}e[-+]\d+ \| "
-                       r"grad_norm \d+\.\d{3} \| [\d,]+ tok/s \| eta \d+:\d\d$")
+                       r"grad_norm \d+\.\d{3} \| [\d,]+ tok/s \| eta (\d+:)?\d+:\d\d$")
 LOG_PREFIX = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d[+-]\d{4} (INFO|WARNING|ERROR|DEBUG)\s+")
 
 
