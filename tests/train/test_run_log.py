@@ -111,3 +111,35 @@ def test_summary_records_the_held_out_split_as_prepared(corpus, tmp_path):
     assert summary["data"]["held_out"] == read_manifest(corpus["shards"])["held_out"]
     assert summary["data"]["mixture"] is None  # one source
     assert summary["optimizer"] == "adamw" and summary["optimizer_description"].startswith("AdamW")
+
+
+def test_a_mixture_run_reports_what_it_drew_in_its_summary_and_card(corpus, tmp_path):
+    import dataclasses
+
+    from edulm.config import config_from_dict
+    from edulm.data.mixture import realised_mixture
+    from edulm.data.prepare import prepare
+    from edulm.train.trainer import train
+
+    from train_helpers import synthetic_documents
+
+    sources = []
+    for name, seed in (("a", 1), ("b", 2)):
+        path = tmp_path / f"{name}.jsonl"
+        path.write_text("".join(json.dumps({"text": d}) + "\n" for d in synthetic_documents(200, seed=seed)))
+        sources.append(str(path))
+    raw = tiny_config(corpus, tmp_path / "run", max_steps=3, eval_interval=0)
+    raw["data"].update(source=[{"source": sources[0], "weight": 3.0}, {"source": sources[1], "weight": 1.0}],
+                       shards_dir=str(tmp_path / "shards"), val_tokens=1000)
+    cfg = config_from_dict(raw)
+    prepare(cfg)
+    train(cfg)
+
+    summary = json.loads((tmp_path / "run" / "training" / "training_summary.json").read_text())
+    mixture = summary["data"]["mixture"]
+    assert mixture == [dataclasses.asdict(u) for u in realised_mixture(tmp_path / "shards", 7, 32, 3 * 128)]
+    assert [m["source"] for m in mixture] == sources and sum(m["tokens"] for m in mixture) == summary["tokens"]
+    card = (tmp_path / "run" / "final" / "README.md").read_text()
+    assert "of a mixture of 2 sources with edulm" in card
+    for m, weight in zip(mixture, ("3.0 (75.0%)", "1.0 (25.0%)")):
+        assert f"| `{m['source']}` | {weight} | {m['tokens']:,} | {m['share']:.1%} | {m['epochs']:.2f} |" in card
