@@ -15,6 +15,7 @@ from logging.handlers import MemoryHandler
 from pathlib import Path
 from typing import IO
 
+from edulm.files import disk_full_error, is_disk_full
 from edulm.logs import NORMAL, LogFileHandler, console_level, ensure_console, logger
 
 _EARLY_LINES = 1000
@@ -55,7 +56,12 @@ class Console:
         if not self.enabled or self._file is not None:
             return
         log = logger()
-        self._file = LogFileHandler(path)
+        try:
+            self._file = LogFileHandler(path)
+        except OSError as err:
+            if is_disk_full(err):
+                raise disk_full_error(path.parent, "the log file", "free some space and continue with --resume auto") from err
+            raise
         self.log_only(logging.INFO, heading)
         if self._early is not None:
             log.removeHandler(self._early)
