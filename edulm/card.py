@@ -51,12 +51,16 @@ def body(inputs: CardInputs) -> str:
 
 
 def training_datasets(config: dict[str, Any]) -> list[str]:
-    """Hub dataset ids the run trained on (``hf://OWNER/NAME/...`` sources); local data names none."""
-    source = str((config.get("data") or {}).get("source") or "")
-    if not source.startswith("hf://"):
-        return []
-    parts = source.removeprefix("hf://").split("@")[0].split("/")
-    return ["/".join(parts[:2])] if len(parts) >= 2 else []
+    """Hub dataset ids the run trained on (``hf://OWNER/NAME/...`` sources, every one of a mixture); local data names none."""
+    source = (config.get("data") or {}).get("source") or ""
+    entries = source if isinstance(source, list) else [source]
+    datasets: list[str] = []
+    for entry in entries:
+        text = str(entry.get("source") or "") if isinstance(entry, dict) else str(entry)
+        parts = text.removeprefix("hf://").split("@")[0].split("/")
+        if text.startswith("hf://") and len(parts) >= 2 and "/".join(parts[:2]) not in datasets:
+            datasets.append("/".join(parts[:2]))
+    return datasets
 
 
 def contamination_note(inputs: CardInputs, task: str) -> str | None:

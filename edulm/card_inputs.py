@@ -129,8 +129,14 @@ def _join_contamination(inputs: CardInputs) -> None:
 
 
 def gather(run_dir: str | Path, out: str | Path, *, eval_path: str | Path | None = None, comparison: str | Path | None = None,
-           contamination: str | Path | None = None, name: str | None = None, license: str = "apache-2.0") -> CardInputs:
-    """Read every artifact the card uses (tolerant of missing ones, strict about damaged ones)."""
+           contamination: str | Path | None = None, name: str | None = None, license: str = "apache-2.0",
+           evaluation: bool = True) -> CardInputs:
+    """Read every artifact the card uses (tolerant of missing ones, strict about damaged ones).
+
+    ``evaluation=False`` reads the training artifacts only: no eval results, comparison or
+    contamination report, not even the default ones (the card written at the end of training, when
+    any ``release/`` outputs describe earlier weights).
+    """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UsageError(f"{run_dir}: no such run directory; pass the run.out_dir of a training run")
@@ -142,6 +148,9 @@ def gather(run_dir: str | Path, out: str | Path, *, eval_path: str | Path | None
                         config, summary, artifacts.last_validation(artifacts.metrics_rows(run_dir)))
     if summary is not None:
         inputs.sources["training summary"] = str(RunLayout.of(run_dir).summary)
+    if not evaluation:
+        inputs.parameters = _parameters(config, summary, None)
+        return inputs
 
     eval_file = _optional(eval_path, RunLayout.of(run_dir).eval_results, "eval results file")
     if eval_file is not None:

@@ -54,7 +54,6 @@ def _section(cfg: dict[str, Any], name: str) -> dict[str, Any]:
 def overview(inputs: CardInputs) -> list[str]:
     """The title and one sentence on what the model is, how big, trained on what and where."""
     summary = inputs.summary or {}
-    source = _section(inputs.config, "data").get("source", NOT_RECORDED)
     tokens = summary.get("tokens")
     trained = f"trained from scratch on {fmt_tokens(tokens)} tokens" if tokens else "trained from scratch"
     status = summary.get("status")
@@ -62,11 +61,19 @@ def overview(inputs: CardInputs) -> list[str]:
         f"# {inputs.name}",
         "",
         f"{inputs.name} is a {fmt_int(inputs.parameters)}-parameter Llama-style causal language model {trained} "
-        f"of `{source}` with edulm on {_device_phrase(summary)}.",
+        f"of {_data_phrase(_section(inputs.config, 'data'))} with edulm on {_device_phrase(summary)}.",
     ]
     if status and status != "completed":
         lines += ["", f"**Training status: {status}.** The numbers below describe the run as it stood when its summary was written."]
     return lines
+
+
+def _data_phrase(data: dict[str, Any]) -> str:
+    """One source in backticks, or ``a mixture of N sources`` for a list (the card's mixture table names them)."""
+    source = data.get("source", NOT_RECORDED)
+    if isinstance(source, list):
+        return f"a mixture of {len(source)} sources"
+    return f"`{source}`"
 
 
 def _device_phrase(summary: dict[str, Any]) -> str:
@@ -99,29 +106,83 @@ def model_details(inputs: CardInputs) -> list[str]:
 
 
 def training_recipe(inputs: CardInputs) -> list[str]:
-    """Data, tokens, steps, batch, optimizer, schedule, precision and seed; the full config folded away."""
+    """Data (realised mixture and the held-out split as really held out), tokens, steps, batch, optimizer,
+    schedule, precision and seed, from the summary first and the config where it has nothing; the full
+    config folded away."""
     t, d, run = _section(inputs.config, "train"), _section(inputs.config, "data"), _section(inputs.config, "run")
     summary = inputs.summary or {}
-    batch = summary.get("batch") or {}
-    per_step = summary.get("tokens_per_step")
+    data = summary.get("data") if isinstance(summary.get("data"), dict) else {}
     rows = [
-        ["Data", f"`{d.get('source', NOT_RECORDED)}` (held out for validation: {fmt_int(d.get('val_tokens'))} tokens)"],
+        ["Data", f"{_data_phrase(d)} (held out for validation: {_held_out(data, d)})"],
         ["Tokens seen", fmt_tokens(summary.get("tokens"))],
         ["Optimizer steps", f"{fmt_int(summary.get('steps'))} of {fmt_int(summary.get('total_steps'))}" if summary else NOT_RECORDED],
-        ["Sequence length", fmt_int(t.get("seq_len"))],
-        ["Batch", f"{batch.get('micro_batch_size', t.get('micro_batch_size', '?'))} sequences × {batch.get('grad_accum_steps', t.get('grad_accum_steps', '?'))} "
-                  f"accumulation steps × {batch.get('world_size', 1)} process(es) = {fmt_int(per_step)} tokens per step"],
-        ["Optimizer", f"AdamW (β1 {t.get('beta1', '?')}, β2 {t.get('beta2', '?')}, ε {t.get('eps', '?')}, weight decay {t.get('weight_decay', '?')} on matrices), "
-                      f"gradient clipping {t.get('grad_clip', '?')}"],
-        ["Learning rate", f"peak {t.get('lr', '?')}, {fmt_int(t.get('warmup_steps'))} warmup steps, cosine decay to {t.get('min_lr_ratio', '?')} × peak"],
+        ["Sequence length", fmt_int((summary.get("batch") or {}).get("seq_len", t.get("seq_len")))],
+        ["Batch", _batch(summary, t)],
+        ["Optimizer", f"{_optimizer(summary, t)}, gradient clipping {t.get('grad_clip', '?')}"],
+        ["Learning rate", _schedule(summary, t)],
         ["Precision", str(summary.get("precision") or t.get("precision", NOT_RECORDED))],
         ["Seed", str(run.get("seed", NOT_RECORDED))],
         ["Steps skipped (non-finite loss)", fmt_int(summary.get("skipped_steps"))],
     ]
     lines = ["## Training recipe", ""] + md_table(["", ""], rows)
+    lines += _mixture(data.get("mixture"))
     lines += ["", "<details><summary>Full training config (config.yaml)</summary>", "", "```yaml",
               yaml.safe_dump(inputs.config, sort_keys=False).rstrip(), "```", "", "</details>"]
     return lines
+
+
+def _held_out(data: dict[str, Any], d: dict[str, Any]) -> str:
+    """What was really held out (the summary's record of the shards manifest), else what was asked."""
+    held = data.get("held_out")
+    if not isinstance(held, dict) or not isinstance(held.get("tokens"), int):
+        return f"{fmt_int(d.get('val_tokens'))} tokens asked (data.val_tokens)"
+    text = f"{held['tokens']:,} tokens in {fmt_int(held.get('documents'))} documents"
+    if held.get("short"):
+        text += f", fewer than the {fmt_int(held.get('requested_tokens'))} asked: the data ran out of held-out candidates"
+    return text
+
+
+def _batch(summary: dict[str, Any], t: dict[str, Any]) -> str:
+    """The batch as the run resolved it (the summary's ``batch``); the config's when there is no summary."""
+    b = summary.get("batch") or {}
+    micro = b.get("micro_batch_size", t.get("micro_batch_size", "?"))
+    accum = b.get("grad_accum_steps", t.get("grad_accum_steps", "?"))
+    world = b.get("world_size", 1)
+    sequences = b.get("global_batch_size")
+    per_step = f"{fmt_int(sequences)} sequences, " if isinstance(sequences, int) else ""
+    return (f"{micro} sequences × {accum} accumulation steps × {world} process(es) = {per_step}"
+            f"{fmt_int(summary.get('tokens_per_step'))} tokens per step")
+
+
+def _optimizer(summary: dict[str, Any], t: dict[str, Any]) -> str:
+    """The optimizer the run used (the summary's, else the config's ``train.optimizer``)."""
+    name = summary.get("optimizer") or t.get("optimizer") or "adamw"  # runs from before the key trained with AdamW
+    if name == "adamw":
+        return (f"AdamW (β1 {t.get('beta1', '?')}, β2 {t.get('beta2', '?')}, ε {t.get('eps', '?')}, "
+                f"weight decay {t.get('weight_decay', '?')} on matrices)")
+    return str(summary.get("optimizer_description") or f"`{name}`")
+
+
+def _schedule(summary: dict[str, Any], t: dict[str, Any]) -> str:
+    """The learning-rate schedule the run used (the summary's, else the config's ``train.schedule``)."""
+    name = summary.get("schedule") or t.get("schedule") or "cosine"
+    floor = f"{t.get('min_lr_ratio', '?')} × peak"
+    shape = {
+        "cosine": f"cosine decay to {floor}",
+        "wsd": f"constant, then decay to {floor} over the last {t.get('decay_fraction', '?')} of the steps (warmup-stable-decay)",
+        "constant": "then constant",
+    }.get(name, f"then the `{name}` schedule")
+    return f"peak {t.get('lr', '?')}, {fmt_int(t.get('warmup_steps'))} warmup steps, {shape}"
+
+
+def _mixture(mixture: Any) -> list[str]:
+    """The realised data mixture (the summary's record): tokens, share and epochs of each source."""
+    if not isinstance(mixture, list) or not mixture:
+        return []
+    rows = [[f"`{m.get('source')}`", f"{m.get('weight')} ({m.get('target_share', 0):.1%})", fmt_tokens(m.get("tokens")),
+             f"{m.get('share', 0):.1%}", fmt_num(m.get("epochs"), 2)] for m in mixture]
+    return ["", "Data mixture, as drawn (tokens trained on from each source):", ""] + md_table(
+        ["Source", "Weight (target share)", "Tokens", "Share", "Epochs"], rows, ["---", "---:", "---:", "---:", "---:"])
 
 
 def runtime_and_cost(inputs: CardInputs) -> list[str]:

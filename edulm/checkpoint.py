@@ -125,7 +125,7 @@ def find_latest_good(run_dir: str | Path) -> Path | None:
         problem = verify(path)
         if problem is None:
             return path
-        log.warning("edulm: warning: skipping checkpoint %s: %s; using an older one", path, problem)
+        log.warning("skipping checkpoint %s: %s; using an older one", path, problem)
     return None
 
 

@@ -2,7 +2,8 @@
 
 Heavy modules (torch, transformers, lm-eval) are imported inside the handlers so that ``--help`` and
 argument errors answer at once. Exit codes: 0 success, 2 bad usage/config/input (one line on stderr,
-no traceback unless ``--debug``), 1 any other failure, 130 interrupted.
+no traceback unless ``--debug``), 1 any other failure, 130 interrupted. ``--quiet`` / ``--verbose``
+(before or after the command) set what the console shows of the ``edulm`` logger (:mod:`edulm.logs`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import sys
 from typing import Callable, Sequence
 
 from edulm.errors import DiskFullError, UsageError
+from edulm.logs import console_logging
 
 
 class _Parser(argparse.ArgumentParser):
@@ -156,21 +158,31 @@ def _add_eval_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default=None, help="bfloat16, float16 or float32 (default: bfloat16 on CUDA, float32 on CPU)")
 
 
-def _accept_debug(p: argparse.ArgumentParser) -> None:
-    """Also take ``--debug`` after the command (``edulm train CONFIG --debug``); main() reads it from argv."""
-    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+def _add_global_flags(p: argparse.ArgumentParser, hidden: bool = True) -> None:
+    """``--debug``, ``--quiet`` and ``--verbose``, taken before the command and after it
+    (``edulm train CONFIG --quiet``); after the command they are hidden from its help and leave the
+    value given before it alone unless given again."""
+    def add(flag: str, text: str) -> None:
+        if hidden:
+            p.add_argument(flag, action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        else:
+            p.add_argument(flag, action="store_true", help=text)
+
+    add("--debug", "show tracebacks for every error")
+    add("--quiet", "print warnings and errors only (a run's train.log stays complete)")
+    add("--verbose", "also print debug lines")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The full ``edulm`` argument parser."""
     parser = _Parser(prog="edulm", description="Pretrain, evaluate and publish small Llama-style language models.")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks for every error")
+    _add_global_flags(parser, hidden=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     def command(name: str, handler: Callable[[argparse.Namespace], None], help: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help)
         p.set_defaults(handler=handler)
-        _accept_debug(p)
+        _add_global_flags(p)
         return p
 
     p = command("info", _info, "architecture, exact parameter count and FLOPs/token of a CONFIG or MODEL")
@@ -183,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     tsub = p.add_subparsers(dest="tokenizer_command", metavar="COMMAND", parser_class=_Parser)
     tp = tsub.add_parser("train", help="train a small byte-level BPE tokenizer (for fast CPU runs and tests)")
     tp.set_defaults(handler=_tokenizer_train)
-    _accept_debug(tp)
+    _add_global_flags(tp)
     tp.add_argument("--source", default="builtin:sample", help="text source, as data.source (default builtin:sample)")
     tp.add_argument("--text-field", default="text", help="text field of parquet/jsonl/hub records")
     tp.add_argument("--vocab-size", type=int, default=4096, help="vocabulary size (default 4096)")
@@ -297,6 +309,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _console_level(args: argparse.Namespace) -> int:
+    """The console's level from ``--quiet`` / ``--verbose`` (see :mod:`edulm.logs`)."""
+    from edulm.logs import NORMAL, QUIET, VERBOSE
+
+    if args.quiet and args.verbose:
+        raise UsageError("--quiet and --verbose contradict each other; give one of them")
+    return QUIET if args.quiet else VERBOSE if args.verbose else NORMAL
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``edulm`` console script; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -306,7 +327,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         handler = getattr(args, "handler", None)
         if handler is None:
             raise UsageError("choose a command (see 'edulm --help')")
-        handler(args)
+        with console_logging(_console_level(args)):
+            handler(args)
         return 0
     except UsageError as err:
         if debug:

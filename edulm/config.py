@@ -181,7 +181,11 @@ class TrainConfig:
     tensorboard: bool = False
     """Also log metrics to TensorBoard (run_dir/training/tensorboard)."""
     wandb: bool = False
-    """Also log metrics to Weights & Biases (project 'edulm', run name run.name)."""
+    """Also log metrics to Weights & Biases (run name run.name; files in run_dir/training/wandb; a resumed run continues the same W&B run)."""
+    wandb_project: str = "edulm"
+    """Weights & Biases project the run is logged to (with train.wandb)."""
+    wandb_entity: str = ""
+    """Weights & Biases entity (user or team) that owns the project; empty means your default entity."""
 
 
 @dataclass
@@ -519,6 +523,7 @@ def validate_train(t: TrainConfig, m: ModelConfig, source: str = "config") -> No
         _positive(source, "train", t, "micro_batch_size")
     _non_negative(source, "train", t, "global_batch_size", "max_steps", "token_budget", "warmup_steps", "weight_decay",
                   "grad_clip", "eval_interval", "eval_tokens", "ckpt_interval", "min_lr_ratio", "eps")
+    _not_empty(source, "train", t, "wandb_project")
     if t.seq_len > m.max_seq_len:
         raise UsageError(f"{source}: train.seq_len ({t.seq_len}) is longer than model.max_seq_len ({m.max_seq_len})")
     if t.min_lr_ratio > 1:

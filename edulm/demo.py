@@ -59,7 +59,9 @@ def run_demo(config_path: str | Path, overrides: list[str]) -> dict[str, float]:
     print(f"  metrics           {run.metrics}")
     print(f"  summary           {run.summary}")
     print(f"  plots             {', '.join(str(p) for p in run.plots)}")
+    print(f"  log               {run.log}")
     print(f"  model             {final}")
+    print(f"  model card        {final / 'README.md'}")
     result = {"first_loss": rows[0]["loss"], "last_loss": rows[-1]["loss"], "val_loss": vals[-1] if vals else float("nan")}
     print(
         f"loss {result['first_loss']:.3f} -> {result['last_loss']:.3f} (step {int(rows[0]['step'])} -> "

@@ -14,12 +14,15 @@ Every module that asks "offline?" or "reachable?" asks here.
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import ssl
 import sys
 import threading
 import urllib.error
 import urllib.request
+
+log = logging.getLogger(__name__)
 
 PROBE_TIMEOUT_S = 3.0
 """Seconds the probe waits for the hub's endpoint to answer (DNS, connection and reply together)."""
@@ -114,11 +117,8 @@ def use_hub() -> bool:
     if hub_reachable():
         return True
     go_offline()
-    print(
-        f"edulm: warning: the Hugging Face Hub ({hub_endpoint()}) is unreachable (no answer within "
-        f"{PROBE_TIMEOUT_S:g} s); working offline for the rest of this command (cached files only)",
-        file=sys.stderr,
-    )
+    log.warning("the Hugging Face Hub (%s) is unreachable (no answer within %g s); working offline for the rest of "
+                "this command (cached files only)", hub_endpoint(), PROBE_TIMEOUT_S)
     return False
 
 

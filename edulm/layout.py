@@ -19,6 +19,8 @@
         training_curves.png           (CURVES_FILE)
         loss_curve_zoom.png           (ZOOM_FILE)
         tensorboard/                  (TENSORBOARD_DIR, when train.tensorboard is on)
+        wandb/                        W&B's files (WANDB_DIR, when train.wandb is on)
+        wandb_run.json                the W&B run id a resume continues (WANDB_RUN_FILE)
       final/                          Hugging Face folder of the last step (FINAL_DIR)
         README.md                     the model card (CARD_FILE)
       release/                        what `edulm release` writes (RELEASE_DIR)
@@ -74,6 +76,10 @@ PLOT_FILES = (CURVES_FILE, ZOOM_FILE)
 """Every plot the trainer draws, in the order a reader shows them."""
 TENSORBOARD_DIR = "tensorboard"
 """TensorBoard event files, under ``training/``."""
+WANDB_DIR = "wandb"
+"""Weights & Biases' files, under ``training/`` (W&B names this folder itself, below the ``dir`` it is given)."""
+WANDB_RUN_FILE = "wandb_run.json"
+"""The W&B run's id, project and entity, under ``training/``."""
 
 MANIFEST_FILE = "manifest.json"
 """A checkpoint's integrity manifest (written last: a checkpoint without it is unfinished)."""
@@ -160,6 +166,16 @@ class RunLayout:
     def tensorboard(self) -> Path:
         """``training/tensorboard/``."""
         return self.training / TENSORBOARD_DIR
+
+    @property
+    def wandb(self) -> Path:
+        """``training/wandb/``."""
+        return self.training / WANDB_DIR
+
+    @property
+    def wandb_run(self) -> Path:
+        """``training/wandb_run.json``."""
+        return self.training / WANDB_RUN_FILE
 
     @property
     def final(self) -> Path:

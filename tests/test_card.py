@@ -25,7 +25,10 @@ SCORES = {  # invented scores for a fixture results file
 SUMMARY = {
     "run": "edu-tiny", "status": "completed", "flops_per_token": 123456, "steps": 1000, "total_steps": 1000,
     "tokens": 2_048_000_000, "tokens_per_step": 2_048_000,
-    "batch": {"micro_batch_size": 8, "grad_accum_steps": 125, "world_size": 1, "seq_len": 2048},
+    "batch": {"micro_batch_size": 8, "grad_accum_steps": 125, "world_size": 1, "seq_len": 2048, "global_batch_size": 1000},
+    "optimizer": "adamw", "schedule": "cosine",
+    "data": {"shards_dir": "data/shards", "held_out": {"requested_tokens": 1_000_000, "tokens": 1_000_417, "documents": 893,
+                                                       "short": False}, "mixture": None},
     "skipped_steps": 0, "final_train_loss": 3.3012, "final_val_loss": 3.2468, "final_val_ppl": math.exp(3.2468),
     "final_val_bpb": 1.0934,
     "mean_tokens_per_s": 45678.4, "mean_tokens_per_s_after_warmup": 47001.2, "mfu_after_warmup": 0.3712,
@@ -144,6 +147,10 @@ def test_full_card_numbers_come_from_the_run(tmp_path, capsys):
     params = count_parameters(cfg.model)
     assert f"{params:,}-parameter" in text and f"| Parameters | {params:,} |" in text
     assert "2,048,000,000 (2.05B)" in text
+    assert "held out for validation: 1,000,417 tokens in 893 documents)" in text  # as prepared, not as asked
+    assert "| Batch | 8 sequences × 125 accumulation steps × 1 process(es) = 1,000 sequences, 2,048,000 tokens per step |" in text
+    assert "| Optimizer | AdamW (β1 0.9, β2 0.95, ε 1e-08, weight decay 0.1 on matrices), gradient clipping 1.0 |" in text
+    assert "cosine decay to 0.1 × peak" in text
     assert "45,678 tokens/s" in text and "47,001 tokens/s" in text and "37.1%" in text
     assert "21.38 GiB" in text and "1 × NVIDIA L20 (44.5 GiB each)" in text
     assert "| GPU-hours | 12.10 |" in text and "10.89 at 0.9 per GPU-hour" in text and SUMMARY["formula"] in text
@@ -272,3 +279,43 @@ def test_contaminated_tasks_are_marked_and_clean_scores_shown(tmp_path, capsys):
     assert (f"differs from the full score by more than its standard error on quiz_a (acc_norm 0.6000 on all 10 "
             f"documents, 0.3333 on the 6 clean ones; standard error {full_se:.4f})") in text
     assert "Every scored document of quiz_b was found in the training text" in text
+
+
+def test_the_recipe_is_what_the_run_used_mixture_optimizer_schedule_held_out(tmp_path, capsys):
+    """A mixture run with another optimizer and schedule whose held-out split came out short: the card
+    says what the summary recorded, never a hard-coded AdamW / cosine or the configured val_tokens."""
+    import yaml
+
+    run, _ = make_run(tmp_path)
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    sources = [{"source": "hf://HuggingFaceFW/fineweb-edu/sample-10BT", "weight": 0.7, "text_field": "", "pattern": ""},
+               {"source": "hf://mlfoundations/dclm-baseline-1.0", "weight": 0.3, "text_field": "", "pattern": ""}]
+    config["data"].update(source=sources, val_tokens=10_000)
+    config["train"].update(optimizer="muon", schedule="wsd", decay_fraction=0.2)  # values of later optimizers and schedules
+    (run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    summary = json.loads((run / "training" / "training_summary.json").read_text())
+    summary.update(
+        optimizer="muon", optimizer_description="Muon on 14 matrices (lr 0.02); Adam on 6 tensors", schedule="wsd",
+        batch={"micro_batch_size": 8, "grad_accum_steps": 6, "world_size": 2, "seq_len": 2048, "global_batch_size": 96},
+        tokens_per_step=96 * 2048, tokens=1000 * 96 * 2048,
+        data={"shards_dir": "data/shards", "held_out": {"requested_tokens": 10_000, "tokens": 6_391, "documents": 3, "short": True},
+              "mixture": [{"folder": "00-fineweb-edu-sample-10BT", "source": sources[0]["source"], "weight": 0.7, "target_share": 0.7,
+                           "prepared_tokens": 500_000_000, "windows": 66_912, "tokens": 137_035_776, "share": 0.697, "epochs": 0.274},
+                          {"folder": "01-mlfoundations-dclm-baseline-1.0", "source": sources[1]["source"], "weight": 0.3,
+                           "target_share": 0.3, "prepared_tokens": 20_000_000, "windows": 29_088, "tokens": 59_572_224,
+                           "share": 0.303, "epochs": 2.98}]},
+    )
+    (run / "training" / "training_summary.json").write_text(json.dumps(summary))
+    out = tmp_path / "README.md"
+    assert main(["card", str(run), "--out", str(out)]) == 0, capsys.readouterr().err
+    card = load_card(out)
+    text = card.text
+    assert card.data.datasets == ["HuggingFaceFW/fineweb-edu", "mlfoundations/dclm-baseline-1.0"]
+    assert "tokens of a mixture of 2 sources with edulm" in text
+    assert "held out for validation: 6,391 tokens in 3 documents, fewer than the 10,000 asked" in text
+    assert "| Optimizer | Muon on 14 matrices (lr 0.02); Adam on 6 tensors, gradient clipping 1.0 |" in text
+    assert "AdamW" not in text and "cosine" not in text
+    assert "decay to 0.1 × peak over the last 0.2 of the steps (warmup-stable-decay)" in text
+    assert "| Batch | 8 sequences × 6 accumulation steps × 2 process(es) = 96 sequences, 196,608 tokens per step |" in text
+    assert "| `hf://HuggingFaceFW/fineweb-edu/sample-10BT` | 0.7 (70.0%) | 137,035,776 (137M) | 69.7% | 0.27 |" in text
+    assert "| `hf://mlfoundations/dclm-baseline-1.0` | 0.3 (30.0%) | 59,572,224 (59.6M) | 30.3% | 2.98 |" in text

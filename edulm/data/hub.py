@@ -12,8 +12,8 @@ consumer has written intact (``edulm prepare`` then resumes after its last compl
 from __future__ import annotations
 
 import gc
+import logging
 import random
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -21,6 +21,8 @@ from typing import Any, Callable
 from edulm.data.records import HUB_PREFIX, RecordStream, Source, record_text
 from edulm.errors import UsageError
 from edulm.hub import use_hub
+
+log = logging.getLogger(__name__)
 
 SNAPSHOT_EVERY = 100
 """Records between two snapshots of the dataset state (a reopen re-reads fewer than this)."""
@@ -210,8 +212,8 @@ class HubStream(RecordStream):
                 "what was written so far is kept, run the command again to continue"
             ) from err
         wait = policy.delay(self._failures)
-        print(f"edulm: {name}: {what} at record {self.index}; retrying in {wait:.1f}s "
-              f"(attempt {self._failures}/{policy.max_retries})", file=sys.stderr)
+        log.warning("%s: %s at record %d; retrying in %.1fs (attempt %d/%d)", name, what, self.index, wait,
+                    self._failures, policy.max_retries)
         policy.sleep(wait)
 
     def __next__(self) -> str:

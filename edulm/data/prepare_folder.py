@@ -247,7 +247,7 @@ def _finish(plan: FolderPlan, tok: TokenizerFacts, out: Path, state: PrepareStat
     ]
     if p.val_tokens < plan.val_tokens:
         share = " (its share of data.val_tokens)" if plan.label else ""
-        log.warning("edulm: warning: %s: held out %s tokens for validation, fewer than the %s asked%s: the source ran "
+        log.warning("%s: held out %s tokens for validation, fewer than the %s asked%s: the source ran "
                     "out of held-out candidates (1 record in %d); the manifest records the real figure",
                     plan.label or out, f"{p.val_tokens:,}", f"{plan.val_tokens:,}", share, VAL_EVERY)
     manifest = {

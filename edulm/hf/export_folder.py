@@ -93,7 +93,7 @@ def _carry(entry: Path, dst: Path) -> None:
 
 def carry_over(out: Path, new: Path, marker: dict[str, Any]) -> str | None:
     """Bring into the new export ``new`` everything of ``out`` that no export wrote; returns a note for
-    the user when the model card was kept aside (see the module docstring), else None."""
+    the user (a warning line) when the model card was kept aside (see the module docstring), else None."""
     if not out.is_dir():
         return None
     old = read_marker(out)
@@ -110,8 +110,8 @@ def carry_over(out: Path, new: Path, marker: dict[str, Any]) -> str | None:
         remove_path(new / PREVIOUS_CARD_FILE)
         _carry(card, new / PREVIOUS_CARD_FILE)
         note = (
-            f"edulm: note: {card} described the weights exported from {old.get('source', 'another source')}, "
-            f"not these; it is kept as {PREVIOUS_CARD_FILE} (write a card for these weights with 'edulm card')"
+            f"{card} described the weights exported from {old.get('source', 'another source')}, "
+            f"not these; it is kept as {PREVIOUS_CARD_FILE} (a run that finishes writes a fresh one; else write it with 'edulm card')"
         )
     return note
 

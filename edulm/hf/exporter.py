@@ -9,8 +9,8 @@ of the old folder (the user's files, the model card) is decided in :mod:`edulm.h
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
-import sys
 from pathlib import Path
 
 import torch
@@ -35,6 +35,8 @@ from edulm.layout import MODEL_FILE
 from edulm.lock import folder_lock
 from edulm.remote_code import refuse_remote_code
 from edulm.weights import save_weights
+
+log = logging.getLogger(__name__)
 
 GENERATION_DEFAULTS = {"do_sample": True, "temperature": 0.8, "top_p": 0.95}
 """Sampling defaults written to ``generation_config.json`` of exports from edulm runs."""
@@ -114,7 +116,7 @@ def export(src: str | Path, out: str | Path, dtype: str | torch.dtype = "float32
         check_out_folder(out)
         note = _export_locked(src, out, torch_dtype, dtype)
     if note:
-        print(note, file=sys.stderr)
+        log.warning(note)
     return out
 
 
@@ -153,7 +155,7 @@ def _export_locked(src: str | Path, out: Path, torch_dtype: torch.dtype, dtype: 
             raise disk_full_error(out.parent, f"the export {out.name}", "free some space and export again") from err
         raise
     if tokenizer is None:
-        print(f"edulm: warning: {resolved.path} names no tokenizer, so {out} has none; add tokenizer files before publishing", file=sys.stderr)
+        log.warning("%s names no tokenizer, so %s has none; add tokenizer files before publishing", resolved.path, out)
     return note
 
 

@@ -1,16 +1,20 @@
 """What happens around the steps, and when: evaluation, checkpoints, retention, the run's record,
-the final export; and :func:`default_callbacks`, the one place that decides which callbacks run on
+the final export and its model card; and :func:`default_callbacks`, the one place that decides which callbacks run on
 rank 0 only.
 
 Cadence at the end of step ``s`` (callbacks in list order, see :mod:`edulm.train.callbacks`):
 
 1. :class:`Evaluation` on the held-out split when ``s`` is a multiple of ``train.eval_interval`` or
    the last step (every process: the forward pass may be sharded);
-2. :class:`~edulm.train.reporting.MetricsLogger` writes a metrics row when one is due, then the
-   progress bar moves (rank 0);
+2. :class:`~edulm.train.reporting.MetricsLogger` writes a metrics row when one is due, its plain
+   line goes to ``train.log`` (:class:`~edulm.train.run_log.StepLines`), then the progress bar
+   moves (rank 0);
 3. :class:`Checkpointing` when ``s`` is a multiple of ``train.ckpt_interval``, the last step, or a
    stop was requested (every process: saving gathers sharded state), unless the run diverged;
    then, on rank 0, :class:`CheckpointRetention` and the summary.
+
+When the run completes: the summary, the plots, ``final/`` (:class:`FinalExport`) and its model
+card (:class:`FinalCard`), in that order, on rank 0.
 """
 
 from __future__ import annotations
@@ -21,7 +25,9 @@ from edulm import checkpoint
 from edulm.config import save_config
 from edulm.metrics import perplexity
 from edulm.train.callbacks import Callback, Run, StepEnd
+from edulm.train.console import progress_display
 from edulm.train.reporting import MetricsLogger, Plots, ProgressBar, SummaryFile, metrics_sinks
+from edulm.train.run_log import StepLines, TrainLog
 from edulm.train.state import save_checkpoint
 from edulm.train.step import evaluate
 
@@ -102,17 +108,57 @@ class FinalExport(Callback):
         run.console.info(f"final model (Hugging Face folder): {out}")
 
 
+class FinalCard(Callback):
+    """After ``final/`` is exported: a model card for its weights, ``final/README.md``, from the run's
+    training artifacts (:func:`edulm.card.write_card`, evaluation left for ``edulm release``).
+
+    A card is never left describing other weights: the export keeps ``final/README.md`` only when the
+    weights are the same ones (then it is left as it is, evaluation included), and otherwise sets it
+    aside as ``README.previous.md``; a fresh card is then written here, and plot copies beside it
+    that the run no longer has are removed, so the card links only plots that exist.
+    """
+
+    def on_end(self, run: Run, status: str) -> None:
+        if status != "completed" or not run.layout.final.is_dir():
+            return
+        from edulm.card import write_card
+        from edulm.files import remove_path
+        from edulm.layout import PLOT_FILES
+
+        card = run.layout.card
+        if card.exists():
+            run.console.info(f"model card: {card} (kept: it describes these same weights)")
+            return
+        for name in PLOT_FILES:
+            if not (run.layout.training / name).is_file():
+                remove_path(run.layout.final / name)
+        write_card(run.layout.root, card, evaluation=False)
+        run.console.info(f"model card: {card} (training only; 'edulm release {run.layout.root}' adds the evaluation)")
+
+
 def default_callbacks(tensorboard: bool, wandb: bool, is_main: bool) -> list[Callback]:
     """The callbacks of ``edulm train``, in order; the rank-0-only ones exist on rank 0 only.
 
     Every process evaluates and checkpoints (both may be collectives); only rank 0 prints, writes
-    metrics, the summary, the plots, ``config.yaml`` and ``final/``, and applies retention.
+    the log file, metrics, the summary, the plots, ``config.yaml`` and ``final/`` with its card, and
+    applies retention. Step figures reach the console as a progress bar or as plain lines
+    (:func:`~edulm.train.console.progress_display`); ``train.log`` always gets the lines.
     """
-    main = is_main
+    if not is_main:
+        return [Evaluation(), Checkpointing()]
+    sinks = metrics_sinks(tensorboard, wandb)  # first: a missing package stops the run before anything is written
+    bar, lines = progress_display()
     return [
-        *([RunRecord()] if main else []),
+        TrainLog(),
+        RunRecord(),
         Evaluation(),
-        *([MetricsLogger(metrics_sinks(tensorboard, wandb)), ProgressBar()] if main else []),
+        MetricsLogger(sinks),
+        StepLines(console=lines),
+        *([ProgressBar()] if bar else []),
         Checkpointing(),
-        *([CheckpointRetention(), SummaryFile(), Plots(), FinalExport()] if main else []),
+        CheckpointRetention(),
+        SummaryFile(),
+        Plots(),
+        FinalExport(),
+        FinalCard(),
     ]

@@ -1,5 +1,6 @@
-"""What a run tells the outside world: printed lines, the progress bar, metrics rows and their sinks,
-the summary JSON.
+"""What a run tells the outside world: the progress bar, metrics rows and their sinks (CSV,
+TensorBoard, W&B), the summary JSON, the plots. The plain log lines and ``train.log`` are
+:mod:`edulm.train.run_log`.
 
 These callbacks are built on rank 0 only (:func:`edulm.train.cadence.default_callbacks`). A new metrics destination is one :class:`MetricsSink`
 class (``open``, ``write``, ``close``) handed to :class:`MetricsLogger`.
@@ -7,12 +8,16 @@ class (``open``, ``write``, ``close``) handed to :class:`MetricsLogger`.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import sys
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, Protocol
 
 from tqdm.auto import tqdm
 
+from edulm.config import Config
 from edulm.errors import UsageError
 from edulm.files import write_json
 from edulm.metrics import MetricsCSV, perplexity
@@ -113,7 +118,13 @@ class TensorBoardSink:
 
 
 class WandbSink:
-    """A Weights & Biases run (project ``edulm``, named ``run.name``; ``train.wandb``)."""
+    """A Weights & Biases run (``train.wandb``): project ``train.wandb_project``, entity
+    ``train.wandb_entity``, named ``run.name``, with the run's config.
+
+    Its files go to ``training/wandb/`` in the run dir, wherever the command was started. The W&B
+    run id is kept in ``training/wandb_run.json``: a resumed run continues that W&B run (same id,
+    ``resume="allow"``), a new run starts a new one.
+    """
 
     def __init__(self) -> None:
         try:
@@ -126,8 +137,18 @@ class WandbSink:
 
     def open(self, run: Run) -> None:
         from edulm.config import config_to_dict
+        from edulm.logs import NORMAL, console_level
 
-        self._run = self._wandb.init(project="edulm", name=run.cfg.run.name, config=config_to_dict(run.cfg), resume="allow")
+        t, layout = run.cfg.train, run.layout
+        layout.training.mkdir(parents=True, exist_ok=True)
+        self._run = self._wandb.init(
+            project=t.wandb_project, entity=t.wandb_entity or None, name=run.cfg.run.name,
+            id=saved_wandb_id(layout.wandb_run) if run.resumed_from else None, resume="allow",
+            dir=str(layout.training), config=config_to_dict(run.cfg),
+            settings=self._wandb.Settings(quiet=console_level() > NORMAL),
+        )
+        write_json(layout.wandb_run, {"id": self._run.id, "project": self._run.project, "entity": self._run.entity or None,
+                                      "url": self._run.url}, "the W&B run id")
 
     def write(self, row: dict[str, Any]) -> None:
         self._run.log(_scalars(row), step=int(row["step"]))
@@ -136,6 +157,15 @@ class WandbSink:
         if self._run is not None:
             self._run.finish()
             self._run = None
+
+
+def saved_wandb_id(path: Path) -> str | None:
+    """The W&B run id recorded in ``path`` (``training/wandb_run.json``), or None when there is none."""
+    try:
+        run_id = json.loads(path.read_text(encoding="utf-8")).get("id")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return run_id if isinstance(run_id, str) and run_id else None
 
 
 def metrics_sinks(tensorboard: bool, wandb: bool) -> list[MetricsSink]:
@@ -201,6 +231,32 @@ class MetricsLogger(Callback):
             sink.close()
 
 
+def data_report(cfg: Config, tokens: int) -> dict[str, Any]:
+    """What the run's data really was, for the summary: the held-out split as prepared (the shards
+    manifest's ``held_out``: tokens, documents, requested, short) and, for a mixture, what the run drew
+    from each source (:func:`edulm.data.mixture.realised_mixture` for ``tokens``: tokens, share, epochs).
+
+    None for what is not known: streaming runs have no manifest, and shards prepared before the
+    manifest recorded ``held_out`` have none.
+    """
+    report: dict[str, Any] = {"shards_dir": None if cfg.data.streaming else cfg.data.shards_dir,
+                              "held_out": None, "mixture": None}
+    if cfg.data.streaming:
+        return report
+    from edulm.data.mixture import realised_mixture
+    from edulm.data.shards import read_manifest
+
+    try:
+        manifest = read_manifest(cfg.data.shards_dir)
+    except (UsageError, OSError):
+        return report  # the loader read it at start-up; a summary never fails the run over it
+    report["held_out"] = manifest.get("held_out")
+    if "mixture" in manifest:
+        usage = realised_mixture(manifest, cfg.run.seed, cfg.train.seq_len, tokens)
+        report["mixture"] = [dataclasses.asdict(u) for u in usage]
+    return report
+
+
 def write_summary(run: Run, status: str) -> None:
     """Write ``training/training_summary.json``: totals, throughput, memory, device, time, cost, versions."""
     cfg, state, env = run.cfg, run.state, run.env
@@ -220,7 +276,9 @@ def write_summary(run: Run, status: str) -> None:
                   "world_size": batch.world_size, "seq_len": batch.seq_len,
                   "global_batch_size": batch.sequences_per_step},
         "optimizer": cfg.train.optimizer,
+        "optimizer_description": run.optimizer.description,
         "schedule": cfg.train.schedule,
+        "data": data_report(cfg, state.tokens),
         "skipped_steps": state.skipped_steps,
         "final_train_loss": state.last_loss,
         "final_val_loss": state.last_val_loss,

@@ -87,10 +87,10 @@ class TrainingRun:
         self.stop = stop
         self.gpu_hourly_rate = gpu_hourly_rate
         self.layout = RunLayout.of(cfg.run.out_dir)
-        self.console = Console(enabled=env.is_main)
         # Built first: a sink whose package is missing stops the run before anything is written.
         self.callbacks = callbacks if callbacks is not None else default_callbacks(
             cfg.train.tensorboard, cfg.train.wandb, env.is_main)
+        self.console = Console(enabled=env.is_main)  # from here on, close() must run
         self.state = TrainState()
         self.loader = None
         self.resumed_from: Path | None = None
@@ -280,13 +280,16 @@ class TrainingRun:
         self.console.info(f"metrics: {self.layout.training}")
 
     def close(self) -> None:
-        """Stop the data workers and close every callback (safe after a failed set-up)."""
+        """Stop the data workers, close every callback, then the log file (safe after a failed set-up)."""
         try:
             if self.loader is not None and hasattr(self.loader, "close"):
                 self.loader.close()
         finally:
-            for callback in self.callbacks:
-                callback.close()
+            try:
+                for callback in self.callbacks:
+                    callback.close()
+            finally:
+                self.console.close()
 
 
 def _signal_name(signum: int | None) -> str:

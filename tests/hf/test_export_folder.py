@@ -68,7 +68,7 @@ def test_an_older_marker_without_a_file_list_still_protects_user_files(run_dir, 
     assert (out / "NOTES.md").read_text() == "mine\n" and "files" in json.loads((out / EXPORT_MARKER).read_text())
 
 
-def test_the_card_stays_with_its_weights(run_dir, tiny_model_config, tmp_path, capsys):
+def test_the_card_stays_with_its_weights(run_dir, tiny_model_config, tmp_path, caplog):
     first = add_checkpoint(run_dir, tiny_model(tiny_model_config, 1), 1)
     out = export(first, tmp_path / "hf")
     (out / "README.md").write_text("# card of step 1\n")
@@ -77,13 +77,13 @@ def test_the_card_stays_with_its_weights(run_dir, tiny_model_config, tmp_path, c
     export(out, out)  # re-exporting the export itself: the very same weights
     assert (out / "README.md").read_text() == "# card of step 1\n"
     assert not (out / PREVIOUS_CARD_FILE).exists()
-    assert "README" not in capsys.readouterr().err
+    assert not [r for r in caplog.records if "README" in r.getMessage()]
 
     second = add_checkpoint(run_dir, tiny_model(tiny_model_config, 2), 2)  # training went on
     export(second, out)
     assert not (out / "README.md").exists()
     assert (out / PREVIOUS_CARD_FILE).read_text() == "# card of step 1\n"
-    notes = [line for line in capsys.readouterr().err.splitlines() if "README" in line]
+    notes = [r.getMessage() for r in caplog.records if "README" in r.getMessage() and r.levelname == "WARNING"]
     assert len(notes) == 1 and PREVIOUS_CARD_FILE in notes[0] and "edulm card" in notes[0]
     model, _ = load_model(out)
     assert (logits(model, IDS) - logits(tiny_model(tiny_model_config, 2), IDS)).abs().max() < 1e-5

@@ -16,6 +16,8 @@ def test_demo_runs_the_main_job_end_to_end(corpus, tmp_path, capsys):
     assert "already prepared" in out  # the shards were there: nothing tokenized twice
     assert "This function returns" in out  # the generated sample follows its prompt
     assert any(line.split() == ["model", str(tmp_path / "run" / "final")] for line in out.splitlines())
+    assert any(line.split() == ["log", str(tmp_path / "run" / "training" / "train.log")] for line in out.splitlines())
+    assert (tmp_path / "run" / "training" / "train.log").is_file() and (tmp_path / "run" / "final" / "README.md").is_file()
     assert out.strip().splitlines()[-1].startswith(f"loss {result['first_loss']:.3f} -> {result['last_loss']:.3f} (step 1 -> 20)")
     # Running it again continues the finished run instead of refusing or starting over.
     assert run_demo(cfg, ["train.eval_interval=20"]) == result

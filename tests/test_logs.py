@@ -1,0 +1,72 @@
+"""The edulm logger: what the console shows at each verbosity, the global flags, a log file that cannot be written."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from edulm.cli import build_parser, main
+from edulm.logs import NORMAL, QUIET, VERBOSE, LogFileHandler, console_logging, console_level, logger
+
+
+def say_everything(name: str = "edulm.somewhere") -> None:
+    log = logging.getLogger(name)
+    log.debug("a debug line")
+    log.info("an info line")
+    log.info("a file-only line", extra={"console": False})
+    log.warning("a warning line")
+
+
+@pytest.mark.parametrize("level, out, err", [
+    (NORMAL, ["an info line"], ["edulm: warning: a warning line"]),
+    (QUIET, [], ["edulm: warning: a warning line"]),
+    (VERBOSE, ["edulm: debug: a debug line", "an info line"], ["edulm: warning: a warning line"]),
+])
+def test_console_levels_and_streams(level, out, err, capsys):
+    with console_logging(level):
+        assert console_level() == level
+        say_everything()
+    captured = capsys.readouterr()
+    assert captured.out.splitlines() == out and captured.err.splitlines() == err
+
+
+def test_the_console_setting_is_undone_after_a_command(capsys):
+    before = (logger().level, list(logger().handlers))
+    with console_logging(QUIET):
+        pass
+    assert (logger().level, list(logger().handlers)) == before
+
+
+@pytest.mark.parametrize("argv, quiet, verbose", [
+    (["--quiet", "info"], True, False),
+    (["info", "--quiet"], True, False),
+    (["info", "x.yaml", "--verbose"], False, True),
+    (["tokenizer", "train", "--out", "t", "--verbose"], False, True),
+    (["info"], False, False),
+])
+def test_quiet_and_verbose_before_or_after_the_command(argv, quiet, verbose):
+    args = build_parser().parse_args(argv)
+    assert (args.quiet, args.verbose) == (quiet, verbose)
+
+
+def test_quiet_and_verbose_together_are_one_line_exit_2(capsys):
+    assert main(["--quiet", "info", "configs/smoke.yaml", "--verbose"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--quiet and --verbose" in err
+
+
+def test_a_log_file_that_cannot_be_written_is_said_once_and_then_left_alone(capsys):
+    handler = LogFileHandler("/dev/full")  # every write fails with "no space left on device"
+    with console_logging(NORMAL):
+        logger().addHandler(handler)
+        try:
+            say_everything()
+            say_everything()
+        finally:
+            logger().removeHandler(handler)
+            handler.close()
+    err = capsys.readouterr().err.splitlines()
+    failures = [line for line in err if "could not write /dev/full" in line]
+    assert len(failures) == 1 and "No space left on device" in failures[0]
+    assert err.count("edulm: warning: a warning line") == 2  # the work (and its console) goes on
