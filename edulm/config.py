@@ -136,12 +136,14 @@ class TrainConfig:
     """Training tokens to see; steps = ceil(token_budget / tokens per step). Used when max_steps is 0."""
     optimizer: Literal["adamw"] = "adamw"
     """Optimizer: 'adamw' (AdamW; weight decay on the linear weight matrices only)."""
-    schedule: Literal["cosine"] = "cosine"
-    """Learning-rate schedule: 'cosine' (linear warmup over warmup_steps, then a half cosine down to min_lr_ratio x lr at the last step)."""
+    schedule: Literal["cosine", "wsd", "constant"] = "cosine"
+    """Learning-rate schedule, each after a linear warmup over warmup_steps: 'cosine' (a half cosine down to min_lr_ratio x lr at the last step), 'wsd' (warmup-stable-decay: lr until the last decay_fraction of the steps, then a straight line down to min_lr_ratio x lr at the last step; extend a run in its stable phase by raising max_steps and --resume auto) or 'constant' (lr to the end)."""
     lr: float = 4e-4
     """Peak learning rate."""
     min_lr_ratio: float = 0.1
-    """Final learning rate as a fraction of the peak (cosine decay ends here at the last step)."""
+    """Final learning rate as a fraction of the peak (the cosine and wsd decays end here at the last step)."""
+    decay_fraction: float = 0.2
+    """For schedule 'wsd': the share of the run's steps (the last ones) over which the rate falls linearly from lr to min_lr_ratio x lr; round(decay_fraction x steps) steps, between 0 (no decay) and 1."""
     warmup_steps: int = 1000
     """Steps of linear warmup from 0 to the peak learning rate."""
     weight_decay: float = 0.1
@@ -521,8 +523,9 @@ def validate_train(t: TrainConfig, m: ModelConfig, source: str = "config") -> No
                   "grad_clip", "eval_interval", "eval_tokens", "ckpt_interval", "min_lr_ratio", "eps")
     if t.seq_len > m.max_seq_len:
         raise UsageError(f"{source}: train.seq_len ({t.seq_len}) is longer than model.max_seq_len ({m.max_seq_len})")
-    if t.min_lr_ratio > 1:
-        raise UsageError(f"{source}: train.min_lr_ratio must be between 0 and 1, got {t.min_lr_ratio}")
+    for name in ("min_lr_ratio", "decay_fraction"):
+        if not 0 <= getattr(t, name) <= 1:
+            raise UsageError(f"{source}: train.{name} must be between 0 and 1, got {getattr(t, name)}")
     for name in ("beta1", "beta2"):
         if not 0 <= getattr(t, name) < 1:
             raise UsageError(f"{source}: train.{name} must be in [0, 1), got {getattr(t, name)}")
