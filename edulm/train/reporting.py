@@ -221,6 +221,7 @@ def write_summary(run: Run, status: str) -> None:
                   "global_batch_size": batch.sequences_per_step},
         "optimizer": cfg.train.optimizer,
         "schedule": cfg.train.schedule,
+        "schedule_changes": state.schedule_changes,
         "skipped_steps": state.skipped_steps,
         "final_train_loss": state.last_loss,
         "final_val_loss": state.last_val_loss,

@@ -102,6 +102,8 @@ class TrainState:
     """Held-out loss of the last evaluation."""
     tally: Tally = field(default_factory=Tally)
     """Time, token and memory totals for the summary."""
+    schedule_changes: list[dict[str, Any]] = field(default_factory=list)
+    """Schedule changes made by resumes, oldest first (``edulm.train.schedule_change.ScheduleChange.record``)."""
 
     def record_step(self, loss: float, finite: bool) -> None:
         """Count one finished optimizer step (tokens, loss, non-finite counters)."""

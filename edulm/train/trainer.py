@@ -33,6 +33,7 @@ from edulm.train.distributed import DistEnv, init_distributed, teardown, wrap_mo
 from edulm.train.optim import build_optimizer
 from edulm.train.console import Console
 from edulm.train.schedule import lr_at, total_steps
+from edulm.train.schedule_change import ScheduleChange, schedule_change, schedule_settings
 from edulm.train.signals import EXIT_CODES, GracefulStop
 from edulm.train.state import Component, ModelWeights, RNGState, restore
 from edulm.train.step import autocast_dtype, train_step
@@ -48,6 +49,7 @@ def train(
     resume: str | None = None,
     gpu_hourly_rate: float | None = None,
     callbacks: list[Callback] | None = None,
+    allow_schedule_change: bool = False,
 ) -> Path:
     """Train a model as ``cfg`` says and return the run dir.
 
@@ -55,13 +57,15 @@ def train(
     intact checkpoint of the run dir, or a new run when there is none) or a checkpoint path. After a
     SIGTERM or SIGINT the run saves a checkpoint and exits with code 143 or 130. ``callbacks``
     replaces :func:`~edulm.train.cadence.default_callbacks` (build on that list to add one).
+    ``allow_schedule_change``: resume even when the config's schedule moves the learning rate away
+    from the one the checkpoint trained with (:mod:`edulm.train.schedule_change`).
     """
     env = init_distributed(cfg.train.device)
     clean = False
     stopped_by = None
     try:
         with GracefulStop() as stop:
-            run = TrainingRun(cfg, env, stop, gpu_hourly_rate, callbacks)
+            run = TrainingRun(cfg, env, stop, gpu_hourly_rate, callbacks, allow_schedule_change)
             try:
                 run.setup(resume)
                 stopped_by = run.loop()
@@ -81,8 +85,10 @@ class TrainingRun:
     it is :class:`~edulm.train.callbacks.Run`)."""
 
     def __init__(self, cfg: Config, env: DistEnv, stop: GracefulStop, gpu_hourly_rate: float | None,
-                 callbacks: list[Callback] | None = None) -> None:
+                 callbacks: list[Callback] | None = None, allow_schedule_change: bool = False) -> None:
         self.cfg = cfg
+        self.allow_schedule_change = allow_schedule_change
+        self.schedule_change: ScheduleChange | None = None
         self.env = env
         self.stop = stop
         self.gpu_hourly_rate = gpu_hourly_rate
@@ -132,7 +138,8 @@ class TrainingRun:
         """Build or restore everything the loop needs; then ``on_start`` of every callback."""
         cfg, env, state = self.cfg, self.env, self.state
         ckpt = self.resumed_from = self._find_checkpoint(resume)
-        if ckpt and load_config(ckpt / CONFIG_FILE).model != cfg.model:
+        ckpt_cfg = load_config(ckpt / CONFIG_FILE) if ckpt else None
+        if ckpt_cfg and ckpt_cfg.model != cfg.model:
             raise UsageError(f"{ckpt}: its model section differs from the config's; resume with the config it was trained with")
         random.seed(cfg.run.seed)
         np.random.seed(cfg.run.seed % 2**32)
@@ -169,7 +176,9 @@ class TrainingRun:
                                   f"continuing with the checkpoint's {kept[0]} x {kept[1]}")
         else:  # rank 0's answer for everyone (each rank probes its own device on CUDA)
             state.batch = env.broadcast(resolve_batch_shape(cfg, model, env.device, env.world_size))
-        state.total_steps = total_steps(cfg.train, state.batch.tokens_per_step)
+        resumed_total, state.total_steps = state.total_steps, total_steps(cfg.train, state.batch.tokens_per_step)
+        if ckpt:
+            self._check_schedule_change(ckpt, schedule_settings(ckpt_cfg.train, resumed_total))
 
         if cfg.train.compile:
             # In place, so parameter names stay free of the "_orig_mod." prefix. Under FSDP2 each block
@@ -204,6 +213,18 @@ class TrainingRun:
         if ckpt:
             restore(ckpt, later, env.rank)
 
+    def _check_schedule_change(self, ckpt: Path, resumed: dict) -> None:
+        """Compare the schedule with the checkpoint's (``resumed``): refuse a jump in the learning rate
+        unless allowed, and record any change in the trainer state."""
+        state = self.state
+        change = schedule_change(resumed, schedule_settings(self.cfg.train, state.total_steps), state.step, state.lr)
+        if change is None:
+            return
+        if not change.continuous and not self.allow_schedule_change:
+            raise UsageError(change.refusal(str(ckpt)))
+        self.schedule_change = change
+        state.schedule_changes.append(change.record(allowed_by_flag=not change.continuous))
+
     def _announce(self) -> None:
         cfg, say, state = self.cfg, self.console.info, self.state
         say(f"run dir: {self.layout.root}")
@@ -217,6 +238,8 @@ class TrainingRun:
             say("mfu: unknown (no bf16 peak for this device and precision)")
         if self.resumed_from:
             say(f"resumed from {self.resumed_from} at step {state.step:,}")
+        if self.schedule_change:
+            say(self.schedule_change.describe())
         for note in self.notes:
             self.console.warn(note)
 
