@@ -56,7 +56,8 @@ def overview(inputs: CardInputs) -> list[str]:
     summary = inputs.summary or {}
     source = _section(inputs.config, "data").get("source", NOT_RECORDED)
     tokens = summary.get("tokens")
-    trained = f"trained from scratch on {fmt_tokens(tokens)} tokens" if tokens else "trained from scratch"
+    start = f"continued from `{base}` and trained" if (base := _init_from(inputs)) else "trained from scratch"
+    trained = f"{start} on {fmt_tokens(tokens)} tokens" if tokens else start
     status = summary.get("status")
     lines = [
         f"# {inputs.name}",
@@ -67,6 +68,37 @@ def overview(inputs: CardInputs) -> list[str]:
     if status and status != "completed":
         lines += ["", f"**Training status: {status}.** The numbers below describe the run as it stood when its summary was written."]
     return lines
+
+
+def _init_from(inputs: CardInputs) -> str | None:
+    """The model the run continued from (``model.init_from``), or None for a model trained from scratch."""
+    return _section(inputs.config, "model").get("init_from") or None
+
+
+def _started_from(inputs: CardInputs) -> str:
+    """The "Started from" row: random initialisation, or the model continued from with its weights' checksum."""
+    base = _init_from(inputs)
+    if not base:
+        return f"random initialisation (seed {_section(inputs.config, 'run').get('seed', NOT_RECORDED)})"
+    record = (inputs.summary or {}).get("init_from") or {}
+    sha = record.get("weights_sha256")
+    revision = f", revision {record['revision']}" if record.get("revision") else ""
+    return f"continued from `{base}` ({record.get('kind', 'model')}{revision}" + (f", weights sha256 {sha}" if sha else "") + ")"
+
+
+def _learning_rate(t: dict[str, Any], summary: dict[str, Any]) -> str:
+    """The schedule in words, with the changes resumes made to it."""
+    floor = f"{t.get('min_lr_ratio', '?')} × peak"
+    shape = {
+        "cosine": f"cosine decay to {floor}",
+        "wsd": f"constant, then a linear decay over the last {t.get('decay_fraction', '?')} of the steps to {floor}",
+        "constant": "constant",
+    }.get(t.get("schedule", "cosine"), str(t.get("schedule")))
+    text = f"peak {t.get('lr', '?')}, {fmt_int(t.get('warmup_steps'))} warmup steps, {shape}"
+    changes = summary.get("schedule_changes") or []
+    if changes:
+        text += "; schedule changed on resume at step " + ", ".join(fmt_int(c.get("step")) for c in changes)
+    return text
 
 
 def _device_phrase(summary: dict[str, Any]) -> str:
@@ -105,6 +137,7 @@ def training_recipe(inputs: CardInputs) -> list[str]:
     batch = summary.get("batch") or {}
     per_step = summary.get("tokens_per_step")
     rows = [
+        ["Started from", _started_from(inputs)],
         ["Data", f"`{d.get('source', NOT_RECORDED)}` (held out for validation: {fmt_int(d.get('val_tokens'))} tokens)"],
         ["Tokens seen", fmt_tokens(summary.get("tokens"))],
         ["Optimizer steps", f"{fmt_int(summary.get('steps'))} of {fmt_int(summary.get('total_steps'))}" if summary else NOT_RECORDED],
@@ -113,7 +146,7 @@ def training_recipe(inputs: CardInputs) -> list[str]:
                   f"accumulation steps × {batch.get('world_size', 1)} process(es) = {fmt_int(per_step)} tokens per step"],
         ["Optimizer", f"AdamW (β1 {t.get('beta1', '?')}, β2 {t.get('beta2', '?')}, ε {t.get('eps', '?')}, weight decay {t.get('weight_decay', '?')} on matrices), "
                       f"gradient clipping {t.get('grad_clip', '?')}"],
-        ["Learning rate", f"peak {t.get('lr', '?')}, {fmt_int(t.get('warmup_steps'))} warmup steps, cosine decay to {t.get('min_lr_ratio', '?')} × peak"],
+        ["Learning rate", _learning_rate(t, summary)],
         ["Precision", str(summary.get("precision") or t.get("precision", NOT_RECORDED))],
         ["Seed", str(run.get("seed", NOT_RECORDED))],
         ["Steps skipped (non-finite loss)", fmt_int(summary.get("skipped_steps"))],

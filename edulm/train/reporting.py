@@ -222,6 +222,7 @@ def write_summary(run: Run, status: str) -> None:
         "optimizer": cfg.train.optimizer,
         "schedule": cfg.train.schedule,
         "schedule_changes": state.schedule_changes,
+        "init_from": state.init_from,
         "skipped_steps": state.skipped_steps,
         "final_train_loss": state.last_loss,
         "final_val_loss": state.last_val_loss,

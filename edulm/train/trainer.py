@@ -30,6 +30,7 @@ from edulm.train.autobatch import resolve_batch_shape
 from edulm.train.cadence import default_callbacks
 from edulm.train.callbacks import Callback, StepEnd
 from edulm.train.distributed import DistEnv, init_distributed, teardown, wrap_model
+from edulm.train.init_from import check_vocabulary, load_initial_weights, resumed_config, start_config, tokenizer_mismatch
 from edulm.train.optim import build_optimizer
 from edulm.train.console import Console
 from edulm.train.schedule import lr_at, total_steps
@@ -136,16 +137,30 @@ class TrainingRun:
 
     def setup(self, resume: str | None) -> None:
         """Build or restore everything the loop needs; then ``on_start`` of every callback."""
-        cfg, env, state = self.cfg, self.env, self.state
+        env, state = self.env, self.state
+        self.notes: list[str] = []
         ckpt = self.resumed_from = self._find_checkpoint(resume)
         ckpt_cfg = load_config(ckpt / CONFIG_FILE) if ckpt else None
-        if ckpt_cfg and ckpt_cfg.model != cfg.model:
-            raise UsageError(f"{ckpt}: its model section differs from the config's; resume with the config it was trained with")
+        # The model section is settled first: a resume takes the checkpoint's (MODEL is not read again),
+        # a fresh run with model.init_from reads MODEL's shape. Nothing is written before this.
+        source = None
+        if ckpt_cfg:
+            self.cfg = resumed_config(self.cfg, ckpt_cfg, ckpt)
+        elif self.cfg.model.init_from:
+            self.cfg, source = start_config(self.cfg)
+        cfg = self.cfg
+        run_fingerprint = check_vocabulary(cfg)
         random.seed(cfg.run.seed)
         np.random.seed(cfg.run.seed % 2**32)
         torch.manual_seed(cfg.run.seed)
 
-        model = LlamaLM(cfg.model)  # initialised on CPU: the same weights whatever the device
+        if source is not None:  # continued pretraining: MODEL's weights, a fresh optimizer and schedule
+            model = load_initial_weights(source, cfg.model)
+            state.init_from = env.broadcast(source.record() if env.is_main else None)  # rank 0 checksums the weights
+            if env.is_main and (mismatch := tokenizer_mismatch(source, run_fingerprint)):
+                self.notes.append(mismatch)
+        else:
+            model = LlamaLM(cfg.model)  # initialised on CPU: the same weights whatever the device
         self.sharded = env.distributed and cfg.train.distributed == "fsdp"
         # Components are registered as they come into being. The first two are restored at once:
         # the checkpoint's batch geometry shapes the loader, and the weights go into the model
@@ -166,7 +181,6 @@ class TrainingRun:
         model.fused_loss = cfg.train.fused_loss
         model.to(env.device)
 
-        self.notes: list[str] = []
         if ckpt:
             t = cfg.train
             asked = (t.micro_batch_size, t.grad_accum_steps)
@@ -236,6 +250,8 @@ class TrainingRun:
         say(f"optimizer: {self.optimizer.description}; schedule: {cfg.train.schedule}")
         if self.peak_flops is None:
             say("mfu: unknown (no bf16 peak for this device and precision)")
+        if state.init_from and not self.resumed_from:
+            say(f"continued from {state.init_from['model']} ({state.init_from['kind']}: {state.init_from['weights']})")
         if self.resumed_from:
             say(f"resumed from {self.resumed_from} at step {state.step:,}")
         if self.schedule_change:
