@@ -123,6 +123,19 @@ def test_model_keys_the_config_sets_must_agree_with_the_model(corpus, base, tmp_
         train(load_config(path, ["model.max_seq_len=2048"]))
 
 
+def test_a_model_with_another_tokenizer_is_continued_with_a_warning(corpus, base, tmp_path, capsys):
+    from edulm.tokenizer import save_tokenizer, train_bpe
+
+    model = tmp_path / "model"
+    shutil.copytree(base / "final", model)
+    save_tokenizer(train_bpe(["other words, other merges"] * 8, vocab_size=280), model)  # not the corpus tokenizer
+    train(config_from_dict(continued(corpus, tmp_path / "run", str(model), max_steps=1, ckpt_interval=0)))
+    assert f"model.init_from {model} comes with another tokenizer" in capsys.readouterr().err
+
+    train(config_from_dict(continued(corpus, tmp_path / "same", str(base / "final"), max_steps=1, ckpt_interval=0)))
+    assert "another tokenizer" not in capsys.readouterr().err
+
+
 def test_a_tokenizer_larger_than_the_model_is_refused_before_training(corpus, tmp_path):
     from transformers import LlamaConfig, LlamaForCausalLM
 
