@@ -55,7 +55,8 @@ def overview(inputs: CardInputs) -> list[str]:
     """The title and one sentence on what the model is, how big, trained on what and where."""
     summary = inputs.summary or {}
     tokens = summary.get("tokens")
-    trained = f"trained from scratch on {fmt_tokens(tokens)} tokens" if tokens else "trained from scratch"
+    start = f"continued from `{base}` and trained" if (base := _init_from(inputs)) else "trained from scratch"
+    trained = f"{start} on {fmt_tokens(tokens)} tokens" if tokens else start
     status = summary.get("status")
     lines = [
         f"# {inputs.name}",
@@ -74,6 +75,22 @@ def _data_phrase(data: dict[str, Any]) -> str:
     if isinstance(source, list):
         return f"a mixture of {len(source)} sources"
     return f"`{source}`"
+
+
+def _init_from(inputs: CardInputs) -> str | None:
+    """The model the run continued from (``model.init_from``), or None for a model trained from scratch."""
+    return _section(inputs.config, "model").get("init_from") or None
+
+
+def _started_from(inputs: CardInputs) -> str:
+    """The "Started from" row: random initialisation, or the model continued from with its weights' checksum."""
+    base = _init_from(inputs)
+    if not base:
+        return f"random initialisation (seed {_section(inputs.config, 'run').get('seed', NOT_RECORDED)})"
+    record = (inputs.summary or {}).get("init_from") or {}
+    sha = record.get("weights_sha256")
+    revision = f", revision {record['revision']}" if record.get("revision") else ""
+    return f"continued from `{base}` ({record.get('kind', 'model')}{revision}" + (f", weights sha256 {sha}" if sha else "") + ")"
 
 
 def _device_phrase(summary: dict[str, Any]) -> str:
@@ -113,6 +130,7 @@ def training_recipe(inputs: CardInputs) -> list[str]:
     summary = inputs.summary or {}
     data = summary.get("data") if isinstance(summary.get("data"), dict) else {}
     rows = [
+        ["Started from", _started_from(inputs)],
         ["Data", f"{_data_phrase(d)} (held out for validation: {_held_out(data, d)})"],
         ["Tokens seen", fmt_tokens(summary.get("tokens"))],
         ["Optimizer steps", f"{fmt_int(summary.get('steps'))} of {fmt_int(summary.get('total_steps'))}" if summary else NOT_RECORDED],
@@ -172,7 +190,11 @@ def _schedule(summary: dict[str, Any], t: dict[str, Any]) -> str:
         "wsd": f"constant, then decay to {floor} over the last {t.get('decay_fraction', '?')} of the steps (warmup-stable-decay)",
         "constant": "then constant",
     }.get(name, f"then the `{name}` schedule")
-    return f"peak {t.get('lr', '?')}, {fmt_int(t.get('warmup_steps'))} warmup steps, {shape}"
+    text = f"peak {t.get('lr', '?')}, {fmt_int(t.get('warmup_steps'))} warmup steps, {shape}"
+    changes = summary.get("schedule_changes") or []
+    if changes:
+        text += "; schedule changed on resume at step " + ", ".join(fmt_int(c.get("step")) for c in changes)
+    return text
 
 
 def _mixture(mixture: Any) -> list[str]:

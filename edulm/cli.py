@@ -54,7 +54,8 @@ def _train(args: argparse.Namespace) -> None:
     from edulm.config import load_config
     from edulm.train.trainer import train
 
-    train(load_config(args.config, args.overrides), resume=args.resume, gpu_hourly_rate=args.gpu_hourly_rate)
+    train(load_config(args.config, args.overrides), resume=args.resume, gpu_hourly_rate=args.gpu_hourly_rate,
+          allow_schedule_change=args.allow_schedule_change)
 
 
 def _export(args: argparse.Namespace) -> None:
@@ -211,6 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="section.key=value overrides")
     p.add_argument("--resume", default=None, help="'auto' (latest good checkpoint of the run dir) or a checkpoint path")
     p.add_argument("--gpu-hourly-rate", type=float, default=None, help="price of one GPU-hour, for the cost estimate in the summary")
+    p.add_argument("--allow-schedule-change", action="store_true",
+                   help="resume even when the new schedule settings move the learning rate away from the checkpoint's "
+                        "(e.g. a longer cosine run); without it such a resume is refused")
 
     p = command("export", _export, "write a Hugging Face folder (safetensors, config.json, tokenizer)")
     p.add_argument("src", help="a run dir, a checkpoint dir or a Hugging Face Llama folder")

@@ -17,7 +17,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, ClassVar, Literal, Union
 
 import yaml
 
@@ -60,6 +60,12 @@ class ModelConfig:
     """Share the input embedding matrix with the output (LM head) matrix."""
     init_std: float = 0.02
     """Standard deviation of the normal initialisation (residual output projections are scaled by 1/sqrt(2 * n_layers))."""
+    init_from: str = ""
+    """Continue training an existing model instead of a fresh one: a Hugging Face folder or hub id, a run dir or a checkpoint dir. Its shape is read from it (model keys set in the config must agree), its weights are loaded, the optimizer and schedule start fresh. Empty: a freshly initialised model."""
+
+    given_keys: ClassVar[frozenset[str] | None] = None
+    # Not a field (not in config.yaml): the model keys the YAML file and overrides named, set by
+    # config_from_dict. None for a config built in code; see explicit_model_keys().
 
     @property
     def head_dim(self) -> int:
@@ -136,12 +142,14 @@ class TrainConfig:
     """Training tokens to see; steps = ceil(token_budget / tokens per step). Used when max_steps is 0."""
     optimizer: Literal["adamw"] = "adamw"
     """Optimizer: 'adamw' (AdamW; weight decay on the linear weight matrices only)."""
-    schedule: Literal["cosine"] = "cosine"
-    """Learning-rate schedule: 'cosine' (linear warmup over warmup_steps, then a half cosine down to min_lr_ratio x lr at the last step)."""
+    schedule: Literal["cosine", "wsd", "constant"] = "cosine"
+    """Learning-rate schedule, each after a linear warmup over warmup_steps: 'cosine' (a half cosine down to min_lr_ratio x lr at the last step), 'wsd' (warmup-stable-decay: lr until the last decay_fraction of the steps, then a straight line down to min_lr_ratio x lr at the last step; extend a run in its stable phase by raising max_steps and --resume auto) or 'constant' (lr to the end)."""
     lr: float = 4e-4
     """Peak learning rate."""
     min_lr_ratio: float = 0.1
-    """Final learning rate as a fraction of the peak (cosine decay ends here at the last step)."""
+    """Final learning rate as a fraction of the peak (the cosine and wsd decays end here at the last step)."""
+    decay_fraction: float = 0.2
+    """For schedule 'wsd': the share of the run's steps (the last ones) over which the rate falls linearly from lr to min_lr_ratio x lr; round(decay_fraction x steps) steps, between 0 (no decay) and 1."""
     warmup_steps: int = 1000
     """Steps of linear warmup from 0 to the peak learning rate."""
     weight_decay: float = 0.1
@@ -348,6 +356,7 @@ def config_from_dict(raw: dict[str, Any], source: str = "config") -> Config:
         if key not in SECTIONS:
             raise UsageError(f"{source}: unknown section '{key}'{_did_you_mean(str(key), list(SECTIONS))}")
     parts = {name: _build_section(cls, raw.get(name) or {}, name, source) for name, cls in SECTIONS.items()}
+    parts["model"].given_keys = frozenset(raw.get("model") or {})
     cfg = Config(**parts)
     validate(cfg, source)
     return cfg
@@ -489,11 +498,38 @@ def validate_run(r: RunConfig, source: str = "config") -> None:
     _not_empty(source, "run", r, "name", "out_dir")
 
 
+SHAPE_KEYS = ("vocab_size", "n_layers", "d_model", "d_ff", "n_heads", "n_kv_heads", "max_seq_len", "rope_theta",
+              "norm_eps", "tie_embeddings")
+"""The model keys that describe the weights (what ``model.init_from`` decides)."""
+
+
+def explicit_model_keys(m: ModelConfig) -> frozenset[str]:
+    """The model keys the user set: those the YAML file and the overrides named; for a config built in
+    code (no record of that), those whose value differs from the default."""
+    if m.given_keys is not None:
+        return m.given_keys
+    defaults = ModelConfig()
+    return frozenset(f.name for f in dataclasses.fields(m) if getattr(m, f.name) != getattr(defaults, f.name))
+
+
+def shape_pending(m: ModelConfig) -> bool:
+    """True while the shape is still to be read from ``model.init_from`` (some shape key was left to it)."""
+    return bool(m.init_from) and not set(SHAPE_KEYS) <= explicit_model_keys(m)
+
+
 def validate_model(m: ModelConfig, source: str = "config") -> None:
-    """Sizes are positive and finite; heads divide the width and the query heads; RoPE needs an even head width."""
+    """Sizes are positive and finite; heads divide the width and the query heads; RoPE needs an even head width.
+
+    With ``init_from`` the shape comes from that model when training starts; until then only the keys
+    themselves are checked, not how they fit together.
+    """
     _finite(source, "model", m)
     _positive(source, "model", m, "vocab_size", "n_layers", "d_model", "d_ff", "n_heads", "n_kv_heads", "max_seq_len",
               "rope_theta", "norm_eps", "init_std")
+    if m.init_from != m.init_from.strip():
+        raise UsageError(f"{source}: model.init_from {m.init_from!r} has spaces around it; write the model's path or hub id alone")
+    if shape_pending(m):
+        return
     if m.d_model % m.n_heads:
         raise UsageError(f"{source}: model.n_heads ({m.n_heads}) must divide model.d_model ({m.d_model})")
     if m.n_heads % m.n_kv_heads:
@@ -524,10 +560,11 @@ def validate_train(t: TrainConfig, m: ModelConfig, source: str = "config") -> No
     _non_negative(source, "train", t, "global_batch_size", "max_steps", "token_budget", "warmup_steps", "weight_decay",
                   "grad_clip", "eval_interval", "eval_tokens", "ckpt_interval", "min_lr_ratio", "eps")
     _not_empty(source, "train", t, "wandb_project")
-    if t.seq_len > m.max_seq_len:
+    if t.seq_len > m.max_seq_len and not (shape_pending(m) and "max_seq_len" not in explicit_model_keys(m)):
         raise UsageError(f"{source}: train.seq_len ({t.seq_len}) is longer than model.max_seq_len ({m.max_seq_len})")
-    if t.min_lr_ratio > 1:
-        raise UsageError(f"{source}: train.min_lr_ratio must be between 0 and 1, got {t.min_lr_ratio}")
+    for name in ("min_lr_ratio", "decay_fraction"):
+        if not 0 <= getattr(t, name) <= 1:
+            raise UsageError(f"{source}: train.{name} must be between 0 and 1, got {getattr(t, name)}")
     for name in ("beta1", "beta2"):
         if not 0 <= getattr(t, name) < 1:
             raise UsageError(f"{source}: train.{name} must be in [0, 1), got {getattr(t, name)}")

@@ -61,8 +61,14 @@ def describe(target: str | None, overrides: list[str], explain: bool = False) ->
         raise UsageError(f"{target}: no such file or folder; pass a YAML config or a model folder")
     if path.is_file():
         cfg = load_config(path, overrides)
-        lines = [f"config: {path}", *architecture_lines(cfg.model, cfg.train.seq_len), *_budget_lines(cfg)]
-        lines += ["", "resolved config:", dump_config(cfg).rstrip()]
+        lines = [f"config: {path}"]
+        if cfg.model.init_from:
+            cfg, shape_known = _continued_shape(cfg, lines)
+        else:
+            shape_known = True
+        if shape_known:
+            lines += architecture_lines(cfg.model, cfg.train.seq_len)
+        lines += [*_budget_lines(cfg), "", "resolved config:", dump_config(cfg).rstrip()]
     else:
         if overrides:
             raise UsageError("key=value overrides apply to configs, not to model folders")
@@ -76,6 +82,20 @@ def describe(target: str | None, overrides: list[str], explain: bool = False) ->
     if explain:
         lines += ["", _explain_text()]
     return "\n".join(lines)
+
+
+def _continued_shape(cfg: Config, lines: list[str]) -> tuple[Config, bool]:
+    """A config with ``model.init_from``: its shape read from a local MODEL (as training reads it, keys checked),
+    or a note for a hub id (nothing is downloaded to answer ``info``). Returns the config and whether the shape is known."""
+    from edulm.hf.source import is_hub_id
+    from edulm.train.init_from import start_config
+
+    if is_hub_id(cfg.model.init_from):
+        lines.append(f"continues: {cfg.model.init_from} (a hub id; its shape is read when training starts)")
+        return cfg, False
+    cfg, source = start_config(cfg)
+    lines.append(f"continues: {source.given} ({source.kind}: {source.resolved.weights})")
+    return cfg, True
 
 
 def _explain_text() -> str:

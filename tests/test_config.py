@@ -13,6 +13,7 @@ from edulm.config import (
     TrainConfig,
     apply_overrides,
     config_from_dict,
+    explicit_model_keys,
     field_docs,
     load_config,
     save_config,
@@ -146,3 +147,24 @@ def test_reference_config_is_the_recipe():
         4e-4, 0.1, 1000, 0.1, 0.9, 0.95, 1.0)
     assert (t.precision, t.grad_checkpointing, t.compile) == ("bf16", True, True)
     assert (t.eval_interval, t.ckpt_interval, t.keep_last) == (500, 1000, 2)
+
+
+def test_explicit_model_keys_are_those_the_file_and_overrides_name(tmp_path):
+    path = write(tmp_path, "model:\n  init_from: some/model\n  n_layers: 30\n")
+    assert explicit_model_keys(load_config(path).model) == {"init_from", "n_layers"}  # 30 is the default, still named
+    assert explicit_model_keys(load_config(path, ["model.vocab_size=49152"]).model) == {"init_from", "n_layers", "vocab_size"}
+    assert explicit_model_keys(config_from_dict({}).model) == frozenset()
+    # Built in code there is no file: the keys that differ from their defaults count.
+    assert explicit_model_keys(ModelConfig(n_layers=3, d_model=576)) == {"n_layers"}
+
+
+def test_init_from_leaves_the_shape_checks_to_the_model(tmp_path):
+    # The defaults (context 2048, 9 heads) are not the shape yet: only keys the config names are held to them.
+    cfg = config_from_dict({"model": {"init_from": "some/model", "n_kv_heads": 4}, "train": {"seq_len": 4096}})
+    assert cfg.model.init_from == "some/model"
+    with pytest.raises(UsageError, match="model.n_kv_heads .4. must divide model.n_heads .9."):
+        config_from_dict({"model": {"n_kv_heads": 4}})
+    with pytest.raises(UsageError, match="train.seq_len .4096. is longer than model.max_seq_len .2048."):
+        config_from_dict({"model": {"init_from": "some/model", "max_seq_len": 2048}, "train": {"seq_len": 4096}})
+    with pytest.raises(UsageError, match="model.init_from ' some/model' has spaces around it"):
+        config_from_dict({"model": {"init_from": " some/model"}})

@@ -73,3 +73,23 @@ def test_tokens_per_step_and_steps():
     assert "tokens per step: 3,072 (24 sequences (train.global_batch_size, all processes) x 128 tokens)" in text
     assert "steps: 2 " in text
     assert "set at start" in describe("configs/smoke.yaml", ["train.micro_batch_size=auto"])
+
+
+def test_a_config_that_continues_a_model_shows_the_model_shape(tmp_path, tiny_model_config):
+    from edulm.hf import to_hf_config
+    from edulm.weights import save_weights
+
+    folder = tmp_path / "hf"
+    folder.mkdir()
+    to_hf_config(tiny_model_config).to_json_file(str(folder / "config.json"))
+    save_weights(LlamaLM(tiny_model_config), folder / "model.safetensors")
+    config = tmp_path / "continue.yaml"
+    config.write_text(f"model:\n  init_from: {folder}\ntrain:\n  seq_len: 32\n  max_steps: 10\n")
+    text = describe(str(config), [])
+    assert f"continues: {folder} (hf:" in text
+    assert f"parameters: {count_parameters(tiny_model_config):,}" in text and "2 layers" in text
+    assert "d_model: 64" in text  # the resolved config holds the model's shape
+    with pytest.raises(UsageError, match="the config sets model n_layers 5"):
+        describe(str(config), ["model.n_layers=5"])
+    text = describe(str(config), ["model.init_from=some-owner/some-model"])
+    assert "its shape is read when training starts" in text and "parameters:" not in text

@@ -147,6 +147,36 @@ def _resolve_run(run_dir: Path) -> ResolvedModel:
     return _resolve_checkpoint(Path(checkpoint), "run", run_dir)
 
 
+def is_hub_id(name: str) -> bool:
+    """True when ``name`` can only mean a hub model (``OWNER/NAME`` or ``NAME``): no such local path, and
+    not written as a path (no leading ``.``, ``/`` or ``~``, at most one ``/``)."""
+    return bool(name) and not Path(name).exists() and not name.startswith((".", "/", "~")) and name.count("/") <= 1
+
+
+HUB_MODEL_FILES = ("config.json", "*.safetensors", SHARD_INDEX_FILE, "tokenizer*", "special_tokens_map.json",
+                   "generation_config.json")
+"""What :func:`hub_model_folder` fetches of a hub model: config, safetensors weights, tokenizer."""
+
+
+def hub_model_folder(repo_id: str) -> Path:
+    """The local snapshot of hub model ``repo_id`` in the Hugging Face cache (its config, safetensors and
+    tokenizer files), downloaded when the hub answers (:func:`edulm.hub.use_hub`), else the cached copy."""
+    from huggingface_hub import snapshot_download
+
+    from edulm.hub import hub_offline, is_no_hub_error, use_hub
+
+    use_hub()  # one quick probe: without a hub the process goes offline now instead of retrying for a minute
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=list(HUB_MODEL_FILES)))
+    except Exception as err:  # noqa: BLE001 - every hub failure becomes one clear line
+        if is_no_hub_error(err):
+            why = "offline mode is on (HF_HUB_OFFLINE=1, or the hub did not answer)" if hub_offline() else "the hub is unreachable"
+            raise UsageError(f"{repo_id}: no such folder, and no cached copy of a hub model of that name ({why}); "
+                             "download it into a folder and pass that folder") from None
+        detail = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise UsageError(f"{repo_id}: not a local folder, and the hub could not provide it ({detail[:200]})") from None
+
+
 # ---------------------------------------------------------------------------------------------
 # Loading
 # ---------------------------------------------------------------------------------------------
@@ -195,6 +225,11 @@ def load_model(src: str | Path, device: str | torch.device = "cpu", dtype: torch
     in ``dtype``; the RoPE tables stay float32 whatever the dtype.
     """
     resolved = resolve_model(src)
+    return load_resolved(resolved, device, dtype), resolved
+
+
+def load_resolved(resolved: ResolvedModel, device: str | torch.device = "cpu", dtype: torch.dtype | str = torch.float32):
+    """The :class:`LlamaLM` of an already resolved model, built from ``resolved.model_config``, as :func:`load_model` loads it."""
     model = empty_model(resolved.model_config)
     try:
         if resolved.weights.name == SHARD_INDEX_FILE:
@@ -211,7 +246,7 @@ def load_model(src: str | Path, device: str | torch.device = "cpu", dtype: torch
     model.to(device=resolve_device(device), dtype=as_dtype(dtype))
     model.rope.float()
     model.rope.reset_tables()
-    return model.eval(), resolved
+    return model.eval()
 
 
 def load_model_tokenizer(src: str | Path | ResolvedModel):

@@ -45,7 +45,8 @@ class Run(Protocol):
     """What a callback sees of a training run."""
 
     cfg: Config
-    """The config as asked (never rewritten at run time; the resolved batch shape is ``state.batch``)."""
+    """The config as asked, with the model section settled at set-up (``model.init_from``'s shape, or a resumed
+    checkpoint's); never rewritten after that (the resolved batch shape is ``state.batch``)."""
     env: DistEnv
     """Rank, world size, device; ``env.is_main`` on the process that writes."""
     layout: RunLayout

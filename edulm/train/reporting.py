@@ -279,6 +279,8 @@ def write_summary(run: Run, status: str) -> None:
         "optimizer_description": run.optimizer.description,
         "schedule": cfg.train.schedule,
         "data": data_report(cfg, state.tokens),
+        "schedule_changes": state.schedule_changes,
+        "init_from": state.init_from,
         "skipped_steps": state.skipped_steps,
         "final_train_loss": state.last_loss,
         "final_val_loss": state.last_val_loss,

@@ -50,11 +50,55 @@ def cosine(step: int, last_step: int, train: TrainConfig) -> float:
     return floor + 0.5 * (peak - floor) * (1.0 + math.cos(math.pi * progress))
 
 
+def decay_start(last_step: int, train: TrainConfig) -> int:
+    """The last step at the peak of a WSD run of ``last_step`` steps: the decay takes the steps after it.
+
+    The decay covers ``round(decay_fraction * last_step)`` steps (half up), never reaching into the
+    warmup. A run that decays as its own short run from a stable checkpoint at step ``S`` over ``D``
+    steps sets ``max_steps = S + D`` and ``decay_fraction = D / (S + D)``: this returns ``S``.
+    """
+    decay_steps = math.floor(train.decay_fraction * last_step + 0.5)
+    return max(train.warmup_steps, last_step - decay_steps)
+
+
+def wsd(step: int, last_step: int, train: TrainConfig) -> float:
+    """Warmup-stable-decay: linear warmup, ``lr`` until :func:`decay_start`, then a straight line to
+    ``min_lr_ratio * lr`` at ``last_step``; it stays at the floor beyond it.
+
+    The stable phase has no end of its own, so a run stopped (or checkpointed) in it can be extended
+    by raising ``max_steps``: the steps already taken keep their rates.
+    """
+    peak, floor = train.lr, train.lr * train.min_lr_ratio
+    warmup = train.warmup_steps
+    if step <= 0:
+        return 0.0 if warmup > 0 else peak
+    if step <= warmup:
+        return peak * step / warmup
+    start = decay_start(last_step, train)
+    if step <= start or start >= last_step:  # the stable phase (decay_fraction 0: no decay at all)
+        return peak
+    if step >= last_step:
+        return floor
+    return peak - (peak - floor) * (step - start) / (last_step - start)
+
+
+def constant(step: int, last_step: int, train: TrainConfig) -> float:
+    """Linear warmup, then ``lr`` for every later step (``last_step`` and ``min_lr_ratio`` play no part)."""
+    warmup = train.warmup_steps
+    if step <= 0:
+        return 0.0 if warmup > 0 else train.lr
+    if step <= warmup:
+        return train.lr * step / warmup
+    return train.lr
+
+
 Schedule = Callable[[int, int, TrainConfig], float]
 """``(step, total_steps, train) -> learning rate of the base groups``; pure (no state, no side effects)."""
 
 SCHEDULES: dict[str, Schedule] = {
     "cosine": cosine,
+    "wsd": wsd,
+    "constant": constant,
 }
 """``train.schedule`` value -> its function."""
 

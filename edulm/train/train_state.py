@@ -102,6 +102,10 @@ class TrainState:
     """Held-out loss of the last evaluation."""
     tally: Tally = field(default_factory=Tally)
     """Time, token and memory totals for the summary."""
+    init_from: dict[str, Any] | None = None
+    """What the run continued from (``model.init_from``; ``edulm.train.init_from.InitSource.record``), None for a fresh model."""
+    schedule_changes: list[dict[str, Any]] = field(default_factory=list)
+    """Schedule changes made by resumes, oldest first (``edulm.train.schedule_change.ScheduleChange.record``)."""
 
     def record_step(self, loss: float, finite: bool) -> None:
         """Count one finished optimizer step (tokens, loss, non-finite counters)."""

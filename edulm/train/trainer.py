@@ -30,9 +30,11 @@ from edulm.train.autobatch import resolve_batch_shape
 from edulm.train.cadence import default_callbacks
 from edulm.train.callbacks import Callback, StepEnd
 from edulm.train.distributed import DistEnv, init_distributed, teardown, wrap_model
+from edulm.train.init_from import check_vocabulary, load_initial_weights, resumed_config, start_config, tokenizer_mismatch
 from edulm.train.optim import build_optimizer
 from edulm.train.console import Console
 from edulm.train.schedule import lr_at, total_steps
+from edulm.train.schedule_change import ScheduleChange, schedule_change, schedule_settings
 from edulm.train.signals import EXIT_CODES, GracefulStop
 from edulm.train.state import Component, ModelWeights, RNGState, restore
 from edulm.train.step import autocast_dtype, train_step
@@ -48,6 +50,7 @@ def train(
     resume: str | None = None,
     gpu_hourly_rate: float | None = None,
     callbacks: list[Callback] | None = None,
+    allow_schedule_change: bool = False,
 ) -> Path:
     """Train a model as ``cfg`` says and return the run dir.
 
@@ -55,13 +58,15 @@ def train(
     intact checkpoint of the run dir, or a new run when there is none) or a checkpoint path. After a
     SIGTERM or SIGINT the run saves a checkpoint and exits with code 143 or 130. ``callbacks``
     replaces :func:`~edulm.train.cadence.default_callbacks` (build on that list to add one).
+    ``allow_schedule_change``: resume even when the config's schedule moves the learning rate away
+    from the one the checkpoint trained with (:mod:`edulm.train.schedule_change`).
     """
     env = init_distributed(cfg.train.device)
     clean = False
     stopped_by = None
     try:
         with GracefulStop() as stop:
-            run = TrainingRun(cfg, env, stop, gpu_hourly_rate, callbacks)
+            run = TrainingRun(cfg, env, stop, gpu_hourly_rate, callbacks, allow_schedule_change)
             try:
                 run.setup(resume)
                 stopped_by = run.loop()
@@ -81,8 +86,10 @@ class TrainingRun:
     it is :class:`~edulm.train.callbacks.Run`)."""
 
     def __init__(self, cfg: Config, env: DistEnv, stop: GracefulStop, gpu_hourly_rate: float | None,
-                 callbacks: list[Callback] | None = None) -> None:
+                 callbacks: list[Callback] | None = None, allow_schedule_change: bool = False) -> None:
         self.cfg = cfg
+        self.allow_schedule_change = allow_schedule_change
+        self.schedule_change: ScheduleChange | None = None
         self.env = env
         self.stop = stop
         self.gpu_hourly_rate = gpu_hourly_rate
@@ -130,15 +137,30 @@ class TrainingRun:
 
     def setup(self, resume: str | None) -> None:
         """Build or restore everything the loop needs; then ``on_start`` of every callback."""
-        cfg, env, state = self.cfg, self.env, self.state
+        env, state = self.env, self.state
+        self.notes: list[str] = []
         ckpt = self.resumed_from = self._find_checkpoint(resume)
-        if ckpt and load_config(ckpt / CONFIG_FILE).model != cfg.model:
-            raise UsageError(f"{ckpt}: its model section differs from the config's; resume with the config it was trained with")
+        ckpt_cfg = load_config(ckpt / CONFIG_FILE) if ckpt else None
+        # The model section is settled first: a resume takes the checkpoint's (MODEL is not read again),
+        # a fresh run with model.init_from reads MODEL's shape. Nothing is written before this.
+        source = None
+        if ckpt_cfg:
+            self.cfg = resumed_config(self.cfg, ckpt_cfg, ckpt)
+        elif self.cfg.model.init_from:
+            self.cfg, source = start_config(self.cfg)
+        cfg = self.cfg
+        run_fingerprint = check_vocabulary(cfg)
         random.seed(cfg.run.seed)
         np.random.seed(cfg.run.seed % 2**32)
         torch.manual_seed(cfg.run.seed)
 
-        model = LlamaLM(cfg.model)  # initialised on CPU: the same weights whatever the device
+        if source is not None:  # continued pretraining: MODEL's weights, a fresh optimizer and schedule
+            model = load_initial_weights(source, cfg.model)
+            state.init_from = env.broadcast(source.record() if env.is_main else None)  # rank 0 checksums the weights
+            if env.is_main and (mismatch := tokenizer_mismatch(source, run_fingerprint)):
+                self.notes.append(mismatch)
+        else:
+            model = LlamaLM(cfg.model)  # initialised on CPU: the same weights whatever the device
         self.sharded = env.distributed and cfg.train.distributed == "fsdp"
         # Components are registered as they come into being. The first two are restored at once:
         # the checkpoint's batch geometry shapes the loader, and the weights go into the model
@@ -159,7 +181,6 @@ class TrainingRun:
         model.fused_loss = cfg.train.fused_loss
         model.to(env.device)
 
-        self.notes: list[str] = []
         if ckpt:
             t = cfg.train
             asked = (t.micro_batch_size, t.grad_accum_steps)
@@ -169,7 +190,9 @@ class TrainingRun:
                                   f"continuing with the checkpoint's {kept[0]} x {kept[1]}")
         else:  # rank 0's answer for everyone (each rank probes its own device on CUDA)
             state.batch = env.broadcast(resolve_batch_shape(cfg, model, env.device, env.world_size))
-        state.total_steps = total_steps(cfg.train, state.batch.tokens_per_step)
+        resumed_total, state.total_steps = state.total_steps, total_steps(cfg.train, state.batch.tokens_per_step)
+        if ckpt:
+            self._check_schedule_change(ckpt, schedule_settings(ckpt_cfg.train, resumed_total))
 
         if cfg.train.compile:
             # In place, so parameter names stay free of the "_orig_mod." prefix. Under FSDP2 each block
@@ -204,6 +227,18 @@ class TrainingRun:
         if ckpt:
             restore(ckpt, later, env.rank)
 
+    def _check_schedule_change(self, ckpt: Path, resumed: dict) -> None:
+        """Compare the schedule with the checkpoint's (``resumed``): refuse a jump in the learning rate
+        unless allowed, and record any change in the trainer state."""
+        state = self.state
+        change = schedule_change(resumed, schedule_settings(self.cfg.train, state.total_steps), state.step, state.lr)
+        if change is None:
+            return
+        if not change.continuous and not self.allow_schedule_change:
+            raise UsageError(change.refusal(str(ckpt)))
+        self.schedule_change = change
+        state.schedule_changes.append(change.record(allowed_by_flag=not change.continuous))
+
     def _announce(self) -> None:
         cfg, say, state = self.cfg, self.console.info, self.state
         say(f"run dir: {self.layout.root}")
@@ -215,8 +250,12 @@ class TrainingRun:
         say(f"optimizer: {self.optimizer.description}; schedule: {cfg.train.schedule}")
         if self.peak_flops is None:
             say("mfu: unknown (no bf16 peak for this device and precision)")
+        if state.init_from and not self.resumed_from:
+            say(f"continued from {state.init_from['model']} ({state.init_from['kind']}: {state.init_from['weights']})")
         if self.resumed_from:
             say(f"resumed from {self.resumed_from} at step {state.step:,}")
+        if self.schedule_change:
+            say(self.schedule_change.describe())
         for note in self.notes:
             self.console.warn(note)
 

@@ -1,0 +1,77 @@
+"""Which schedule changes a resume may make on its own, which need --allow-schedule-change, and what is recorded."""
+
+import pytest
+
+from edulm.config import TrainConfig
+from edulm.train.schedule import lr_at
+from edulm.train.schedule_change import schedule_change, schedule_settings
+
+
+def change(old: TrainConfig, old_total: int, new: TrainConfig, new_total: int, step: int):
+    return schedule_change(schedule_settings(old, old_total), schedule_settings(new, new_total), step,
+                           lr_at(step, old, old_total))
+
+
+COSINE = TrainConfig(schedule="cosine", lr=4e-4, min_lr_ratio=0.1, warmup_steps=100)
+WSD = TrainConfig(schedule="wsd", lr=3e-3, min_lr_ratio=0.0, warmup_steps=100, decay_fraction=0.2)
+
+
+def test_the_same_settings_are_no_change():
+    assert change(COSINE, 1000, COSINE, 1000, 500) is None
+    assert change(WSD, 1000, TrainConfig(**{**WSD.__dict__}), 1000, 900) is None
+
+
+def test_a_key_the_schedule_does_not_read_is_no_change():
+    assert change(COSINE, 1000, TrainConfig(**{**COSINE.__dict__, "decay_fraction": 0.5}), 1000, 500) is None
+
+
+def test_a_longer_cosine_run_jumps_and_needs_the_flag():
+    found = change(COSINE, 1000, COSINE, 2000, 600)
+    assert found is not None and not found.continuous
+    assert found.lr_trained < found.next_lr_new  # the rate would climb back up
+    assert "total_steps 1000 -> 2000" in found.refusal("ckpt") and "--allow-schedule-change" in found.refusal("ckpt")
+    record = found.record(allowed_by_flag=True)
+    assert record["step"] == 601 and record["old"]["total_steps"] == 1000 and record["new"]["total_steps"] == 2000
+    assert record["allowed_by_flag"] is True and "\n" not in found.refusal("ckpt") + found.describe()
+
+
+def test_a_longer_cosine_run_still_in_its_warmup_is_continuous():
+    found = change(COSINE, 1000, COSINE, 2000, 50)
+    assert found is not None and found.continuous  # the warmup does not depend on the length
+
+
+def test_a_longer_wsd_run_in_its_stable_phase_is_continuous():
+    found = change(WSD, 1000, WSD, 5000, 799)  # the old decay would start after step 800
+    assert found is not None and found.continuous
+    assert found.next_lr_old == found.next_lr_new == 3e-3
+    assert "schedule changed from step 800 on (total_steps 1000 -> 5000)" in found.describe()
+
+
+@pytest.mark.parametrize("step", [801, 1000])
+def test_a_longer_wsd_run_already_in_its_decay_jumps(step):
+    found = change(WSD, 1000, WSD, 5000, step)
+    assert found is not None and not found.continuous and found.next_lr_new == 3e-3 > found.lr_trained
+
+
+def test_a_decay_run_from_a_stable_checkpoint_is_continuous():
+    decay = TrainConfig(**{**WSD.__dict__, "decay_fraction": 100 / 700})
+    found = change(WSD, 1000, decay, 700, 600)
+    assert found is not None and found.continuous
+    assert found.next_lr_new < found.next_lr_old == 3e-3  # the decay starts with the next step
+    assert "decay_fraction 0.2 -> 0.14285" in found.differences() and "total_steps 1000 -> 700" in found.differences()
+
+
+def test_a_decay_that_would_have_started_before_the_checkpoint_jumps():
+    found = change(WSD, 1000, TrainConfig(**{**WSD.__dict__, "decay_fraction": 0.5}), 1000, 600)
+    assert found is not None and not found.continuous
+
+
+@pytest.mark.parametrize("key, value", [("lr", 1e-3), ("schedule", "cosine")])
+def test_other_peaks_or_shapes_in_the_stable_phase_jump(key, value):
+    found = change(WSD, 1000, TrainConfig(**{**WSD.__dict__, key: value}), 1000, 500)
+    assert found is not None and not found.continuous
+
+
+def test_wsd_to_constant_in_the_stable_phase_is_continuous():
+    found = change(WSD, 1000, TrainConfig(**{**WSD.__dict__, "schedule": "constant"}), 1000, 500)
+    assert found is not None and found.continuous and "schedule wsd -> constant" in found.describe()

@@ -1,0 +1,127 @@
+"""Resumes that change the schedule: refused jumps, extended WSD runs, decay runs into a new run dir."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import pytest
+import yaml
+
+from edulm.cli import main
+from edulm.config import config_from_dict
+from edulm.errors import UsageError
+from edulm.metrics import read_metrics
+from edulm.train.cadence import default_callbacks
+from edulm.train.callbacks import Callback
+from edulm.train.trainer import train
+
+from train_helpers import tiny_config, write_config
+
+
+class SigtermAfter(Callback):
+    """Sends this process a SIGTERM at the end of one step, as a scheduler would (the run stops after the next)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, run, event) -> None:
+        if event.step == self.step:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def rows(run_dir):
+    return {r["step"]: r for r in read_metrics(run_dir / "training" / "training_metrics.csv")}
+
+
+def summary(run_dir):
+    return json.loads((run_dir / "training" / "training_summary.json").read_text())
+
+
+def snapshot(run_dir):
+    """Every file of a run dir with its bytes (what a refused resume must leave alone)."""
+    return {str(p.relative_to(run_dir)): p.read_bytes() for p in sorted(run_dir.rglob("*")) if p.is_file()}
+
+
+def wsd(corpus, run_dir, **train):
+    settings = dict(schedule="wsd", lr=3e-3, min_lr_ratio=0.1, warmup_steps=2, decay_fraction=0.2, eval_interval=0,
+                    ckpt_interval=4, keep_last=5)
+    return tiny_config(corpus, run_dir, **{**settings, **train})
+
+
+def test_a_longer_cosine_run_is_refused_then_allowed_with_the_flag(corpus, tmp_path, capsys):
+    run_dir = tmp_path / "cosine"
+    cfg = write_config(tmp_path / "cosine.yaml", tiny_config(corpus, run_dir, max_steps=8, eval_interval=0, ckpt_interval=4))
+    assert main(["train", str(cfg)]) == 0
+    before = snapshot(run_dir)
+    capsys.readouterr()
+
+    assert main(["train", str(cfg), "train.max_steps=16", "--resume", "auto"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--allow-schedule-change" in err[0] and "total_steps 8 -> 16" in err[0], err
+    assert snapshot(run_dir) == before  # nothing written, nothing removed
+
+    assert main(["train", str(cfg), "train.max_steps=16", "--resume", "auto", "--allow-schedule-change"]) == 0
+    out = capsys.readouterr().out
+    assert "schedule changed from step 9 on (total_steps 8 -> 16)" in out
+    lr = {step: row["lr"] for step, row in rows(run_dir).items()}
+    assert lr[8] == pytest.approx(3e-4) and lr[9] > 2 * lr[8]  # the jump the flag allowed
+    assert lr[16] == pytest.approx(3e-4)
+    changes = summary(run_dir)["schedule_changes"]
+    assert len(changes) == 1 and changes[0]["step"] == 9 and changes[0]["allowed_by_flag"] is True
+    assert (changes[0]["old"]["total_steps"], changes[0]["new"]["total_steps"]) == (8, 16)
+    assert changes[0]["old"]["schedule"] == changes[0]["new"]["schedule"] == "cosine"
+
+
+def test_wsd_stopped_in_its_stable_phase_extends_with_resume_auto_as_if_planned(corpus, tmp_path, capsys):
+    planned = tmp_path / "planned"
+    train(config_from_dict(wsd(corpus, planned, max_steps=20)))
+
+    run_dir = tmp_path / "extended"
+    short = config_from_dict(wsd(corpus, run_dir, max_steps=10))  # its decay would start after step 8
+    with pytest.raises(SystemExit) as stopped:
+        train(short, callbacks=default_callbacks(False, False, True) + [SigtermAfter(5)])
+    assert stopped.value.code == 143  # stopped at step 6, in the stable phase
+    capsys.readouterr()
+    train(config_from_dict(wsd(corpus, run_dir, max_steps=20)), resume="auto")
+    assert "schedule changed from step 7 on (total_steps 10 -> 20)" in capsys.readouterr().out
+
+    want, got = rows(planned), rows(run_dir)
+    assert sorted(got) == list(range(1, 21))
+    assert [got[s]["lr"] for s in got] == [want[s]["lr"] for s in got]
+    assert [got[s]["loss"] for s in got] == [want[s]["loss"] for s in got]  # bitwise: the same run as one planned at 20 steps
+    changes = summary(run_dir)["schedule_changes"]
+    assert [(c["step"], c["allowed_by_flag"], c["old"]["total_steps"], c["new"]["total_steps"]) for c in changes] == [
+        (7, False, 10, 20)]
+
+    # Finished, it is in its decay: going on would jump back to the peak.
+    with pytest.raises(UsageError, match="allow-schedule-change"):
+        train(config_from_dict(wsd(corpus, run_dir, max_steps=30)), resume="auto")
+
+
+def test_a_decay_run_from_a_stable_checkpoint_into_a_new_run_dir(corpus, tmp_path, capsys):
+    stable = tmp_path / "stable"
+    train(config_from_dict(wsd(corpus, stable, max_steps=16, decay_fraction=0.0)))  # a long stable phase, no decay
+    before = snapshot(stable)
+
+    # Decay over 4 steps from the checkpoint of step 8: max_steps = 8 + 4, decay_fraction = 4 / 12.
+    decayed = tmp_path / "decay"
+    raw = wsd(corpus, decayed, max_steps=12, decay_fraction=4 / 12)
+    capsys.readouterr()
+    train(config_from_dict(raw), resume=str(stable / "checkpoints" / "step-0000008"))
+    assert "schedule changed from step 9 on (total_steps 16 -> 12, decay_fraction 0.0 -> 0.333" in capsys.readouterr().out
+    assert snapshot(stable) == before  # the stable run is untouched and can go on
+
+    got = rows(decayed)
+    assert sorted(got) == [9, 10, 11, 12]
+    assert [got[s]["lr"] for s in got] == pytest.approx([3e-3 - 2.7e-3 * k / 4 for k in (1, 2, 3, 4)])
+    assert [c["step"] for c in summary(decayed)["schedule_changes"]] == [9]
+    assert (decayed / "final" / "model.safetensors").is_file()
+    assert yaml.safe_load((decayed / "config.yaml").read_text())["train"]["max_steps"] == 12
+
+    # The same as a run planned with that decay from the start.
+    planned = tmp_path / "planned"
+    train(config_from_dict(wsd(corpus, planned, max_steps=12, decay_fraction=4 / 12)))
+    want = rows(planned)
+    assert [got[s]["loss"] for s in got] == [want[s]["loss"] for s in got]
