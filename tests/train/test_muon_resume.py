@@ -1,0 +1,62 @@
+"""A Muon run killed twice with SIGKILL and resumed each time logs bitwise the losses of an
+uninterrupted one, and ends with the same weights: Muon's momentum buffers and AdamW's moments
+come back from the checkpoints exactly."""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+from test_resume import assert_clean, freeze_when, last_logged_step, losses
+from train_helpers import run_cli, start_cli, tiny_config, write_config
+
+from edulm import checkpoint
+from edulm.config import load_config
+from edulm.train.trainer import train
+
+pytestmark = pytest.mark.slow
+
+STEPS = 12
+EVERY = 3
+
+
+def config(corpus, tmp_path, name):
+    raw = tiny_config(corpus, tmp_path / name, optimizer="muon", max_steps=STEPS, ckpt_interval=EVERY,
+                      eval_interval=6, keep_last=3)
+    return str(write_config(tmp_path / f"{name}.yaml", raw)), tmp_path / name
+
+
+def kill_after_next_checkpoint(proc, run_dir, after: int) -> None:
+    """SIGKILL ``proc`` once it has written the first checkpoint past step ``after`` and logged two
+    more steps (rows that the resumed run must replace, not repeat)."""
+    target = (after // EVERY + 1) * EVERY
+    freeze_when(proc, lambda: last_logged_step(run_dir) >= target + 2
+                and (run_dir / "checkpoints" / checkpoint.checkpoint_name(target)).is_dir())
+    proc.kill()
+    proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    assert not (run_dir / "final").exists()
+
+
+def test_muon_run_killed_twice_resumes_exactly(corpus, tmp_path):
+    ref_cfg, ref_dir = config(corpus, tmp_path, "reference")
+    train(load_config(ref_cfg))
+    expected, ref_rows = losses(ref_dir)
+    assert sorted(expected) == list(range(1, STEPS + 1))
+
+    cfg, run_dir = config(corpus, tmp_path, "killed")
+    kill_after_next_checkpoint(start_cli("train", cfg), run_dir, after=0)
+    first = checkpoint.step_of(checkpoint.find_latest_good(run_dir))
+    assert EVERY <= first < STEPS
+    kill_after_next_checkpoint(start_cli("train", cfg, "--resume", "auto"), run_dir, after=first)
+    assert checkpoint.step_of(checkpoint.find_latest_good(run_dir)) > first
+
+    done = run_cli("train", cfg, "--resume", "auto")
+    assert done.returncode == 0, done.stderr
+    assert_clean(done.stderr)
+    assert "resumed from" in done.stdout and "optimizer: Muon" in done.stdout
+    got, rows = losses(run_dir)
+    assert [r["step"] for r in rows] == [r["step"] for r in ref_rows]
+    assert got == expected  # bitwise
+    assert [r["val_loss"] for r in rows] == [r["val_loss"] for r in ref_rows]
+    assert (run_dir / "final" / "model.safetensors").read_bytes() == (ref_dir / "final" / "model.safetensors").read_bytes()
