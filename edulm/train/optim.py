@@ -47,7 +47,9 @@ class Optimizers:
     """One or more torch optimizers over the parameters of ``model``, used as one.
 
     ``model`` is the module whose parameter names key the saved state (the unwrapped model; FSDP2
-    shards it in place, which is fine). Every group must carry ``lr_scale``.
+    shards it in place, which is fine). Every group must carry ``lr_scale``; each is tagged with
+    ``optimizer``, the name of the torch optimizer class it belongs to (``ShardedMuon`` counts as
+    ``Muon``), so that a checkpoint written by another optimizer is recognised.
     """
 
     def __init__(self, model: nn.Module, optimizers: Sequence[torch.optim.Optimizer], description: str) -> None:
@@ -59,6 +61,9 @@ class Optimizers:
             raise ValueError(f"parameter groups {missing} have no 'lr_scale'; every group needs one")
         # The multipliers come from the config, not from a checkpoint: kept to put back after a load.
         self._lr_scales = [g["lr_scale"] for g in self.param_groups]
+        self._kinds = [_torch_optimizer_name(opt) for opt in self.optimizers for _ in opt.param_groups]
+        for group, kind in zip(self.param_groups, self._kinds):
+            group["optimizer"] = kind
 
     @property
     def param_groups(self) -> list[dict[str, Any]]:
@@ -93,11 +98,41 @@ class Optimizers:
         """Load a state from :meth:`state_dict` into this process's (possibly sharded) optimizers.
 
         The saved hyperparameters of each group come back with it, except ``lr_scale``, which the
-        config decides (and which checkpoints written before it existed do not hold).
+        config decides (and which checkpoints written before it existed do not hold). A state whose
+        groups hold other parameters (another ``train.optimizer`` wrote it) is refused with a
+        :class:`~edulm.errors.UsageError`.
         """
+        self._check_fits(state)
         load_optimizer_state(self.model, self.optimizers, state)
-        for group, scale in zip(self.param_groups, self._lr_scales):
+        for group, scale, kind in zip(self.param_groups, self._lr_scales, self._kinds):
             group["lr_scale"] = scale
+            group["optimizer"] = kind  # a state saved before groups were tagged does not hold it
+
+    def _check_fits(self, state: dict[str, Any]) -> None:
+        """Refuse a saved state whose groups hold other parameters or belong to other torch optimizers
+        (states saved before groups were tagged are checked by their parameters only)."""
+        names = {id(p): name for name, p in self.model.named_parameters()}
+        live = [(sorted(names[id(p)] for p in g["params"]), g["optimizer"]) for g in self.param_groups]
+        saved = [(sorted(g["params"]), g.get("optimizer")) for g in state.get("param_groups", [])]
+        fits = len(live) == len(saved) and all(
+            live_names == saved_names and saved_kind in (None, live_kind)
+            for (live_names, live_kind), (saved_names, saved_kind) in zip(live, saved)
+        )
+        if not fits:
+            wrote = " + ".join(dict.fromkeys(kind for _, kind in saved if kind)) or "another optimizer"
+            raise UsageError(
+                f"the checkpoint's optimizer state was written by {wrote} over other parameter groups than this run's "
+                f"{' + '.join(dict.fromkeys(kind for _, kind in live))}; resume with the train.optimizer in the "
+                "checkpoint's config.yaml, or start a new run"
+            )
+
+
+def _torch_optimizer_name(optimizer: torch.optim.Optimizer) -> str:
+    """The name of the ``torch.optim`` class ``optimizer`` is or derives from (``ShardedMuon`` -> ``Muon``)."""
+    for cls in type(optimizer).__mro__:
+        if cls.__module__.startswith("torch.optim") and cls is not torch.optim.Optimizer:
+            return cls.__name__
+    return type(optimizer).__name__
 
 
 def param_groups(model: nn.Module, weight_decay: float, leave_out: Collection[nn.Parameter] = ()) -> list[dict]:
@@ -141,7 +176,7 @@ def _is_tied(model: nn.Module) -> bool:
     return bool(getattr(getattr(model, "config", None), "tie_embeddings", False))
 
 
-def _adamw(groups: list[dict], train: TrainConfig) -> torch.optim.AdamW:
+def adamw_over(groups: list[dict], train: TrainConfig) -> torch.optim.AdamW:
     """AdamW over ``groups`` (empty ones dropped), ``lr_scale`` 1; the fused CUDA kernel when every
     parameter is on CUDA, else foreach."""
     on_cuda = all(p.device.type == "cuda" for g in groups for p in g["params"])
@@ -158,7 +193,7 @@ def _adamw(groups: list[dict], train: TrainConfig) -> torch.optim.AdamW:
 def build_adamw(model: nn.Module, train: TrainConfig) -> Optimizers:
     """AdamW over :func:`param_groups`; the fused CUDA kernel when every parameter is on CUDA, else foreach."""
     groups = param_groups(model, train.weight_decay)
-    return Optimizers(model, [_adamw(groups, train)], f"AdamW, {describe_groups(groups, _is_tied(model))}")
+    return Optimizers(model, [adamw_over(groups, train)], f"AdamW, {describe_groups(groups, _is_tied(model))}")
 
 
 def muon_lr_scale(train: TrainConfig) -> float:
@@ -197,7 +232,7 @@ def build_muon(model: nn.Module, train: TrainConfig) -> Optimizers:
         f"{'edulm ShardedMuon' if sharded else 'torch.optim.Muon'}); "
         f"AdamW on the rest: {describe_groups(groups, _is_tied(model))}"
     )
-    return Optimizers(model, [muon, _adamw(groups, train)], description)
+    return Optimizers(model, [muon, adamw_over(groups, train)], description)
 
 
 def _state_size(params: Iterable[nn.Parameter], copies: int) -> int:

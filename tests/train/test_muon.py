@@ -17,7 +17,7 @@ from edulm.model.llama import LlamaLM
 from edulm.train.autobatch import MEMORY_HEADROOM, step_memory_budget
 from edulm.train.distributed import DistEnv
 from edulm.train.muon import NS_COEFFICIENTS, ShardedMuon, newton_schulz, update_scale
-from edulm.train.optim import Optimizers, _adamw, block_matrices, build_optimizer, optimizer_state_bytes, param_groups
+from edulm.train.optim import Optimizers, adamw_over, block_matrices, build_optimizer, optimizer_state_bytes, param_groups
 from edulm.train.step import train_step
 
 CPU = DistEnv(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"))
@@ -146,7 +146,7 @@ def test_state_is_keyed_by_name_and_restores_the_next_update(tiny_model_config):
         train = muon_config()
         twin_opt = Optimizers(twin, [muon_class([{"params": matrices, "lr_scale": 1.0}], lr=train.lr,
                                                 weight_decay=train.muon_weight_decay, adjust_lr_fn=train.muon_adjust_lr),
-                                     _adamw(groups, train)], "twin")
+                                     adamw_over(groups, train)], "twin")
         twin_opt.load_state_dict(copy.deepcopy(state))
         _step(twin, twin_opt, ids)
         twins.append(twin)
@@ -154,6 +154,24 @@ def test_state_is_keyed_by_name_and_restores_the_next_update(tiny_model_config):
     for twin in twins:
         for (name, a), b in zip(model.named_parameters(), twin.parameters()):
             assert torch.equal(a, b), name
+
+
+def test_a_state_of_another_optimizer_is_refused_in_one_line(tiny_model_config):
+    model = LlamaLM(tiny_model_config)
+    adamw = build_optimizer(model, TrainConfig())
+    _step(model, adamw, torch.randint(0, tiny_model_config.vocab_size, (2, 9)))
+    muon = build_optimizer(model, muon_config())
+    # With tied embeddings AdamW's decayed group holds exactly Muon's matrices: the tags tell them apart.
+    with pytest.raises(UsageError, match="written by AdamW over other parameter groups than this run's Muon [+] AdamW"):
+        muon.load_state_dict(copy.deepcopy(adamw.state_dict()))
+    with pytest.raises(UsageError, match="written by Muon [+] AdamW .* this run's AdamW; resume with the train.optimizer"):
+        build_optimizer(model, TrainConfig()).load_state_dict(copy.deepcopy(muon.state_dict()))
+    untagged = copy.deepcopy(muon.state_dict())  # as written before groups were tagged: parameters decide
+    for group in untagged["param_groups"]:
+        del group["optimizer"]
+    restored = build_optimizer(model, muon_config())
+    restored.load_state_dict(untagged)
+    assert [g["optimizer"] for g in restored.param_groups] == ["Muon", "AdamW"]
 
 
 def _tensor_state_bytes(opt: Optimizers) -> int:

@@ -38,9 +38,16 @@ def kill_after_next_checkpoint(proc, run_dir, after: int) -> None:
     assert not (run_dir / "final").exists()
 
 
-def test_muon_run_killed_twice_resumes_exactly(corpus, tmp_path):
-    ref_cfg, ref_dir = config(corpus, tmp_path, "reference")
+@pytest.fixture(scope="module")
+def reference(corpus, tmp_path_factory):
+    """An uninterrupted Muon run (in this process): its config path and run dir."""
+    ref_cfg, ref_dir = config(corpus, tmp_path_factory.mktemp("muon-reference"), "reference")
     train(load_config(ref_cfg))
+    return ref_cfg, ref_dir
+
+
+def test_muon_run_killed_twice_resumes_exactly(corpus, tmp_path, reference):
+    _, ref_dir = reference
     expected, ref_rows = losses(ref_dir)
     assert sorted(expected) == list(range(1, STEPS + 1))
 
@@ -60,3 +67,17 @@ def test_muon_run_killed_twice_resumes_exactly(corpus, tmp_path):
     assert got == expected  # bitwise
     assert [r["val_loss"] for r in rows] == [r["val_loss"] for r in ref_rows]
     assert (run_dir / "final" / "model.safetensors").read_bytes() == (ref_dir / "final" / "model.safetensors").read_bytes()
+
+
+def test_resuming_with_another_optimizer_is_refused_in_one_line(reference):
+    ref_cfg, ref_dir = reference
+    metrics = (ref_dir / "training" / "training_metrics.csv").read_bytes()
+    done = run_cli("train", ref_cfg, "train.optimizer=adamw", "--resume", "auto")
+    assert done.returncode == 2
+    assert_clean(done.stderr)
+    # One error line. (The optimizer state is read after the progress bar has been drawn, so the
+    # bar's lines come first.)
+    errors = [line for line in done.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1 and errors[0] == done.stderr.strip().splitlines()[-1], done.stderr
+    assert "written by Muon + AdamW" in errors[0] and "resume with the train.optimizer" in errors[0]
+    assert (ref_dir / "training" / "training_metrics.csv").read_bytes() == metrics
