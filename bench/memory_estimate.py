@@ -8,11 +8,14 @@ once B x seq_len fills a whole loss chunk (the fused loss's workspace is then a 
 
 Three small real steps (bf16 autocast on CPU, the same ops and dtypes as on CUDA; tensors counted
 byte for byte by ``edulm.memory.TensorMemoryTracker``) give c, a and b; a fourth checks the fit.
-The prediction then adds what exists outside the step: the float32 weights and AdamW's two float32
-moments (16 bytes per parameter with the gradients, which the step itself allocates and counts).
+The prediction then adds what exists outside the step: the float32 weights and the optimizer's
+state, as its registry entry sizes it (``edulm.train.optim.optimizer_state_bytes``: AdamW two float32
+moments per parameter, 16 bytes per parameter with weights and gradients; Muon one momentum buffer
+for the block matrices and AdamW's two moments for the rest).
 
     python bench/memory_estimate.py                      # the 135M recipe, micro-batch 8, seq 2048
     python bench/memory_estimate.py --config configs/l20_135m_deepthin.yaml --micro-batch 8 --grad-ckpt
+    python bench/memory_estimate.py --optimizer muon
 
 It is an estimate of ``torch.cuda.max_memory_allocated``: CUDA kernels' own workspaces and the
 allocator's caching (``memory_reserved``) come on top and are measured on the GPU itself.
@@ -31,6 +34,7 @@ from edulm.errors import UsageError
 from edulm.memory import track_tensor_memory
 from edulm.model import LlamaLM, count_parameters
 from edulm.model.llama import LOSS_CHUNK_TOKENS
+from edulm.train.optim import OPTIMIZERS, optimizer_state_bytes
 
 GiB = 2**30
 
@@ -56,8 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seq-len", type=int, default=None, help="default: the config's train.seq_len (2048)")
     p.add_argument("--precision", choices=("bf16", "fp32"), default="bf16")
     p.add_argument("--grad-ckpt", action="store_true", help="with gradient checkpointing")
+    p.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default=None, help="default: the config's train.optimizer")
     args = p.parse_args(argv)
     run = load_config(args.config) if args.config else Config()
+    train = dataclasses.replace(run.train, optimizer=args.optimizer or run.train.optimizer)
     T = args.seq_len or run.train.seq_len
     cfg = dataclasses.replace(run.model, max_seq_len=max(run.model.max_seq_len, T))
     bf16 = args.precision == "bf16"
@@ -78,7 +84,10 @@ def main(argv: list[str] | None = None) -> int:
     check = predict(2, b0 + 1)
     n_params = count_parameters(cfg)
     step_peak = predict(cfg.n_layers, args.micro_batch)
-    outside = 4 * n_params + 8 * n_params  # float32 weights + AdamW moments
+    with torch.device("meta"):  # the full-size model's shapes and dtypes, no memory
+        full_model = LlamaLM(cfg)
+    optimizer_state = optimizer_state_bytes(full_model, train)
+    outside = 4 * n_params + optimizer_state  # float32 weights + the optimizer's state
     lines = [
         f"- model: {n_params:,} parameters, {cfg.n_layers} layers, d_model {cfg.d_model}, vocab {cfg.vocab_size}",
         f"- step: micro-batch {args.micro_batch} x seq {T}, {args.precision}, gradient checkpointing "
@@ -87,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         f"fixed: {c / 2**20:.1f} MiB",
         f"- fit check at L=2, B={b0 + 1}: predicted {check / 2**20:.2f} MiB, measured {peaks[2, b0 + 1] / 2**20:.2f} MiB",
         f"- step peak (activations, gradients, loss workspace): {step_peak / GiB:.2f} GiB",
-        f"- weights + AdamW state (float32): {outside / GiB:.2f} GiB",
+        f"- weights (float32): {4 * n_params / GiB:.2f} GiB; {train.optimizer} state: {optimizer_state / GiB:.2f} GiB",
         f"- **estimated peak allocated: {(step_peak + outside) / GiB:.2f} GiB**",
     ]
     print("\n".join(lines))

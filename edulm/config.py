@@ -140,8 +140,8 @@ class TrainConfig:
     """Optimizer steps to run; 0 means derive them from token_budget."""
     token_budget: int = 0
     """Training tokens to see; steps = ceil(token_budget / tokens per step). Used when max_steps is 0."""
-    optimizer: Literal["adamw"] = "adamw"
-    """Optimizer: 'adamw' (AdamW; weight decay on the linear weight matrices only)."""
+    optimizer: Literal["adamw", "muon"] = "adamw"
+    """Optimizer: 'adamw' (AdamW; weight decay on the linear weight matrices only), or 'muon' (Muon, momentum orthogonalised by Newton-Schulz, on the weight matrices inside the blocks, with the muon_* keys; AdamW as above on the embedding, the norms and anything else)."""
     schedule: Literal["cosine", "wsd", "constant"] = "cosine"
     """Learning-rate schedule, each after a linear warmup over warmup_steps: 'cosine' (a half cosine down to min_lr_ratio x lr at the last step), 'wsd' (warmup-stable-decay: lr until the last decay_fraction of the steps, then a straight line down to min_lr_ratio x lr at the last step; extend a run in its stable phase by raising max_steps and --resume auto) or 'constant' (lr to the end)."""
     lr: float = 4e-4
@@ -160,6 +160,18 @@ class TrainConfig:
     """AdamW beta2."""
     eps: float = 1e-8
     """AdamW epsilon."""
+    muon_lr: float = 0.0
+    """Peak learning rate of the Muon matrices (train.optimizer=muon); 0 means train.lr, the natural choice with muon_adjust_lr='match_rms_adamw'. The schedule scales it like train.lr."""
+    muon_adjust_lr: Literal["match_rms_adamw", "original"] = "match_rms_adamw"
+    """How Muon sizes each matrix's update: 'match_rms_adamw' multiplies the lr by 0.2 x sqrt(max(rows, cols)) so updates have AdamW's RMS and share its lr and weight decay (Moonshot AI, 'Muon is Scalable for LLM Training', 2025); 'original' by sqrt(max(1, rows / cols)) (Keller Jordan's Muon; set muon_lr, about 0.02)."""
+    muon_momentum: float = 0.95
+    """Muon's momentum coefficient (Keller Jordan's Muon, Moonshot's Moonlight and torch.optim.Muon use 0.95)."""
+    muon_nesterov: bool = True
+    """Use Nesterov momentum in Muon (as Keller Jordan's Muon and torch.optim.Muon do by default)."""
+    muon_ns_steps: int = 5
+    """Newton-Schulz iterations that orthogonalise each Muon update (5 in Keller Jordan's Muon and torch.optim.Muon)."""
+    muon_weight_decay: float = 0.1
+    """Decoupled weight decay of the Muon matrices (the lr times this each step); 0.1 as in Moonlight, matching train.weight_decay."""
     grad_clip: float = 1.0
     """Clip the global gradient norm to this value; 0 disables clipping."""
     precision: Literal["auto", "bf16", "fp32"] = "auto"
@@ -551,6 +563,19 @@ def validate_data(d: DataConfig, source: str = "config") -> None:
     _not_empty(source, "data", d, "text_field", "shards_dir")
 
 
+def _validate_muon(t: TrainConfig, source: str) -> None:
+    """Muon's keys: a rate and a decay that are not negative, 1 to 99 Newton-Schulz steps, and an
+    explicit muon_lr with 'original' scaling (whose updates are far smaller than AdamW's at the same lr)."""
+    _non_negative(source, "train", t, "muon_lr", "muon_weight_decay")
+    if not 1 <= t.muon_ns_steps < 100:
+        raise UsageError(f"{source}: train.muon_ns_steps must be between 1 and 99, got {t.muon_ns_steps}")
+    if t.optimizer == "muon" and t.muon_adjust_lr == "original" and t.muon_lr == 0:
+        raise UsageError(
+            f"{source}: train.muon_adjust_lr=original needs its own train.muon_lr (about 0.02; sharing train.lr={t.lr} "
+            "would make Muon's updates far smaller than AdamW's); set train.muon_lr, or use muon_adjust_lr=match_rms_adamw"
+        )
+
+
 def validate_train(t: TrainConfig, m: ModelConfig, source: str = "config") -> None:
     """Sizes and rates are in range and finite; sequences fit the model (``m``); the batch keys agree."""
     _finite(source, "train", t)
@@ -565,9 +590,10 @@ def validate_train(t: TrainConfig, m: ModelConfig, source: str = "config") -> No
     for name in ("min_lr_ratio", "decay_fraction"):
         if not 0 <= getattr(t, name) <= 1:
             raise UsageError(f"{source}: train.{name} must be between 0 and 1, got {getattr(t, name)}")
-    for name in ("beta1", "beta2"):
+    for name in ("beta1", "beta2", "muon_momentum"):
         if not 0 <= getattr(t, name) < 1:
             raise UsageError(f"{source}: train.{name} must be in [0, 1), got {getattr(t, name)}")
+    _validate_muon(t, source)
     if t.micro_batch_size != "auto" and t.global_batch_size % t.micro_batch_size:
         raise UsageError(
             f"{source}: train.global_batch_size ({t.global_batch_size}) is not a multiple of train.micro_batch_size "

@@ -9,7 +9,8 @@ Two separate steps for 'auto', so the arithmetic can be tested without a GPU:
 1. :func:`largest_fitting` finds the largest micro-batch ``m`` for which ``fits(m)`` holds, by
    doubling and then bisecting (``fits`` is assumed monotone: if ``m`` fits, every smaller one does).
    On CUDA, :func:`cuda_fits` runs one real forward and backward at ``(m, seq_len)`` and reports
-   whether it ran without running out of memory and left room for the optimizer state.
+   whether it ran without running out of memory and left room for the optimizer state (its size
+   comes from the optimizer's registry entry, :func:`edulm.train.optim.optimizer_state_bytes`).
    On CPU nothing is probed (running out of host memory swaps or kills the process rather than
    raising): the largest micro-batch considered is :data:`CPU_MAX_MICRO_BATCH`.
 2. :func:`split_global_batch` picks the micro-batch and accumulation steps whose product stays
@@ -25,6 +26,7 @@ import torch
 
 from edulm.config import Config
 from edulm.errors import UsageError
+from edulm.train.optim import optimizer_state_bytes
 from edulm.train.train_state import BatchShape
 
 CPU_MAX_MICRO_BATCH = 4
@@ -110,16 +112,22 @@ def _uses_bf16(cfg: Config, device: torch.device) -> bool:
     return device.type == "cuda" and cfg.train.precision in ("auto", "bf16")
 
 
+def step_memory_budget(cfg: Config, model: torch.nn.Module, total_memory: int) -> float:
+    """Bytes one forward + backward may peak at on a device of ``total_memory`` bytes:
+    :data:`MEMORY_HEADROOM` of it, less the state of the optimizer ``train.optimizer`` names
+    (AdamW: two copies of the parameters; Muon: one of its matrices, two of the rest), which
+    does not exist yet while the probe runs."""
+    return MEMORY_HEADROOM * total_memory - optimizer_state_bytes(model, cfg.train)
+
+
 def cuda_fits(cfg: Config, model: torch.nn.Module, device: torch.device) -> Callable[[int], bool]:
     """A predicate: does one forward + backward of ``model`` at micro-batch ``m`` fit on ``device``?
 
-    It fits when it runs without running out of memory and its peak leaves room for the AdamW
-    state (two float32 copies of the parameters) within :data:`MEMORY_HEADROOM` of the device.
-    Gradients are cleared after each probe.
+    It fits when it runs without running out of memory and its peak stays within
+    :func:`step_memory_budget` (room is left for the optimizer's state). Gradients are cleared
+    after each probe.
     """
-    total = torch.cuda.get_device_properties(device).total_memory
-    optimizer_state = 2 * sum(p.numel() * 4 for p in model.parameters() if p.requires_grad)
-    budget = MEMORY_HEADROOM * total - optimizer_state
+    budget = step_memory_budget(cfg, model, torch.cuda.get_device_properties(device).total_memory)
     seq_len, vocab = cfg.train.seq_len, cfg.model.vocab_size
     was_training = model.training
 

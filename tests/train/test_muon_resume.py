@@ -1,0 +1,83 @@
+"""A Muon run killed twice with SIGKILL and resumed each time logs bitwise the losses of an
+uninterrupted one, and ends with the same weights: Muon's momentum buffers and AdamW's moments
+come back from the checkpoints exactly."""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+from test_resume import assert_clean, freeze_when, last_logged_step, losses
+from train_helpers import run_cli, start_cli, tiny_config, write_config
+
+from edulm import checkpoint
+from edulm.config import load_config
+from edulm.train.trainer import train
+
+pytestmark = pytest.mark.slow
+
+STEPS = 12
+EVERY = 3
+
+
+def config(corpus, tmp_path, name):
+    raw = tiny_config(corpus, tmp_path / name, optimizer="muon", max_steps=STEPS, ckpt_interval=EVERY,
+                      eval_interval=6, keep_last=3)
+    return str(write_config(tmp_path / f"{name}.yaml", raw)), tmp_path / name
+
+
+def kill_after_next_checkpoint(proc, run_dir, after: int) -> None:
+    """SIGKILL ``proc`` once it has written the first checkpoint past step ``after`` and logged two
+    more steps (rows that the resumed run must replace, not repeat)."""
+    target = (after // EVERY + 1) * EVERY
+    freeze_when(proc, lambda: last_logged_step(run_dir) >= target + 2
+                and (run_dir / "checkpoints" / checkpoint.checkpoint_name(target)).is_dir())
+    proc.kill()
+    proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    assert not (run_dir / "final").exists()
+
+
+@pytest.fixture(scope="module")
+def reference(corpus, tmp_path_factory):
+    """An uninterrupted Muon run (in this process): its config path and run dir."""
+    ref_cfg, ref_dir = config(corpus, tmp_path_factory.mktemp("muon-reference"), "reference")
+    train(load_config(ref_cfg))
+    return ref_cfg, ref_dir
+
+
+def test_muon_run_killed_twice_resumes_exactly(corpus, tmp_path, reference):
+    _, ref_dir = reference
+    expected, ref_rows = losses(ref_dir)
+    assert sorted(expected) == list(range(1, STEPS + 1))
+
+    cfg, run_dir = config(corpus, tmp_path, "killed")
+    kill_after_next_checkpoint(start_cli("train", cfg), run_dir, after=0)
+    first = checkpoint.step_of(checkpoint.find_latest_good(run_dir))
+    assert EVERY <= first < STEPS
+    kill_after_next_checkpoint(start_cli("train", cfg, "--resume", "auto"), run_dir, after=first)
+    assert checkpoint.step_of(checkpoint.find_latest_good(run_dir)) > first
+
+    done = run_cli("train", cfg, "--resume", "auto")
+    assert done.returncode == 0, done.stderr
+    assert_clean(done.stderr)
+    assert "resumed from" in done.stdout and "optimizer: Muon" in done.stdout
+    got, rows = losses(run_dir)
+    assert [r["step"] for r in rows] == [r["step"] for r in ref_rows]
+    assert got == expected  # bitwise
+    assert [r["val_loss"] for r in rows] == [r["val_loss"] for r in ref_rows]
+    assert (run_dir / "final" / "model.safetensors").read_bytes() == (ref_dir / "final" / "model.safetensors").read_bytes()
+
+
+def test_resuming_with_another_optimizer_is_refused_in_one_line(reference):
+    ref_cfg, ref_dir = reference
+    metrics = (ref_dir / "training" / "training_metrics.csv").read_bytes()
+    done = run_cli("train", ref_cfg, "train.optimizer=adamw", "--resume", "auto")
+    assert done.returncode == 2
+    assert_clean(done.stderr)
+    # One error line. (The optimizer state is read after the progress bar has been drawn, so the
+    # bar's lines come first.)
+    errors = [line for line in done.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1 and errors[0] == done.stderr.strip().splitlines()[-1], done.stderr
+    assert "written by Muon + AdamW" in errors[0] and "resume with the train.optimizer" in errors[0]
+    assert (ref_dir / "training" / "training_metrics.csv").read_bytes() == metrics
