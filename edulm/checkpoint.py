@@ -78,7 +78,7 @@ def commit(tmp: Path, step: int) -> Path:
         "files": {p.relative_to(tmp).as_posix(): {"bytes": p.stat().st_size, "sha256": sha256_file(p)} for p in files},
     }
     (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
-    for p in [*files, tmp / MANIFEST_FILE]:
+    for p in [*files, tmp / MANIFEST_FILE, tmp]:  # the folder too: its entries must survive a power cut
         fsync_path(p)
     final = tmp.parent / checkpoint_name(step)
     trash = None

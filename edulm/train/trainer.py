@@ -67,15 +67,14 @@ def train(
     clean = False
     stopped_by = None
     try:
-        with GracefulStop() as stop:
+        with GracefulStop() as stop, hold_run_dir(cfg.run.out_dir, env):
             run = TrainingRun(cfg, env, stop, gpu_hourly_rate, callbacks)
             try:
-                with hold_run_dir(cfg.run.out_dir, env):
-                    run.setup(resume)
-                    stopped_by = run.loop()
-                    run.finish(stopped_by)
+                run.setup(resume)
+                stopped_by = run.loop()
+                run.finish(stopped_by)
             finally:
-                run.close()
+                run.close()  # still holding the run dir: closing flushes files into it
         clean = True
     except DiskFullError as err:
         if getattr(err, "what", None) is None or RESUME_ADVICE in str(err):

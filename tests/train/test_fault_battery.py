@@ -175,6 +175,7 @@ def _(b: Bench) -> Outcome:
     proc.kill()
     killed = finished(proc)
     assert [p for p in folder.iterdir() if temp_target(p)], "the kill did not land inside a checkpoint"
+    assert read_holder(run_dir)["pid"] == proc.pid  # its lock is left behind; the resume below takes it over
     assert not (run_dir / "final").exists()
     resume_cleanly(cfg)
     assert_resumed_exactly(run_dir, b.reference)
