@@ -27,8 +27,8 @@ from edulm.files import fsync_path, remove_path, remove_stale_temps, sha256_file
 from edulm.layout import CHECKPOINTS_DIR, MANIFEST_FILE, checkpoint_name, step_of
 
 __all__ = [
-    "begin", "commit", "verify", "manifest_problem", "problem_of", "Check", "find_latest_good", "resolve_resume", "apply_retention", "remove_stale_temporaries",
-    "list_checkpoints", "checkpoints_dir", "checkpoint_name", "step_of",
+    "begin", "commit", "verify", "manifest_problem", "problem_of", "Check", "find_latest_good", "resolve_resume",
+    "apply_retention", "remove_stale_temporaries", "list_checkpoints", "checkpoints_dir", "checkpoint_name", "step_of",
 ]
 
 _LEGACY_TEMP_PREFIXES = (".tmp-", ".old-")

@@ -4,8 +4,7 @@
 it lasts until the process ends:
 
 1. ``run.out_dir`` must be a folder this process can write (not a file, not read-only), else one
-   line and exit 2, before any work;
-   (nothing is created for a refused run but the folders above the run dir);
+   line and exit 2, before any work (a refused run creates nothing but the folders above the run dir);
 2. the run dir is locked (:mod:`edulm.lock`, purpose ``edulm train``) for the run's whole life, so a
    second ``edulm train`` on the same folder, fresh or ``--resume``, is refused with one line naming
    this process's PID and host; the lock of a process that died (SIGKILL, power loss) is taken over;
