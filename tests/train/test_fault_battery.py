@@ -291,25 +291,32 @@ def race(corpus, tmp_path_factory) -> Race:
 
     procs = {"A": start_cli("train", config("A")), "B": start_cli("train", config("B")),
              "C": start_cli("train", config("C"))}
-    time.sleep(1.0)
-    procs["E"] = start_cli("train", config("E"))  # one second after C, on C's run dir
-    winners: dict[Path, str] = {}
-    deadline = time.monotonic() + 240
-    while len(winners) < 2:
-        for folder in (same, apart):
-            holder = read_holder(folder) if folder not in winners else None
-            name = next((n for n, p in procs.items() if holder and p.pid == holder.get("pid")), None)
-            if name is not None:
-                procs[name].send_signal(signal.SIGSTOP)
-                winners[folder] = name
-        assert time.monotonic() < deadline, "no run took the lock"
-        time.sleep(0.002)
-    outcomes = {n: finished(p) for n, p in procs.items() if n not in winners.values()}
-    procs["D"] = start_cli("train", config("D"), "--resume", "auto")  # while A or B holds the dir, frozen
-    outcomes["D"] = finished(procs["D"])
-    for name in winners.values():
-        procs[name].send_signal(signal.SIGCONT)
-    outcomes.update({n: finished(procs[n]) for n in winners.values()})
+    try:
+        time.sleep(1.0)
+        procs["E"] = start_cli("train", config("E"))  # one second after C, on C's run dir
+        winners: dict[Path, str] = {}
+        deadline = time.monotonic() + 240
+        while len(winners) < 2:
+            for folder in (same, apart):
+                holder = read_holder(folder) if folder not in winners else None
+                name = next((n for n, p in procs.items() if holder and p.pid == holder.get("pid")), None)
+                if name is not None:
+                    procs[name].send_signal(signal.SIGSTOP)
+                    winners[folder] = name
+            assert time.monotonic() < deadline, "no run took the lock"
+            time.sleep(0.002)
+        outcomes = {n: finished(p) for n, p in procs.items() if n not in winners.values()}
+        procs["D"] = start_cli("train", config("D"), "--resume", "auto")  # while A or B holds the dir, frozen
+        outcomes["D"] = finished(procs["D"])
+        for name in winners.values():
+            procs[name].send_signal(signal.SIGCONT)
+        outcomes.update({n: finished(procs[n]) for n in winners.values()})
+    finally:  # a failed check above must not leave frozen processes behind
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGCONT)
+                proc.kill()
+                proc.communicate()
     return Race(outcomes, {n: p.pid for n, p in procs.items()}, winners, lr)
 
 
