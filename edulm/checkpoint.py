@@ -4,7 +4,10 @@ A checkpoint is ``RUN/checkpoints/step-0001000/`` (names: :mod:`edulm.layout`). 
 hidden temporary folder named by :func:`edulm.files.temp_path` and renamed once every file is on
 disk, so a folder named ``step-*`` is never half-written. Its ``manifest.json``, written last, records the size and SHA-256 of every other
 file; :func:`verify` checks them, so a truncated or damaged checkpoint (a full disk, a bad copy) is
-noticed and :func:`find_latest_good` falls back to the previous one with a warning.
+noticed and :func:`find_latest_good` falls back to the previous one with a warning. Valid JSON of
+the wrong shape (``files`` a list, an entry without ``bytes``) is damage like a flipped byte
+(:func:`manifest_problem`), and so is whatever a caller's ``check`` finds (the trainer's: files that
+do not load safely), so a damaged checkpoint is skipped, never a crash, and retention never counts it.
 
 What goes inside (weights, optimizer, RNG, data position) is the trainer's business
 (:mod:`edulm.train.state`); this module only moves folders and checks files.
@@ -12,25 +15,32 @@ What goes inside (weights, optimizer, RNG, data position) is the trainer's busin
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from typing import Any, Callable
 
+from edulm.data.manifest import shape_problem
 from edulm.errors import UsageError
-from edulm.files import fsync_path, remove_path, remove_stale_temps, temp_path, temp_target
+from edulm.files import fsync_path, remove_path, remove_stale_temps, sha256_file, temp_path, temp_target
 from edulm.layout import CHECKPOINTS_DIR, MANIFEST_FILE, checkpoint_name, step_of
 
 __all__ = [
-    "begin", "commit", "verify", "find_latest_good", "resolve_resume", "apply_retention", "remove_stale_temporaries",
-    "list_checkpoints", "checkpoints_dir", "checkpoint_name", "step_of",
+    "begin", "commit", "verify", "manifest_problem", "problem_of", "Check", "find_latest_good", "resolve_resume",
+    "apply_retention", "remove_stale_temporaries", "list_checkpoints", "checkpoints_dir", "checkpoint_name", "step_of",
 ]
 
 _LEGACY_TEMP_PREFIXES = (".tmp-", ".old-")
 """Temporary folder names of checkpoints written before the common temporary-name scheme."""
 
 log = logging.getLogger("edulm")
+
+Check = Callable[[Path], "str | None"]
+"""A further check of a checkpoint folder that passed :func:`verify`: what is wrong with it, or None."""
+
+_FILE_ENTRY = {"bytes": int, "sha256": str}
+"""What ``manifest.json`` records of every file."""
 
 
 def checkpoints_dir(run_dir: str | Path) -> Path:
@@ -55,14 +65,6 @@ def begin(run_dir: str | Path, step: int) -> Path:
     return tmp
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 22):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def commit(tmp: Path, step: int) -> Path:
     """Seal a temporary checkpoint folder: manifest of sizes and checksums, fsync, rename to ``step-N``.
 
@@ -73,10 +75,10 @@ def commit(tmp: Path, step: int) -> Path:
         "format": "edulm-checkpoint",
         "version": 1,
         "step": step,
-        "files": {p.relative_to(tmp).as_posix(): {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in files},
+        "files": {p.relative_to(tmp).as_posix(): {"bytes": p.stat().st_size, "sha256": sha256_file(p)} for p in files},
     }
     (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
-    for p in [*files, tmp / MANIFEST_FILE]:
+    for p in [*files, tmp / MANIFEST_FILE, tmp]:  # the folder too: its entries must survive a power cut
         fsync_path(p)
     final = tmp.parent / checkpoint_name(step)
     trash = None
@@ -90,60 +92,96 @@ def commit(tmp: Path, step: int) -> Path:
     return final
 
 
+def manifest_problem(manifest: Any) -> str | None:
+    """What is wrong with the shape of a checkpoint's parsed ``manifest.json``, or None when it fits:
+    ``{"files": {NAME: {"bytes": int >= 0, "sha256": str}, ...}}`` with every NAME a path inside the folder."""
+    problem = shape_problem(manifest, {"files": dict})
+    if problem:
+        return problem
+    for name, meta in manifest["files"].items():
+        problem = shape_problem(meta, _FILE_ENTRY, f"files['{name}']")
+        if problem:
+            return problem
+        parts = PurePosixPath(name).parts
+        if not parts or PurePosixPath(name).is_absolute() or ".." in parts or name == MANIFEST_FILE:
+            return f"files names '{name}', not a file inside the checkpoint"
+        if meta["bytes"] < 0:
+            return f"files['{name}'].bytes is negative"
+    return None
+
+
+def _read_manifest(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """The manifest of checkpoint ``path``, or None and what is wrong with it."""
+    manifest_path = path / MANIFEST_FILE
+    if not manifest_path.is_file():
+        return None, "no manifest.json (the checkpoint was not finished)"
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None, "manifest.json is unreadable"
+    problem = manifest_problem(manifest)
+    if problem:
+        return None, f"manifest.json is damaged ({problem})"
+    return manifest, None
+
+
 def verify(path: str | Path, checksums: bool = True) -> str | None:
     """None when the checkpoint is complete and intact, else what is wrong with it.
 
-    ``checksums=False`` checks only that every file of the manifest exists with its recorded size
-    (fast; what retention uses); ``True`` also recomputes every SHA-256.
+    ``checksums=False`` checks only the manifest's shape and that every file of it exists with its
+    recorded size (fast; what retention uses); ``True`` also recomputes every SHA-256.
     """
     path = Path(path)
-    manifest_path = path / MANIFEST_FILE
-    if not manifest_path.is_file():
-        return "no manifest.json (the checkpoint was not finished)"
-    try:
-        manifest = json.loads(manifest_path.read_text())
-        files = manifest["files"]
-    except (ValueError, KeyError, TypeError):
-        return "manifest.json is unreadable"
-    for name, meta in files.items():
+    manifest, problem = _read_manifest(path)
+    if manifest is None:
+        return problem
+    for name, meta in manifest["files"].items():
         f = path / name
         if not f.is_file():
             return f"{name} is missing"
         if f.stat().st_size != meta["bytes"]:
             return f"{name} has {f.stat().st_size} bytes, expected {meta['bytes']} (truncated?)"
-        if checksums and _sha256(f) != meta["sha256"]:
+        if checksums and sha256_file(f) != meta["sha256"]:
             return f"{name} does not match its checksum (corrupted)"
     return None
 
 
-def find_latest_good(run_dir: str | Path) -> Path | None:
-    """The newest complete, intact checkpoint of a run (checksums verified), or None.
+def problem_of(path: str | Path, check: Check | None = None) -> str | None:
+    """What is wrong with checkpoint ``path`` (:func:`verify` with checksums, then ``check``), or None."""
+    problem = verify(path)
+    if problem is None and check is not None:
+        problem = check(Path(path))
+    return problem
 
-    Every newer checkpoint that fails verification is reported with a warning and skipped.
+
+def find_latest_good(run_dir: str | Path, check: Check | None = None) -> Path | None:
+    """The newest complete, intact checkpoint of a run (checksums verified, and ``check`` passed), or None.
+
+    Every newer checkpoint that fails is reported with a one-line warning and skipped.
     """
     for path in reversed(list_checkpoints(run_dir)):
-        problem = verify(path)
+        problem = problem_of(path, check)
         if problem is None:
             return path
-        log.warning("skipping checkpoint %s: %s; using an older one", path, problem)
+        log.warning("%s: %s; treated as damaged, trying an older checkpoint", path, problem)
     return None
 
 
-def resolve_resume(run_dir: str | Path, resume: str) -> Path | None:
+def resolve_resume(run_dir: str | Path, resume: str, check: Check | None = None) -> Path | None:
     """The checkpoint that ``--resume`` names: ``auto`` (latest good of the run dir, None if there is none),
-    a checkpoint folder, or a run dir (its latest good). A named checkpoint that fails verification is a
-    :class:`UsageError`."""
+    a checkpoint folder, or a run dir (its latest good). A named checkpoint that fails verification (or
+    ``check``) is a :class:`UsageError`."""
     if resume == "auto":
-        return find_latest_good(run_dir)
+        return find_latest_good(run_dir, check)
     path = Path(resume)
     if not path.is_dir():
         raise UsageError(f"--resume {resume}: no such checkpoint folder; pass 'auto' or a checkpoints/step-N folder")
     if step_of(path) is None:
-        found = find_latest_good(path)
+        found = find_latest_good(path, check)
         if found is None:
             raise UsageError(f"--resume {resume}: no intact checkpoint found in it; pass a checkpoints/step-N folder")
         return found
-    problem = verify(path)
+    problem = problem_of(path, check)
     if problem is not None:
         raise UsageError(f"--resume {resume}: checkpoint is damaged: {problem}; pick an older one or use --resume auto")
     return path

@@ -29,6 +29,8 @@ from edulm.errors import DiskFullError
 
 _TEMP = re.compile(r"^\.(?P<target>.+)\.tmp-(?P<pid>\d+)@(?P<host>[A-Za-z0-9._-]*)-(?P<tag>[0-9a-f]{8})$")
 _SPACE_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
+_SPACE_TEXT = re.compile(rf"\(os error (?:{errno.ENOSPC}|{errno.EDQUOT})\)")
+"""How Rust's I/O errors (safetensors) name a full disk: they reach Python as text, without an errno."""
 
 
 def _host() -> str:
@@ -127,20 +129,35 @@ def sha256_file(path: str | Path) -> str:
 
 
 def is_disk_full(err: BaseException) -> bool:
-    """True when ``err`` (or an exception it was raised from) says the disk or the quota is full."""
+    """True when ``err`` (or an exception it was raised from) says the disk or the quota is full.
+
+    Libraries hide the errno in different ways: ``torch.save`` into a Python file object raises a
+    ``RuntimeError`` ("unexpected pos") *while handling* the ``OSError`` of the file's ``write`` (so
+    the errno is in ``__context__``); safetensors' Rust writer keeps only the text
+    ``(os error 28)``. Both count; ``torch.save`` to a path name keeps nothing, so edulm never
+    writes torch files that way.
+    """
     seen: set[int] = set()
     cause: BaseException | None = err
     while cause is not None and id(cause) not in seen:
         seen.add(id(cause))
         if isinstance(cause, DiskFullError) or (isinstance(cause, OSError) and cause.errno in _SPACE_ERRNOS):
             return True
+        if _SPACE_TEXT.search(str(cause)):
+            return True
         cause = cause.__cause__ or cause.__context__
     return False
 
 
 def disk_full_error(folder: str | Path, what: str, advice: str = "free some space and run the command again") -> DiskFullError:
-    """The one-line error for a full disk: where, while doing what, and what to do."""
-    return DiskFullError(f"no space left on {folder} while writing {what}; {advice}")
+    """The one-line error for a full disk: where, while doing what, and what to do.
+
+    The error keeps ``folder`` and ``what`` as attributes, so a caller that knows better advice (the
+    trainer: continue with ``--resume auto``) can say the same with its own.
+    """
+    error = DiskFullError(f"no space left on {folder} while writing {what}; {advice}")
+    error.folder, error.what = Path(folder), what
+    return error
 
 
 def fsync_path(path: str | Path) -> None:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from edulm.errors import UsageError
+from edulm.files import is_disk_full
 
 _NO_FLOCK = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS}
 
@@ -85,6 +86,13 @@ class FolderLock:
             "(a lock of a process that is gone is taken over automatically)"
         )
 
+    def _holder_once_recorded(self, patience_s: float = 1.0) -> dict[str, Any] | None:
+        """The holder's record; a holder that took the lock an instant ago writes it just after, so wait a little."""
+        deadline = time.monotonic() + patience_s
+        while (holder := read_holder(self.folder)) is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return holder
+
     def acquire(self) -> "FolderLock":
         """Take the lock, or raise :class:`UsageError` naming the holder."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -94,7 +102,7 @@ class FolderLock:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 os.close(fd)
-                raise self._refuse(read_holder(self.folder)) from None
+                raise self._refuse(self._holder_once_recorded()) from None
             except OSError as err:
                 os.close(fd)
                 if err.errno in _NO_FLOCK:
@@ -109,8 +117,15 @@ class FolderLock:
             if same:
                 break
             os.close(fd)
-        os.ftruncate(fd, 0)
-        os.write(fd, (json.dumps(_holder_record(self.purpose)) + "\n").encode())
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, (json.dumps(_holder_record(self.purpose)) + "\n").encode())
+        except OSError as err:
+            if not is_disk_full(err):
+                os.close(fd)
+                raise
+            # A full disk: the lock is held all the same, only the record of who holds it is missing
+            # (the holder may be about to free space, e.g. a resumed run removing dead writers' files).
         self._fd = fd
         return self
 

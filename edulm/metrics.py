@@ -19,7 +19,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from edulm.files import atomic_path
+from edulm.files import atomic_path, disk_full_error, is_disk_full
 
 CSV_COLUMNS = [
     "step", "tokens", "loss", "lr", "grad_norm", "tokens_per_s", "mfu", "memory", "elapsed",
@@ -68,14 +68,27 @@ class MetricsCSV:
         return kept
 
     def write(self, row: dict[str, Any]) -> None:
-        """Append one row (missing columns and None are left empty, other keys ignored; floats keep full precision)."""
-        self._writer.writerow({k: _cell(row.get(k)) for k in CSV_COLUMNS})
-        self._file.flush()
+        """Append one row (missing columns and None are left empty, other keys ignored; floats keep full precision).
+
+        A full disk is :class:`~edulm.errors.DiskFullError`; a row cut short by it is dropped on resume.
+        """
+        try:
+            self._writer.writerow({k: _cell(row.get(k)) for k in CSV_COLUMNS})
+            self._file.flush()
+        except OSError as err:
+            if is_disk_full(err):
+                raise disk_full_error(self.path.parent, "the metrics CSV") from err
+            raise
 
     def close(self) -> None:
-        """Flush and close the file."""
+        """Flush and close the file (a full disk was reported by :meth:`write` already; closing then
+        drops the unwritten rest of the row instead of raising a second time)."""
         if not self._file.closed:
-            self._file.close()
+            try:
+                self._file.close()
+            except OSError as err:
+                if not is_disk_full(err):
+                    raise
 
 
 def _cell(value: Any) -> str:

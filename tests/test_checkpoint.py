@@ -1,5 +1,6 @@
 """Checkpoint folders: atomic commit, integrity checks, fallback to the previous one, retention."""
 
+import json
 import logging
 import os
 import subprocess
@@ -103,3 +104,41 @@ def test_recommitting_a_step_replaces_it(tmp_path):
     assert (path / "model.safetensors").read_bytes().startswith(b"new")
     assert checkpoint.verify(path) is None
     assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["step-0000007"]
+
+
+def _rewrite_manifest(path, change):
+    manifest = json.loads((path / "manifest.json").read_text())
+    change(manifest)
+    (path / "manifest.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize("change, problem", [
+    (lambda m: m.update(files=list(m["files"])), "files is a list, not a mapping"),
+    (lambda m: m["files"]["model.safetensors"].pop("bytes"), "files['model.safetensors'] has no 'bytes'"),
+    (lambda m: m["files"]["config.yaml"].update(bytes="12"), "files['config.yaml'].bytes is a string, not an integer"),
+    (lambda m: m.pop("files"), "has no 'files'"),
+    (lambda m: m["files"].update({"../../elsewhere": {"bytes": 1, "sha256": "0"}}), "not a file inside the checkpoint"),
+])
+def test_a_manifest_of_the_wrong_shape_is_damage(tmp_path, caplog, change, problem):
+    good = make(tmp_path, 1)
+    bad = make(tmp_path, 2)
+    _rewrite_manifest(bad, change)
+    assert problem in checkpoint.verify(bad) and problem in checkpoint.verify(bad, checksums=False)
+    with caplog.at_level(logging.WARNING, logger="edulm"):
+        assert checkpoint.find_latest_good(tmp_path) == good
+    assert len(caplog.records) == 1 and "step-0000002: manifest.json is damaged" in caplog.text
+    # Retention never counts it, never crashes on it, and never deletes the only good checkpoint.
+    assert checkpoint.apply_retention(tmp_path, keep_last=1) == []
+    assert good.exists() and bad.exists()
+
+
+def test_a_further_check_makes_an_intact_checkpoint_damaged(tmp_path, caplog):
+    first = make(tmp_path, 1)
+    second = make(tmp_path, 2)
+    check = lambda path: "it holds objects edulm does not load" if path == second else None  # noqa: E731
+    with caplog.at_level(logging.WARNING, logger="edulm"):
+        assert checkpoint.resolve_resume(tmp_path, "auto", check) == first
+    assert "step-0000002: it holds objects edulm does not load; treated as damaged" in caplog.text
+    with pytest.raises(UsageError, match="holds objects edulm does not load"):
+        checkpoint.resolve_resume(tmp_path, str(second), check)
+    assert checkpoint.resolve_resume(tmp_path, "auto") == second  # without the check it counts as intact

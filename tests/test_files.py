@@ -42,6 +42,22 @@ def test_full_disk_becomes_one_line_naming_the_folder(tmp_path):
     assert message == f"no space left on {tmp_path} while writing the metrics; free some space and run the command again"
     assert "\n" not in message and list(tmp_path.iterdir()) == []
     assert files.is_disk_full(RuntimeError("wrapped").with_traceback(None)) is False
+    assert (caught.value.folder, caught.value.what) == (tmp_path, "the metrics")  # for callers with better advice
+
+
+def test_full_disk_is_recognised_through_the_libraries_that_hide_the_errno():
+    # safetensors (Rust) keeps only the text of the OS error.
+    assert files.is_disk_full(RuntimeError("Error while serializing: I/O error: No space left on device (os error 28)"))
+    assert files.is_disk_full(RuntimeError("I/O error: Disk quota exceeded (os error 122)"))
+    assert not files.is_disk_full(RuntimeError("I/O error: Permission denied (os error 13)"))
+    # torch.save into a Python file object fails *while handling* the file's OSError.
+    try:
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+    except RuntimeError as err:
+        assert files.is_disk_full(err)
 
 
 def test_temp_names_round_trip_and_are_unique(tmp_path):

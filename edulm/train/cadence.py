@@ -88,11 +88,11 @@ class CheckpointRetention(Callback):
 
 
 class RunRecord(Callback):
-    """At the start: ``config.yaml`` (the config as asked) in the run dir, and stale temporary checkpoints removed."""
+    """At the start: ``config.yaml`` (the config as asked) in the run dir. (Dead writers' temporaries
+    were removed before set-up, by :func:`edulm.train.run_dir.hold_run_dir`.)"""
 
     def on_start(self, run: Run) -> None:
         save_config(run.cfg, run.layout.config)
-        checkpoint.remove_stale_temporaries(run.layout.root)
 
 
 class FinalExport(Callback):

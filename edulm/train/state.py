@@ -19,11 +19,20 @@ The trainer's mapping (``TrainingRun.components`` in :mod:`edulm.train.trainer`)
 
 plus the run's ``config.yaml``. A new stateful piece is one more entry in that mapping; nothing here
 changes. Everything loads with ``torch.load(weights_only=True)``: only tensors and plain containers.
+Before a run resumes from a checkpoint, :func:`load_problem` loads every file of it once: a file
+that holds other objects (a pickle that would run code), or JSON of the wrong shape, makes the
+checkpoint damaged, and ``--resume auto`` falls back to the previous one.
+
+A full disk while a checkpoint is written is one line (:class:`~edulm.errors.DiskFullError` naming
+the step and saying to resume) and the half-written temporary folder is removed. Torch files are
+written through a Python file object so that the disk's ``ENOSPC`` reaches
+:func:`edulm.files.is_disk_full` (``torch.save`` to a path name reports only "unexpected pos").
 """
 
 from __future__ import annotations
 
 import json
+import pickle
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,9 +45,11 @@ from torch import nn
 
 from edulm import checkpoint
 from edulm.config import Config, save_config
-from edulm.files import write_json
-from edulm.layout import CONFIG_FILE, rank_file
+from edulm.data.manifest import shape_problem
+from edulm.files import disk_full_error, is_disk_full, remove_path, write_json
+from edulm.layout import CONFIG_FILE, TRAINER_STATE_FILE, rank_file
 from edulm.train.distributed import DistEnv, full_model_state
+from edulm.train.train_state import TrainState
 from edulm.weights import has_tied_head, load_state, weights_state_dict, without_tied_head
 
 Format = Literal["safetensors", "json", "torch"]
@@ -126,13 +137,23 @@ class RNGState:
             torch.cuda.set_rng_state_all(state["cuda"])
 
 
+RESUME_ADVICE = "free space and run again with --resume auto"
+"""What to do after a full disk stopped a run (its last complete checkpoint is intact)."""
+
+
+def _torch_save(state: Any, path: Path) -> None:
+    # Through a Python file object: a full disk then surfaces as the file's OSError (see the module docstring).
+    with open(path, "wb") as f:
+        torch.save(state, f)
+
+
 def _write(path: Path, fmt: Format, state: dict[str, Any]) -> None:
     if fmt == "safetensors":
         save_file(state, str(path), metadata={"format": "pt"})
     elif fmt == "json":
         write_json(path, state)
     else:
-        torch.save(state, path)
+        _torch_save(state, path)
 
 
 def read_component(path: str | Path, name: str, fmt: Format) -> dict[str, Any]:
@@ -146,25 +167,86 @@ def read_component(path: str | Path, name: str, fmt: Format) -> dict[str, Any]:
 
 
 def save_checkpoint(run_dir: Path, step: int, cfg: Config, components: Mapping[str, Component], env: DistEnv) -> Path | None:
-    """Write the checkpoint of ``step`` atomically; every process takes part. Returns its path on rank 0, else None."""
-    tmp = checkpoint.begin(run_dir, step) if env.is_main else None
-    env.barrier()  # the temporary folder exists before anyone writes into it
-    tmp_path = Path(env.broadcast(str(tmp) if tmp else None))
-    own = {name: c.state.state_dict() for name, c in components.items() if c.per_rank}
-    if own:
-        torch.save(own, tmp_path / rank_file(env.rank))
-    # Every process asks for the shared states: gathering sharded state is a collective.
-    shared = {name: c.state.state_dict() for name, c in components.items() if not c.per_rank}
-    final = None
-    if env.is_main:
-        for name, state in shared.items():
-            _write(tmp_path / component_file(name, components[name].format), components[name].format, state)
-        save_config(cfg, tmp_path / CONFIG_FILE)
-    env.barrier()  # every rank file is on disk before the folder is sealed
-    if env.is_main:
-        final = checkpoint.commit(tmp_path, step)
-    env.barrier()
-    return final
+    """Write the checkpoint of ``step`` atomically; every process takes part. Returns its path on rank 0, else None.
+
+    On a full disk: :class:`~edulm.errors.DiskFullError` ("no space left on RUN/checkpoints while
+    writing checkpoint step N; free space and run again with --resume auto"), the temporary folder
+    removed (by rank 0; a rank that fails alone ends its process, and ``torchrun`` stops the others).
+    """
+    tmp = None
+    try:
+        tmp = checkpoint.begin(run_dir, step) if env.is_main else None
+        env.barrier()  # the temporary folder exists before anyone writes into it
+        tmp_path = Path(env.broadcast(str(tmp) if tmp else None))
+        own = {name: c.state.state_dict() for name, c in components.items() if c.per_rank}
+        if own:
+            _torch_save(own, tmp_path / rank_file(env.rank))
+        # Every process asks for the shared states: gathering sharded state is a collective.
+        shared = {name: c.state.state_dict() for name, c in components.items() if not c.per_rank}
+        final = None
+        if env.is_main:
+            for name, state in shared.items():
+                _write(tmp_path / component_file(name, components[name].format), components[name].format, state)
+            save_config(cfg, tmp_path / CONFIG_FILE)
+        env.barrier()  # every rank file is on disk before the folder is sealed
+        if env.is_main:
+            final = checkpoint.commit(tmp_path, step)
+        env.barrier()
+        return final
+    except BaseException as err:
+        if tmp is not None:
+            remove_path(tmp)  # gone already when the rename happened: then nothing is removed
+        if is_disk_full(err):
+            raise disk_full_error(checkpoint.checkpoints_dir(run_dir), f"checkpoint step {step}", RESUME_ADVICE) from err
+        raise
+
+
+def load_problem(path: str | Path) -> str | None:
+    """What of checkpoint ``path`` does not load safely, or None when every file does.
+
+    Every torch file must load with ``torch.load(weights_only=True)`` as a mapping (a pickle of other
+    objects, which could run code, is refused), a rank file must map component names to states,
+    every JSON file must be a mapping, ``trainer_state.json`` a trainer state, and every safetensors
+    header must read. The trainer passes this to :func:`edulm.checkpoint.resolve_resume`, so such a
+    checkpoint counts as damaged and an older one is used.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    for file in sorted(Path(path).iterdir()):
+        try:
+            if file.suffix == ".pt":
+                state = torch.load(file, map_location="cpu", weights_only=True)
+            elif file.suffix == ".json":
+                state = json.loads(file.read_text(encoding="utf-8"))
+            elif file.suffix == ".safetensors":
+                with safe_open(str(file), framework="pt") as f:
+                    list(f.keys())
+                continue
+            else:
+                continue
+        except pickle.UnpicklingError:
+            return f"holds objects edulm does not load (in {file.name})"
+        except (OSError, ValueError, RuntimeError, EOFError, SafetensorError) as err:
+            return f"{file.name} does not load ({str(err).splitlines()[0] if str(err) else type(err).__name__})"
+        problem = shape_problem(state, dict, file.name)
+        if problem is None and file.name.startswith("rank-"):  # {component name: its state}
+            problem = next(filter(None, (shape_problem(v, dict, f"{file.name}['{k}']") for k, v in state.items())), None)
+        if problem is None and file.name == TRAINER_STATE_FILE:
+            problem = _trainer_state_problem(state)
+        if problem:
+            return f"{problem} (valid, but of the wrong shape)"
+    return None
+
+
+def _trainer_state_problem(state: dict[str, Any]) -> str | None:
+    problem = shape_problem(state, {"step": int, "tokens": int}, TRAINER_STATE_FILE)
+    if problem:
+        return problem
+    try:
+        TrainState().load_state_dict(state)
+    except (AttributeError, KeyError, TypeError, ValueError) as err:
+        return f"{TRAINER_STATE_FILE} is not a trainer state ({type(err).__name__}: {err})"
+    return None
 
 
 def restore(path: str | Path, components: Mapping[str, Component], rank: int) -> None:

@@ -22,7 +22,8 @@ import torch
 
 from edulm import checkpoint
 from edulm.config import Config, load_config
-from edulm.errors import UsageError
+from edulm.errors import DiskFullError, UsageError
+from edulm.files import disk_full_error
 from edulm.layout import CONFIG_FILE, RunLayout
 from edulm.model.llama import LlamaLM, count_parameters, flops_per_token
 from edulm.throughput import device_info, peak_bf16_flops
@@ -33,10 +34,11 @@ from edulm.train.distributed import DistEnv, init_distributed, teardown, wrap_mo
 from edulm.train.init_from import check_vocabulary, load_initial_weights, resumed_config, start_config, tokenizer_mismatch
 from edulm.train.optim import build_optimizer
 from edulm.train.console import Console
+from edulm.train.run_dir import hold_run_dir
 from edulm.train.schedule import lr_at, total_steps
 from edulm.train.schedule_change import ScheduleChange, schedule_change, schedule_settings
 from edulm.train.signals import EXIT_CODES, GracefulStop
-from edulm.train.state import Component, ModelWeights, RNGState, restore
+from edulm.train.state import RESUME_ADVICE, Component, ModelWeights, RNGState, load_problem, restore
 from edulm.train.step import autocast_dtype, train_step
 from edulm.train.train_state import TrainState
 
@@ -60,20 +62,28 @@ def train(
     replaces :func:`~edulm.train.cadence.default_callbacks` (build on that list to add one).
     ``allow_schedule_change``: resume even when the config's schedule moves the learning rate away
     from the one the checkpoint trained with (:mod:`edulm.train.schedule_change`).
+
+    The run dir is checked, locked and cleared of dead writers' temporaries first, and held until
+    the end (:func:`~edulm.train.run_dir.hold_run_dir`): a second run on it is refused. A full disk
+    anywhere is one line that says to free space and resume.
     """
     env = init_distributed(cfg.train.device)
     clean = False
     stopped_by = None
     try:
-        with GracefulStop() as stop:
+        with GracefulStop() as stop, hold_run_dir(cfg.run.out_dir, env):
             run = TrainingRun(cfg, env, stop, gpu_hourly_rate, callbacks, allow_schedule_change)
             try:
                 run.setup(resume)
                 stopped_by = run.loop()
                 run.finish(stopped_by)
             finally:
-                run.close()
+                run.close()  # still holding the run dir: closing flushes files into it
         clean = True
+    except DiskFullError as err:
+        if getattr(err, "what", None) is None or RESUME_ADVICE in str(err):
+            raise
+        raise disk_full_error(err.folder, err.what, RESUME_ADVICE) from err
     finally:
         teardown(env, clean=clean)
     if stopped_by is not None:
@@ -115,7 +125,9 @@ class TrainingRun:
         answer: tuple[str | None, str | None] = (None, None)
         if self.env.is_main:
             try:
-                found = checkpoint.resolve_resume(self.layout.root, resume) if resume else None
+                # A checkpoint whose files do not load safely (a foreign pickle, JSON of the wrong
+                # shape) counts as damaged like a failed checksum: --resume auto takes an older one.
+                found = checkpoint.resolve_resume(self.layout.root, resume, check=load_problem) if resume else None
                 if found is None:
                     self._refuse_to_overwrite(resume)
                 answer = (str(found) if found else None, None)
@@ -127,13 +139,20 @@ class TrainingRun:
         return Path(path) if path else None
 
     def _refuse_to_overwrite(self, resume: str | None) -> None:
-        existing = checkpoint.list_checkpoints(self.layout.root)
-        if existing or self.layout.final.exists():
-            what = "damaged checkpoints only" if existing and resume else "a previous run"
+        """Refuse to start a new run in a run dir that holds one (nothing of it may be overwritten)."""
+        root = self.layout.root
+        existing = checkpoint.list_checkpoints(root)
+        if existing and resume:  # every one failed its check (each was named in a warning)
             raise UsageError(
-                f"{self.layout.root} already holds {what}; continue it with --resume auto (or a checkpoint path), "
-                "or choose a new run.out_dir"
+                f"{root}: all {len(existing)} checkpoints are damaged, so there is nothing to resume; copy an intact "
+                f"checkpoint folder back into {self.layout.checkpoints}, or start over with a new run.out_dir"
             )
+        if existing:
+            raise UsageError(f"{root} already holds a previous run; continue it with --resume auto "
+                             "(or a checkpoint path), or choose a new run.out_dir")
+        if self.layout.final.exists():
+            raise UsageError(f"{root} already holds a finished run (final/) and no checkpoint to continue from; "
+                             "choose a new run.out_dir")
 
     def setup(self, resume: str | None) -> None:
         """Build or restore everything the loop needs; then ``on_start`` of every callback."""
@@ -149,7 +168,7 @@ class TrainingRun:
         elif self.cfg.model.init_from:
             self.cfg, source = start_config(self.cfg)
         cfg = self.cfg
-        run_fingerprint = check_vocabulary(cfg)
+        run_fingerprint = check_vocabulary(cfg)  # before any work: a token id past the embedding table fails only mid-step
         random.seed(cfg.run.seed)
         np.random.seed(cfg.run.seed % 2**32)
         torch.manual_seed(cfg.run.seed)
@@ -295,16 +314,22 @@ class TrainingRun:
                 for callback in self.callbacks:
                     callback.on_save(self, self.last_checkpoint if env.is_main else None)
             if event.diverged:
-                raise TrainingDiverged(
-                    f"the loss was not finite for {state.consecutive_nonfinite} steps in a row (up to step {state.step}); "
-                    f"lower train.lr or raise train.warmup_steps, then continue from the last checkpoint with --resume auto"
-                )
+                raise TrainingDiverged(self._divergence_message())
             if event.stopping:
                 signum = env.broadcast(self.stop.signum)
                 self.console.info(f"stopped at step {state.step:,} ({_signal_name(signum)}); checkpoint: {self.last_checkpoint}; "
                                   "continue with the same command and --resume auto")
                 return signum or 15
         return None
+
+    def _divergence_message(self) -> str:
+        state = self.state
+        said = (f"the loss was not finite for {state.consecutive_nonfinite} steps in a row (up to step {state.step}); "
+                "lower train.lr or raise train.warmup_steps, then ")
+        saved = self.last_checkpoint or self.resumed_from
+        if saved is not None:
+            return said + f"continue from the last checkpoint ({saved.name}) with --resume auto"
+        return said + "run again (no checkpoint was written, so the run starts over)"
 
     # -----------------------------------------------------------------------------------------
     # The end

@@ -40,3 +40,10 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The fault battery's table and counts, when it ran (see fault_battery.py)."""
+    from fault_battery import print_report
+
+    print_report(terminalreporter)

@@ -70,3 +70,19 @@ def test_two_processes_match_one_with_double_accumulation(corpus, tmp_path, sing
     assert [r["step"] for r in again] == [4, 5, 6]
     assert [r["loss"] for r in again] == [r["loss"] for r in two[3:]]
     assert [r["grad_norm"] for r in again] == [r["grad_norm"] for r in two[3:]]
+
+
+def test_a_run_dir_in_use_is_refused_on_every_rank(corpus, tmp_path):
+    """Rank 0 decides and tells the others: both processes end with the one line, none waits for the other."""
+    from edulm.lock import folder_lock
+
+    cfg = write_config(tmp_path / "pair.yaml", tiny_config(corpus, tmp_path / "pair", **COMMON))
+    with folder_lock(tmp_path / "pair", "edulm train"):
+        done = subprocess.run(
+            [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "edulm", "train",
+             str(cfg)], env=cli_env(), cwd=REPO, capture_output=True, text=True, timeout=300,
+        )
+    assert done.returncode != 0
+    refusals = [line for line in done.stderr.splitlines() if line.startswith("edulm: error:") and "is in use by edulm train" in line]
+    assert len(refusals) == 2, done.stderr  # one per rank
+    assert not (tmp_path / "pair").exists()
