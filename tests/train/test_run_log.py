@@ -41,7 +41,8 @@ def step_lines(lines: list[str]) -> list[int]:
 @pytest.mark.slow
 def test_redirected_output_is_plain_lines_and_train_log_keeps_them_across_a_resume(corpus, tmp_path):
     run_dir = tmp_path / "run"
-    raw = tiny_config(corpus, run_dir, max_steps=6, log_interval=2, eval_interval=3, ckpt_interval=3)
+    # A constant rate, so the run can be extended without a schedule change.
+    raw = tiny_config(corpus, run_dir, max_steps=6, log_interval=2, eval_interval=3, ckpt_interval=3, schedule="constant")
     config = write_config(tmp_path / "tiny.yaml", raw)
 
     code, out, err = train_redirected(tmp_path, config, name="first")
