@@ -43,12 +43,14 @@ from edulm.errors import UsageError
 class StreamingLoader:
     """``(inputs, targets)`` batches tokenized on the fly by a background process; resumable to the token."""
 
-    def __init__(self, cfg: Config, rank: int = 0, world_size: int = 1, prefetch: int = 8):
+    def __init__(self, cfg: Config, rank: int = 0, world_size: int = 1, prefetch: int = 8,
+                 micro_batch_size: int | None = None):
+        """``micro_batch_size``: sequences per batch as resolved by the run (None: ``train.micro_batch_size``, a number)."""
         from edulm.tokenizer import document_separator_id, load_tokenizer
 
-        size = cfg.train.micro_batch_size
-        if not isinstance(size, int):
-            raise ValueError("train.micro_batch_size must be resolved to a number before building the loader")
+        size = micro_batch_size if micro_batch_size is not None else cfg.train.micro_batch_size
+        if not isinstance(size, int) or size < 1:
+            raise ValueError(f"the micro-batch must be resolved to a positive number before building the loader (got {size!r})")
         entries = cfg.data.sources()
         for entry in entries:
             open_source(entry.source, entry.text_field, entry.pattern).check()  # bad names fail here, in the caller's process
