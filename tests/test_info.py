@@ -73,3 +73,20 @@ def test_tokens_per_step_and_steps():
     assert "tokens per step: 3,072 (24 sequences (train.global_batch_size, all processes) x 128 tokens)" in text
     assert "steps: 2 " in text
     assert "set at start" in describe("configs/smoke.yaml", ["train.micro_batch_size=auto"])
+
+
+def test_the_80gb_preset_is_the_reference_recipe_without_checkpointing():
+    """configs/l20_135m_80gb.yaml changes how a step is computed, never what is trained on or how."""
+    import dataclasses
+
+    from edulm.config import load_config
+
+    reference, big = load_config("configs/l20_135m_deepthin.yaml"), load_config("configs/l20_135m_80gb.yaml")
+    assert (big.model, big.tokenizer, big.data) == (reference.model, reference.tokenizer, reference.data)
+    batch = ("micro_batch_size", "grad_accum_steps", "global_batch_size", "grad_checkpointing")
+    assert dataclasses.replace(big.train, **{k: getattr(reference.train, k) for k in batch}) == reference.train
+    assert (big.train.micro_batch_size, big.train.global_batch_size, big.train.grad_checkpointing) == ("auto", 258, False)
+    assert reference.train.micro_batch_size * reference.train.grad_accum_steps == 258 and reference.train.grad_checkpointing
+    lines = describe("configs/l20_135m_80gb.yaml", []).splitlines()
+    assert "parameters: 134,515,008" in lines
+    assert "tokens per step: about 528,384 (258 sequences (train.global_batch_size, all processes) x 2,048 tokens)" in lines
