@@ -180,11 +180,11 @@ def make_train_loader(cfg: Config, rank: int = 0, world_size: int = 1, fingerpri
     the manifest's tokenizer is accepted when its name equals ``tokenizer.name`` and is fingerprinted
     otherwise. With ``data.prefetch`` above 0 a background thread reads that many batches ahead.
     """
+    size = _micro_batch_size(cfg, micro_batch_size)
     if cfg.data.streaming:
         from edulm.data.streaming import StreamingLoader
 
-        # Reads ahead in its own process.
-        return StreamingLoader(cfg, rank=rank, world_size=world_size, micro_batch_size=micro_batch_size)
+        return StreamingLoader(cfg, rank=rank, world_size=world_size, micro_batch_size=size)  # reads ahead in its own process
     folder = Path(cfg.data.shards_dir)
     manifest = read_manifest(folder)
     check_fingerprint(manifest, folder, _run_fingerprint(cfg, manifest, fingerprint))
@@ -193,7 +193,6 @@ def make_train_loader(cfg: Config, rank: int = 0, world_size: int = 1, fingerpri
     arrays = open_shards(folder, entries, manifest["tokenizer"]["fingerprint"])
     # Each rank checks every world_size-th shard: on one machine every shard is read once.
     checksums = [(folder / e["file"], e["crc32"]) for e in entries][rank::world_size]
-    size = _micro_batch_size(cfg, micro_batch_size)
     if "mixture" in manifest:
         sources = manifest["mixture"]
         streams = [[a for a, e in zip(arrays, entries) if e["source"] == i] for i in range(len(sources))]
