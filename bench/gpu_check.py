@@ -13,18 +13,18 @@ machine-readable) in ``--out``. Parts, in order, each with its own time limit (s
   case compiles in seconds instead of about a minute). It runs beside the parts that time nothing
   and is stopped when the first part that times something starts; its seconds per compilation
   are reported;
-- ``precision`` (35): a few optimizer steps in bf16 autocast against float32 from the same weights;
-- ``gpu_tests`` (75): ``pytest -m gpu`` (the device checks CI never runs), each test's outcome;
-- ``sdpa`` (30): which attention kernels (flash, cuDNN, memory-efficient, math, torch's own choice)
+- ``precision`` (30): a few optimizer steps in bf16 autocast against float32 from the same weights;
+- ``gpu_tests`` (90): ``pytest -m gpu`` (the device checks CI never runs), each test's outcome;
+- ``sdpa`` (20): which attention kernels (flash, cuDNN, memory-efficient, math, torch's own choice)
   run edulm's attention at the 135M shape in bf16, causal, with grouped K/V heads as edulm passes
   them, and their forward + backward times;
-- ``throughput`` (225, plus what the parts before it left unused): edulm against transformers'
+- ``throughput`` (200, plus what the parts before it left unused): edulm against transformers'
   ``LlamaForCausalLM`` with the same weights, batches, bf16 autocast, ``torch.compile`` and fused
   AdamW (``bench/train_throughput.py``'s code), at micro-batch 8 and 16, seq 2048, first without
   then with gradient checkpointing: tokens/s, MFU, peak allocated and reserved memory. A case
   starts only while the time left exceeds the longest case so far; the ones left out are listed
   with the command that measures them;
-- ``fast_config`` (60): the throughput of ``configs/edu_135m_fast.yaml``'s own settings, when it exists.
+- ``fast_config`` (85): the throughput of ``configs/edu_135m_fast.yaml``'s own settings, when it exists.
 
 The foreground limits add up to 440 s of the 480 s budget (process start-ups take the rest). Each part runs in
 its own process group with a hard time limit, so a part that fails, runs out of memory, poisons the
@@ -84,11 +84,11 @@ class Part:
 PARTS = [
     Part("environment", 15, parts.environment),
     Part("compile_warmup", 200, throughput.compile_warmup, background=True),
-    Part("precision", 35, parts.precision),
-    Part("gpu_tests", 75, parts.gpu_tests),
-    Part("sdpa", 30, parts.sdpa_backends, times=True),
-    Part("throughput", 225, throughput.throughput, times=True, stretch=True),
-    Part("fast_config", 60, throughput.fast_config, times=True),
+    Part("precision", 30, parts.precision),
+    Part("gpu_tests", 90, parts.gpu_tests),
+    Part("sdpa", 20, parts.sdpa_backends, times=True),
+    Part("throughput", 200, throughput.throughput, times=True, stretch=True),
+    Part("fast_config", 85, throughput.fast_config, times=True),
 ]
 BUDGET_S = 480
 """The whole check: eight minutes."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import math
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -264,19 +265,24 @@ def precision(ctx: Context) -> dict:
 # ---------------------------------------------------------------------------------------------
 
 def gpu_tests(ctx: Context) -> dict:
-    """``pytest -m gpu`` on ``ctx.gpu_tests`` within the part's time, each test's outcome read from its JUnit XML."""
+    """``pytest -m gpu`` on ``ctx.gpu_tests`` within the part's time: each test's outcome and time from its JUnit
+    XML, or, when pytest had to be stopped before writing it, the outcomes it had printed."""
     xml = ctx.out_dir / "pytest-gpu.xml"
-    # A test module that cannot be imported here (a missing optional package) must not stop the device checks.
-    command = [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider", "--continue-on-collection-errors",
-               f"--junitxml={xml}", *ctx.gpu_tests]
+    xml.unlink(missing_ok=True)
+    # -v prints one line per test as it ends; a module that cannot be imported here (a missing optional
+    # package) must not stop the device checks.
+    command = [sys.executable, "-m", "pytest", "-m", "gpu", "-v", "-p", "no:cacheprovider",
+               "--continue-on-collection-errors", f"--junitxml={xml}", *ctx.gpu_tests]
     result: dict[str, Any] = {"command": " ".join(["python", *command[1:]])}
+    limit = max(ctx.left(), 1)
     try:
-        done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=max(ctx.left(), 1))
-        result["exit_code"] = done.returncode
-        result["output_tail"] = (done.stdout + done.stderr)[-2000:]
-    except subprocess.TimeoutExpired:
-        result["failed"] = f"pytest did not finish within {max(ctx.left(), 0):.0f} s more"
-    tests = _junit_cases(xml) if xml.is_file() else []
+        done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=limit)
+        result["exit_code"], printed = done.returncode, done.stdout + done.stderr
+    except subprocess.TimeoutExpired as err:
+        printed = (err.stdout or b"").decode(errors="replace") if isinstance(err.stdout, bytes) else (err.stdout or "")
+        result["failed"] = f"pytest was stopped after {limit:.0f} s, before the end"
+    result["output_tail"] = printed[-2000:]
+    tests = _junit_cases(xml) if xml.is_file() else _printed_outcomes(printed)
     result["tests"] = tests
     result["counts"] = {o: sum(t["outcome"] == o for t in tests) for o in ("passed", "failed", "error", "skipped")}
     if result.get("exit_code") not in (0, None) or result["counts"]["failed"] or result["counts"]["error"]:
@@ -285,6 +291,15 @@ def gpu_tests(ctx: Context) -> dict:
     if tests and all(t["outcome"] == "skipped" for t in tests):
         result["skipped"] = "every test marked gpu skipped itself (no CUDA device)"
     return result
+
+
+_PRINTED = re.compile(r"^(\S+::\S+) (PASSED|FAILED|SKIPPED|ERROR)\b", re.MULTILINE)
+
+
+def _printed_outcomes(text: str) -> list[dict]:
+    """Outcomes from ``pytest -v`` lines (``path::test PASSED [ 20%]``), for a run stopped before its XML."""
+    return [{"test": name, "outcome": outcome.lower(), "seconds": None, "message": ""}
+            for name, outcome in _PRINTED.findall(text)]
 
 
 def _junit_cases(path: Path) -> list[dict]:

@@ -149,3 +149,12 @@ def test_gpu_check_runs_parts_in_their_own_processes_within_the_budget(tmp_path)
             check.main(["--out", str(out)])
     with pytest.raises(SystemExit):
         check.main(["--out", str(out), "--parts", "nothing"])
+
+
+def test_gpu_check_reads_the_outcomes_pytest_printed_when_it_was_stopped_early():
+    parts = _load("gpu_check_parts")
+    printed = ("tests/data/test_data_gpu.py::test_pinned PASSED                [ 20%]\n"
+               "tests/train/test_gpu.py::test_bf16 FAILED                      [ 40%]\n"
+               "tests/train/test_gpu.py::test_compile SKIPPED (needs a CUDA device) [ 60%]\n")
+    assert [(t["test"].split("::")[1], t["outcome"]) for t in parts._printed_outcomes(printed)] == [
+        ("test_pinned", "passed"), ("test_bf16", "failed"), ("test_compile", "skipped")]
