@@ -14,7 +14,8 @@ MFU counts ``edulm.model.flops_per_token`` (6N + 12·L·d·T) against
 Peak memory: the weights and optimizer state of that implementation plus the peak of one step on
 top of everything already allocated (activations, gradients, workspaces): on CUDA from the
 allocator's statistics over a compiled step, on CPU counted tensor by tensor
-(``edulm.memory.TensorMemoryTracker``) over an eager step.
+(``edulm.memory.TensorMemoryTracker``) over an eager step. On CUDA also the peak the caching
+allocator reserved during that step, for the whole process (both implementations' weights included).
 
     python bench/train_throughput.py --config tiny                     # CPU smoke figures
     python bench/train_throughput.py --config configs/l20_135m_deepthin.yaml --micro-batches 4,6,8 \\
@@ -76,6 +77,7 @@ class Case:
     step_ms: float | None = None
     mfu: float | None = None
     peak_mem_gib: float | None = None
+    peak_reserved_gib: float | None = None
     first_loss: float | None = None
     error: str | None = None
     step_times_s: list[float] = field(default_factory=list)
@@ -92,6 +94,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=20, help="timed optimizer steps per case")
     p.add_argument("--warmup", type=int, default=3, help="untimed optimizer steps per case (compilation happens here)")
     p.add_argument("--no-compile", action="store_true", help="run both models eagerly")
+    p.add_argument("--compile-backend", default="inductor",
+                   help="torch.compile backend (default inductor, what training uses; aot_eager traces alike without "
+                        "generating kernels: a quick check of the compiled path on a CPU)")
     p.add_argument("--grad-ckpt", choices=("both", "on", "off"), default="both", help="gradient checkpointing cases")
     p.add_argument("--impl", action="append", metavar="'NAME [section.key=value ...]'",
                    help="an implementation to run (edulm or transformers), optionally with its own config "
@@ -183,7 +188,8 @@ class Runner:
         self.model = build_model(cfg, impl, device, grad_ckpt)
         self.optimizer = build_optimizer(self.model, cfg.train)
         # Static shapes, as in training: every case compiles its own graphs (see run_cases).
-        self.compiled = self.model if args.no_compile else torch.compile(self.model, dynamic=False)
+        self.compiled = self.model if args.no_compile else torch.compile(self.model, dynamic=False,
+                                                                         backend=args.compile_backend)
         g = torch.Generator().manual_seed(1)
         windows = [torch.randint(0, cfg.model.vocab_size, (micro, cfg.train.seq_len + 1), generator=g) for _ in range(4)]
         # (inputs, targets) as the data loader yields them: contiguous, already on the device.
@@ -239,6 +245,9 @@ class Runner:
                 self.step()
                 _sync(self.device)
                 step_peak = torch.cuda.max_memory_allocated(self.device) - before
+                # The allocator's reserve is one pool for the whole process (the other implementation's
+                # weights and state included): the most the device must hold while this case runs.
+                self.case.peak_reserved_gib = torch.cuda.max_memory_reserved(self.device) / 2**30
             else:
                 with track_tensor_memory() as mem:
                     self.step(eager=True)
@@ -300,8 +309,9 @@ def _mfu_text(case: Case) -> str:
 def markdown(cases: list[Case], header: dict) -> str:
     """The results as a markdown table: one row per case, the speed-up over transformers at the same settings last."""
     lines = [f"- {k}: {v}" for k, v in header.items()]
-    lines += ["", "| impl | micro-batch | grad ckpt | tokens/s | step ms | MFU | peak mem GiB | first loss | vs transformers |",
-              "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
+    lines += ["", "| impl | micro-batch | grad ckpt | tokens/s | step ms | MFU | peak mem GiB | reserved GiB | first loss "
+                  "| vs transformers |",
+              "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
     reference = {(c.micro_batch, c.grad_ckpt): c for c in cases if c.impl == "transformers"}
     for c in cases:
         ref = reference.get((c.micro_batch, c.grad_ckpt))
@@ -311,7 +321,7 @@ def markdown(cases: list[Case], header: dict) -> str:
         lines.append(
             f"| {c.impl} | {c.micro_batch} | {'on' if c.grad_ckpt else 'off'} | "
             f"{c.error or _fmt(c.tokens_per_s, ',.0f')} | {_fmt(c.step_ms, '.1f')} | {_mfu_text(c)} | "
-            f"{_fmt(c.peak_mem_gib, '.3f')} | {_fmt(c.first_loss, '.4f')} | {speedup} |"
+            f"{_fmt(c.peak_mem_gib, '.3f')} | {_fmt(c.peak_reserved_gib, '.2f')} | {_fmt(c.first_loss, '.4f')} | {speedup} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -341,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
         "seq_len": cfg.train.seq_len, "grad_accum": args.grad_accum,
         "FLOPs/token": f"{flops_per_token(cfg.model, cfg.train.seq_len):,}",
         "precision": "bf16 autocast" if autocast_dtype(cfg.train.precision, device) else "fp32",
-        "compile": not args.no_compile, "sdpa kernel": args.sdpa,
+        "compile": "off" if args.no_compile else args.compile_backend, "sdpa kernel": args.sdpa,
         "steps": f"{args.warmup} warm-up + {args.steps} timed, interleaved across implementations (median)",
     }
     ckpt_cases = {"both": (False, True), "on": (True,), "off": (False,)}[args.grad_ckpt]

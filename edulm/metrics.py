@@ -8,7 +8,9 @@ Columns (what the numbers mean is defined once, in :mod:`edulm.throughput` for s
   ``lr``: the learning rate of the base parameter groups (``train.lr`` times the schedule).
 - ``tokens_per_s``, ``mfu``, ``memory``: see :mod:`edulm.throughput`.
 - ``elapsed``: seconds of wall time since the run started, summed over resumed segments.
-- ``val_loss``, ``val_ppl``: held-out loss and its perplexity, on evaluation rows only.
+- ``val_loss``, ``val_ppl``, ``val_bpb``: held-out loss, its perplexity and its bits per byte (the summed
+  loss in bits over the UTF-8 bytes of the scored tokens, :mod:`edulm.bits_per_byte`), on evaluation
+  rows only.
 - ``skipped``: steps skipped so far for a non-finite loss.
 """
 
@@ -23,7 +25,7 @@ from edulm.files import atomic_path, disk_full_error, is_disk_full
 
 CSV_COLUMNS = [
     "step", "tokens", "loss", "lr", "grad_norm", "tokens_per_s", "mfu", "memory", "elapsed",
-    "val_loss", "val_ppl", "skipped",
+    "val_loss", "val_ppl", "val_bpb", "skipped",
 ]
 """Columns of ``training_metrics.csv``, in order."""
 

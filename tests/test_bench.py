@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from edulm.errors import UsageError
@@ -83,3 +84,77 @@ def test_lm_head_bench_reports_all_three_paths(capsys):
     assert set(lines) == {"plain", "recompute", "fused"}
     largest = {name: float(line.split("largest tensor ")[1].split()[0]) for name, line in lines.items()}
     assert largest["fused"] < largest["plain"]  # one chunk of logits against all of them
+
+
+GPU_TESTS = "tests/train/test_gpu.py tests/data/test_data_gpu.py"
+"""The gpu-marked test files (the dry run collects only these, to stay quick; on a GPU the check collects tests/)."""
+
+
+@pytest.mark.slow
+def test_gpu_check_dry_run_runs_every_part_and_writes_its_report(tmp_path, capsys):
+    check = _load("gpu_check")
+    out = tmp_path / "report"
+    argv = ["--out", str(out), "--dry-run", "--in-process", "--fast-config", "configs/l20_135m_80gb.yaml",
+            "--gpu-tests", GPU_TESTS]
+    assert check.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert (out / "gpu_check.md").read_text() + "\n" == printed
+    report = json.loads((out / "gpu_check.json").read_text())
+    parts = report["parts"]
+    assert list(parts) == ["environment", "compile_warmup", "precision", "gpu_tests", "sdpa", "throughput", "fast_config"]
+    assert {name: p["status"] for name, p in parts.items()} == {
+        "environment": "skipped", "compile_warmup": "ok", "precision": "ok", "gpu_tests": "skipped", "sdpa": "skipped",
+        "throughput": "ok", "fast_config": "ok"}, {name: p["reason"] for name, p in parts.items()}
+    assert [(c["impl"], c["micro_batch"]) for c in parts["compile_warmup"]["result"]["compiled"]] == [
+        ("edulm", 2), ("transformers", 2)]  # the dry run warms the first case only
+    assert report["dry_run"] and "DRY RUN" in printed
+    # What needs CUDA is skipped with the reason, and what runs on a CPU still runs.
+    assert "no CUDA device" in parts["environment"]["reason"] and parts["environment"]["result"]["torch"]
+    kernels = {b["backend"]: b for b in parts["sdpa"]["result"]["backends"]}
+    assert set(kernels) == {"flash", "cudnn", "efficient", "math", "auto"}
+    assert kernels["math"]["usable"] and kernels["math"]["ms"] > 0 and not kernels["cudnn"]["usable"]
+    cases = parts["throughput"]["result"]["cases"]
+    assert [(c["impl"], c["grad_ckpt"]) for c in cases] == [
+        ("edulm", False), ("transformers", False), ("edulm", True), ("transformers", True)]
+    assert all(c["error"] is None and c["tokens_per_s"] > 0 and c["peak_mem_gib"] > 0 for c in cases)
+    assert cases[0]["first_loss"] == pytest.approx(cases[1]["first_loss"], rel=1e-5)  # same weights, same batch
+    precision = parts["precision"]["result"]
+    assert len(precision["losses"]["bf16"]) == 2 and precision["max_rel_diff"] < precision["tolerance"]
+    tests = parts["gpu_tests"]["result"]["tests"]
+    assert len(tests) >= 5 and {t["outcome"] for t in tests} == {"skipped"}
+    fast = parts["fast_config"]["result"]
+    assert fast["batch"].startswith("4 x 64 accumulation") and fast["cases"][0]["tokens_per_s"] > 0  # auto on a CPU: 4
+    for title in ("## Attention kernels", "## Compilation", "## Training throughput", "| edulm | 2 | on |", "## bf16 autocast",
+                  "## Tests marked gpu", "## The fast config"):
+        assert title in printed, title
+
+
+def test_gpu_check_runs_parts_in_their_own_processes_within_the_budget(tmp_path):
+    check = _load("gpu_check")
+    out = tmp_path / "report"
+    assert check.main(["--out", str(out), "--dry-run", "--parts", "environment"]) == 0
+    env = json.loads((out / "gpu_check.json").read_text())["parts"]["environment"]
+    assert env["status"] == "skipped" and env["result"]["python"]  # measured in a child process, which wrote its file
+    assert json.loads((out / "parts" / "environment.json").read_text())["result"] == env["result"]
+    # A background part is stopped when a part that times something starts (here at once: it is still starting).
+    assert check.main(["--out", str(out), "--dry-run", "--parts", "compile_warmup,sdpa"]) == 0
+    parts = json.loads((out / "gpu_check.json").read_text())["parts"]
+    assert parts["compile_warmup"]["status"] == "stopped" and parts["sdpa"]["status"] == "skipped"
+    assert parts["sdpa"]["result"]["backends"]
+    assert check.main(["--out", str(out), "--dry-run", "--parts", "sdpa,precision", "--budget-s", "1"]) == 0
+    parts = json.loads((out / "gpu_check.json").read_text())["parts"]
+    assert all(p["status"] == "skipped" and "budget is spent" in p["reason"] for p in parts.values())
+    if not torch.cuda.is_available():
+        with pytest.raises(UsageError, match="no CUDA device"):
+            check.main(["--out", str(out)])
+    with pytest.raises(SystemExit):
+        check.main(["--out", str(out), "--parts", "nothing"])
+
+
+def test_gpu_check_reads_the_outcomes_pytest_printed_when_it_was_stopped_early():
+    parts = _load("gpu_check_parts")
+    printed = ("tests/data/test_data_gpu.py::test_pinned PASSED                [ 20%]\n"
+               "tests/train/test_gpu.py::test_bf16 FAILED                      [ 40%]\n"
+               "tests/train/test_gpu.py::test_compile SKIPPED (needs a CUDA device) [ 60%]\n")
+    assert [(t["test"].split("::")[1], t["outcome"]) for t in parts._printed_outcomes(printed)] == [
+        ("test_pinned", "passed"), ("test_bf16", "failed"), ("test_compile", "skipped")]

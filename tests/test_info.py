@@ -93,3 +93,20 @@ def test_a_config_that_continues_a_model_shows_the_model_shape(tmp_path, tiny_mo
         describe(str(config), ["model.n_layers=5"])
     text = describe(str(config), ["model.init_from=some-owner/some-model"])
     assert "its shape is read when training starts" in text and "parameters:" not in text
+
+
+def test_the_80gb_preset_is_the_reference_recipe_without_checkpointing():
+    """configs/l20_135m_80gb.yaml changes how a step is computed, never what is trained on or how."""
+    import dataclasses
+
+    from edulm.config import load_config
+
+    reference, big = load_config("configs/l20_135m_deepthin.yaml"), load_config("configs/l20_135m_80gb.yaml")
+    assert (big.model, big.tokenizer, big.data) == (reference.model, reference.tokenizer, reference.data)
+    batch = ("micro_batch_size", "grad_accum_steps", "global_batch_size", "grad_checkpointing")
+    assert dataclasses.replace(big.train, **{k: getattr(reference.train, k) for k in batch}) == reference.train
+    assert (big.train.micro_batch_size, big.train.global_batch_size, big.train.grad_checkpointing) == ("auto", 258, False)
+    assert reference.train.micro_batch_size * reference.train.grad_accum_steps == 258 and reference.train.grad_checkpointing
+    lines = describe("configs/l20_135m_80gb.yaml", []).splitlines()
+    assert "parameters: 134,515,008" in lines
+    assert "tokens per step: about 528,384 (258 sequences (train.global_batch_size, all processes) x 2,048 tokens)" in lines

@@ -54,10 +54,12 @@ def _run_fingerprint(cfg: Config, manifest: dict[str, Any], fingerprint: str | N
     return _fingerprint_of(cfg.tokenizer.name)
 
 
-def _micro_batch_size(cfg: Config) -> int:
-    size = cfg.train.micro_batch_size
-    if not isinstance(size, int):
-        raise ValueError("train.micro_batch_size must be resolved to a number before building the loader")
+def _micro_batch_size(cfg: Config, resolved: int | None) -> int:
+    """The resolved micro-batch when given, else ``train.micro_batch_size`` when it is a number."""
+    size = resolved if resolved is not None else cfg.train.micro_batch_size
+    if not isinstance(size, int) or size < 1:
+        raise ValueError("the micro-batch must be resolved to a positive number before building the loader "
+                         f"(got {size!r}); pass micro_batch_size=")
     return size
 
 
@@ -166,17 +168,23 @@ _KINDS = {"stream": "a streaming run (data.streaming=true)", "mixture": "a mixtu
 """How a loader state's ``kind`` is named in messages."""
 
 
-def make_train_loader(cfg: Config, rank: int = 0, world_size: int = 1, fingerprint: str | None = None):
+def make_train_loader(cfg: Config, rank: int = 0, world_size: int = 1, fingerprint: str | None = None,
+                      micro_batch_size: int | None = None):
     """The training batch iterator for ``cfg``: shards of ``data.shards_dir``, or the source when streaming.
+
+    ``micro_batch_size``: sequences per batch, as the run resolved them (``TrainState.batch``, e.g.
+    from ``train.micro_batch_size: auto``); None takes ``train.micro_batch_size``, which must then be
+    a number.
 
     ``fingerprint`` is the run tokenizer's; shards made with another tokenizer are refused. Without it,
     the manifest's tokenizer is accepted when its name equals ``tokenizer.name`` and is fingerprinted
     otherwise. With ``data.prefetch`` above 0 a background thread reads that many batches ahead.
     """
+    size = _micro_batch_size(cfg, micro_batch_size)
     if cfg.data.streaming:
         from edulm.data.streaming import StreamingLoader
 
-        return StreamingLoader(cfg, rank=rank, world_size=world_size)  # reads ahead in its own process
+        return StreamingLoader(cfg, rank=rank, world_size=world_size, micro_batch_size=size)  # reads ahead in its own process
     folder = Path(cfg.data.shards_dir)
     manifest = read_manifest(folder)
     check_fingerprint(manifest, folder, _run_fingerprint(cfg, manifest, fingerprint))
@@ -185,7 +193,6 @@ def make_train_loader(cfg: Config, rank: int = 0, world_size: int = 1, fingerpri
     arrays = open_shards(folder, entries, manifest["tokenizer"]["fingerprint"])
     # Each rank checks every world_size-th shard: on one machine every shard is read once.
     checksums = [(folder / e["file"], e["crc32"]) for e in entries][rank::world_size]
-    size = _micro_batch_size(cfg)
     if "mixture" in manifest:
         sources = manifest["mixture"]
         streams = [[a for a, e in zip(arrays, entries) if e["source"] == i] for i in range(len(sources))]

@@ -43,12 +43,10 @@ from edulm.errors import UsageError
 class StreamingLoader:
     """``(inputs, targets)`` batches tokenized on the fly by a background process; resumable to the token."""
 
-    def __init__(self, cfg: Config, rank: int = 0, world_size: int = 1, prefetch: int = 8):
+    def __init__(self, cfg: Config, rank: int = 0, world_size: int = 1, prefetch: int = 8, *, micro_batch_size: int):
+        """``micro_batch_size``: sequences per batch, as the run resolved them (see ``make_train_loader``)."""
         from edulm.tokenizer import document_separator_id, load_tokenizer
 
-        size = cfg.train.micro_batch_size
-        if not isinstance(size, int):
-            raise ValueError("train.micro_batch_size must be resolved to a number before building the loader")
         entries = cfg.data.sources()
         for entry in entries:
             open_source(entry.source, entry.text_field, entry.pattern).check()  # bad names fail here, in the caller's process
@@ -63,7 +61,7 @@ class StreamingLoader:
             "sources": [{"source": e.source, "text_field": e.text_field, "pattern": e.pattern} for e in entries],
             "weights": weights, "val_tokens": split_by_weight(cfg.data.val_tokens, weights),
             "threads": worker_count(cfg.data.workers, world_size),
-            "shape": {"seq_len": cfg.train.seq_len, "batch_size": size, "seed": cfg.run.seed, "rank": rank, "world_size": world_size},
+            "shape": {"seq_len": cfg.train.seq_len, "batch_size": micro_batch_size, "seed": cfg.run.seed, "rank": rank, "world_size": world_size},
         }
         self.pin_memory = torch.cuda.is_available()
         self.prefetch = prefetch

@@ -17,45 +17,16 @@ validation rows.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Iterable
 
 import numpy as np
 import torch
 
-from edulm.bits_per_byte import bits_per_byte, token_byte_lengths
+from edulm.bits_per_byte import token_byte_lengths
 from edulm.errors import UsageError
-from edulm.metrics import perplexity
+from edulm.heldout import HeldOutScore, LossFn, score_heldout
 from edulm.model.loss import IGNORE_INDEX
-
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-"""``loss(inputs, targets)``: mean negative log-likelihood (nats) over the targets that are not IGNORE_INDEX."""
-
-
-@dataclass(frozen=True)
-class PerplexityResult:
-    """A token-weighted loss over ``tokens`` scored tokens standing for ``bytes`` bytes of text."""
-
-    loss: float
-    """Mean negative log-likelihood per scored token (nats)."""
-    tokens: int
-    """Number of scored tokens."""
-    windows: int
-    """Number of windows the tokens were scored in."""
-    bytes: int = 0
-    """UTF-8 bytes of the scored tokens (0 when not counted)."""
-
-    @property
-    def perplexity(self) -> float:
-        """exp(loss), inf when it overflows."""
-        return perplexity(self.loss)
-
-    @property
-    def bits_per_byte(self) -> float | None:
-        """Summed NLL in bits over the scored bytes; None when no bytes were counted."""
-        return bits_per_byte(self.loss * self.tokens, self.bytes)
-
 
 def text_windows(ids: list[int], seq_len: int, max_tokens: int = 0) -> list[list[int]]:
     """Non-overlapping windows of ``seq_len`` token ids; the last may be shorter, and one of a single token (which scores nothing) is dropped.
@@ -106,33 +77,6 @@ def hf_loss(model) -> LossFn:
     return loss
 
 
-@torch.no_grad()
-def score_batches(loss_fn: LossFn, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], device: torch.device | str,
-                  byte_table: np.ndarray | None = None, progress: bool = False) -> PerplexityResult:
-    """Token-weighted mean loss over ``(inputs, targets)`` batches, and the bytes of the scored targets.
-
-    ``loss_fn`` is an edulm model (``model(inputs, targets)`` is its mean loss in float32) or :func:`hf_loss`.
-    """
-    from tqdm.auto import tqdm
-
-    lookup = torch.from_numpy(byte_table) if byte_table is not None else None
-    total_nll = 0.0
-    total_tokens = total_bytes = windows = 0
-    batches = list(batches) if not isinstance(batches, list) else batches
-    for inputs, targets in tqdm(batches, desc="scoring", unit="batch", disable=not progress, file=sys.stderr):
-        scored = targets[targets != IGNORE_INDEX]
-        if scored.numel() == 0:
-            continue
-        mean = loss_fn(inputs.to(device), targets.to(device))
-        total_nll += float(mean) * scored.numel()
-        total_tokens += scored.numel()
-        total_bytes += int(lookup[scored].sum()) if lookup is not None else 0
-        windows += inputs.shape[0]
-    if total_tokens == 0:
-        raise UsageError("nothing to score: the input has fewer than two tokens per window; give more text or a longer --seq-len")
-    return PerplexityResult(total_nll / total_tokens, total_tokens, windows, total_bytes)
-
-
 def _seq_len(requested: int | None, max_seq_len: int) -> int:
     seq_len = requested or max_seq_len
     if seq_len < 2:
@@ -157,15 +101,15 @@ def read_text(path: str | Path) -> str:
 
 
 def text_perplexity(loss_fn: LossFn, tokenizer, text: str, seq_len: int, batch_size: int = 4, max_tokens: int = 0,
-                    device: torch.device | str = "cpu", progress: bool = False) -> PerplexityResult:
+                    device: torch.device | str = "cpu", progress: bool = False) -> HeldOutScore:
     """Score ``text`` as one document (no special tokens) in windows of ``seq_len``; ``max_tokens`` > 0 keeps only the first tokens."""
     ids = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
     batches = list(text_batches(ids, seq_len, batch_size, max_tokens))
-    return score_batches(loss_fn, batches, device, token_byte_lengths(tokenizer), progress)
+    return _scored(loss_fn, batches, device, tokenizer, progress)
 
 
 def shards_perplexity(model, tokenizer, shards_dir: str | Path, seq_len: int, batch_size: int = 4,
-                      max_tokens: int = 0, progress: bool = False) -> PerplexityResult:
+                      max_tokens: int = 0, progress: bool = False) -> HeldOutScore:
     """Score the held-out split of prepared shards, as the trainer's validation does; the shards must use the model's tokenizer."""
     from edulm.data.loader import windows_to_batches
     from edulm.data.shards import open_split
@@ -179,8 +123,15 @@ def shards_perplexity(model, tokenizer, shards_dir: str | Path, seq_len: int, ba
             "prepare with a larger data.val_tokens or pass a smaller --seq-len"
         )
     batches = windows_to_batches(tokens, seq_len, batch_size, max_tokens)
-    device = next(model.parameters()).device
-    return score_batches(model, batches, device, token_byte_lengths(tokenizer), progress)
+    return _scored(model, batches, next(model.parameters()).device, tokenizer, progress)
+
+
+def _scored(loss_fn: LossFn, batches: list, device: torch.device | str, tokenizer, progress: bool) -> HeldOutScore:
+    """:func:`~edulm.heldout.score_heldout` in full precision with the tokenizer's bytes; nothing scored is a UsageError."""
+    result = score_heldout(loss_fn, batches, device, byte_table=token_byte_lengths(tokenizer), progress=progress)
+    if result.tokens == 0:
+        raise UsageError("nothing to score: the input has fewer than two tokens per window; give more text or a longer --seq-len")
+    return result
 
 
 def run_defaults(resolved) -> dict[str, int]:
@@ -195,7 +146,7 @@ def run_defaults(resolved) -> dict[str, int]:
 
 def perplexity_command(model: str, text: str | Path | None = None, data: str | Path | None = None,
                        seq_len: int | None = None, batch_size: int = 4, max_tokens: int | None = None,
-                       device: str = "auto") -> PerplexityResult:
+                       device: str = "auto") -> HeldOutScore:
     """``edulm perplexity MODEL (--text FILE | --data SHARDS_DIR)``: prints ``loss=... perplexity=... bits_per_byte=...``.
 
     ``seq_len`` and ``max_tokens`` None take the run's values when MODEL is a run or checkpoint (see

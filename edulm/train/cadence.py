@@ -22,38 +22,57 @@ from __future__ import annotations
 from pathlib import Path
 
 from edulm import checkpoint
+from edulm.bits_per_byte import bits_per_byte
 from edulm.config import save_config
+from edulm.heldout import padded_to_one_shape, score_heldout
 from edulm.metrics import perplexity
 from edulm.train.callbacks import Callback, Run, StepEnd
 from edulm.train.console import progress_display
 from edulm.train.reporting import MetricsLogger, Plots, ProgressBar, SummaryFile, metrics_sinks
 from edulm.train.run_log import StepLines, TrainLog
 from edulm.train.state import save_checkpoint
-from edulm.train.step import evaluate
 
 
 class Evaluation(Callback):
-    """Held-out loss every ``train.eval_interval`` steps and at the last step; adds ``val_loss`` and ``val_ppl``
-    to the step's values and sets ``run.state.last_val_loss``."""
+    """Held-out loss every ``train.eval_interval`` steps and at the last step; adds ``val_loss``, ``val_ppl`` and
+    ``val_bpb`` to the step's values and sets ``run.state.last_val_loss`` and ``run.state.last_val_bpb``.
+
+    The held-out batches are built once, at the start: the loader's fixed windows
+    (:func:`edulm.data.loader.make_val_batches`) padded to one shape (:func:`edulm.heldout.padded_to_one_shape`),
+    so a compiled model compiles its evaluation graph once rather than once more for a smaller last
+    batch. The bytes their scored targets stand for are counted once too, from the run tokenizer's
+    byte table (:mod:`edulm.bits_per_byte`); each evaluation then only sums the loss. The model
+    evaluated is ``run.wrapped``, the module the steps call (compiled as it is, under DDP too).
+    """
 
     def __init__(self) -> None:
-        self._batches = None
+        self._batches: list | None = None
+        self._bytes = 0
 
-    def on_step_end(self, run: Run, event: StepEnd) -> None:
+    def on_start(self, run: Run) -> None:
         t = run.cfg.train
-        if t.eval_interval <= 0 or t.eval_tokens <= 0 or not (event.step % t.eval_interval == 0 or event.last):
-            return
-        if self._batches is None:
-            from edulm.data.loader import make_val_batches
+        if t.eval_interval <= 0 or t.eval_tokens <= 0:
+            return  # evaluation is off: no batches, so on_step_end does nothing
+        from edulm.bits_per_byte import scored_bytes, token_byte_lengths
+        from edulm.data.loader import make_val_batches
+        from edulm.tokenizer import load_tokenizer
 
-            self._batches = make_val_batches(run.cfg, run.state.batch.micro_batch_size, t.eval_tokens)
+        batches = make_val_batches(run.cfg, run.state.batch.micro_batch_size, run.cfg.train.eval_tokens)
+        self._batches = padded_to_one_shape(batches)
         if not self._batches:
             run.console.warn("no held-out tokens to evaluate on (data.val_tokens is 0?); evaluation skipped")
             return
-        loss = evaluate(run.model, self._batches, run.env.device, run.amp_dtype)
-        run.state.last_val_loss = loss
-        event.values.update(val_loss=loss, val_ppl=perplexity(loss))
-        run.console.info(f"step {event.step:,}: val_loss {loss:.4f}, val_ppl {perplexity(loss):.2f}")
+        self._bytes = scored_bytes(token_byte_lengths(load_tokenizer(run.cfg.tokenizer.name)), self._batches)
+
+    def on_step_end(self, run: Run, event: StepEnd) -> None:
+        if not self._batches or not (event.step % run.cfg.train.eval_interval == 0 or event.last):
+            return
+        score = score_heldout(run.wrapped, self._batches, run.env.device, run.amp_dtype)
+        loss, bpb = score.loss, bits_per_byte(score.nll_sum, self._bytes)
+        run.state.last_val_loss, run.state.last_val_bpb = loss, bpb
+        event.values.update(val_loss=loss, val_ppl=perplexity(loss), val_bpb=bpb)
+        bpb_text = f", val_bpb {bpb:.4f}" if bpb is not None else ""
+        run.console.info(f"step {event.step:,}: val_loss {loss:.4f}, val_ppl {perplexity(loss):.2f}{bpb_text}")
 
 
 class Checkpointing(Callback):

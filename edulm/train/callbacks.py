@@ -56,7 +56,7 @@ class Run(Protocol):
     model: nn.Module
     """The model, unwrapped (FSDP2 shards it in place)."""
     wrapped: nn.Module
-    """What the step calls: the model, or DDP around it."""
+    """What the steps and the evaluation call: the model, or DDP around it (compiled with ``train.compile``)."""
     optimizer: Optimizers
     """The optimizer object (one or more torch optimizers)."""
     loader: Any

@@ -1,4 +1,4 @@
-"""Process-group set-up and teardown under ``torchrun``, model wrapping (DDP or FSDP2), full state dicts.
+"""Process-group set-up and teardown under ``torchrun``, model wrapping (DDP or FSDP2) and compiling, full state dicts.
 
 One process per device. ``torchrun`` sets ``RANK``, ``LOCAL_RANK`` and ``WORLD_SIZE``; without them the
 run is a single process and nothing here touches ``torch.distributed``. The backend is NCCL on CUDA
@@ -106,23 +106,42 @@ def teardown(env: DistEnv, clean: bool = True) -> None:
             dist.destroy_process_group()
 
 
-def wrap_model(model: nn.Module, env: DistEnv, strategy: str) -> nn.Module:
-    """The module the training loop calls: the model itself, DDP around it, or the model after FSDP2 sharding.
+def wrap_model(model: nn.Module, env: DistEnv, strategy: str, compile: bool = False) -> nn.Module:
+    """The module the training loop calls: the model itself, DDP around it, or the model after FSDP2 sharding,
+    compiled with ``torch.compile`` when ``compile`` is set.
 
-    FSDP2 (``fully_shard``) shards each decoder block, then the root (embeddings, final norm and the
-    tied head stay together in the root's group); it changes ``model`` in place.
+    Compilation is always in place (``Module.compile``), so parameter names never gain an
+    ``_orig_mod.`` prefix, and ``model`` itself is never renamed: checkpoints and exports read its
+    state under Hugging Face names. The order follows the PyTorch notes on each strategy:
+
+    - one process: the model is compiled;
+    - DDP: wrapped first, then the wrapper is compiled (the PyTorch DDP notes' order), so dynamo
+      traces the model inside DDP's forward and its DDPOptimizer splits the graph at DDP's gradient
+      buckets: each bucket's all-reduce can start while the backward pass of earlier layers still
+      runs. Buffers are not broadcast at each forward: the only ones are the RoPE tables, which
+      every process derives from the config;
+    - FSDP2 (``fully_shard``): each decoder block is compiled on its own, then sharded, then the
+      root (the sharding hooks sit between blocks; embeddings, final norm and the tied head stay
+      together in the root's group); it changes ``model`` in place.
     """
     if not env.distributed:
+        if compile:
+            model.compile()
         return model
     if strategy == "ddp":
         from torch.nn.parallel import DistributedDataParallel
 
         ids = [env.device.index] if env.device.type == "cuda" else None
-        return DistributedDataParallel(model, device_ids=ids)
+        wrapped = DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
+        if compile:
+            wrapped.compile()
+        return wrapped
     if strategy == "fsdp":
         from torch.distributed.fsdp import fully_shard
 
         for block in model.model.layers:
+            if compile:
+                block.compile()
             fully_shard(block)
         fully_shard(model)
         return model

@@ -216,6 +216,7 @@ class MetricsLogger(Callback):
             "elapsed": round(run.elapsed(), 3),
             "val_loss": None,
             "val_ppl": None,
+            "val_bpb": None,
             "skipped": run.state.skipped_steps,
             **event.values,
         }
@@ -285,6 +286,7 @@ def write_summary(run: Run, status: str) -> None:
         "final_train_loss": state.last_loss,
         "final_val_loss": state.last_val_loss,
         "final_val_ppl": perplexity(state.last_val_loss) if state.last_val_loss is not None else None,
+        "final_val_bpb": state.last_val_bpb,
         "mean_tokens_per_s": tally.step_tokens / tally.step_time_s if tally.step_time_s > 0 else None,
         "mean_tokens_per_s_after_warmup": after,
         "mfu_after_warmup": mfu(after, run.flops_per_token, run.peak_flops, env.world_size) if after else None,

@@ -1,11 +1,13 @@
-"""One optimizer step (gradient accumulation, clipping, the non-finite guard) and one evaluation pass."""
+"""One optimizer step: gradient accumulation, clipping, the non-finite guard.
+
+The evaluation pass is :func:`edulm.heldout.score_heldout`, shared with ``edulm perplexity``.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import dataclass
-from typing import Iterable, Iterator
+from typing import Iterator
 
 import torch
 from torch import nn
@@ -19,13 +21,6 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
         return torch.bfloat16
     return None
-
-
-def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
-    """``torch.autocast`` for a dtype, or a no-op context for full precision."""
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 @dataclass
@@ -62,7 +57,7 @@ def train_step(
         inputs = inputs.to(device, non_blocking=True)
         targets = targets.to(device, non_blocking=True)
         set_gradient_sync(model, micro == grad_accum_steps - 1)
-        with autocast(device, amp_dtype):
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             loss = model(inputs, targets)
         (loss / grad_accum_steps).backward()
         loss_sum += loss.detach().float()
@@ -78,27 +73,3 @@ def train_step(
         optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return StepResult(loss=loss_value, grad_norm=norm_value, finite=finite)
-
-
-@torch.no_grad()
-def evaluate(
-    model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], device: torch.device, amp_dtype: torch.dtype | None
-) -> float:
-    """Token-weighted mean loss over held-out batches (ignored targets do not count)."""
-    was_training = model.training
-    model.eval()
-    total = torch.zeros((), device=device, dtype=torch.float64)
-    count = torch.zeros((), device=device, dtype=torch.float64)
-    try:
-        for inputs, targets in batches:
-            inputs, targets = inputs.to(device), targets.to(device)
-            with autocast(device, amp_dtype):
-                loss = model(inputs, targets)
-            n = (targets != -100).sum()
-            total += loss.double() * n
-            count += n
-    finally:
-        model.train(was_training)
-    if count.item() == 0:
-        return math.nan
-    return (total / count).item()

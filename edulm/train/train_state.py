@@ -100,6 +100,8 @@ class TrainState:
     """Training loss of the last step."""
     last_val_loss: float | None = None
     """Held-out loss of the last evaluation."""
+    last_val_bpb: float | None = None
+    """Held-out bits per byte of the last evaluation (None when the scored text has no bytes)."""
     tally: Tally = field(default_factory=Tally)
     """Time, token and memory totals for the summary."""
     init_from: dict[str, Any] | None = None

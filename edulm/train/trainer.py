@@ -11,7 +11,6 @@ resume repeat the uninterrupted run exactly.
 
 from __future__ import annotations
 
-import dataclasses
 import random
 import time
 from datetime import datetime, timezone
@@ -213,20 +212,16 @@ class TrainingRun:
         if ckpt:
             self._check_schedule_change(ckpt, schedule_settings(ckpt_cfg.train, resumed_total))
 
-        if cfg.train.compile:
-            # In place, so parameter names stay free of the "_orig_mod." prefix. Under FSDP2 each block
-            # is compiled on its own before sharding (the sharding hooks sit between blocks).
-            for module in (model.model.layers if self.sharded else [model]):
-                module.compile()
         self.model = model
-        self.wrapped = wrap_model(model, env, cfg.train.distributed)
+        # Wrapped (DDP / FSDP2) and compiled in the order each strategy needs, in place: the model's
+        # parameter names stay Hugging Face's.
+        self.wrapped = wrap_model(model, env, cfg.train.distributed, compile=cfg.train.compile)
         self.optimizer = build_optimizer(model, cfg.train)
 
         from edulm.data.loader import make_train_loader
 
-        # The loader reads the micro-batch from a config: give it a copy with the resolved one.
-        loader_cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, micro_batch_size=state.batch.micro_batch_size))
-        self.loader = make_train_loader(loader_cfg, rank=env.rank, world_size=env.world_size)
+        self.loader = make_train_loader(cfg, rank=env.rank, world_size=env.world_size,
+                                        micro_batch_size=state.batch.micro_batch_size)
         later = {
             "optimizer": Component(self.optimizer),
             "loader": Component(self.loader, per_rank=True),

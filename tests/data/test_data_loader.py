@@ -93,6 +93,17 @@ def test_resume_with_another_world_size_keeps_the_global_position(prepared):
     assert one.state_dict()["position"] == 24 and set(one.inner.window_ids(0)[:24].tolist()) == seen
 
 
+def test_the_run_passes_its_resolved_micro_batch(prepared):
+    """micro_batch_size: auto is resolved by the run, which hands the number to the loader (no config copy)."""
+    auto = dataclasses.replace(prepared, train=dataclasses.replace(prepared.train, micro_batch_size="auto"))
+    loader = make_train_loader(auto, micro_batch_size=3)
+    x, y = next(loader)
+    loader.close()
+    assert x.shape == y.shape == (3, 32)
+    with pytest.raises(ValueError, match="resolved"):
+        make_train_loader(auto)
+
+
 def test_validation_batches_are_fixed_and_from_the_held_out_split(prepared):
     val = np.concatenate(open_split(prepared.data.shards_dir, "val")).astype(np.int64)
     batches = make_val_batches(prepared, batch_size=3, max_tokens=0)

@@ -88,7 +88,9 @@ def test_a_run_defaults_to_its_own_validation_windows(tiny_run, prepared_shards,
     final = last_validation(metrics_rows(tiny_run))
     code, out, err = run_cli(["perplexity", str(tiny_run), "--data", str(prepared_shards), "--device", "cpu"], capsys)
     assert code == 0, err
-    assert parse(out)[0] == pytest.approx(final["val_loss"], abs=1e-6)
+    loss, _, bpb = parse(out)
+    assert loss == pytest.approx(final["val_loss"], abs=1e-6)
+    assert final["val_bpb"] is not None and bpb == pytest.approx(final["val_bpb"], rel=1e-5)
     assert "window: 32 tokens (the run's train.seq_len), at most 96 (the run's train.eval_tokens); scored 96 tokens" in err
     # An explicit window overrides the run's: a different set of windows, a different loss.
     code, out, err = run_cli(["perplexity", str(tiny_run), "--data", str(prepared_shards), "--seq-len", "48"], capsys)

@@ -8,10 +8,12 @@ The loader deals window ``i`` of the shuffled order to rank ``i mod 2``, so one 
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
 import pytest
+import torch
 from train_helpers import REPO, cli_env, run_cli, tiny_config, write_config
 
 from edulm import checkpoint
@@ -86,3 +88,36 @@ def test_a_run_dir_in_use_is_refused_on_every_rank(corpus, tmp_path):
     refusals = [line for line in done.stderr.splitlines() if line.startswith("edulm: error:") and "is in use by edulm train" in line]
     assert len(refusals) == 2, done.stderr  # one per rank
     assert not (tmp_path / "pair").exists()
+
+
+def test_ddp_is_wrapped_then_compiled_and_matches_one_eager_process(tmp_path):
+    """train.compile=true under DDP: the DDP wrapper is what gets compiled (DDPOptimizer then splits the graph at
+    gradient buckets), the losses equal one eager process with double accumulation, and names keep no prefix."""
+    from ddp_compile_worker import MODEL, STEPS, batches
+
+    from edulm.config import TrainConfig
+    from edulm.model.llama import LlamaLM
+    from edulm.train.distributed import DistEnv
+    from edulm.train.optim import build_optimizer
+    from edulm.train.step import train_step
+
+    out = tmp_path / "ddp.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         str(REPO / "tests" / "train" / "ddp_compile_worker.py"), str(out)],
+        env=cli_env(), cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    got = json.loads(out.read_text())
+    assert got["order"] == {"wrapper_is_ddp": True, "wrapper_compiled": True, "model_compiled_on_its_own": False}
+    assert got["graphs"] >= 1
+
+    torch.manual_seed(0)
+    model = LlamaLM(MODEL)
+    optimizer = build_optimizer(model, TrainConfig(lr=1e-3))
+    rank0, rank1 = batches(0, 2), batches(1, 2)
+    data = iter([b for step in zip(rank0, rank1) for b in step])
+    env = DistEnv(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"))
+    expected = [train_step(model, optimizer, data, 2, 1.0, env, None).loss for _ in range(STEPS)]
+    assert got["losses"] == pytest.approx(expected, abs=1e-5)
+    assert got["names"] == sorted(model.state_dict())  # Hugging Face names: no "module." or "_orig_mod."

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import importlib.util
 import json
+import math
 
 import pytest
 import torch
@@ -46,6 +47,8 @@ def test_tiny_run_learns_and_writes_the_run_dir(corpus, tmp_path):
     assert summary["status"] == "completed" and summary["steps"] == 30
     assert summary["parameters"] == sum(p.numel() for p in _hf_model(run_dir).parameters())
     assert summary["final_val_loss"] == rows[-1]["val_loss"]
+    assert summary["final_val_bpb"] == rows[-1]["val_bpb"]
+    _assert_val_bpb_is_the_loss_over_the_scored_bytes(cfg, rows)
     assert summary["gpu_hours"] == 0 and summary["cost"] == 0
     assert summary["versions"]["torch"] == torch.__version__
     for key in ("mean_tokens_per_s", "mean_tokens_per_s_after_warmup", "peak_memory_gb", "device", "wall_time_s",
@@ -61,6 +64,24 @@ def test_tiny_run_learns_and_writes_the_run_dir(corpus, tmp_path):
     ids = torch.tensor([[1, 5, 9, 30, 2]])
     with torch.no_grad():
         torch.testing.assert_close(_hf_model(run_dir)(ids).logits, ours(ids), rtol=1e-4, atol=1e-4)
+
+
+def _assert_val_bpb_is_the_loss_over_the_scored_bytes(cfg, rows):
+    """val_bpb = val_loss x scored tokens / (ln 2 x scored bytes), the tokens and bytes counted here from the held-out batches."""
+    from edulm.bits_per_byte import scored_bytes, token_byte_lengths
+    from edulm.data.loader import make_val_batches
+    from edulm.model.loss import IGNORE_INDEX
+    from edulm.tokenizer import load_tokenizer
+
+    batches = make_val_batches(cfg, cfg.train.micro_batch_size, cfg.train.eval_tokens)
+    n_tokens = sum(int((targets != IGNORE_INDEX).sum()) for _, targets in batches)
+    n_bytes = scored_bytes(token_byte_lengths(load_tokenizer(cfg.tokenizer.name)), batches)
+    assert n_tokens == cfg.train.eval_tokens and n_bytes > n_tokens  # the synthetic words are several bytes a token
+    evaluated = [r for r in rows if r["val_loss"] is not None]
+    assert evaluated and all(r["val_bpb"] is not None for r in evaluated)
+    assert all(r["val_bpb"] is None for r in rows if r["val_loss"] is None)
+    for r in evaluated:
+        assert r["val_bpb"] == pytest.approx(r["val_loss"] * n_tokens / (math.log(2) * n_bytes), rel=1e-12)
 
 
 def _hf_model(run_dir):

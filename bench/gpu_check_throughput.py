@@ -1,0 +1,133 @@
+"""The throughput parts of ``bench/gpu_check.py``: the compile warm-up, edulm against transformers, the fast config.
+
+All three drive ``bench/train_throughput.py``'s own code (``Runner``, ``run_cases``), so the check and
+the benchmark measure the same step; see :mod:`gpu_check_parts` for what a part is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gpu_check_parts import Context, bench_config, sync, train_throughput
+
+def _throughput_args(ctx: Context, config: str, seq_len: int, micro_batches: tuple[int, ...], grad_accum: int = 1,
+                     warmup: int | None = None, steps: int | None = None, compile: bool = True):
+    s = ctx.sizes
+    argv = ["--config", config, *s.overrides, "--seq-len", str(seq_len),
+            "--micro-batches", ",".join(map(str, micro_batches)), "--grad-accum", str(grad_accum),
+            "--warmup", str(s.warmup if warmup is None else warmup), "--steps", str(s.steps if steps is None else steps),
+            "--compile-backend", s.compile_backend, "--device", str(ctx.device)]
+    return train_throughput.parse_args(argv + ([] if compile else ["--no-compile"]))
+
+
+def _run_cases(ctx: Context, label_impls: list[tuple[str, str]], cfg, args, plan: list[tuple[int, bool]],
+               result: dict) -> None:
+    """Run ``plan``'s (micro-batch, checkpointing) cases in order while time allows; cases into ``result``."""
+    if ctx.device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True  # as the throughput benchmark (fp32 matmuls only)
+        torch.backends.cudnn.allow_tf32 = True
+    variants = [(label, impl, cfg) for label, impl in label_impls]
+    longest = 0.0
+    for micro, ckpt in plan:
+        if longest and ctx.left() < 1.2 * longest:
+            result["skipped_cases"].append({"micro_batch": micro, "grad_ckpt": ckpt, "reason": (
+                f"time budget: {max(ctx.left(), 0):.0f} s left, the longest case so far took {longest:.0f} s")})
+            continue
+        start = time.monotonic()
+        cases = train_throughput.run_cases(variants, args, micro, ckpt, ctx.device)
+        seconds = time.monotonic() - start
+        longest = max(longest, seconds)
+        result["cases"] += [{**dataclasses.asdict(c), "case_seconds": round(seconds, 1)} for c in cases]
+        ctx.partial(result)
+
+
+IMPLEMENTATIONS = [("edulm", "edulm"), ("transformers", "transformers")]
+"""(label, implementation) of the throughput cases."""
+
+
+def _throughput_plan(ctx: Context) -> list[tuple[int, bool]]:
+    """(micro-batch, checkpointing) of the throughput cases, most wanted first: without checkpointing (what an
+    80 GB card runs), then with it."""
+    return [(micro, ckpt) for ckpt in (False, True) for micro in ctx.sizes.micro_batches]
+
+
+def compile_warmup(ctx: Context) -> dict:
+    """Compile the throughput cases (one optimizer step each, in the throughput part's order) so their graphs sit
+    in inductor's on-disk caches when the throughput part times them.
+
+    ``bench/gpu_check.py`` runs it in the background while parts that time nothing run (the precision check,
+    the tests), then stops it before the throughput part starts: every case compiled here then costs that
+    part a cache lookup instead of a compilation. The seconds per compilation are a figure of their own.
+    """
+    cfg = bench_config(ctx, ctx.config, ctx.sizes.seq_len)
+    args = _throughput_args(ctx, ctx.config, cfg.train.seq_len, ctx.sizes.micro_batches)
+    result: dict[str, Any] = {"compile": args.compile_backend, "compiled": []}
+    for micro, ckpt in _throughput_plan(ctx)[: ctx.sizes.warm_cases]:
+        for label, impl in IMPLEMENTATIONS:
+            if ctx.left() <= 0:
+                return result
+            torch._dynamo.reset()
+            start = time.monotonic()
+            entry: dict[str, Any] = {"impl": label, "micro_batch": micro, "grad_ckpt": ckpt}
+            try:
+                runner = train_throughput.Runner(label, impl, cfg, args, micro, ckpt, ctx.device)
+                runner.step()  # the first step compiles (the runner's code, so the cache keys are the timed ones')
+                sync(ctx.device)
+                del runner
+            except torch.OutOfMemoryError:
+                entry["error"] = "OOM"
+            if ctx.device.type == "cuda":
+                torch.cuda.empty_cache()
+            result["compiled"].append({**entry, "seconds": round(time.monotonic() - start, 1)})
+            ctx.partial(result)
+    return result
+
+
+def throughput(ctx: Context) -> dict:
+    """edulm and transformers, same weights, batches, bf16, compile and fused AdamW, at each micro-batch of the
+    sizes with and without checkpointing (:func:`_throughput_plan`)."""
+    cfg = bench_config(ctx, ctx.config, ctx.sizes.seq_len)
+    args = _throughput_args(ctx, ctx.config, cfg.train.seq_len, ctx.sizes.micro_batches)
+    plan = _throughput_plan(ctx)
+    result: dict[str, Any] = {"config": ctx.config, "seq_len": cfg.train.seq_len, "compile": args.compile_backend,
+                              "warmup": args.warmup, "steps": args.steps, "cases": [], "skipped_cases": []}
+    _run_cases(ctx, IMPLEMENTATIONS, cfg, args, plan, result)
+    if any(c["error"] for c in result["cases"]):
+        result["failed"] = "; ".join(f"{c['impl']} micro {c['micro_batch']}: {c['error']}" for c in result["cases"] if c["error"])
+    return result
+
+
+def fast_config(ctx: Context) -> dict:
+    """The throughput of ``--fast-config``'s own settings (optimizer, precision, checkpointing, compile, micro-batch
+    and accumulation), built with the trainer's builders; skipped when the file does not exist."""
+    from edulm.config import load_config
+    from edulm.train.autobatch import resolve_batch_shape
+
+    path = Path(ctx.fast_config)
+    if not path.is_file():
+        return {"skipped": f"{ctx.fast_config} does not exist (yet)"}
+    seq_override = [] if ctx.sizes.own_seq_len else [f"train.seq_len={ctx.sizes.seq_len}"]
+    full = load_config(path, [*ctx.sizes.overrides, *seq_override])  # validated as the trainer would
+    cfg = bench_config(ctx, str(path), None if ctx.sizes.own_seq_len else ctx.sizes.seq_len)
+    model = train_throughput.build_model(cfg, "edulm", ctx.device, cfg.train.grad_checkpointing)
+    shape = resolve_batch_shape(full, model, ctx.device)  # probes the device for micro_batch_size: auto
+    del model
+    if ctx.device.type == "cuda":
+        torch.cuda.empty_cache()
+    accum = min(shape.grad_accum_steps, ctx.sizes.max_accum or shape.grad_accum_steps)
+    args = _throughput_args(ctx, str(path), cfg.train.seq_len, (shape.micro_batch_size,), accum, warmup=1,
+                            steps=max(1, ctx.sizes.steps // 3), compile=cfg.train.compile)
+    timed = "" if accum == shape.grad_accum_steps else f" (timed with {accum} micro-batches per step)"
+    result: dict[str, Any] = {"config": str(path), "seq_len": cfg.train.seq_len, "batch": shape.describe() + timed, "optimizer": cfg.train.optimizer,
+                              "precision": cfg.train.precision, "grad_ckpt": cfg.train.grad_checkpointing,
+                              "compile": args.compile_backend if cfg.train.compile else "off", "warmup": args.warmup,
+                              "steps": args.steps, "cases": [], "skipped_cases": []}
+    _run_cases(ctx, [(path.stem, "edulm")], cfg, args, [(shape.micro_batch_size, cfg.train.grad_checkpointing)], result)
+    if any(c["error"] for c in result["cases"]):
+        result["failed"] = result["cases"][0]["error"]
+    return result
