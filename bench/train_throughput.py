@@ -38,7 +38,7 @@ import torch
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from edulm.config import Config, apply_overrides, config_from_dict, load_config
+from edulm.config import Config, apply_overrides, config_from_dict, config_to_dict, load_config
 from edulm.errors import UsageError
 from edulm.memory import track_tensor_memory
 from edulm.throughput import device_info, mfu, peak_bf16_flops
@@ -127,7 +127,8 @@ def load_bench_config(name: str, seq_len: int | None, overrides: list[str] = ())
         raw = apply_overrides(PRESETS[name], list(overrides))
     else:
         cfg = load_config(name, list(overrides))
-        raw = {"model": vars(cfg.model).copy(), "train": vars(cfg.train).copy()}
+        whole = config_to_dict(cfg)
+        raw = {"model": whole["model"], "train": whole["train"]}
     if seq_len is not None:
         raw["train"]["seq_len"] = seq_len
         raw["model"]["max_seq_len"] = max(raw["model"].get("max_seq_len", seq_len), seq_len)

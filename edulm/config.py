@@ -352,7 +352,7 @@ def _build_section(cls: type, values: dict[str, Any], section: str, source: str)
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
     for key, value in values.items():
-        if key not in hints:
+        if key not in names:  # fields only: a class attribute (such as ModelConfig.given_keys) is no key
             raise UsageError(f"{source}: unknown key '{section}.{key}'{_did_you_mean(str(key), names)}")
         kwargs[key] = _coerce(value, hints[key], f"{source}: {section}.{key}")
     return cls(**kwargs)

@@ -168,3 +168,8 @@ def test_init_from_leaves_the_shape_checks_to_the_model(tmp_path):
         config_from_dict({"model": {"init_from": "some/model", "max_seq_len": 2048}, "train": {"seq_len": 4096}})
     with pytest.raises(UsageError, match="model.init_from ' some/model' has spaces around it"):
         config_from_dict({"model": {"init_from": " some/model"}})
+
+
+def test_a_class_attribute_is_not_a_config_key():
+    with pytest.raises(UsageError, match="unknown key 'model.given_keys'"):
+        config_from_dict({"model": {"given_keys": ["vocab_size"]}})
