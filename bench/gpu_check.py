@@ -118,7 +118,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if unknown or not names:
         p.error(f"--parts: unknown {', '.join(unknown) or 'empty list'}; choose from {', '.join(part.name for part in PARTS)}")
     args.parts = names
+    args.config, args.fast_config = _from_repo(args.config), _from_repo(args.fast_config)
     return args
+
+
+def _from_repo(path: str) -> str:
+    """A relative config path that is not there from the current folder but is in the repository: the
+    repository's (so the defaults, ``configs/...``, hold wherever the check is started from)."""
+    in_repo = parts.REPO / path
+    return str(in_repo) if not Path(path).exists() and in_repo.exists() else path
 
 
 def _device(dry_run: bool) -> torch.device:

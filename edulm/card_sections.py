@@ -225,12 +225,13 @@ def runtime_and_cost(inputs: CardInputs) -> list[str]:
     ]
     if isinstance(s.get("cost"), (int, float)):
         cost = f"{s['cost']:,.2f} at {s.get('gpu_hourly_rate')} per GPU-hour"
-        formula = s.get("formula") or "cost = GPU-hours × price per GPU-hour"
+        formula, advice = s.get("formula") or "cost = GPU-hours × price per GPU-hour", ""
     else:
         cost = "no price per GPU-hour was given"
-        formula = "cost = wall_time_s / 3600 × n_gpus × price per GPU-hour (pass `--gpu-hourly-rate` to `edulm train`)"
+        formula = "cost = wall_time_s / 3600 × n_gpus × price per GPU-hour"
+        advice = " (pass `--gpu-hourly-rate` to `edulm train`)"  # outside the code span: backticks do not nest
     rows.append(["Cost", cost])
-    return ["## Runtime and cost", ""] + md_table(["", ""], rows) + ["", f"Cost formula: `{formula}`."]
+    return ["## Runtime and cost", ""] + md_table(["", ""], rows) + ["", f"Cost formula: `{formula}`{advice}."]
 
 
 def validation(inputs: CardInputs) -> list[str]:

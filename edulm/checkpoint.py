@@ -170,7 +170,8 @@ def find_latest_good(run_dir: str | Path, check: Check | None = None) -> Path | 
 def resolve_resume(run_dir: str | Path, resume: str, check: Check | None = None) -> Path | None:
     """The checkpoint that ``--resume`` names: ``auto`` (latest good of the run dir, None if there is none),
     a checkpoint folder, or a run dir (its latest good). A named checkpoint that fails verification (or
-    ``check``) is a :class:`UsageError`."""
+    ``check``) is a :class:`UsageError`, and so is one older than a complete checkpoint that ``run_dir``
+    already holds (:func:`_refuse_later_checkpoints`)."""
     if resume == "auto":
         return find_latest_good(run_dir, check)
     path = Path(resume)
@@ -180,11 +181,34 @@ def resolve_resume(run_dir: str | Path, resume: str, check: Check | None = None)
         found = find_latest_good(path, check)
         if found is None:
             raise UsageError(f"--resume {resume}: no intact checkpoint found in it; pass a checkpoints/step-N folder")
+        if checkpoints_dir(path).resolve() != checkpoints_dir(run_dir).resolve():  # the run's own dir: as auto
+            _refuse_later_checkpoints(run_dir, found, resume)
         return found
     problem = problem_of(path, check)
     if problem is not None:
         raise UsageError(f"--resume {resume}: checkpoint is damaged: {problem}; pick an older one or use --resume auto")
+    _refuse_later_checkpoints(run_dir, path, resume)
     return path
+
+
+def _refuse_later_checkpoints(run_dir: str | Path, found: Path, resume: str) -> None:
+    """Refuse to continue from ``found`` in a run dir that holds complete checkpoints of later steps.
+
+    They belong to another history of the run (the one being rewound, or another run's): the new
+    history would overwrite some of them and leave the rest, and a later ``--resume auto``, ``final/``
+    and the summary would mix the two. (Incomplete later ones are as ``--resume auto`` treats them.)
+    """
+    step = step_of(found)
+    later = [p for p in list_checkpoints(run_dir)
+             if step_of(p) > step and p.resolve() != found.resolve() and verify(p, checksums=False) is None]
+    if later:
+        folder = checkpoints_dir(run_dir)
+        raise UsageError(
+            f"--resume {resume}: {folder} already holds later checkpoints ({', '.join(p.name for p in later)}), so "
+            f"continuing from step {step:,} there would mix two histories of the run (a later --resume auto would "
+            f"take {later[-1].name}); resume into a new run dir (run.out_dir=NEW --resume {resume}), or move the "
+            f"later checkpoints out of {folder} first"
+        )
 
 
 def apply_retention(run_dir: str | Path, keep_last: int) -> list[Path]:

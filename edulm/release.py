@@ -133,7 +133,7 @@ class Release:
         from edulm.evaluate.tasks import task_manager
         from edulm.hf import is_hf_folder
 
-        if not self.run_dir.is_dir() or not (self.run_dir / "config.yaml").is_file():
+        if not self.run_dir.is_dir() or not self.layout.config.is_file():
             raise UsageError(f"{self.run_dir}: not a run directory (no config.yaml); pass the run.out_dir of a training run")
         if not is_hf_folder(self.final):
             raise UsageError(f"{self.run_dir}: has no final/ model folder; finish training, or run "

@@ -158,3 +158,13 @@ def test_gpu_check_reads_the_outcomes_pytest_printed_when_it_was_stopped_early()
                "tests/train/test_gpu.py::test_compile SKIPPED (needs a CUDA device) [ 60%]\n")
     assert [(t["test"].split("::")[1], t["outcome"]) for t in parts._printed_outcomes(printed)] == [
         ("test_pinned", "passed"), ("test_bf16", "failed"), ("test_compile", "skipped")]
+
+
+def test_gpu_check_finds_its_configs_from_any_folder(tmp_path, monkeypatch):
+    check = _load("gpu_check")
+    monkeypatch.chdir(tmp_path)  # started outside the repository: the default configs are the repository's
+    args = check.parse_args(["--out", "report", "--fast-config", "configs/l20_135m_80gb.yaml"])
+    assert args.config == str(BENCH.parent / "configs" / "l20_135m_deepthin.yaml")
+    assert args.fast_config == str(BENCH.parent / "configs" / "l20_135m_80gb.yaml")
+    (tmp_path / "mine.yaml").write_text("run: {}\n")  # a path that is there from this folder stays as given
+    assert check.parse_args(["--out", "report", "--config", "mine.yaml"]).config == "mine.yaml"

@@ -170,6 +170,19 @@ def test_full_card_numbers_come_from_the_run(tmp_path, capsys):
     assert "not recorded" not in text.lower() and "not run" not in text.lower()
 
 
+def test_cost_without_a_price_is_one_code_span_then_the_advice(tmp_path, capsys):
+    run, _ = make_run(tmp_path)
+    summary_path = run / "training" / "training_summary.json"
+    summary = json.loads(summary_path.read_text())
+    summary.update(cost=None, gpu_hourly_rate=None, formula=None)
+    summary_path.write_text(json.dumps(summary))
+    out = tmp_path / "README.md"
+    assert main(["card", str(run), "--out", str(out)]) == 0, capsys.readouterr().err
+    line = next(x for x in load_card(out).text.splitlines() if x.startswith("Cost formula:"))
+    assert line == ("Cost formula: `cost = wall_time_s / 3600 × n_gpus × price per GPU-hour` "
+                    "(pass `--gpu-hourly-rate` to `edulm train`).")  # code spans do not nest
+
+
 def test_missing_artifacts_are_stated_not_invented(tmp_path, capsys):
     run, cfg = make_run(tmp_path, with_summary=False)
     out = tmp_path / "README.md"

@@ -62,6 +62,25 @@ def test_latest_good_falls_back_with_a_warning(tmp_path, caplog):
         checkpoint.resolve_resume(tmp_path, str(tmp_path / "nope"))
 
 
+def test_a_named_checkpoint_older_than_a_complete_one_of_the_run_is_refused(tmp_path):
+    run, other = tmp_path / "run", tmp_path / "other"
+    first, second = make(run, 10), make(run, 20)
+    with pytest.raises(UsageError, match="already holds later checkpoints .step-0000020."):
+        checkpoint.resolve_resume(run, str(first))
+    assert checkpoint.resolve_resume(other, str(first)) == first  # into a run dir of its own
+    assert checkpoint.resolve_resume(run, str(second)) == second
+    make(other, 30)
+    with pytest.raises(UsageError, match="later checkpoints .step-0000030."):  # another run's later history
+        checkpoint.resolve_resume(other, str(run))
+    # A newest checkpoint damaged inside (sizes right, checksum wrong) is what --resume auto skips: naming
+    # the run's own dir falls back to the older one like auto does, and is not refused because of it.
+    data = bytearray((second / "model.safetensors").read_bytes())
+    data[0] ^= 1
+    (second / "model.safetensors").write_bytes(bytes(data))
+    assert checkpoint.verify(second, checksums=False) is None and checkpoint.verify(second) is not None
+    assert checkpoint.resolve_resume(run, str(run)) == checkpoint.resolve_resume(run, "auto") == first
+
+
 def test_unfinished_temporaries_are_ignored_and_cleaned(tmp_path):
     good = make(tmp_path, 1)
     live = checkpoint.begin(tmp_path, 2)

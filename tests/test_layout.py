@@ -31,3 +31,34 @@ def test_readers_of_run_dirs_need_no_torch():
             "sys.exit('torch' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], cwd=Path(layout.__file__).parents[1], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr or "torch was imported"
+
+
+RUN_DIR_NAMES = {
+    layout.CONFIG_FILE, layout.CHECKPOINTS_DIR, layout.FINAL_DIR, layout.METRICS_FILE, layout.SUMMARY_FILE,
+    layout.LOG_FILE, layout.CURVES_FILE, layout.ZOOM_FILE, layout.TRAINER_STATE_FILE, layout.OPTIMIZER_FILE,
+    layout.WANDB_RUN_FILE,
+}
+"""Names of the run directory that mean nothing else (``model.safetensors`` is also a Hugging Face file name)."""
+
+
+def _docstrings(tree) -> set[int]:
+    import ast
+
+    return {id(node.body[0].value) for node in ast.walk(tree)
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+            and node.body and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+
+
+def test_no_module_spells_a_run_dir_name_of_its_own():
+    import ast
+
+    package = Path(layout.__file__).parent
+    spelled = []
+    for path in sorted(package.rglob("*.py")):
+        if path.name == "layout.py":
+            continue
+        tree = ast.parse(path.read_text())
+        docs = _docstrings(tree)
+        spelled += [f"{path.relative_to(package)}:{node.lineno} {node.value!r}" for node in ast.walk(tree)
+                    if isinstance(node, ast.Constant) and node.value in RUN_DIR_NAMES and id(node) not in docs]
+    assert not spelled, f"use edulm.layout's names: {spelled}"

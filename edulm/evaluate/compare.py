@@ -27,6 +27,7 @@ from edulm.errors import UsageError
 from edulm.evaluate.budgets import Budget, format_tokens, load_budgets, lookup
 from edulm.evaluate.protocol import shown_metrics
 from edulm.evaluate.results import ModelScores, read_results
+from edulm.layout import COMPARISON_NAME, CONTAMINATION_NAME, EVAL_NAME
 
 COMPARISON_FORMAT = "edulm-comparison"
 """Value of the ``format`` key of ``comparison.json``."""
@@ -242,9 +243,10 @@ def write_comparison(doc: dict[str, Any], out_dir: str | Path) -> tuple[Path, Pa
 def default_out(candidate: str | Path) -> Path:
     """``X/comparison`` for a candidate results file ``X/eval/results.json`` (the layout ``edulm release`` writes)."""
     path = Path(candidate)
-    if path.parent.name != "eval":
-        raise UsageError(f"{candidate}: pass --out DIR (the default, X/comparison, needs the candidate at X/eval/results.json)")
-    return path.parent.parent / "comparison"
+    if path.parent.name != EVAL_NAME:
+        raise UsageError(f"{candidate}: pass --out DIR (the default, X/{COMPARISON_NAME}, needs the candidate at "
+                         f"X/{EVAL_NAME}/results.json)")
+    return path.parent.parent / COMPARISON_NAME
 
 
 def default_contamination(candidate: str | Path) -> Path | None:
@@ -252,8 +254,8 @@ def default_contamination(candidate: str | Path) -> Path | None:
     from edulm.contamination_report import REPORT_JSON
 
     path = Path(candidate)
-    found = path.parent.parent / "contamination" / REPORT_JSON
-    return found if path.parent.name == "eval" and found.is_file() else None
+    found = path.parent.parent / CONTAMINATION_NAME / REPORT_JSON
+    return found if path.parent.name == EVAL_NAME and found.is_file() else None
 
 
 def run_compare(candidate: str | Path, baselines_dir: str | Path, out: str | Path | None = None,

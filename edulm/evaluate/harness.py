@@ -22,6 +22,7 @@ from edulm.errors import UsageError
 from edulm.evaluate.protocol import NUM_FEWSHOT, RESULTS_FORMAT, SEEDS, parse_limit, parse_tasks
 from edulm.evaluate.results import scores_from_results
 from edulm.evaluate.tasks import load_error, load_tasks, task_manager
+from edulm.layout import FINAL_DIR, RunLayout
 
 DTYPE_NAMES = ("bfloat16", "float16", "float32")
 """Values accepted by ``--dtype``."""
@@ -180,7 +181,7 @@ def describe_model(model: str) -> dict[str, Any]:
     resolved = resolve_model(path)
     folder = ensure_hf_folder(path)
     run_dir = path if resolved.kind == "run" else (path.parent.parent if resolved.kind == "checkpoint" else None)
-    if resolved.kind == "hf" and path.resolve().name == "final" and (path.resolve().parent / "config.yaml").is_file():
+    if resolved.kind == "hf" and path.resolve().name == FINAL_DIR and RunLayout.of(path.resolve().parent).config.is_file():
         run_dir = path.resolve().parent  # the exported final folder of a run
     name = run_name(run_dir) if run_dir is not None else None
     if resolved.kind == "checkpoint":

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from edulm.errors import UsageError
+from edulm.layout import FINAL_DIR
 
 REFERENCE_METRICS: dict[str, str] = {
     "arc_challenge": "acc_norm",
@@ -119,7 +120,7 @@ def safe_name(model: str) -> str:
     """A file name for a model id or folder: ``facebook/opt-125m`` -> ``facebook__opt-125m``."""
     path = Path(model)
     text = path.resolve().name if path.exists() else model.strip("/")
-    if text == "final" and path.exists():  # an exported run folder: name it after its run
+    if text == FINAL_DIR and path.exists():  # an exported run folder: name it after its run
         text = path.resolve().parent.name
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text.replace("/", "__")) or "model"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 from pathlib import Path
 
 from edulm.errors import UsageError
@@ -105,7 +106,20 @@ def load_error(err: BaseException, what: str) -> UsageError | None:
     if not isinstance(err, fetch_errors):
         return None
     first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    missing = _missing_local_file(err, first_line)
+    if missing is not None:  # a task YAML names a data file that is not there: nothing to do with the hub
+        return UsageError(f"could not load {what}: the data file {missing} does not exist; "
+                          "correct the data_files path in the task's YAML (--include-path)")
     return UsageError(f"could not load {what} ({first_line[:300]}); {OFFLINE_HINT}")
+
+
+def _missing_local_file(err: BaseException, message: str) -> str | None:
+    """The local path a ``FileNotFoundError`` of ``datasets`` names (``Unable to find '/x/y.jsonl'``) when that
+    file really is absent, else None."""
+    match = re.search(r"Unable to find '([^']+)'", message) if isinstance(err, FileNotFoundError) else None
+    if match is None or "://" in match.group(1) or Path(match.group(1)).exists():
+        return None
+    return match.group(1)
 
 
 def load_task_dict(manager, tasks: list[str]) -> dict:

@@ -165,8 +165,10 @@ def describe_groups(groups: list[dict], tied: bool) -> str:
     n_decay = sum(p.numel() for p in decay["params"])
     n_plain = sum(p.numel() for p in no_decay["params"])
     embeds = [n for n in no_decay["names"] if "embed" in n]
+    decayed = (f"weight decay {decay['weight_decay']} on {len(decay['params'])} matrices ({n_decay:,} params)"
+               if decay["params"] else "no matrix left to decay")  # Muon's AdamW share, with a tied head
     return (
-        f"weight decay {decay['weight_decay']} on {len(decay['params'])} matrices ({n_decay:,} params); "
+        f"{decayed}; "
         f"none on {len(no_decay['params'])} tensors ({n_plain:,} params: norms and embeddings {', '.join(embeds) or '-'}"
         f"{' (tied with lm_head)' if tied else ''})"
     )

@@ -7,9 +7,9 @@ peak); each group then trains at ``lr * group["lr_scale"]`` (see :mod:`edulm.tra
 returns the rate rather than a factor of ``train.lr`` so that the classic formulas keep their exact
 floating-point values (``lr * step / warmup`` is not always bit-equal to ``lr * (step / warmup)``).
 
-Adding a schedule: write ``NAME(step, total_steps, train) -> float`` below, add it to
-:data:`SCHEDULES`, and add ``"NAME"`` to the ``Literal`` of ``TrainConfig.schedule`` (its docstring
-says what it does).
+Adding a schedule: write ``NAME(step, total_steps, train) -> float`` below (starting, like the others,
+with :func:`warmup_rate` unless it has a warmup of its own), add it to :data:`SCHEDULES`, and add
+``"NAME"`` to the ``Literal`` of ``TrainConfig.schedule`` (its docstring says what it does).
 """
 
 from __future__ import annotations
@@ -30,6 +30,19 @@ def total_steps(train: TrainConfig, step_tokens: int) -> int:
     raise UsageError("train.max_steps and train.token_budget are both 0; set one of them (e.g. train.max_steps=100)")
 
 
+def warmup_rate(step: int, train: TrainConfig) -> float | None:
+    """The rate of ``step`` in the linear warmup every schedule starts with, None after it.
+
+    ``lr * step / warmup_steps`` up to ``warmup_steps`` (0 at step 0; no warmup: ``lr`` from the start).
+    """
+    warmup = train.warmup_steps
+    if step <= 0:
+        return 0.0 if warmup > 0 else train.lr
+    if step <= warmup:
+        return train.lr * step / warmup
+    return None
+
+
 def cosine(step: int, last_step: int, train: TrainConfig) -> float:
     """Linear warmup, then a half cosine from ``lr`` to ``min_lr_ratio * lr`` at ``last_step``.
 
@@ -37,12 +50,11 @@ def cosine(step: int, last_step: int, train: TrainConfig) -> float:
     ``floor + (lr - floor) * (1 + cos(pi * progress)) / 2`` with ``progress`` going from 0 at the end
     of the warmup to 1 at ``last_step``; it stays at the floor beyond it.
     """
+    rate = warmup_rate(step, train)
+    if rate is not None:
+        return rate
     peak, floor = train.lr, train.lr * train.min_lr_ratio
     warmup = train.warmup_steps
-    if step <= 0:
-        return 0.0 if warmup > 0 else peak
-    if step <= warmup:
-        return peak * step / warmup
     decay_steps = last_step - warmup
     if decay_steps <= 0:
         return floor
@@ -68,12 +80,10 @@ def wsd(step: int, last_step: int, train: TrainConfig) -> float:
     The stable phase has no end of its own, so a run stopped (or checkpointed) in it can be extended
     by raising ``max_steps``: the steps already taken keep their rates.
     """
+    rate = warmup_rate(step, train)
+    if rate is not None:
+        return rate
     peak, floor = train.lr, train.lr * train.min_lr_ratio
-    warmup = train.warmup_steps
-    if step <= 0:
-        return 0.0 if warmup > 0 else peak
-    if step <= warmup:
-        return peak * step / warmup
     start = decay_start(last_step, train)
     if step <= start or start >= last_step:  # the stable phase (decay_fraction 0: no decay at all)
         return peak
@@ -84,12 +94,8 @@ def wsd(step: int, last_step: int, train: TrainConfig) -> float:
 
 def constant(step: int, last_step: int, train: TrainConfig) -> float:
     """Linear warmup, then ``lr`` for every later step (``last_step`` and ``min_lr_ratio`` play no part)."""
-    warmup = train.warmup_steps
-    if step <= 0:
-        return 0.0 if warmup > 0 else train.lr
-    if step <= warmup:
-        return train.lr * step / warmup
-    return train.lr
+    rate = warmup_rate(step, train)
+    return train.lr if rate is None else rate
 
 
 Schedule = Callable[[int, int, TrainConfig], float]

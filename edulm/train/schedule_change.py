@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from edulm.config import TrainConfig
-from edulm.train.schedule import lr_at
+from edulm.train.schedule import decay_start, lr_at
 
 SCHEDULE_KEYS = ("schedule", "lr", "warmup_steps", "min_lr_ratio", "decay_fraction")
 """The ``train.*`` keys the schedules read (with the run's step count, ``total_steps``)."""
@@ -75,8 +75,15 @@ class ScheduleChange:
                 f"learning rate: step {self.step:,} trained at {self.lr_trained:.3e}, the new schedule gives it "
                 f"{self.lr_new_at_step:.3e} and step {self.step + 1:,} {self.next_lr_new:.3e} (the old schedule: "
                 f"{self.next_lr_old:.3e}); resume with the checkpoint's schedule settings, or pass "
-                "--allow-schedule-change to continue with the new ones (to train longer without a jump, use "
-                "train.schedule=wsd and extend it while it is in its stable phase)")
+                f"--allow-schedule-change to continue with the new ones ({self._longer_hint()})")
+
+    def _longer_hint(self) -> str:
+        """How to train longer without a jump, from where this run is."""
+        if self.old["schedule"] != "wsd":
+            return "to train longer without a jump, use train.schedule=wsd and extend it while it is in its stable phase"
+        stable_end = decay_start(self.old["total_steps"], _train_with(self.old))
+        return (f"this WSD run left its stable phase after step {stable_end:,}: to train longer without a jump, "
+                f"resume a checkpoint of step {stable_end:,} or earlier into a new run.out_dir with --resume PATH")
 
     def record(self, allowed_by_flag: bool) -> dict[str, Any]:
         """The entry kept in the trainer state and listed in the summary's ``schedule_changes``."""

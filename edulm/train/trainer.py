@@ -209,6 +209,12 @@ class TrainingRun:
         else:  # rank 0's answer for everyone (each rank probes its own device on CUDA)
             state.batch = env.broadcast(resolve_batch_shape(cfg, model, env.device, env.world_size))
         resumed_total, state.total_steps = state.total_steps, total_steps(cfg.train, state.batch.tokens_per_step)
+        if ckpt and state.total_steps < state.step:  # not a schedule change: no step is left to change
+            raise UsageError(
+                f"{ckpt}: the checkpoint is at step {state.step:,}, past the {state.total_steps:,} steps that "
+                "train.max_steps / train.token_budget now give, so nothing would be trained; set train.max_steps "
+                f"to {state.step:,} or more, or resume an earlier checkpoint into a new run.out_dir"
+            )
         if ckpt:
             self._check_schedule_change(ckpt, schedule_settings(ckpt_cfg.train, resumed_total))
 

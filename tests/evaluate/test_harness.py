@@ -102,6 +102,18 @@ def test_default_tasks_without_hub_fail_with_one_clear_line(tiny_hf_model, tmp_p
     assert not (tmp_path / "r.json").exists()
 
 
+def test_a_local_task_whose_data_file_is_missing_says_so_not_the_hub(tiny_hf_model, local_tasks, tmp_path, capsys):
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    yaml_text = (local_tasks / "tiny_quiz.yaml").read_text().replace(str(local_tasks), str(tmp_path / "nowhere"))
+    (tasks / "tiny_quiz.yaml").write_text(yaml_text)
+    code = main(["eval", str(tiny_hf_model), "--out", str(tmp_path / "r.json"), "--include-path", str(tasks),
+                 "--device", "cpu", "--tasks", "tiny_quiz"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert f"the data file {tmp_path / 'nowhere' / 'tiny_quiz.jsonl'} does not exist" in err and "unreachable" not in err
+
+
 def test_unreachable_hub_fails_before_any_download(tiny_hf_model, tmp_path, capsys, monkeypatch):
     """Not in offline mode and the hub does not answer: one line at once, instead of half a minute of retries."""
     import edulm.evaluate.tasks as tasks

@@ -1,5 +1,6 @@
 """torchrun with two gloo processes gives the losses of one process with twice the accumulation,
-and resumes exactly from its own checkpoint (DDP and FSDP2).
+and resumes exactly from its own checkpoint (DDP and FSDP2), on a WSD schedule (Muon's twin of these
+tests, test_muon_distributed.py, runs the default cosine).
 
 The loader deals window ``i`` of the shuffled order to rank ``i mod 2``, so one step of two processes
 (micro-batch 2, no accumulation) sees the same four windows as one step of one process (micro-batch
@@ -22,7 +23,8 @@ from edulm.metrics import read_metrics
 
 pytestmark = pytest.mark.slow
 
-COMMON = dict(max_steps=6, eval_interval=3, ckpt_interval=3, micro_batch_size=2)
+# A WSD schedule whose decay takes the last 3 steps: the resume from step 3 continues into the decay.
+COMMON = dict(max_steps=6, eval_interval=3, ckpt_interval=3, micro_batch_size=2, schedule="wsd", decay_fraction=0.5)
 
 
 @pytest.fixture(scope="module")

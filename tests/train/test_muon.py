@@ -109,7 +109,7 @@ def test_muon_takes_the_block_matrices_and_adamw_the_rest(tiny_model_config):
     assert (g["momentum"], g["nesterov"], g["ns_steps"], g["weight_decay"], g["adjust_lr_fn"]) == (
         0.95, True, 5, 0.1, "match_rms_adamw")
     assert opt.description.startswith("Muon on 14 block matrices") and "torch.optim.Muon" in opt.description
-    assert "AdamW on the rest" in opt.description and "tied with lm_head" in opt.description
+    assert "AdamW on the rest: no matrix left to decay; none on" in opt.description and "tied with lm_head" in opt.description
 
 
 def test_untied_head_goes_to_adamw_with_decay(tiny_model_config):

@@ -1,6 +1,6 @@
-"""A Muon run killed twice with SIGKILL and resumed each time logs bitwise the losses of an
-uninterrupted one, and ends with the same weights: Muon's momentum buffers and AdamW's moments
-come back from the checkpoints exactly."""
+"""A Muon run on a WSD schedule killed twice with SIGKILL and resumed each time logs bitwise the
+losses of an uninterrupted one, and ends with the same weights: Muon's momentum buffers and AdamW's
+moments come back from the checkpoints exactly, and the last resume continues inside the decay."""
 
 from __future__ import annotations
 
@@ -21,8 +21,9 @@ EVERY = 3
 
 
 def config(corpus, tmp_path, name):
-    raw = tiny_config(corpus, tmp_path / name, optimizer="muon", max_steps=STEPS, ckpt_interval=EVERY,
-                      eval_interval=6, keep_last=3)
+    # WSD decaying over the last half: the stable phase ends at step 6, so the resumes land on both sides of it.
+    raw = tiny_config(corpus, tmp_path / name, optimizer="muon", schedule="wsd", decay_fraction=0.5, max_steps=STEPS,
+                      ckpt_interval=EVERY, eval_interval=6, keep_last=3)
     return str(write_config(tmp_path / f"{name}.yaml", raw)), tmp_path / name
 
 
@@ -66,6 +67,8 @@ def test_muon_run_killed_twice_resumes_exactly(corpus, tmp_path, reference):
     assert [r["step"] for r in rows] == [r["step"] for r in ref_rows]
     assert got == expected  # bitwise
     assert [r["val_loss"] for r in rows] == [r["val_loss"] for r in ref_rows]
+    lr = [r["lr"] for r in rows]
+    assert lr == [r["lr"] for r in ref_rows] and lr[5] == pytest.approx(3e-3) and lr[-1] == pytest.approx(3e-4)
     assert (run_dir / "final" / "model.safetensors").read_bytes() == (ref_dir / "final" / "model.safetensors").read_bytes()
 
 

@@ -51,6 +51,8 @@ def test_a_longer_wsd_run_in_its_stable_phase_is_continuous():
 def test_a_longer_wsd_run_already_in_its_decay_jumps(step):
     found = change(WSD, 1000, WSD, 5000, step)
     assert found is not None and not found.continuous and found.next_lr_new == 3e-3 > found.lr_trained
+    # The way out is named: a checkpoint from before the decay, continued in a run dir of its own.
+    assert "left its stable phase after step 800" in found.refusal("ckpt") and "new run.out_dir" in found.refusal("ckpt")
 
 
 def test_a_decay_run_from_a_stable_checkpoint_is_continuous():

@@ -74,6 +74,30 @@ def test_a_longer_cosine_run_is_refused_then_allowed_with_the_flag(corpus, tmp_p
     assert changes[0]["old"]["schedule"] == changes[0]["new"]["schedule"] == "cosine"
 
 
+def test_a_rewind_inside_the_run_dir_and_a_run_shorter_than_its_checkpoint_are_refused(corpus, tmp_path, capsys):
+    run_dir = tmp_path / "wsd"
+    cfg = write_config(tmp_path / "wsd.yaml", wsd(corpus, run_dir, max_steps=8))
+    assert main(["train", str(cfg)]) == 0
+    before = snapshot(run_dir)
+    capsys.readouterr()
+
+    # Continuing step 4 beside step 8 would leave step 8 of the old history for a later --resume auto.
+    older = run_dir / "checkpoints" / "step-0000004"
+    assert main(["train", str(cfg), "train.max_steps=12", "--resume", str(older), "--allow-schedule-change"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "already holds later checkpoints (step-0000008)" in err[0] and "run.out_dir=NEW" in err[0], err
+    # Fewer steps than the checkpoint has taken: nothing to train, even with the flag.
+    assert main(["train", str(cfg), "train.max_steps=6", "--resume", "auto", "--allow-schedule-change"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "at step 8, past the 6 steps" in err[0], err
+    assert snapshot(run_dir) == before
+
+    # The same rewind into a run dir of its own goes ahead.
+    raw = wsd(corpus, tmp_path / "rewound", max_steps=12)
+    assert main(["train", str(write_config(tmp_path / "rewound.yaml", raw)), "--resume", str(older)]) == 0
+    assert min(rows(tmp_path / "rewound")) == 5 and snapshot(run_dir) == before
+
+
 def test_wsd_stopped_in_its_stable_phase_extends_with_resume_auto_as_if_planned(corpus, tmp_path, capsys):
     planned = tmp_path / "planned"
     train(config_from_dict(wsd(corpus, planned, max_steps=20)))
