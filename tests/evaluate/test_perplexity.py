@@ -105,6 +105,7 @@ def test_a_run_defaults_to_its_own_validation_windows(tiny_run, prepared_shards,
         (["--data", "missing-dir"], "no such folder"),
         (["--text", "TEXT", "--seq-len", "100000"], "longer than the model's context"),
         (["--text", "TEXT", "--seq-len", "1"], "at least 2 tokens"),
+        (["--text", "TEXT", "--seq-len", "0"], "at least 2 tokens"),  # not the default in disguise
     ],
 )
 def test_bad_input_is_one_line_usage_error(tiny_hf_model, tmp_path, capsys, argv, message):
