@@ -188,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("info", _info, "architecture, exact parameter count and FLOPs/token of a CONFIG or MODEL")
     p.add_argument("target", nargs="?", default=None, help="a YAML config, an HF folder, a run dir or a checkpoint dir")
-    p.add_argument("overrides", nargs="*", help="section.key=value overrides (configs only)")
+    p.add_argument("overrides", nargs="*", default=[], help="section.key=value overrides (configs only)")
     p.add_argument("--explain", action="store_true", help="list every config key with its type, default and meaning")
 
     p = command("tokenizer", lambda a: a.tokenizer_parser.error("choose a tokenizer command, e.g. 'train'"), "tokenizer tools")
@@ -205,11 +205,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("prepare", _prepare, "tokenize data.source into uint16 token shards in data.shards_dir")
     p.add_argument("config", help="YAML config")
-    p.add_argument("overrides", nargs="*", help="section.key=value overrides")
+    p.add_argument("overrides", nargs="*", default=[], help="section.key=value overrides")
 
     p = command("train", _train, "train a model from a config (resumable)")
     p.add_argument("config", help="YAML config")
-    p.add_argument("overrides", nargs="*", help="section.key=value overrides")
+    p.add_argument("overrides", nargs="*", default=[], help="section.key=value overrides")
     p.add_argument("--resume", default=None, help="'auto' (latest good checkpoint of the run dir) or a checkpoint path")
     p.add_argument("--gpu-hourly-rate", type=float, default=None, help="price of one GPU-hour, for the cost estimate in the summary")
     p.add_argument("--allow-schedule-change", action="store_true",
@@ -313,6 +313,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _parse(argv: list[str]) -> argparse.Namespace:
+    """The command line, with ``key=value`` overrides accepted after options too
+    (``edulm train CONFIG --resume auto train.max_steps=30``); anything else left over is bad usage."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and isinstance(getattr(args, "overrides", None), list) and all(
+        "=" in word and not word.startswith("-") for word in extra
+    ):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def _console_level(args: argparse.Namespace) -> int:
     """The console's level from ``--quiet`` / ``--verbose`` (see :mod:`edulm.logs`)."""
     from edulm.logs import NORMAL, QUIET, VERBOSE
@@ -327,7 +341,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get("EDULM_DEBUG") == "1"
     try:
-        args = build_parser().parse_args(argv)
+        args = _parse(argv)
         handler = getattr(args, "handler", None)
         if handler is None:
             raise UsageError("choose a command (see 'edulm --help')")

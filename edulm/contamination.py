@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 
 from edulm.contamination_report import DOCUMENT_IDS, FORMAT, FORMAT_VERSION, REPORT_MD, coverage_sentence, write_report
 from edulm.errors import UsageError
+from edulm.logs import progress_bars
 from edulm.training_text import TrainingText, open_training_text
 
 _TRANSLATION = str.maketrans(string.ascii_uppercase, string.ascii_lowercase, string.punctuation)
@@ -231,7 +232,7 @@ def scan(train: TrainingText, lookup: Lookup, overlaps: list[TaskOverlap]) -> di
     n, floor = lookup.n, lookup.floor
     documents = words_total = flagged = 0
     for index, text in enumerate(tqdm(train.documents, total=train.expected, desc="scanning training text",
-                                      unit="doc", file=sys.stderr)):
+                                      unit="doc", file=sys.stderr, disable=not progress_bars())):
         words = normalise_words(text)
         documents += 1
         words_total += len(words)

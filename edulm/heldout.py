@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from edulm.bits_per_byte import bits_per_byte
+from edulm.logs import progress_bars
 from edulm.metrics import perplexity
 from edulm.model.loss import IGNORE_INDEX
 
@@ -93,7 +94,8 @@ def score_heldout(
     tokens = n_bytes = windows = 0
     batches = batches if isinstance(batches, list) else list(batches)
     try:
-        for inputs, targets in tqdm(batches, desc="scoring", unit="batch", disable=not progress, file=sys.stderr):
+        for inputs, targets in tqdm(batches, desc="scoring", unit="batch", disable=not (progress and progress_bars()),
+                                    file=sys.stderr):
             scored_mask = targets != IGNORE_INDEX
             n = int(scored_mask.sum())
             if n == 0:

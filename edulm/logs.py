@@ -22,7 +22,7 @@ import contextlib
 import logging
 import sys
 from pathlib import Path
-from typing import Iterator
+from typing import IO, Iterator
 
 LOGGER_NAME = "edulm"
 """The package's logger; modules log to it or to a child of it."""
@@ -81,6 +81,20 @@ def console_level() -> int:
     """The lowest level the console shows (``NORMAL`` when no console handler is installed)."""
     handler = _console_handler()
     return handler.level if handler is not None else NORMAL
+
+
+def is_terminal(stream: IO[str]) -> bool:
+    """True when ``stream`` is an open terminal (not a file, a pipe or a closed stream)."""
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # no such method, or a closed stream
+        return False
+
+
+def progress_bars() -> bool:
+    """Whether a command may draw a progress bar (on stderr): only at a terminal, where it redraws one
+    line (in a file or a cluster's log it would be a stream of carriage returns), and not with ``--quiet``."""
+    return console_level() <= NORMAL and is_terminal(sys.stderr)
 
 
 def ensure_console() -> None:

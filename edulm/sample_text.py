@@ -23,6 +23,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from edulm.errors import UsageError
+from edulm.logs import progress_bars
 from edulm.training_text import ShardDocuments, meta_path
 
 # ---------------------------------------------------------------------------------------------
@@ -38,7 +39,8 @@ def sample_shards(shards_dir: str | Path, docs: int, seed: int, tokenizer_name: 
         raise UsageError(f"{shards_dir}: the training split holds no complete document")
     chosen = np.sort(np.random.default_rng(seed).choice(total, size=min(docs, total), replace=False))
     records = [{"text": text, "doc_index": index} for index, text in
-               tqdm(documents.texts(chosen), total=len(chosen), desc="decoding", unit="doc", file=sys.stderr)]
+               tqdm(documents.texts(chosen), total=len(chosen), desc="decoding", unit="doc", file=sys.stderr,
+                    disable=not progress_bars())]
     meta = {"from": "shards", "shards_dir": str(Path(shards_dir).resolve()), "split": "train",
             "tokenizer": documents.tokenizer_name, "total_documents": total}
     return records, meta
@@ -56,7 +58,8 @@ def sample_source(source: str, docs: int, seed: int, text_field: str = "text", m
     rng = random.Random(seed)
     reservoir: list[tuple[int, str]] = []
     seen = 0
-    for seen, text in enumerate(tqdm(iter_texts(source, text_field), desc="reading", unit="doc", file=sys.stderr), 1):
+    for seen, text in enumerate(tqdm(iter_texts(source, text_field), desc="reading", unit="doc", file=sys.stderr,
+                                           disable=not progress_bars()), 1):
         index = seen - 1
         if len(reservoir) < docs:
             reservoir.append((index, text))

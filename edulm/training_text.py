@@ -20,6 +20,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from edulm.errors import UsageError
+from edulm.logs import progress_bars
 
 META_SUFFIX = ".meta.json"
 """Appended to a sample file's name for its description."""
@@ -67,7 +68,7 @@ class ShardDocuments:
         found = []
         total = int(self.offsets[-1])
         with tqdm(total=total, unit="tok", unit_scale=True, desc="finding documents", file=sys.stderr,
-                  disable=total < chunk) as bar:
+                  disable=total < chunk or not progress_bars()) as bar:
             for base, array in zip(self.offsets, self.arrays):
                 for first in range(0, len(array), chunk):
                     part = np.asarray(array[first : first + chunk])

@@ -72,6 +72,8 @@ def test_binary_config_and_empty_tokenizer_source_are_one_line_exit_2(tmp_path):
         ["generate"],
         ["perplexity", "x"],
         ["train", "configs/smoke.yaml", "notakeyvalue"],
+        ["train", "configs/smoke.yaml", "--resume", "auto", "notakeyvalue"],
+        ["train", "configs/smoke.yaml", "--resume", "auto", "--nonsense"],
     ],
 )
 def test_bad_usage_exits_2(argv, capsys):
@@ -86,3 +88,17 @@ def test_help_lists_every_command():
     for command in ("info", "prepare", "train", "export", "generate", "perplexity", "eval", "baselines",
                     "compare", "sample-text", "contamination", "card", "release", "tokenizer"):
         assert command in out.stdout
+
+
+def test_overrides_may_follow_options(capsys):
+    # Before or after an option, the same overrides, in the order given.
+    assert main(["info", "configs/smoke.yaml", "--explain", "model.n_heads=3"]) == 2
+    assert "model.n_heads (3) must divide model.d_model" in capsys.readouterr().err
+    assert main(["info", "configs/smoke.yaml", "model.n_layers=5", "--quiet", "model.n_layers=6"]) == 0
+    assert "n_layers: 6" in capsys.readouterr().out
+
+
+def test_a_missing_config_names_only_the_config(capsys):
+    assert main(["train"]) == 2
+    err = capsys.readouterr().err
+    assert "required: config" in err and "overrides" not in err

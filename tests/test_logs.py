@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import logging
+import sys
 
 import pytest
 
 from edulm.cli import build_parser, main
-from edulm.logs import NORMAL, QUIET, VERBOSE, LogFileHandler, console_logging, console_level, logger
+from edulm.logs import NORMAL, QUIET, VERBOSE, LogFileHandler, console_logging, console_level, logger, progress_bars
+from edulm.train.console import progress_display
 
 
 def say_everything(name: str = "edulm.somewhere") -> None:
@@ -70,3 +73,24 @@ def test_a_log_file_that_cannot_be_written_is_said_once_and_then_left_alone(caps
     failures = [line for line in err if "could not write /dev/full" in line]
     assert len(failures) == 1 and "No space left on device" in failures[0]
     assert err.count("edulm: warning: a warning line") == 2  # the work (and its console) goes on
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("stderr_tty, stdout_tty, level, bars, display", [
+    (True, True, NORMAL, True, (True, False)),     # a terminal: the bar, no plain lines
+    (True, False, NORMAL, True, (True, True)),     # stdout to a file: the bar and plain lines there
+    (False, True, NORMAL, False, (False, True)),   # stderr to a file: no carriage returns in it
+    (False, False, NORMAL, False, (False, True)),  # SLURM, nohup: plain lines only
+    (True, True, QUIET, False, (False, False)),    # --quiet: neither
+])
+def test_progress_bars_only_at_a_terminal_and_never_with_quiet(monkeypatch, stderr_tty, stdout_tty, level, bars,
+                                                               display):
+    monkeypatch.setattr(sys, "stderr", _Terminal() if stderr_tty else io.StringIO())
+    monkeypatch.setattr(sys, "stdout", _Terminal() if stdout_tty else io.StringIO())
+    with console_logging(level):
+        assert progress_bars() is bars
+        assert progress_display() == display

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from edulm.data.records import HUB_PREFIX, RecordStream, Source, record_text
+from edulm.data.records import HUB_PREFIX, RecordStream, Source, TEXT_FIELD_HINT, record_text
 from edulm.errors import UsageError
 from edulm.hub import use_hub
 
@@ -173,7 +173,7 @@ class HubStream(RecordStream):
         columns = getattr(ds, "column_names", None)
         if columns is not None:
             if field_name not in columns:
-                raise UsageError(f"{self._source.name}: no field '{field_name}' (fields: {', '.join(columns)}); set data.text_field")
+                raise UsageError(f"{self._source.name}: no field '{field_name}' (fields: {', '.join(columns)}); {TEXT_FIELD_HINT}")
             ds = ds.select_columns([field_name])  # parse only the text: records are smaller and faster
         if self._snap_state is not None:
             ds.load_state_dict(self._snap_state)

@@ -119,11 +119,16 @@ def _manifest_problem(manifest: Any) -> str | None:
     return problem
 
 
+REBUILD_MANIFEST = "delete it and run 'edulm prepare' again, which rebuilds it"
+"""What to do about a damaged ``manifest.json``: `edulm prepare` refuses a folder whose manifest it cannot read
+(the manifest says the folder is finished), so "run it again" alone would meet the same error."""
+
+
 def check_manifest(manifest: Any, path: Any) -> dict[str, Any]:
     """``manifest`` when it has the shape of a finished prepare's ``manifest.json``; else UsageError naming ``path``."""
     problem = _manifest_problem(manifest)
     if problem:
-        raise UsageError(f"{path}: damaged manifest ({problem}); run 'edulm prepare' again")
+        raise UsageError(f"{path}: damaged manifest ({problem}); {REBUILD_MANIFEST}")
     return manifest
 
 

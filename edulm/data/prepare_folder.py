@@ -33,6 +33,7 @@ from edulm.data.split import VAL_EVERY
 from edulm.data.workers import worker_count
 from edulm.errors import UsageError
 from edulm.files import remove_stale_temps, write_json
+from edulm.logs import progress_bars
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +148,7 @@ class _Bar:
         total = total_records if self.by_records else (max_tokens or None)
         self.bar = tqdm(total=total, initial=done.records if self.by_records else done.train_tokens,
                         unit="doc" if self.by_records else "tok", unit_scale=True, dynamic_ncols=True,
-                        desc=f"prepare {label}".strip(), file=sys.stderr, disable=None)
+                        desc=f"prepare {label}".strip(), file=sys.stderr, disable=not progress_bars())
         self.start, self.tokens0, self.records0 = time.time(), done.train_tokens + done.val_tokens, done.records
 
     def update(self, p: Progress) -> None:

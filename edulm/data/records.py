@@ -122,12 +122,17 @@ def document_batches(
     yield BatchInfo(first, token, indices, empty_before, empty), texts
 
 
+TEXT_FIELD_HINT = ("set data.text_field to the field that holds the text (in a mixture, that entry's text_field; "
+                   "--text-field for sample-text and tokenizer train)")
+"""The advice of every "no such text field" error: sources serve configs, mixture entries and command-line flags."""
+
+
 def record_text(record: Any, field: str, where: str) -> str:
     """The text in ``record[field]`` ("" for null); a missing field or non-text value is a UsageError."""
     if not isinstance(record, dict) or field not in record:
         keys = ", ".join(record) if isinstance(record, dict) else type(record).__name__
-        raise UsageError(f"{where}: no field '{field}' (found: {keys}); set data.text_field to the text field")
+        raise UsageError(f"{where}: no field '{field}' (found: {keys}); {TEXT_FIELD_HINT}")
     value = record[field]
     if value is not None and not isinstance(value, str):
-        raise UsageError(f"{where}: field '{field}' is a {type(value).__name__}, not text; set data.text_field")
+        raise UsageError(f"{where}: field '{field}' is a {type(value).__name__}, not text; {TEXT_FIELD_HINT}")
     return value or ""

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from edulm.data.manifest import check_manifest
+from edulm.data.manifest import REBUILD_MANIFEST, check_manifest
 from edulm.errors import UsageError
 from edulm.files import atomic_path
 
@@ -57,6 +57,11 @@ def shard_name(split: str, index: int) -> str:
     return f"{split}-{index:06d}.bin"
 
 
+REPREPARE = "delete its shards dir (data.shards_dir, the whole folder) and run 'edulm prepare' again"
+"""What to do about a damaged shard: `edulm prepare` trusts a folder whose manifest says it is finished
+("already prepared; nothing to do"), so only a folder prepared afresh brings the shard back."""
+
+
 def write_shard(path: Path, tokens: np.ndarray, fingerprint: str) -> dict[str, Any]:
     """Write ``tokens`` as a complete shard at ``path``; returns its manifest entry (file, tokens, crc32)."""
     data = np.ascontiguousarray(tokens, dtype=TOKEN_DTYPE)
@@ -77,17 +82,17 @@ def read_header(path: Path) -> ShardHeader:
             raw = f.read(HEADER_BYTES)
         size = path.stat().st_size
     except FileNotFoundError:
-        raise UsageError(f"{path}: shard file is missing; run 'edulm prepare' again") from None
+        raise UsageError(f"{path}: shard file is missing; {REPREPARE}") from None
     if len(raw) < HEADER_BYTES:
-        raise UsageError(f"{path}: truncated shard ({size} bytes, shorter than its header); run 'edulm prepare' again")
+        raise UsageError(f"{path}: truncated shard ({size} bytes, shorter than its header); {REPREPARE}")
     magic, version, header_bytes, n_tokens, crc, _, fp = HEADER.unpack(raw)
     if magic != MAGIC:
-        raise UsageError(f"{path}: not an edulm token shard (bad magic); run 'edulm prepare' again")
+        raise UsageError(f"{path}: not an edulm token shard (bad magic); {REPREPARE}")
     if version != FORMAT_VERSION or header_bytes != HEADER_BYTES:
-        raise UsageError(f"{path}: shard format version {version} is not supported (expected {FORMAT_VERSION}); run 'edulm prepare' again")
+        raise UsageError(f"{path}: shard format version {version} is not supported (expected {FORMAT_VERSION}); {REPREPARE}")
     expected = HEADER_BYTES + n_tokens * TOKEN_DTYPE.itemsize
     if size != expected:
-        raise UsageError(f"{path}: truncated or corrupt shard ({size} bytes, header says {expected}); run 'edulm prepare' again")
+        raise UsageError(f"{path}: truncated or corrupt shard ({size} bytes, header says {expected}); {REPREPARE}")
     return ShardHeader(n_tokens=n_tokens, crc32=crc, fingerprint=fp.rstrip(b"\0").decode("ascii", "replace"))
 
 
@@ -113,7 +118,7 @@ def verify_shard(path: Path, crc32: int | None = None) -> ShardHeader:
         while chunk := f.read(1 << 24):
             crc = zlib.crc32(chunk, crc)
     if crc != header.crc32 or (crc32 is not None and crc != crc32):
-        raise UsageError(f"{path}: corrupt shard (checksum mismatch); run 'edulm prepare' again")
+        raise UsageError(f"{path}: corrupt shard (checksum mismatch); {REPREPARE}")
     return header
 
 
@@ -126,7 +131,7 @@ def read_manifest(shards_dir: str | Path) -> dict[str, Any]:
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError):
-        raise UsageError(f"{path}: not a valid edulm manifest (not JSON); run 'edulm prepare' again") from None
+        raise UsageError(f"{path}: not a valid edulm manifest (not JSON); {REBUILD_MANIFEST}") from None
     return check_manifest(manifest, path)
 
 
@@ -149,7 +154,7 @@ def open_shards(folder: Path, entries: list[dict[str, Any]], fingerprint: str) -
         array = open_shard(path, fingerprint)
         header = read_header(path)
         if header.n_tokens != entry["tokens"] or header.crc32 != entry["crc32"]:
-            raise UsageError(f"{path}: shard does not match {MANIFEST} (tokens or checksum differ); run 'edulm prepare' again")
+            raise UsageError(f"{path}: shard does not match {MANIFEST} (tokens or checksum differ); {REPREPARE}")
         arrays.append(array)
     return arrays
 

@@ -27,7 +27,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterator
 
-from edulm.data.records import BUILTIN_SAMPLE, HUB_PREFIX, RecordStream, Source, record_text
+from edulm.data.records import BUILTIN_SAMPLE, HUB_PREFIX, RecordStream, Source, TEXT_FIELD_HINT, record_text
 from edulm.errors import UsageError
 
 _SUFFIXES = (".parquet", ".jsonl", ".ndjson", ".jsonl.gz", ".txt", ".txt.gz")
@@ -228,11 +228,11 @@ def _text_column(pf: Any, path: Path, field: str) -> bool:
 
     names = pf.schema_arrow.names
     if field not in names:
-        raise UsageError(f"{path}: no column '{field}' (columns: {', '.join(names)}); set data.text_field to the text column")
+        raise UsageError(f"{path}: no column '{field}' (columns: {', '.join(names)}); {TEXT_FIELD_HINT}")
     column_type = pf.schema_arrow.field(field).type
     is_binary = pa.types.is_binary(column_type) or pa.types.is_large_binary(column_type)
     if not (is_binary or pa.types.is_string(column_type) or pa.types.is_large_string(column_type)):
-        raise UsageError(f"{path}: column '{field}' holds {column_type}, not text; set data.text_field to the text column")
+        raise UsageError(f"{path}: column '{field}' holds {column_type}, not text; {TEXT_FIELD_HINT}")
     return is_binary
 
 

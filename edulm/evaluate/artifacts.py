@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from edulm.errors import UsageError
-from edulm.layout import RunLayout
+from edulm.layout import TRAINER_STATE_FILE, RunLayout
 from edulm.metrics import read_metrics
 
 def read_json(path: str | Path, what: str = "file") -> dict[str, Any] | None:
@@ -86,8 +86,6 @@ def last_validation(rows: list[dict[str, float | None]]) -> dict[str, float | No
 
 def checkpoint_tokens(checkpoint_dir: str | Path) -> int | None:
     """Tokens a checkpoint had trained on, from its trainer state; None when not recorded."""
-    from edulm.layout import TRAINER_STATE_FILE
-
     state = read_json(Path(checkpoint_dir) / TRAINER_STATE_FILE, "trainer state") or {}
     tokens = state.get("tokens")
     return int(tokens) if isinstance(tokens, (int, float)) and tokens > 0 else None

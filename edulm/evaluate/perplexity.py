@@ -77,10 +77,15 @@ def hf_loss(model) -> LossFn:
     return loss
 
 
-def _seq_len(requested: int | None, max_seq_len: int) -> int:
-    seq_len = requested or max_seq_len
-    if seq_len < 2:
+def _check_seq_len(seq_len: int | None) -> None:
+    """A window given on the command line scores at least one token (0 is no "default": it is refused)."""
+    if seq_len is not None and seq_len < 2:
         raise UsageError(f"--seq-len {seq_len}: a window needs at least 2 tokens")
+
+
+def _seq_len(requested: int | None, max_seq_len: int) -> int:
+    seq_len = max_seq_len if requested is None else requested
+    _check_seq_len(seq_len)
     if seq_len > max_seq_len:
         raise UsageError(f"--seq-len {seq_len} is longer than the model's context ({max_seq_len}); use at most {max_seq_len}")
     return seq_len
@@ -158,6 +163,7 @@ def perplexity_command(model: str, text: str | Path | None = None, data: str | P
         raise UsageError("pass exactly one of --text FILE or --data SHARDS_DIR")
     if batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
+    _check_seq_len(seq_len)
     if max_tokens is not None and max_tokens < 0:
         raise UsageError(f"--max-tokens must be 0 (all) or more, got {max_tokens}")
     contents = read_text(text) if text is not None else None
@@ -165,8 +171,9 @@ def perplexity_command(model: str, text: str | Path | None = None, data: str | P
         raise UsageError(f"{data}: no such folder; pass --data with a shards dir written by 'edulm prepare'")
     loaded, resolved = load_model(model, device=device, dtype=torch.float32)
     defaults = run_defaults(resolved)
-    window_from = "--seq-len" if seq_len else "the run's train.seq_len" if "seq_len" in defaults else "the model's context"
-    seq_len = _seq_len(seq_len or defaults.get("seq_len"), resolved.model_config.max_seq_len)
+    window_from = ("--seq-len" if seq_len is not None else "the run's train.seq_len" if "seq_len" in defaults
+                   else "the model's context")
+    seq_len = _seq_len(seq_len if seq_len is not None else defaults.get("seq_len"), resolved.model_config.max_seq_len)
     if max_tokens is None:
         max_tokens = defaults.get("eval_tokens", 0) if data is not None else 0
         cap_from = "the run's train.eval_tokens"

@@ -7,6 +7,7 @@ plain accuracy otherwise), with the harness's seeds fixed as its own command lin
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -62,8 +63,8 @@ def parse_limit(limit: float | None) -> int | float | None:
     """``--limit``: an example count (whole number >= 1) or a fraction in (0, 1)."""
     if limit is None:
         return None
-    if limit <= 0:
-        raise UsageError(f"--limit must be positive, got {limit}; use a count such as 100 or a fraction such as 0.1")
+    if not (math.isfinite(limit) and limit > 0):
+        raise UsageError(f"--limit must be a positive number, got {limit}; use a count such as 100 or a fraction such as 0.1")
     if limit >= 1:
         if not float(limit).is_integer():
             raise UsageError(f"--limit {limit}: a count must be a whole number (fractions must be below 1)")

@@ -13,10 +13,9 @@ import logging
 import sys
 from logging.handlers import MemoryHandler
 from pathlib import Path
-from typing import IO
 
 from edulm.files import disk_full_error, is_disk_full
-from edulm.logs import NORMAL, LogFileHandler, console_level, ensure_console, logger
+from edulm.logs import NORMAL, LogFileHandler, console_level, ensure_console, is_terminal, logger, progress_bars
 
 _EARLY_LINES = 1000
 """Lines kept in memory until the log file opens (set-up logs a handful)."""
@@ -85,13 +84,6 @@ class Console:
         self._early = self._file = None
 
 
-def _is_terminal(stream: IO[str]) -> bool:
-    try:
-        return stream.isatty()
-    except (AttributeError, ValueError):  # no such method, or a closed stream
-        return False
-
-
 def progress_display() -> tuple[bool, bool]:
     """How a run's step figures reach the console: ``(bar, lines)``.
 
@@ -101,5 +93,5 @@ def progress_display() -> tuple[bool, bool]:
     """
     if console_level() > NORMAL:
         return False, False
-    bar = _is_terminal(sys.stderr)
-    return bar, not (bar and _is_terminal(sys.stdout))
+    bar = progress_bars()
+    return bar, not (bar and is_terminal(sys.stdout))

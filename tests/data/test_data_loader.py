@@ -141,8 +141,10 @@ def test_truncated_or_corrupt_shards_are_named(prepared):
         make_train_loader(prepared)
     victim.write_bytes(data[:HEADER_BYTES] + bytes(len(data) - HEADER_BYTES))  # tokens zeroed: checksum
     loader = make_train_loader(prepared)
-    with pytest.raises(UsageError, match=rf"{victim}: corrupt shard \(checksum mismatch\)"):
+    with pytest.raises(UsageError, match=rf"{victim}: corrupt shard \(checksum mismatch\)") as caught:
         loader.inner.verified()
+    # The advice is one that repairs: prepare alone trusts a folder whose manifest says it is finished.
+    assert "delete its shards dir (data.shards_dir, the whole folder) and run 'edulm prepare' again" in str(caught.value)
     with pytest.raises(UsageError, match=rf"{victim}: corrupt shard"):
         next(loader)
     loader.close()

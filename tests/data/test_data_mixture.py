@@ -213,7 +213,7 @@ def test_cli_mixture_errors_are_one_line(tmp_path, tokenizer_file, fineweb_dir, 
         return code, capsys.readouterr().err
 
     for source, message in [
-        ([{"source": str(fineweb_dir)}, {"source": str(bad), "weight": 0.5}], f"{bad} line 1: no field 'text'"),
+        ([{"source": str(fineweb_dir)}, {"source": str(bad), "weight": 0.5}], f"{bad} line 1: no field 'text' (found: body); set data.text_field to the field that holds the text (in a mixture, that entry's text_field"),
         ([{"source": str(fineweb_dir), "wieght": 2}], "data.source[0]: unknown key 'wieght' (did you mean 'weight'?)"),
         ([{"source": str(fineweb_dir), "weight": -1}], "data.source[0].weight must be a positive number"),
         ([], "data.source is an empty list"),

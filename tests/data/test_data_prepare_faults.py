@@ -193,7 +193,11 @@ def test_manifests_of_the_wrong_shape_are_damage_not_crashes(fineweb_dir, make_c
         capsys.readouterr()
         assert main(["prepare", str(config)]) == 2
         err = capsys.readouterr().err
-        assert len(err.strip().splitlines()) == 1 and problem in err and "run 'edulm prepare' again" in err
+        assert len(err.strip().splitlines()) == 1 and problem in err and "delete it and run 'edulm prepare' again" in err
+    # The advice works: without the damaged manifest, prepare rebuilds the folder to the same shards.
+    path.unlink()
+    assert main(["prepare", str(config)]) == 0
+    assert json.loads(path.read_text())["splits"] == manifest["splits"]
 
 
 @pytest.mark.parametrize("damage, problem", [

@@ -81,6 +81,8 @@ def test_eval_with_limit_scores_fewer_examples(tiny_hf_model, local_tasks, tmp_p
         (["--tasks", "tiny_quizz"], "did you mean 'tiny_quiz'"),
         (["--tasks", "tiny_quiz", "--batch-size", "zero"], "--batch-size"),
         (["--tasks", "tiny_quiz", "--limit", "1.5"], "--limit"),
+        (["--tasks", "tiny_quiz", "--limit", "nan"], "--limit must be a positive number"),
+        (["--tasks", "tiny_quiz", "--limit", "0"], "--limit must be a positive number"),
         (["--tasks", "tiny_quiz", "--dtype", "int8"], "--dtype"),
     ],
 )

@@ -43,6 +43,7 @@ def test_text_perplexity_equals_transformers(tiny_hf_model, tmp_path, capsys):
     path.write_text(TEXT)
     expected, count, expected_bpb = transformers_loss(tiny_hf_model, TEXT, seq_len=48)
     assert count > 100  # several windows, the last one shorter
+    capsys.readouterr()  # what transformers printed while computing the expectation
     code, out, err = run_cli(["perplexity", str(tiny_hf_model), "--text", str(path), "--seq-len", "48", "--device", "cpu"], capsys)
     assert code == 0, err
     loss, ppl, bpb = parse(out)
@@ -50,6 +51,7 @@ def test_text_perplexity_equals_transformers(tiny_hf_model, tmp_path, capsys):
     assert ppl == pytest.approx(math.exp(expected), rel=1e-5)
     assert bpb == pytest.approx(expected_bpb, rel=1e-6)
     assert f"window: 48 tokens (--seq-len); scored {count:,} tokens" in err
+    assert "\r" not in err and "scoring" not in err  # stderr is no terminal here: no progress bar in it
 
 
 def test_default_window_is_model_context(tiny_hf_model, tmp_path, capsys):
@@ -105,6 +107,7 @@ def test_a_run_defaults_to_its_own_validation_windows(tiny_run, prepared_shards,
         (["--data", "missing-dir"], "no such folder"),
         (["--text", "TEXT", "--seq-len", "100000"], "longer than the model's context"),
         (["--text", "TEXT", "--seq-len", "1"], "at least 2 tokens"),
+        (["--text", "TEXT", "--seq-len", "0"], "at least 2 tokens"),  # not the default in disguise
     ],
 )
 def test_bad_input_is_one_line_usage_error(tiny_hf_model, tmp_path, capsys, argv, message):

@@ -642,7 +642,8 @@ def _shards_copy(b: Bench) -> Path:
 
 
 @row("shard-bit-flip", "one flipped byte in a training shard",
-     "damaged shards: exit 2 naming the shard, nothing half-written", 2, message="corrupt shard")
+     "damaged shards: exit 2 naming the shard and the remedy, nothing half-written", 2,
+     message="corrupt shard (checksum mismatch); delete its shards dir")
 def _(b: Bench) -> Outcome:
     shards = _shards_copy(b)
     _flip_byte(next(shards.glob("train-*.bin")), 4096)
