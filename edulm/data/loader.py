@@ -188,7 +188,7 @@ def make_train_loader(cfg: Config, rank: int = 0, world_size: int = 1, fingerpri
     folder = Path(cfg.data.shards_dir)
     manifest = read_manifest(folder)
     check_fingerprint(manifest, folder, _run_fingerprint(cfg, manifest, fingerprint))
-    _check_mixture(cfg, manifest, folder)
+    _check_source(cfg, manifest, folder)
     entries = manifest["splits"]["train"]["shards"]
     arrays = open_shards(folder, entries, manifest["tokenizer"]["fingerprint"])
     # Each rank checks every world_size-th shard: on one machine every shard is read once.
@@ -208,11 +208,18 @@ def make_train_loader(cfg: Config, rank: int = 0, world_size: int = 1, fingerpri
     return loader
 
 
-def _check_mixture(cfg: Config, manifest: dict[str, Any], folder: Path) -> None:
-    """Refuse shards prepared for another kind of data: one source for a mixture, other weights, ..."""
+def _check_source(cfg: Config, manifest: dict[str, Any], folder: Path) -> None:
+    """Refuse shards prepared from other data than ``data.source`` names: another source, one source for a
+    mixture, another mixture's sources or weights. (The summary and the card name ``data.source``: it must
+    be what the run trains on.)"""
     prepared = manifest.get("mixture")
     wanted = cfg.data.sources() if cfg.data.is_mixture else None
     if prepared is None and wanted is None:
+        recorded = (manifest.get("settings") or {}).get("source")
+        if isinstance(recorded, str) and recorded.strip() != cfg.data.source.strip():
+            raise UsageError(f"{folder / MANIFEST}: prepared from data.source '{recorded}', but the config's data.source is "
+                             f"'{cfg.data.source}'; set data.source back, or run 'edulm prepare' with this config into "
+                             "another data.shards_dir")
         return
     if prepared is None or wanted is None:
         what = "one source" if prepared is None else "a mixture"

@@ -176,3 +176,11 @@ def test_too_little_data_for_one_window(tmp_path):
     array = np.memmap(tmp_path / "t.bin", dtype="<u2", mode="r", offset=HEADER_BYTES)
     with pytest.raises(UsageError, match="too few for one window"):
         ShardLoader([array], seq_len=8, batch_size=1, seed=0)
+
+
+def test_shards_of_another_source_are_refused(prepared, tmp_path):
+    """The summary and the card name data.source: shards made from other data must not train under its name."""
+    other = dataclasses.replace(prepared, data=dataclasses.replace(prepared.data, source=str(tmp_path / "other.jsonl")))
+    with pytest.raises(UsageError, match="prepared from data.source '.*', but the config's data.source is '.*other.jsonl'"):
+        make_train_loader(other)
+    make_train_loader(prepared).close()  # the source it was prepared from is fine
