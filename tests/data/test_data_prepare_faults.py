@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from data_helpers import fineweb_rows, write_parquet
+from processes import alive, descendants
 from edulm.cli import main
 from edulm.data.prepare import prepare
 from edulm.data.prepare_state import STATE, VAL_PARTIAL
@@ -29,32 +30,6 @@ def _write_config(path: Path, cfg, **data) -> Path:
               "shard_tokens": cfg.data.shard_tokens, "workers": cfg.data.workers, "pattern": cfg.data.pattern} | data
     path.write_text(json.dumps({"run": {"seed": cfg.run.seed}, "tokenizer": {"name": cfg.tokenizer.name}, "data": values}))
     return path
-
-
-def _children(pid: int) -> set[int]:
-    """Every live process whose parent is ``pid``, and theirs."""
-    found, frontier = set(), {pid}
-    while frontier:
-        parents, frontier = frontier, set()
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) in parents and int(entry.name) not in found:
-                found.add(int(entry.name))
-                frontier.add(int(entry.name))
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"  # a zombie has exited; only its parent's wait is missing
 
 
 @pytest.fixture
@@ -80,16 +55,16 @@ def test_a_killed_prepare_leaves_no_workers_and_resumes_identically(big_source, 
     deadline = time.time() + 120
     while not state.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)
-    helpers = _children(proc.pid)
+    helpers = descendants(proc.pid)
     os.kill(proc.pid, signum)
     proc.wait(timeout=60)
     stderr = err_file.read_text()
     assert state.exists(), f"the child finished or failed before its first shard: {stderr}"
     assert len(helpers) >= 2  # the two tokenizer workers (and multiprocessing's resource tracker)
     deadline = time.time() + 10
-    while any(_alive(pid) for pid in helpers) and time.time() < deadline:
+    while any(alive(pid) for pid in helpers) and time.time() < deadline:
         time.sleep(0.05)
-    assert not [pid for pid in helpers if _alive(pid)], "helper processes outlived the killed prepare"
+    assert not [pid for pid in helpers if alive(pid)], "helper processes outlived the killed prepare"
     if signum == signal.SIGTERM:
         assert proc.returncode == 143
         lines = stderr.strip().splitlines()

@@ -140,33 +140,6 @@ def stale_temp(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{dead_pid()}@{host_and_tag}")
 
 
-def alive(pid: int) -> bool:
-    """True while process ``pid`` runs (a zombie has exited)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
-def descendants(pid: int) -> set[int]:
-    """Every live process below ``pid`` (Linux /proc)."""
-    found, frontier = set(), {pid}
-    while frontier:
-        parents, frontier = frontier, set()
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            if parent in parents and int(entry.name) not in found:
-                found.add(int(entry.name))
-                frontier.add(int(entry.name))
-    return found
-
-
 # ---------------------------------------------------------------------------------------------
 # Judging output
 # ---------------------------------------------------------------------------------------------

@@ -22,13 +22,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from processes import alive, descendants
+
 from fault_battery import (
     ROWS,
     Outcome,
-    alive,
     assert_checkpoints_intact,
     assert_resumed_exactly,
-    descendants,
     error_lines,
     fill,
     finished,
