@@ -339,27 +339,40 @@ def _console_level(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``edulm`` console script; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in argv or os.environ.get("EDULM_DEBUG") == "1"
-    try:
+
+    def run() -> None:
         args = _parse(argv)
         handler = getattr(args, "handler", None)
         if handler is None:
             raise UsageError("choose a command (see 'edulm --help')")
         with console_logging(_console_level(args)):
             handler(args)
+
+    return run_reporting_errors(run, debug="--debug" in argv)
+
+
+def run_reporting_errors(action: Callable[[], None], debug: bool = False, prog: str = "edulm") -> int:
+    """Run ``action`` and turn what it raises into the exit code and one line on stderr.
+
+    0 success; 2 :class:`UsageError`; 1 :class:`DiskFullError` and any other failure; 130 Ctrl-C.
+    With ``debug`` (or ``EDULM_DEBUG=1``) errors propagate with their traceback.
+    """
+    debug = debug or os.environ.get("EDULM_DEBUG") == "1"
+    try:
+        action()
         return 0
     except UsageError as err:
         if debug:
             raise
-        print(f"edulm: error: {err}", file=sys.stderr)
+        print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
     except DiskFullError as err:
         if debug:
             raise
-        print(f"edulm: error: {err}", file=sys.stderr)
+        print(f"{prog}: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("edulm: interrupted", file=sys.stderr)
+        print(f"{prog}: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         # Output piped into `head` and the like: not an error of ours.
@@ -368,7 +381,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as err:  # noqa: BLE001 - the top of the program: report, don't crash
         if debug:
             raise
-        print(f"edulm: {type(err).__name__}: {err} (run with --debug for the traceback)", file=sys.stderr)
+        print(f"{prog}: {type(err).__name__}: {err} (run with --debug for the traceback)", file=sys.stderr)
         return 1
 
 

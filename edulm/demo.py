@@ -14,7 +14,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from edulm.errors import UsageError
 
 DEFAULT_CONFIG = "configs/smoke.yaml"
 PROMPT = "This function returns"
@@ -72,15 +71,12 @@ def run_demo(config_path: str | Path, overrides: list[str]) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command-line entry: ``[CONFIG] [overrides]``; exit codes as ``edulm``'s."""
+    """Command-line entry: ``[CONFIG] [overrides]``; exit codes and one-line errors as ``edulm``'s."""
+    from edulm.cli import run_reporting_errors
+
     args = list(sys.argv[1:] if argv is None else argv)
     config = args.pop(0) if args and "=" not in args[0] else str(_default_config())
-    try:
-        run_demo(config, args)
-    except UsageError as err:
-        print(f"edulm demo: error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return run_reporting_errors(lambda: run_demo(config, args), prog="edulm demo")
 
 
 if __name__ == "__main__":
