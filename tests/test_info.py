@@ -93,3 +93,10 @@ def test_a_config_that_continues_a_model_shows_the_model_shape(tmp_path, tiny_mo
         describe(str(config), ["model.n_layers=5"])
     text = describe(str(config), ["model.init_from=some-owner/some-model"])
     assert "its shape is read when training starts" in text and "parameters:" not in text
+
+
+def test_fast_config_info_shows_the_reference_model_and_its_budget():
+    lines = describe("configs/edu_135m_fast.yaml", []).splitlines()
+    assert "parameters: 134,515,008" in lines
+    assert "tokens per step: about 528,384 (258 sequences (train.global_batch_size, all processes) x 2,048 tokens)" in lines
+    assert any(line.startswith("steps: 11,356 ") for line in lines)
