@@ -134,6 +134,7 @@ class Study:
     done: dict = field(default_factory=dict)  # run name -> result
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _count: int = 0
+    trained: int = 0  # runs trained (or finished) by this invocation; the others were reused
 
     # ----- set-up -------------------------------------------------------------------------------------
 
@@ -232,7 +233,7 @@ class Study:
         loss = summary["final_val_loss"]
         return {"name": spec.name, "arm": spec.arm, "lr": spec.lr, "seed": spec.seed, "budget": spec.budget,
                 "steps": summary["steps"], "tokens": summary["tokens"], "parameters": summary["parameters"],
-                "val_loss": loss, "val_bpb": self.bpb(loss), "wall_time_s": summary["wall_time_s"],
+                "val_loss": loss, "val_bpb": self.bpb(loss),
                 "optimizer": summary["optimizer_description"], "schedule": summary["schedule"],
                 "curve": [(r["tokens"], r["val_loss"]) for r in rows if r.get("val_loss") is not None]}
 
@@ -262,6 +263,7 @@ class Study:
                 raise RuntimeError(f"{spec.name}: edulm train exited {rc}; see {log}:\n" + "\n".join(tail))
         with self._lock:
             self._count += 1
+            self.trained += trained
             how = f"{time.perf_counter() - start:.0f} s" if trained else "cached"
             print(f"[{self._count:3d}] {spec.name:24s} {ARMS[spec.arm][0]:27s} {cached['steps']:6,d} steps "
                   f"{cached['tokens']:12,d} tokens  val_loss {cached['val_loss']:.4f}  ({how})", flush=True)
@@ -385,8 +387,8 @@ def report(study: Study, arms: dict, wall_s: float) -> str:
         f"Preset `{p.name}`: {first['parameters']:,} parameters ({p.model['n_layers']} layers, d_model "
         f"{p.model['d_model']}, vocabulary {p.vocab_size}), {p.steps:,} steps of {p.micro_batch} x {p.seq_len} tokens = "
         f"{tokens_a:,} tokens ({tokens_a / first['parameters']:.1f} per parameter), data `{study.source}`, "
-        f"{study.val_bytes[0]:,} held-out tokens; seeds {', '.join(map(str, p.seeds))}; {len(runs)} runs, "
-        f"{wall_s / 60:.1f} min.",
+        f"{study.val_bytes[0]:,} held-out tokens; seeds {', '.join(map(str, p.seeds))}; {len(runs)} runs; "
+        f"this invocation trained {study.trained} of them ({study.jobs} at a time) in {wall_s / 60:.1f} min.",
         "",
         arm_table(arms),
         "",

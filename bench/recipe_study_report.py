@@ -162,9 +162,11 @@ def plot_study(path: Path, arms: dict[str, dict], sweeps: dict[str, dict[float, 
         ax_lr.plot(sorted(sweeps[key]), [sweeps[key][lr] for lr in sorted(sweeps[key])], "o-", color=color, label=f"({key})")
     if target is not None:
         ax.axhline(target, color="gray", ls="--", lw=0.8, label=f"(a)'s final val loss {target:.3f}")
-    losses_all = [loss for arm in arms.values() for _, loss in arm["seeds"][0]["curve"]]
-    low = min(losses_all)
-    ax.set_ylim(low - 0.05, low + 2.0 * (target - low if target and target > low else 0.5) + 0.3)
+    # The interesting range: every end-point (branches included) with a margin, not the first steps' losses.
+    ends = [loss for arm in arms.values() for _, loss in arm["seeds"][0].get("branch_points", [])]
+    ends += [arm["seeds"][0]["val_loss"] for arm in arms.values()]
+    span = max(ends) - min(ends) or 0.5
+    ax.set_ylim(min(ends) - 0.1 * span, max(ends) + 0.25 * span)
     ax.set(xlabel="training tokens (millions)", ylabel="validation loss", title=title)
     ax.legend(fontsize=7)
     ax_lr.set_xscale("log")
