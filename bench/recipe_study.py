@@ -17,8 +17,8 @@ point lies at an edge grows a point past it) and is represented by its best (low
 loss, seed 1). Every arm's best lr is then trained with the other seeds. The target is (a)'s final
 validation loss (per seed). A WSD run's intermediate losses are not what a shorter run reaches (its
 decay is at the end), so each WSD run is branched from its stable phase into decay runs at shorter
-budgets (0.3 ... 0.8 of the steps; each decays over the last 0.2 of its own budget, as
-docs/training.md "A decay as its own run" says) and the budget at which the decayed loss reaches the
+budgets (0.3 ... 0.8 of the steps, and 0.2, 0.1 when 0.3 already reaches the target; each decays
+over the last 0.2 of its own budget, as docs/training.md "A decay as its own run" says) and the budget at which the decayed loss reaches the
 target is interpolated linearly in log tokens (``recipe_study_report.budget_to_reach``).
 
 Runs live in ``OUT/runs/NAME``; a rerun with the same settings reuses finished runs and resumes
@@ -43,7 +43,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # recipe_study_report beside this file
 REPO = Path(__file__).resolve().parents[1]
 
-from recipe_study_report import Crossing, arm_table, best_lr, branch_table, budget_to_reach, neighbour_lr, plot_study, sweep_table  # noqa: E402
+from recipe_study_report import Crossing, best_lr, budget_to_reach, neighbour_lr, write_outputs  # noqa: E402
 
 from edulm.errors import UsageError  # noqa: E402
 
@@ -94,10 +94,11 @@ PRESETS = {
                     seq_len=64, micro_batch=8, steps=50, warmup=5, eval_every=25, held_out_tokens=4096,
                     grids={"a": (REFERENCE_LR, 2e-3, 1e-2), "b": (4e-3,), "c": (4e-3,)}, budgets=(0.5,),
                     low_budgets=(), max_extensions=0, max_tokens=200_000),
-    # A CUDA GPU: 19.4M parameters, 2,000 steps of 64 x 512 tokens = 65.5M tokens; bf16. builtin:sample
-    # is far smaller than that: pass --source with a larger corpus (a FineWeb-Edu parquet folder).
+    # A CUDA GPU (not yet run): 15.7M parameters (3.1M of them the embedding), 2,000 steps of 64 x 512 tokens
+    # = 65.5M tokens (4.2 per parameter), bf16. builtin:sample is far smaller than that: pass --source with
+    # a larger corpus (a FineWeb-Edu parquet folder), or the study says how often it repeats the data.
     "gpu": Preset("gpu", dict(n_layers=8, d_model=384, d_ff=1024, n_heads=6, n_kv_heads=2), vocab_size=8192,
-                  seq_len=512, micro_batch=64, steps=2000, warmup=100, eval_every=200, held_out_tokens=1_048_576,
+                  seq_len=512, micro_batch=64, steps=2000, warmup=100, eval_every=200, held_out_tokens=262_144,
                   grids={"a": (REFERENCE_LR, 1e-3, 2e-3, 4e-3), "b": (1e-3, 2e-3, 4e-3), "c": (1e-3, 2e-3, 4e-3)},
                   device="auto"),
 }
@@ -189,6 +190,12 @@ class Study:
             prepare(cfg)
         write_text(self.out / "study.yaml", yaml.safe_dump(self.base_config(), sort_keys=False))
         self.val_bytes = _held_out_bytes(cfg)
+        from edulm.data.shards import read_manifest
+
+        epochs = p.steps * p.micro_batch * p.seq_len / read_manifest(self.out / "shards")["tokens"]["train"]
+        if epochs > 1:  # repeated data flatters whatever fits it fastest: say so rather than hide it
+            print(f"note: a full run reads the training split {epochs:.1f} times; pass --source with a larger "
+                  "corpus for one pass", flush=True)
 
     # ----- runs ---------------------------------------------------------------------------------------
 
@@ -357,60 +364,23 @@ def _held_out_bytes(cfg) -> tuple[int, int]:
     return n_tokens, scored_bytes(token_byte_lengths(load_tokenizer(cfg.tokenizer.name)), batches)
 
 
-def winner_of(arms: dict) -> str:
-    """The arm that needed the fewest of (a)'s tokens (mean over seeds; a bound counts as its bound); ties: lower loss."""
-
-    def key(arm: str) -> tuple[float, float]:
-        seeds = arms[arm]["seeds"]
-        fractions = [s["crossing"]["fraction"] or s["crossing"]["below"] or 2 * (s["crossing"]["above"] or 1) for s in seeds]
-        return sum(fractions) / len(fractions), sum(s["val_loss"] for s in seeds) / len(seeds)
-
-    return min(arms, key=key)
-
-
 def report(study: Study, arms: dict, wall_s: float) -> str:
     """Write the markdown, JSON and plot into the study's folder; return the markdown."""
-    from recipe_study_report import mean_spread
-
-    from edulm.files import write_json, write_text
-
     p, runs = study.preset, study.done
     first = next(iter(runs.values()))
-    win = winner_of(arms)
-    sweeps = {arm: study.sweep(arm, arms[arm]["grid"]) for arm in arms}
-    a_losses, w_losses = ([s["val_loss"] for s in arms[k]["seeds"]] for k in ("a", win))
-    (a_mean, a_spread), (w_mean, w_spread) = mean_spread(a_losses), mean_spread(w_losses)
-    gap = a_mean - w_mean
-    verdict = "exceeds" if abs(gap) > a_spread + w_spread else "does not exceed"
     tokens_a = arms["a"]["seeds"][0]["tokens"]
-    lines = [
+    header = (
         f"Preset `{p.name}`: {first['parameters']:,} parameters ({p.model['n_layers']} layers, d_model "
         f"{p.model['d_model']}, vocabulary {p.vocab_size}), {p.steps:,} steps of {p.micro_batch} x {p.seq_len} tokens = "
         f"{tokens_a:,} tokens ({tokens_a / first['parameters']:.1f} per parameter), data `{study.source}`, "
         f"{study.val_bytes[0]:,} held-out tokens; seeds {', '.join(map(str, p.seeds))}; {len(runs)} runs; "
-        f"this invocation trained {study.trained} of them ({study.jobs} at a time) in {wall_s / 60:.1f} min.",
-        "",
-        arm_table(arms),
-        "",
-        f"Winner: ({win}) {arms[win]['title']}. Final val loss of (a) {a_mean:.4f} +- {a_spread:.4f}, of ({win}) "
-        f"{w_mean:.4f} +- {w_spread:.4f}: the gap {gap:.4f} {verdict} the seed spread.",
-        "",
-        "Learning-rate sweeps (final validation loss, seed 1; best in bold):",
-        "",
-        sweep_table(sweeps, {k: v["title"] for k, v in arms.items()}),
-        "",
-        "Decayed loss at each budget (fraction of (a)'s tokens; each a WSD run branched from the stable phase):",
-        "",
-        branch_table(arms),
-    ]
-    text = "\n".join(lines) + "\n"
-    write_text(study.out / "recipe_study.md", text)
-    write_json(study.out / "recipe_study.json", {
-        "settings": study.settings(), "held_out": {"tokens": study.val_bytes[0], "bytes": study.val_bytes[1]},
-        "winner": win, "arms": arms, "runs": list(runs.values()), "wall_time_s": wall_s})
-    plot_study(study.out / "recipe_study.png", arms, sweeps,
-               f"{first['parameters'] / 1e6:.2f}M parameters, {p.name} preset")
-    return text
+        f"this invocation trained {study.trained} of them ({study.jobs} at a time) in {wall_s / 60:.1f} min."
+    )
+    sweeps = {arm: study.sweep(arm, arms[arm]["grid"]) for arm in arms}
+    extra = {"settings": study.settings(), "held_out": {"tokens": study.val_bytes[0], "bytes": study.val_bytes[1]},
+             "wall_time_s": wall_s}
+    return write_outputs(study.out, header, arms, sweeps, list(runs.values()), extra,
+                         f"{first['parameters'] / 1e6:.2f}M parameters, {p.name} preset")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -175,3 +175,48 @@ def plot_study(path: Path, arms: dict[str, dict], sweeps: dict[str, dict[float, 
     fig.tight_layout()
     with atomic_path(path, "the study's plot") as tmp:
         fig.savefig(tmp, dpi=90, format="png")
+
+
+def winner_of(arms: dict[str, dict]) -> str:
+    """The arm that needed the fewest of (a)'s tokens (mean over seeds; a bound counts as its bound, 'not
+    reached' as twice the largest budget); ties go to the lower mean loss."""
+
+    def key(arm: str) -> tuple[float, float]:
+        seeds = arms[arm]["seeds"]
+        fractions = [s["crossing"]["fraction"] or s["crossing"]["below"] or 2 * (s["crossing"]["above"] or 1) for s in seeds]
+        return statistics.fmean(fractions), statistics.fmean(s["val_loss"] for s in seeds)
+
+    return min(arms, key=key)
+
+
+def write_outputs(out: Path, header: str, arms: dict[str, dict], sweeps: dict[str, dict[float, float]],
+                  runs: list[dict], extra: dict, plot_title: str) -> str:
+    """``recipe_study.md`` (the tables), ``recipe_study.json`` (every run, the arms, ``extra``) and
+    ``recipe_study.png`` in ``out``; returns the markdown."""
+    from edulm.files import write_json, write_text
+
+    win = winner_of(arms)
+    (a_mean, a_spread), (w_mean, w_spread) = (mean_spread([s["val_loss"] for s in arms[k]["seeds"]]) for k in ("a", win))
+    gap = a_mean - w_mean
+    verdict = "exceeds" if abs(gap) > a_spread + w_spread else "does not exceed"
+    lines = [
+        header,
+        "",
+        arm_table(arms),
+        "",
+        f"Winner: ({win}) {arms[win]['title']}. Final val loss of (a) {a_mean:.4f} +- {a_spread:.4f}, of ({win}) "
+        f"{w_mean:.4f} +- {w_spread:.4f}: the gap {gap:.4f} {verdict} the seed spread.",
+        "",
+        "Learning-rate sweeps (final validation loss, seed 1; best in bold):",
+        "",
+        sweep_table(sweeps, {k: v["title"] for k, v in arms.items()}),
+        "",
+        "Decayed loss at each budget (fraction of (a)'s tokens; each a WSD run branched from the stable phase):",
+        "",
+        branch_table(arms),
+    ]
+    text = "\n".join(lines) + "\n"
+    write_text(out / "recipe_study.md", text)
+    write_json(out / "recipe_study.json", {**extra, "winner": win, "arms": arms, "runs": runs})
+    plot_study(out / "recipe_study.png", arms, sweeps, plot_title)
+    return text
