@@ -18,8 +18,9 @@ loss, seed 1). Every arm's best lr is then trained with the other seeds. The tar
 validation loss (per seed). A WSD run's intermediate losses are not what a shorter run reaches (its
 decay is at the end), so each WSD run is branched from its stable phase into decay runs at shorter
 budgets (0.3 ... 0.8 of the steps, and 0.2, 0.1 when 0.3 already reaches the target; each decays
-over the last 0.2 of its own budget, as docs/training.md "A decay as its own run" says) and the budget at which the decayed loss reaches the
-target is interpolated linearly in log tokens (``recipe_study_report.budget_to_reach``).
+over the last 0.2 of its own budget, as docs/training.md "A decay as its own run" says), and the
+budget at which the decayed loss reaches the target is interpolated linearly in log tokens
+(``recipe_study_report.budget_to_reach``). docs/recipes.md has the measured tables and the caveats.
 
 Runs live in ``OUT/runs/NAME``; a rerun with the same settings reuses finished runs and resumes
 unfinished ones from their checkpoints (``--resume auto``), so a killed study continues. Writes
@@ -58,22 +59,37 @@ class Preset:
     """One size of the study: model, data, batch, steps, grids, budgets."""
 
     name: str
+    """The --size name."""
     model: dict
+    """model.* keys of the shape (layers, width, FFN, heads)."""
     vocab_size: int
+    """Size of the BPE trained on the study's data (and of the model's embedding)."""
     seq_len: int
+    """Tokens per training sequence."""
     micro_batch: int
+    """Sequences per step (no accumulation)."""
     steps: int
+    """Steps of a full run, (a)'s budget; a multiple of 50, so every branch point is a checkpoint."""
     warmup: int
+    """Warmup steps of every run (branches keep their trunk's)."""
     eval_every: int
+    """Steps between held-out evaluations (and at the last step)."""
     held_out_tokens: int
+    """Tokens held out by edulm prepare, all of them scored at each evaluation."""
     grids: dict
+    """Arm -> the learning rates swept first (grown past an edge when the best lies there)."""
     budgets: tuple = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+    """Shorter budgets (fractions of ``steps``) every WSD run is branched into; the full run is 1.0."""
     low_budgets: tuple = (0.2, 0.1)
     """Added when the smallest budget already reaches the target (so a fraction is measured, not bounded)."""
     seeds: tuple = (1, 2)
+    """The sweeps use the first; every arm's best lr is trained with all of them."""
     max_extensions: int = 3
+    """Points a grid may grow by, per arm."""
     max_tokens: int = 0
+    """data.max_tokens of the study's prepare (0: the whole source)."""
     device: str = "cpu"
+    """train.device of every run ('auto' for the gpu size)."""
 
 
 ARMS = {
@@ -167,6 +183,7 @@ class Study:
 
         from edulm.config import config_from_dict
         from edulm.data.prepare import prepare
+        from edulm.data.shards import read_manifest
         from edulm.files import write_json, write_text
         from edulm.tokenizer_train import train_tokenizer
 
@@ -190,8 +207,6 @@ class Study:
             prepare(cfg)
         write_text(self.out / "study.yaml", yaml.safe_dump(self.base_config(), sort_keys=False))
         self.val_bytes = _held_out_bytes(cfg)
-        from edulm.data.shards import read_manifest
-
         epochs = p.steps * p.micro_batch * p.seq_len / read_manifest(self.out / "shards")["tokens"]["train"]
         if epochs > 1:  # repeated data flatters whatever fits it fastest: say so rather than hide it
             print(f"note: a full run reads the training split {epochs:.1f} times; pass --source with a larger "
@@ -419,3 +434,6 @@ if __name__ == "__main__":
     except UsageError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except RuntimeError as err:  # a run that failed: its log is named in the message
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)

@@ -67,10 +67,12 @@ def neighbour_lr(grid: Sequence[float], edge: float) -> float:
     """The next grid point beyond ``edge`` (the lowest or highest lr), one grid step further (a factor of 2 for a 2-point grid)."""
     grid = sorted(grid)
     if len(grid) < 2:
-        return edge * 2
-    if edge == grid[0]:
-        return grid[0] * grid[0] / grid[1]
-    return grid[-1] * grid[-1] / grid[-2]
+        beyond = edge * 2
+    elif edge == grid[0]:
+        beyond = grid[0] * grid[0] / grid[1]
+    else:
+        beyond = grid[-1] * grid[-1] / grid[-2]
+    return float(f"{beyond:.3g}")  # 0.016, not 0.016000000000000004: the same lr as another arm's 1.6e-2
 
 
 def mean_spread(values: Sequence[float]) -> tuple[float, float]:
