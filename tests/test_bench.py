@@ -168,3 +168,59 @@ def test_gpu_check_finds_its_configs_from_any_folder(tmp_path, monkeypatch):
     assert args.fast_config == str(BENCH.parent / "configs" / "l20_135m_80gb.yaml")
     (tmp_path / "mine.yaml").write_text("run: {}\n")  # a path that is there from this folder stays as given
     assert check.parse_args(["--out", "report", "--config", "mine.yaml"]).config == "mine.yaml"
+
+
+def test_recipe_study_budget_interpolation_and_lr_grid():
+    report = _load("recipe_study_report")
+    # Linear in log budget: halfway (in loss) between 0.4 and 0.8 is sqrt(0.4 * 0.8).
+    crossing = report.budget_to_reach([(1.0, 3.0), (0.4, 3.4), (0.8, 3.2), (0.3, 3.5)], target=3.3)
+    assert crossing.fraction == pytest.approx((0.4 * 0.8) ** 0.5)
+    assert crossing.describe() == f"{(0.4 * 0.8) ** 0.5:.2f}"
+    # Reached before the smallest budget, or never: a bound, never an extrapolation.
+    assert report.budget_to_reach([(0.3, 3.0), (1.0, 2.9)], 3.1).describe() == "<= 0.30"
+    assert report.budget_to_reach([(0.3, 3.5), (1.0, 3.2)], 3.1).describe() == "> 1.00 (not reached)"
+    # The first crossing counts, even when a later (noisier) budget is above the target again.
+    assert report.budget_to_reach([(0.5, 3.2), (0.6, 3.0), (0.7, 3.15), (1.0, 2.9)], 3.1).fraction == pytest.approx(
+        (0.5 ** 0.5) * (0.6 ** 0.5))
+    assert report.best_lr({1e-3: 3.0, 2e-3: 2.9, 4e-3: 3.1}) == (2e-3, False)
+    assert report.best_lr({1e-3: 3.0, 2e-3: 2.9, 4e-3: 2.8}) == (4e-3, True)
+    assert report.neighbour_lr([1e-3, 2e-3, 4e-3], 4e-3) == pytest.approx(8e-3)
+    assert report.neighbour_lr([4e-4, 2e-3, 4e-3], 4e-4) == pytest.approx(8e-5)
+    assert report.mean_spread([3.0, 3.2]) == pytest.approx((3.1, 0.1))
+
+
+@pytest.mark.slow
+def test_recipe_study_quick_runs_every_arm_and_reuses_finished_runs(tmp_path, capsys):
+    study = _load("recipe_study")
+    out = tmp_path / "study"
+    assert study.main(["--quick", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    result = json.loads((out / "recipe_study.json").read_text())
+    runs = result["runs"]
+    # Both optimizers and both schedules, through edulm train itself.
+    assert {r["schedule"] for r in runs} == {"cosine", "wsd"}
+    assert any(r["optimizer"].startswith("Muon") for r in runs) and any(r["optimizer"].startswith("AdamW") for r in runs)
+    # (a)'s sweep has the reference lr and three points; every arm has two seeds of its best lr.
+    assert sorted(result["arms"]["a"]["grid"]) == [4e-4, 2e-3, 1e-2]
+    for key, arm in result["arms"].items():
+        assert [s["seed"] for s in arm["seeds"]] == [1, 2]
+        sweep = {r["lr"]: r["val_loss"] for r in runs if r["arm"] == key and r["seed"] == 1 and r["budget"] == 1.0}
+        assert set(sweep) == set(arm["grid"]) and arm["lr"] == min(sweep, key=sweep.get)
+    # Branches: decay runs of half the steps, resumed from the trunk's stable phase.
+    branches = [r for r in runs if r["budget"] < 1]
+    assert branches and all(r["steps"] == 25 and r["tokens"] == 25 * 8 * 64 for r in branches)
+    for key in ("b", "c"):
+        for seed in result["arms"][key]["seeds"]:
+            assert [b for b, _ in seed["branches"]] == [0.5, 1.0] and seed["crossing"]["text"]
+    assert result["arms"]["a"]["seeds"][0]["crossing"]["fraction"] == 1.0
+    assert all(0 < s["val_bpb"] < 8 for arm in result["arms"].values() for s in arm["seeds"])
+    assert (out / "recipe_study.png").stat().st_size > 10_000
+    table = (out / "recipe_study.md").read_text()
+    assert "| (c) | Muon + WSD |" in table and table in printed
+    # A rerun with the same settings trains nothing.
+    assert study.main(["--quick", "--out", str(out)]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[")]
+    assert len(lines) == len(runs) and all(line.endswith("(cached)") for line in lines)
+    with pytest.raises(UsageError, match="other settings"):
+        study.main(["--quick", "--out", str(out), "--source", str(tmp_path / "elsewhere")])
+

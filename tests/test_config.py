@@ -149,6 +149,30 @@ def test_reference_config_is_the_recipe():
     assert (t.eval_interval, t.ckpt_interval, t.keep_last) == (500, 1000, 2)
 
 
+def test_fast_config_is_the_reference_model_and_data_with_the_winning_recipe():
+    from edulm.model import count_parameters
+    from edulm.train.autobatch import resolve_batch_shape
+    from edulm.train.schedule import total_steps
+
+    fast, ref = load_config("configs/edu_135m_fast.yaml"), load_config("configs/l20_135m_deepthin.yaml")
+    assert fast.model == ref.model and count_parameters(fast.model) == 134_515_008
+    assert (fast.tokenizer, fast.data) == (ref.tokenizer, ref.data)  # the same shards and held-out split
+    t = fast.train
+    assert (t.optimizer, t.schedule, t.decay_fraction, t.muon_adjust_lr, t.lr) == ("muon", "wsd", 0.2, "match_rms_adamw", 3e-3)
+    assert (t.grad_checkpointing, t.micro_batch_size, t.global_batch_size) == (False, "auto", 258)
+    assert t.token_budget == 6_000_000_000 == round(0.6 * ref.train.token_budget, -9)
+    assert (t.seq_len, t.warmup_steps, t.precision, t.compile) == (ref.train.seq_len, 1000, "bf16", True)
+    # What 'auto' picks when 37 sequences fit (an 80 GB GPU, per bench/memory_estimate.py): 259 per step.
+    shape = resolve_batch_shape(fast, None, "cuda", fits=lambda m: m <= 37)
+    assert (shape.micro_batch_size, shape.grad_accum_steps) == (37, 7)
+    # Retention keeps a checkpoint of the stable phase, so a longer run can start from it.
+    for sequences in (256, 258, 259):
+        steps = total_steps(t, sequences * t.seq_len)
+        decay_start = steps - round(t.decay_fraction * steps)
+        kept = sorted({steps, *range(t.ckpt_interval, steps, t.ckpt_interval)})[-t.keep_last:]
+        assert min(kept) <= decay_start
+
+
 def test_explicit_model_keys_are_those_the_file_and_overrides_name(tmp_path):
     path = write(tmp_path, "model:\n  init_from: some/model\n  n_layers: 30\n")
     assert explicit_model_keys(load_config(path).model) == {"init_from", "n_layers"}  # 30 is the default, still named
