@@ -249,21 +249,15 @@ class Study:
             summary = json.loads(layout.summary.read_text())
         except (OSError, ValueError):
             return None
-        if summary.get("status") != "completed" or summary.get("final_val_loss") is None:
+        if summary.get("status") != "completed" or summary.get("final_val_bpb") is None:
             return None
         rows = read_metrics(layout.metrics)
         loss = summary["final_val_loss"]
         return {"name": spec.name, "arm": spec.arm, "lr": spec.lr, "seed": spec.seed, "budget": spec.budget,
                 "steps": summary["steps"], "tokens": summary["tokens"], "parameters": summary["parameters"],
-                "val_loss": loss, "val_bpb": self.bpb(loss),
+                "val_loss": loss, "val_bpb": summary["final_val_bpb"],
                 "optimizer": summary["optimizer_description"], "schedule": summary["schedule"],
                 "curve": [(r["tokens"], r["val_loss"]) for r in rows if r.get("val_loss") is not None]}
-
-    def bpb(self, loss: float) -> float:
-        from edulm.bits_per_byte import bits_per_byte
-
-        n_tokens, n_bytes = self.val_bytes
-        return bits_per_byte(loss * n_tokens, n_bytes)
 
     def train(self, spec: RunSpec) -> dict:
         """Train ``spec`` with ``python -m edulm train`` (resuming what a killed study left), or reuse it."""
@@ -368,7 +362,7 @@ class Study:
 
 
 def _held_out_bytes(cfg) -> tuple[int, int]:
-    """Scored tokens and the bytes they stand for, over the held-out batches every evaluation uses."""
+    """Scored tokens and the bytes they stand for, over the held-out batches every evaluation uses (for the report)."""
     from edulm.bits_per_byte import scored_bytes, token_byte_lengths
     from edulm.data.loader import make_val_batches
     from edulm.model.loss import IGNORE_INDEX
