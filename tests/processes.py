@@ -1,8 +1,14 @@
-"""Looking at live processes from a test (Linux ``/proc``): is a process alive, which processes does it own."""
+"""Processes from a test's point of view (Linux ``/proc``): is one alive, which does it own, and the
+temporaries a writer that has exited leaves behind."""
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
+from typing import Callable
 
 
 def _stat_fields(pid: int | str) -> list[str]:
@@ -34,3 +40,30 @@ def descendants(pid: int) -> set[int]:
                 found.add(int(entry.name))
                 frontier.add(int(entry.name))
     return found
+
+
+def dead_pid() -> int:
+    """The number of a process that has exited (the writer of a temporary "left by a killed process")."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def stale_temp(path: Path) -> Path:
+    """The temporary name a writer that has exited would have used for ``path`` (nothing is created)."""
+    from edulm.files import temp_path
+
+    host_and_tag = temp_path(path).name.split("@", 1)[1]
+    return path.with_name(f".{path.name}.tmp-{dead_pid()}@{host_and_tag}")
+
+
+def freeze_when(proc: subprocess.Popen, condition: Callable[[], bool], timeout: float = 180) -> None:
+    """Poll ``condition()`` and SIGSTOP ``proc`` the moment it holds (so a fast machine cannot run past it)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if proc.poll() is not None:
+            raise AssertionError(f"the process ended before the fault could be placed: {proc.communicate()}")
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting to place the fault")
+        time.sleep(0.001)
+    proc.send_signal(signal.SIGSTOP)

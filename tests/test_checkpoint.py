@@ -3,10 +3,9 @@
 import json
 import logging
 import os
-import subprocess
-import sys
 
 import pytest
+from processes import dead_pid
 
 from edulm import checkpoint, files
 from edulm.errors import UsageError
@@ -87,8 +86,7 @@ def test_unfinished_temporaries_are_ignored_and_cleaned(tmp_path):
     (live / "model.safetensors").write_bytes(b"half")
     assert checkpoint.find_latest_good(tmp_path) == good
     # The same folder left by a process that is gone (killed while writing it).
-    dead_pid = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout)
-    dead = live.with_name(live.name.replace(f"-{os.getpid()}@", f"-{dead_pid}@"))
+    dead = live.with_name(live.name.replace(f"-{os.getpid()}@", f"-{dead_pid()}@"))
     live.rename(dead)
     live = checkpoint.begin(tmp_path, 3)  # another run's checkpoint being written right now
     legacy = tmp_path / "checkpoints" / ".tmp-step-0000004"  # the naming of older versions

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import errno
 import os
-import subprocess
-import sys
 
 import pytest
+from processes import dead_pid
 
 from edulm import files
 from edulm.errors import DiskFullError
@@ -67,13 +66,12 @@ def test_temp_names_round_trip_and_are_unique(tmp_path):
 
 
 def test_stale_temporaries_of_dead_processes_are_removed_live_ones_kept(tmp_path):
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    dead_pid = int(dead.stdout)
+    dead = dead_pid()
     host = files.temp_path(tmp_path / "x").name.split("@", 1)[1].rsplit("-", 1)[0]
-    stale_dir = tmp_path / f".final.tmp-{dead_pid}@{host}-0123abcd"
+    stale_dir = tmp_path / f".final.tmp-{dead}@{host}-0123abcd"
     stale_dir.mkdir()
     (stale_dir / "model.safetensors").write_bytes(b"0" * 10)
-    stale_file = tmp_path / f".config.yaml.tmp-{dead_pid}@{host}-89abcdef"
+    stale_file = tmp_path / f".config.yaml.tmp-{dead}@{host}-89abcdef"
     stale_file.write_text("half")
     mine = files.temp_path(tmp_path / "summary.json")
     mine.write_text("being written")
@@ -100,10 +98,10 @@ def test_a_reused_pid_does_not_keep_a_temporary_alive(tmp_path):
 
 
 def test_stale_temporaries_of_one_name_only(tmp_path):
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = dead_pid()
     host = files.temp_path(tmp_path / "x").name.split("@", 1)[1].rsplit("-", 1)[0]
-    final = tmp_path / f".final.tmp-{int(dead.stdout)}@{host}-0123abcd"
-    other = tmp_path / f".config.yaml.tmp-{int(dead.stdout)}@{host}-89abcdef"
+    final = tmp_path / f".final.tmp-{dead}@{host}-0123abcd"
+    other = tmp_path / f".config.yaml.tmp-{dead}@{host}-89abcdef"
     final.mkdir()
     other.write_text("half")
     assert files.stale_temps(tmp_path, target="final") == [final]

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from hf_helpers import IDS, add_checkpoint, logits, tiny_model
+from processes import stale_temp
 
 from edulm.errors import UsageError
 from edulm.files import temp_path, temp_target
@@ -24,19 +25,6 @@ from edulm.layout import MODEL_FILE
 def temporaries(folder: Path) -> list[str]:
     """Names of the temporaries in ``folder``."""
     return sorted(p.name for p in folder.iterdir() if temp_target(p) is not None)
-
-
-def dead_pid() -> int:
-    """The number of a process that has exited."""
-    child = subprocess.Popen([sys.executable, "-c", "pass"])
-    child.wait()
-    return child.pid
-
-
-def stale_temp_name(path: Path) -> Path:
-    """A temporary name for ``path`` as a writer that has exited would have chosen it."""
-    host_and_tag = temp_path(path).name.split("@", 1)[1]
-    return path.with_name(f".{path.name}.tmp-{dead_pid()}@{host_and_tag}")
 
 
 def test_reexport_keeps_every_file_it_did_not_write(run_dir, tiny_model_config, tmp_path):
@@ -101,7 +89,7 @@ def test_a_second_writer_is_refused(run_dir, tiny_model_config, tmp_path):
 
 def test_stale_temporaries_of_the_folder_are_removed(run_dir, tiny_model_config, tmp_path):
     ckpt = add_checkpoint(run_dir, tiny_model(tiny_model_config), 1)
-    stale = stale_temp_name(tmp_path / "hf")
+    stale = stale_temp(tmp_path / "hf")
     stale.mkdir()
     (stale / MODEL_FILE).write_bytes(b"half")
     other = stale.with_name(stale.name.replace(".hf.", ".other.", 1))  # another folder's: not ours to judge
@@ -115,7 +103,7 @@ def test_stale_temporaries_of_the_folder_are_removed(run_dir, tiny_model_config,
 def test_an_export_lost_between_its_two_renames_is_put_back(run_dir, tiny_model_config, tmp_path):
     ckpt = add_checkpoint(run_dir, tiny_model(tiny_model_config), 1)
     out = export(ckpt, tmp_path / "hf")
-    aside = stale_temp_name(out)
+    aside = stale_temp(out)
     os.replace(out, aside)  # what a kill right after moving the old folder aside leaves
     settle_stale_exports(out)
     assert (out / EXPORT_MARKER).is_file() and not aside.exists()

@@ -25,10 +25,8 @@ import logging
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
-import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,33 +109,6 @@ def finished(proc: subprocess.Popen, timeout: float = 300) -> Outcome:
     """Wait for a process started with text pipes and return its outcome."""
     out, err = proc.communicate(timeout=timeout)
     return Outcome(proc.returncode, out or "", err or "")
-
-
-def freeze_when(proc: subprocess.Popen, condition: Callable[[], bool], timeout: float = 180) -> None:
-    """Poll ``condition()`` and SIGSTOP ``proc`` the moment it holds (so a fast machine cannot run past it)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if proc.poll() is not None:
-            raise AssertionError(f"the process ended before the fault could be placed: {proc.communicate()}")
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting to place the fault")
-        time.sleep(0.001)
-    proc.send_signal(signal.SIGSTOP)
-
-
-def dead_pid() -> int:
-    """The number of a process that has exited (for temporaries 'left by a killed writer')."""
-    child = subprocess.Popen([sys.executable, "-c", "pass"])
-    child.wait()
-    return child.pid
-
-
-def stale_temp(path: Path) -> Path:
-    """The temporary name a writer that has exited would have used for ``path`` (nothing is created)."""
-    from edulm.files import temp_path
-
-    host_and_tag = temp_path(path).name.split("@", 1)[1]
-    return path.with_name(f".{path.name}.tmp-{dead_pid()}@{host_and_tag}")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from processes import alive, descendants
+from processes import alive, descendants, freeze_when, stale_temp
 
 from fault_battery import (
     ROWS,
@@ -32,14 +32,12 @@ from fault_battery import (
     error_lines,
     fill,
     finished,
-    freeze_when,
     judge,
     leftovers,
     losses,
     row,
     run_in_process,
     snapshot,
-    stale_temp,
     tmpfs,
 )
 from train_helpers import cli_env, start_cli, tiny_config, write_config

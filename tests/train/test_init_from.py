@@ -4,9 +4,7 @@ vocabulary check, what is recorded, and resumes that never read MODEL again (rea
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
 
 import pytest
 import torch
@@ -20,23 +18,11 @@ from edulm.files import sha256_file
 from edulm.hf import load_model
 from edulm.metrics import read_metrics
 from edulm.train.cadence import default_callbacks
-from edulm.train.callbacks import Callback
 from edulm.train.trainer import train
 
-from train_helpers import tiny_config, write_config
+from train_helpers import SigtermAfter, tiny_config, write_config
 
 STEPS = 4
-
-
-class SigtermAfter(Callback):
-    """Sends this process a SIGTERM at the end of one step (the run checkpoints and stops after the next)."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_step_end(self, run, event) -> None:
-        if event.step == self.step:
-            os.kill(os.getpid(), signal.SIGTERM)
 
 
 @pytest.fixture(scope="module")

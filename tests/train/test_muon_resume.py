@@ -4,10 +4,9 @@ moments come back from the checkpoints exactly, and the last resume continues in
 
 from __future__ import annotations
 
-import signal
 
 import pytest
-from test_resume import assert_clean, freeze_when, last_logged_step, losses
+from test_resume import assert_clean, kill_after_next_checkpoint, losses
 from train_helpers import run_cli, start_cli, tiny_config, write_config
 
 from edulm import checkpoint
@@ -27,18 +26,6 @@ def config(corpus, tmp_path, name):
     return str(write_config(tmp_path / f"{name}.yaml", raw)), tmp_path / name
 
 
-def kill_after_next_checkpoint(proc, run_dir, after: int) -> None:
-    """SIGKILL ``proc`` once it has written the first checkpoint past step ``after`` and logged two
-    more steps (rows that the resumed run must replace, not repeat)."""
-    target = (after // EVERY + 1) * EVERY
-    freeze_when(proc, lambda: last_logged_step(run_dir) >= target + 2
-                and (run_dir / "checkpoints" / checkpoint.checkpoint_name(target)).is_dir())
-    proc.kill()
-    proc.communicate(timeout=60)
-    assert proc.returncode == -signal.SIGKILL
-    assert not (run_dir / "final").exists()
-
-
 @pytest.fixture(scope="module")
 def reference(corpus, tmp_path_factory):
     """An uninterrupted Muon run (in this process): its config path and run dir."""
@@ -53,10 +40,10 @@ def test_muon_run_killed_twice_resumes_exactly(corpus, tmp_path, reference):
     assert sorted(expected) == list(range(1, STEPS + 1))
 
     cfg, run_dir = config(corpus, tmp_path, "killed")
-    kill_after_next_checkpoint(start_cli("train", cfg), run_dir, after=0)
+    kill_after_next_checkpoint(start_cli("train", cfg), run_dir, after=0, every=EVERY)
     first = checkpoint.step_of(checkpoint.find_latest_good(run_dir))
     assert EVERY <= first < STEPS
-    kill_after_next_checkpoint(start_cli("train", cfg, "--resume", "auto"), run_dir, after=first)
+    kill_after_next_checkpoint(start_cli("train", cfg, "--resume", "auto"), run_dir, after=first, every=EVERY)
     assert checkpoint.step_of(checkpoint.find_latest_good(run_dir)) > first
 
     done = run_cli("train", cfg, "--resume", "auto")

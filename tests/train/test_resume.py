@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import signal
-import time
 
 import pytest
 
@@ -20,6 +19,7 @@ from edulm.config import load_config
 from edulm.metrics import read_metrics
 from edulm.train.trainer import train
 
+from processes import freeze_when
 from train_helpers import run_cli, start_cli, tiny_config, write_config
 
 pytestmark = pytest.mark.slow
@@ -45,19 +45,21 @@ def last_logged_step(run_dir) -> int:
         return 0  # not written yet, or a row being written
 
 
-def freeze_when(proc, condition, timeout: float = 120) -> None:
-    """Poll ``condition()`` and SIGSTOP the process as soon as it holds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert proc.poll() is None, f"the run ended first: {proc.communicate()}"
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.001)
-    proc.send_signal(signal.SIGSTOP)
-
-
 def config(corpus, tmp_path, name):
     raw = tiny_config(corpus, tmp_path / name, max_steps=STEPS, ckpt_interval=EVERY, eval_interval=10, keep_last=3)
     return str(write_config(tmp_path / f"{name}.yaml", raw)), tmp_path / name
+
+
+def kill_after_next_checkpoint(proc, run_dir, after: int, every: int) -> None:
+    """SIGKILL ``proc`` once it has written the first checkpoint (every ``every`` steps) past step ``after`` and
+    logged two more steps (rows that the resumed run must replace, not repeat)."""
+    target = (after // every + 1) * every
+    freeze_when(proc, lambda: last_logged_step(run_dir) >= target + 2
+                and (run_dir / "checkpoints" / checkpoint.checkpoint_name(target)).is_dir(), timeout=120)
+    proc.kill()
+    proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    assert not (run_dir / "final").exists()
 
 
 def test_stopped_and_killed_runs_resume_exactly(corpus, tmp_path):
@@ -69,7 +71,7 @@ def test_stopped_and_killed_runs_resume_exactly(corpus, tmp_path):
     cfg, run_dir = config(corpus, tmp_path, "interrupted")
     # 1. SIGTERM: the run saves a checkpoint at the next step boundary and exits with 143.
     proc = start_cli("train", cfg)
-    freeze_when(proc, lambda: (run_dir / "checkpoints" / checkpoint.checkpoint_name(EVERY)).is_dir())
+    freeze_when(proc, lambda: (run_dir / "checkpoints" / checkpoint.checkpoint_name(EVERY)).is_dir(), timeout=120)
     proc.send_signal(signal.SIGTERM)
     proc.send_signal(signal.SIGCONT)
     out, err = proc.communicate(timeout=120)
@@ -85,14 +87,7 @@ def test_stopped_and_killed_runs_resume_exactly(corpus, tmp_path):
 
     # 2. Resume, then SIGKILL two logged steps after the next checkpoint: no chance to clean up, and
     #    rows past the checkpoint that the resumed run must not repeat.
-    proc = start_cli("train", cfg, "--resume", "auto")
-    target = (stopped_at // EVERY + 1) * EVERY
-    freeze_when(proc, lambda: last_logged_step(run_dir) >= target + 2
-                and (run_dir / "checkpoints" / checkpoint.checkpoint_name(target)).is_dir())
-    proc.kill()
-    proc.communicate(timeout=60)
-    assert proc.returncode == -signal.SIGKILL
-    assert not (run_dir / "final").exists()
+    kill_after_next_checkpoint(start_cli("train", cfg, "--resume", "auto"), run_dir, after=stopped_at, every=EVERY)
     assert last_logged_step(run_dir) > checkpoint.step_of(checkpoint.find_latest_good(run_dir))
 
     # 3. Resume to the end.

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 
 import pytest
 import yaml
@@ -14,21 +12,9 @@ from edulm.config import config_from_dict
 from edulm.errors import UsageError
 from edulm.metrics import read_metrics
 from edulm.train.cadence import default_callbacks
-from edulm.train.callbacks import Callback
 from edulm.train.trainer import train
 
-from train_helpers import tiny_config, write_config
-
-
-class SigtermAfter(Callback):
-    """Sends this process a SIGTERM at the end of one step, as a scheduler would (the run stops after the next)."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_step_end(self, run, event) -> None:
-        if event.step == self.step:
-            os.kill(os.getpid(), signal.SIGTERM)
+from train_helpers import SigtermAfter, tiny_config, write_config
 
 
 def rows(run_dir):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import yaml
 
 from edulm.config import config_from_dict
+from edulm.train.callbacks import Callback
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -77,3 +79,14 @@ def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run ``python -m edulm ARGS`` to the end."""
     return subprocess.run([sys.executable, "-m", "edulm", *args], env=cli_env(), cwd=REPO,
                           capture_output=True, text=True, timeout=timeout)
+
+
+class SigtermAfter(Callback):
+    """Sends this process a SIGTERM at the end of one step, as a scheduler would (the run stops after the next)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, run, event) -> None:
+        if event.step == self.step:
+            os.kill(os.getpid(), signal.SIGTERM)
