@@ -139,7 +139,7 @@ def _device(dry_run: bool) -> torch.device:
 
 def _context(args: argparse.Namespace, seconds: float, partial: Callable[[dict], None]) -> parts.Context:
     return parts.Context(
-        device=_device(args.dry_run), dry_run=args.dry_run,
+        device=_device(args.dry_run),
         sizes=parts.Sizes.dry_run() if args.dry_run else parts.Sizes(),
         deadline=time.monotonic() + seconds, out_dir=Path(args.out), config=args.config, fast_config=args.fast_config,
         gpu_tests=args.gpu_tests.split(), partial=partial,

@@ -81,7 +81,6 @@ class Context:
     """What a part needs: device, sizes, inputs, its deadline and where to leave partial results."""
 
     device: torch.device
-    dry_run: bool
     sizes: Sizes
     deadline: float
     """``time.monotonic()`` by which the part must have finished."""
@@ -95,12 +94,6 @@ class Context:
     def left(self) -> float:
         """Seconds until the deadline."""
         return self.deadline - time.monotonic()
-
-
-def sync(device: torch.device) -> None:
-    """Wait for the device's queued work (timing on CUDA)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def first_line(err: BaseException) -> str:
@@ -190,11 +183,11 @@ def sdpa_backends(ctx: Context) -> dict:
         try:
             with chosen:
                 forward_backward()  # warm-up (kernel selection, workspaces)
-                sync(device)
+                train_throughput.sync(device)
                 start = time.perf_counter()
                 for _ in range(s.sdpa_iters):
                     forward_backward()
-                sync(device)
+                train_throughput.sync(device)
             entry.update(usable=True, ms=(time.perf_counter() - start) * 1e3 / s.sdpa_iters)
         except RuntimeError as err:
             entry.update(usable=False, reason=first_line(err), with_repeated_kv=_usable_with_repeated_kv(backend, x, m))

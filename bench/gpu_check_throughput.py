@@ -13,24 +13,20 @@ from typing import Any
 
 import torch
 
-from gpu_check_parts import Context, bench_config, sync, train_throughput
+from gpu_check_parts import Context, bench_config, train_throughput
 
-def _throughput_args(ctx: Context, config: str, seq_len: int, micro_batches: tuple[int, ...], grad_accum: int = 1,
-                     warmup: int | None = None, steps: int | None = None, compile: bool = True):
+def _throughput_args(ctx: Context, grad_accum: int = 1, warmup: int | None = None, steps: int | None = None,
+                     compile: bool = True):
+    """The step settings ``train_throughput.Runner`` reads (config, micro-batch and device are passed to it directly)."""
     s = ctx.sizes
-    argv = ["--config", config, *s.overrides, "--seq-len", str(seq_len),
-            "--micro-batches", ",".join(map(str, micro_batches)), "--grad-accum", str(grad_accum),
-            "--warmup", str(s.warmup if warmup is None else warmup), "--steps", str(s.steps if steps is None else steps),
-            "--compile-backend", s.compile_backend, "--device", str(ctx.device)]
+    argv = ["--grad-accum", str(grad_accum), "--warmup", str(s.warmup if warmup is None else warmup),
+            "--steps", str(s.steps if steps is None else steps), "--compile-backend", s.compile_backend]
     return train_throughput.parse_args(argv + ([] if compile else ["--no-compile"]))
 
 
 def _run_cases(ctx: Context, label_impls: list[tuple[str, str]], cfg, args, plan: list[tuple[int, bool]],
                result: dict) -> None:
     """Run ``plan``'s (micro-batch, checkpointing) cases in order while time allows; cases into ``result``."""
-    if ctx.device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True  # as the throughput benchmark (fp32 matmuls only)
-        torch.backends.cudnn.allow_tf32 = True
     variants = [(label, impl, cfg) for label, impl in label_impls]
     longest = 0.0
     for micro, ckpt in plan:
@@ -65,7 +61,7 @@ def compile_warmup(ctx: Context) -> dict:
     part a cache lookup instead of a compilation. The seconds per compilation are a figure of their own.
     """
     cfg = bench_config(ctx, ctx.config, ctx.sizes.seq_len)
-    args = _throughput_args(ctx, ctx.config, cfg.train.seq_len, ctx.sizes.micro_batches)
+    args = _throughput_args(ctx)
     result: dict[str, Any] = {"compile": args.compile_backend, "compiled": []}
     for micro, ckpt in _throughput_plan(ctx)[: ctx.sizes.warm_cases]:
         for label, impl in IMPLEMENTATIONS:
@@ -77,7 +73,7 @@ def compile_warmup(ctx: Context) -> dict:
             try:
                 runner = train_throughput.Runner(label, impl, cfg, args, micro, ckpt, ctx.device)
                 runner.step()  # the first step compiles (the runner's code, so the cache keys are the timed ones')
-                sync(ctx.device)
+                train_throughput.sync(ctx.device)
                 del runner
             except torch.OutOfMemoryError:
                 entry["error"] = "OOM"
@@ -92,7 +88,7 @@ def throughput(ctx: Context) -> dict:
     """edulm and transformers, same weights, batches, bf16, compile and fused AdamW, at each micro-batch of the
     sizes with and without checkpointing (:func:`_throughput_plan`)."""
     cfg = bench_config(ctx, ctx.config, ctx.sizes.seq_len)
-    args = _throughput_args(ctx, ctx.config, cfg.train.seq_len, ctx.sizes.micro_batches)
+    args = _throughput_args(ctx)
     plan = _throughput_plan(ctx)
     result: dict[str, Any] = {"config": ctx.config, "seq_len": cfg.train.seq_len, "compile": args.compile_backend,
                               "warmup": args.warmup, "steps": args.steps, "cases": [], "skipped_cases": []}
@@ -120,7 +116,7 @@ def fast_config(ctx: Context) -> dict:
     if ctx.device.type == "cuda":
         torch.cuda.empty_cache()
     accum = min(shape.grad_accum_steps, ctx.sizes.max_accum or shape.grad_accum_steps)
-    args = _throughput_args(ctx, str(path), cfg.train.seq_len, (shape.micro_batch_size,), accum, warmup=1,
+    args = _throughput_args(ctx, accum, warmup=1,
                             steps=max(1, ctx.sizes.steps // 3), compile=cfg.train.compile)
     timed = "" if accum == shape.grad_accum_steps else f" (timed with {accum} micro-batches per step)"
     result: dict[str, Any] = {"config": str(path), "seq_len": cfg.train.seq_len, "batch": shape.describe() + timed, "optimizer": cfg.train.optimizer,

@@ -9,7 +9,7 @@ transformers runs with ``attn_implementation="sdpa"``. The implementations' step
 (one step of each in turn) so that any slowdown of the machine hits them alike. Each case is warmed
 up (compilation happens there), then the median of ``--steps`` timed optimizer steps gives tokens/s;
 MFU counts ``edulm.model.flops_per_token`` (6N + 12·L·d·T) against
-``edulm.metrics.peak_bf16_flops`` and says "unknown" for a device not in its table.
+``edulm.throughput.peak_bf16_flops`` and says "unknown" for a device not in its table.
 
 Peak memory: the weights and optimizer state of that implementation plus the peak of one step on
 top of everything already allocated (activations, gradients, workspaces): on CUDA from the
@@ -172,7 +172,8 @@ def build_model(cfg: Config, impl: str, device: torch.device, grad_ckpt: bool, s
     return TransformersLoss(hf).to(device).train()
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (timing on CUDA)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -188,6 +189,11 @@ class Runner:
         self.amp_dtype = autocast_dtype(cfg.train.precision, device)
         self.model = build_model(cfg, impl, device, grad_ckpt)
         self.optimizer = build_optimizer(self.model, cfg.train)
+        if device.type == "cuda":
+            # TF32 for fp32 matmuls, set before compiling: it is part of inductor's cache key, so every path
+            # that compiles these cases (the benchmark, gpu_check's warm-up and its timed parts) shares graphs.
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
         # Static shapes, as in training: every case compiles its own graphs (see run_cases).
         self.compiled = self.model if args.no_compile else torch.compile(self.model, dynamic=False,
                                                                          backend=args.compile_backend)
@@ -209,10 +215,10 @@ class Runner:
         if self.case.error:
             return
         try:
-            _sync(self.device)
+            sync(self.device)
             start = time.perf_counter()
             loss = self.step()
-            _sync(self.device)
+            sync(self.device)
         except torch.OutOfMemoryError:
             self.case.error = "OOM"
             return
@@ -239,12 +245,12 @@ class Runner:
             return
         try:
             if self.device.type == "cuda":
-                _sync(self.device)
+                sync(self.device)
                 torch.cuda.empty_cache()
                 before = torch.cuda.memory_allocated(self.device)
                 torch.cuda.reset_peak_memory_stats(self.device)
                 self.step()
-                _sync(self.device)
+                sync(self.device)
                 step_peak = torch.cuda.max_memory_allocated(self.device) - before
                 # The allocator's reserve is one pool for the whole process (the other implementation's
                 # weights and state included): the most the device must hold while this case runs.
@@ -337,9 +343,6 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
     import transformers
 
     name = device_info(device)["name"]
