@@ -122,7 +122,9 @@ class FinalExport(Callback):
             return
         from edulm.hf import export
 
-        source = run.last_checkpoint or checkpoint.find_latest_good(run.layout.root)
+        # The last checkpoint written, or (a resume that had no step left to train) the one resumed from,
+        # which may lie in another run dir.
+        source = run.last_checkpoint or run.resumed_from
         out = export(source, run.layout.final)
         run.console.info(f"final model (Hugging Face folder): {out}")
 

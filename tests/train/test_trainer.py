@@ -149,3 +149,14 @@ def test_a_checkpoint_from_before_the_learning_rate_multipliers_resumes_exactly(
     want = {r["step"]: r["loss"] for r in read_metrics(ref / "training" / "training_metrics.csv")}
     got = {r["step"]: r["loss"] for r in read_metrics(resumed / "training" / "training_metrics.csv")}
     assert sorted(got) == [4, 5, 6] and all(got[s] == want[s] for s in got)
+
+
+def test_a_finished_checkpoint_resumed_into_a_new_run_dir_exports_its_weights(corpus, tmp_path):
+    """No step is left to train, so nothing is saved in the new run dir: final/ comes from the checkpoint resumed."""
+    first = tmp_path / "first"
+    train(config_from_dict(tiny_config(corpus, first)))
+    last = checkpoint.find_latest_good(first)
+    second = tmp_path / "second"
+    train(config_from_dict(tiny_config(corpus, second)), resume=str(last))
+    exported = json.loads((second / "final" / "edulm_export.json").read_text())
+    assert exported["source"] == str(last)
