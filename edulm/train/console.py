@@ -59,7 +59,7 @@ class Console:
             self._file = LogFileHandler(path)
         except OSError as err:
             if is_disk_full(err):
-                raise disk_full_error(path.parent, "the log file", "free some space and continue with --resume auto") from err
+                raise disk_full_error(path.parent, "the log file") from err  # train() adds the resume advice
             raise
         self.log_only(logging.INFO, heading)
         if self._early is not None:

@@ -137,10 +137,6 @@ class RNGState:
             torch.cuda.set_rng_state_all(state["cuda"])
 
 
-RESUME_ADVICE = "free space and run again with --resume auto"
-"""What to do after a full disk stopped a run (its last complete checkpoint is intact)."""
-
-
 def _torch_save(state: Any, path: Path) -> None:
     # Through a Python file object: a full disk then surfaces as the file's OSError (see the module docstring).
     with open(path, "wb") as f:
@@ -197,7 +193,7 @@ def save_checkpoint(run_dir: Path, step: int, cfg: Config, components: Mapping[s
         if tmp is not None:
             remove_path(tmp)  # gone already when the rename happened: then nothing is removed
         if is_disk_full(err):
-            raise disk_full_error(checkpoint.checkpoints_dir(run_dir), f"checkpoint step {step}", RESUME_ADVICE) from err
+            raise disk_full_error(checkpoint.checkpoints_dir(run_dir), f"checkpoint step {step}") from err  # advice: train()
         raise
 
 

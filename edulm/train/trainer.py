@@ -37,13 +37,18 @@ from edulm.train.run_dir import hold_run_dir
 from edulm.train.schedule import lr_at, total_steps
 from edulm.train.schedule_change import ScheduleChange, schedule_change, schedule_settings
 from edulm.train.signals import EXIT_CODES, GracefulStop
-from edulm.train.state import RESUME_ADVICE, Component, ModelWeights, RNGState, load_problem, restore
+from edulm.train.state import Component, ModelWeights, RNGState, load_problem, restore
 from edulm.train.step import autocast_dtype, train_step
 from edulm.train.train_state import TrainState
 
 
 class TrainingDiverged(RuntimeError):
     """The loss stayed non-finite for ``train.max_nonfinite_steps`` steps in a row."""
+
+
+RESUME_ADVICE = "free space and run again with --resume auto"
+"""What to do after a full disk stopped a run (its last complete checkpoint is intact): every full-disk
+error of a run is said with this advice (:func:`train`)."""
 
 
 def train(
@@ -80,7 +85,7 @@ def train(
                 run.close()  # still holding the run dir: closing flushes files into it
         clean = True
     except DiskFullError as err:
-        if getattr(err, "what", None) is None or RESUME_ADVICE in str(err):
+        if getattr(err, "what", None) is None:
             raise
         raise disk_full_error(err.folder, err.what, RESUME_ADVICE) from err
     finally:
