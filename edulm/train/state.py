@@ -211,7 +211,8 @@ def load_problem(path: str | Path) -> str | None:
     for file in sorted(Path(path).iterdir()):
         try:
             if file.suffix == ".pt":
-                state = torch.load(file, map_location="cpu", weights_only=True)
+                # mmap: the tensors are not read here (restore reads them); the safe unpickler still checks every object.
+                state = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
             elif file.suffix == ".json":
                 state = json.loads(file.read_text(encoding="utf-8"))
             elif file.suffix == ".safetensors":
