@@ -73,7 +73,16 @@ def owner_alive(path: str | Path) -> bool:
         return False
     if match.group("host") != _host():
         return True
-    pid = int(match.group("pid"))
+    try:
+        created = path.lstat().st_mtime
+    except FileNotFoundError:
+        return False
+    return process_alive(int(match.group("pid")), started_before=created)
+
+
+def process_alive(pid: int, started_before: float | None = None) -> bool:
+    """Whether process ``pid`` of this machine exists; with ``started_before``, only if it started before that
+    time (a later process that reused the number of a dead one does not count)."""
     if pid == os.getpid():
         return True
     try:
@@ -82,11 +91,7 @@ def owner_alive(path: str | Path) -> bool:
         return False
     except PermissionError:
         pass  # it exists, under another user
-    try:
-        created = path.lstat().st_mtime
-    except FileNotFoundError:
-        return False
-    return not _process_started_after(pid, created)
+    return started_before is None or not _process_started_after(pid, started_before)
 
 
 def remove_path(path: Path) -> None:

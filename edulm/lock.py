@@ -24,9 +24,10 @@ import socket
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from edulm.errors import UsageError
+from edulm.files import process_alive
 from edulm.files import is_disk_full
 
 _NO_FLOCK = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS}
@@ -62,12 +63,9 @@ def _pid_alive(holder: dict[str, Any] | None) -> bool:
     if not holder or holder.get("host") != socket.gethostname():
         return bool(holder)  # another machine's process cannot be checked: assume it is alive
     try:
-        os.kill(int(holder["pid"]), 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, KeyError, TypeError, ValueError):
-        return True
-    return True
+        return process_alive(int(holder["pid"]))
+    except (KeyError, TypeError, ValueError):
+        return True  # a record we cannot read: do not take the lock from whoever wrote it
 
 
 class FolderLock:
@@ -161,9 +159,5 @@ class FolderLock:
         self.release()
 
 
-@contextlib.contextmanager
-def folder_lock(folder: str | Path, purpose: str) -> Iterator[FolderLock]:
-    """``with folder_lock(run_dir, "edulm train"):`` hold ``folder`` for the block; refuse if it is held."""
-    lock = FolderLock(folder, purpose)
-    with lock:
-        yield lock
+folder_lock = FolderLock
+"""``with folder_lock(run_dir, "edulm train"):`` hold ``folder`` for the block; refuse if it is held."""

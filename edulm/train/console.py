@@ -39,11 +39,6 @@ class Console:
         if self.enabled:
             logger().info(message)
 
-    def debug(self, message: str) -> None:
-        """A debug line (shown with ``--verbose``; in the log file then too)."""
-        if self.enabled:
-            logger().debug(message)
-
     def warn(self, message: str) -> None:
         """A warning line (``edulm: warning: ...`` on stderr)."""
         if self.enabled:
