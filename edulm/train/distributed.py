@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime
 import os
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -23,7 +23,9 @@ from torch.distributed.checkpoint.state_dict import (
 )
 
 from edulm.devices import resolve_device
-from edulm.errors import UsageError
+from edulm.errors import DiskFullError, UsageError
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -73,6 +75,28 @@ class DistEnv:
         box = [obj]
         dist.broadcast_object_list(box, src=0)
         return box[0]
+
+    def decide_on_main(self, decide: Callable[[], T]) -> T:
+        """``decide()`` run on rank 0 alone; its value (picklable), or its error, on every process.
+
+        An exception on rank 0 is raised there as it is, and on the other ranks as the same kind of
+        one-line error (:class:`UsageError`, :class:`DiskFullError`; anything else ``RuntimeError``)
+        with its message, so no rank waits for an answer that never comes.
+        """
+        value, failure = None, None
+        if self.is_main:
+            try:
+                value = decide()
+            except Exception as err:  # noqa: BLE001 - told to every rank, then raised as it is here
+                failure = err
+        told = self.broadcast((value, None if failure is None else (type(failure).__name__, str(failure))))
+        if failure is not None:
+            raise failure
+        value, error = told
+        if error is not None:
+            kind, message = error
+            raise {"UsageError": UsageError, "DiskFullError": DiskFullError}.get(kind, RuntimeError)(message)
+        return value
 
 
 def init_distributed(device_name: str) -> DistEnv:

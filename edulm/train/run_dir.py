@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Iterator
 
 from edulm import checkpoint
-from edulm.errors import DiskFullError, UsageError
+from edulm.errors import UsageError
 from edulm.files import disk_full_error, is_disk_full, remove_stale_temps, stale_temps, temp_path
 from edulm.layout import RunLayout
 from edulm.lock import FolderLock, lock_path
@@ -86,34 +86,30 @@ def remove_leftovers(run_dir: str | Path) -> list[Path]:
 def hold_run_dir(out_dir: str | Path, env: DistEnv) -> Iterator[None]:
     """Check, lock and clean the run dir on rank 0 (see the module docstring) and hold it for the block.
 
-    A refusal raises the same :class:`UsageError` (or :class:`DiskFullError`) on every rank.
+    A refusal raises the same :class:`UsageError` (or :class:`~edulm.errors.DiskFullError`) on every rank.
     """
-    lock: FolderLock | None = None
-    failure: Exception | None = None
-    if env.is_main:
+    held: list[FolderLock] = []
+
+    def take() -> None:
+        out = check_out_dir(out_dir)
+        lock = FolderLock(out, LOCK_PURPOSE)
         try:
-            out = check_out_dir(out_dir)
-            lock = FolderLock(out, LOCK_PURPOSE)
-            try:
-                lock.acquire()
-            except OSError as err:
-                if err.errno not in _NOT_WRITABLE:
-                    raise
-                raise UsageError(f"{lock_path(out)}: cannot create the run's lock file ({err.strerror}); "
-                                 "choose a run.out_dir in a writable folder") from None
+            lock.acquire()
+        except OSError as err:
+            if err.errno not in _NOT_WRITABLE:
+                raise
+            raise UsageError(f"{lock_path(out)}: cannot create the run's lock file ({err.strerror}); "
+                             "choose a run.out_dir in a writable folder") from None
+        try:
             remove_leftovers(out)
-        except Exception as err:  # noqa: BLE001 - told to every rank below, then raised as it is here
-            failure = err
-            if lock is not None:
-                lock.release()
-    told = env.broadcast(None if failure is None else (type(failure).__name__, str(failure)))
-    if failure is not None:
-        raise failure
-    if told is not None:
-        kind, message = told
-        raise {"UsageError": UsageError, "DiskFullError": DiskFullError}.get(kind, RuntimeError)(message)
+        except BaseException:
+            lock.release()
+            raise
+        held.append(lock)  # kept here: a lock is this process's, never sent to the other ranks
+
+    env.decide_on_main(take)
     try:
         yield
     finally:
-        if lock is not None:
+        for lock in held:
             lock.release()

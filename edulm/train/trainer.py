@@ -126,20 +126,15 @@ class TrainingRun:
 
     def _find_checkpoint(self, resume: str | None) -> Path | None:
         """The checkpoint to resume from (decided on rank 0, shared with the others)."""
-        answer: tuple[str | None, str | None] = (None, None)
-        if self.env.is_main:
-            try:
-                # A checkpoint whose files do not load safely (a foreign pickle, JSON of the wrong
-                # shape) counts as damaged like a failed checksum: --resume auto takes an older one.
-                found = checkpoint.resolve_resume(self.layout.root, resume, check=load_problem) if resume else None
-                if found is None:
-                    self._refuse_to_overwrite(resume)
-                answer = (str(found) if found else None, None)
-            except UsageError as err:
-                answer = (None, str(err))
-        path, error = self.env.broadcast(answer)
-        if error:
-            raise UsageError(error)
+        def decide() -> str | None:
+            # A checkpoint whose files do not load safely (a foreign pickle, JSON of the wrong shape)
+            # counts as damaged like a failed checksum: --resume auto takes an older one.
+            found = checkpoint.resolve_resume(self.layout.root, resume, check=load_problem) if resume else None
+            if found is None:
+                self._refuse_to_overwrite(resume)
+            return str(found) if found else None
+
+        path = self.env.decide_on_main(decide)
         return Path(path) if path else None
 
     def _refuse_to_overwrite(self, resume: str | None) -> None:
