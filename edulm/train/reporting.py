@@ -232,9 +232,21 @@ class MetricsLogger(Callback):
             sink.close()
 
 
-def data_report(cfg: Config, tokens: int) -> dict[str, Any]:
+def shards_manifest(cfg: Config) -> dict[str, Any] | None:
+    """The run's shards manifest (read once per process for the summary); None when streaming or unreadable."""
+    if cfg.data.streaming:
+        return None
+    from edulm.data.shards import read_manifest
+
+    try:
+        return read_manifest(cfg.data.shards_dir)
+    except (UsageError, OSError):
+        return None  # the loader read it at start-up; a summary never fails the run over it
+
+
+def data_report(cfg: Config, manifest: dict[str, Any] | None, tokens: int) -> dict[str, Any]:
     """What the run's data really was, for the summary: the held-out split as prepared (the shards
-    manifest's ``held_out``: tokens, documents, requested, short) and, for a mixture, what the run drew
+    ``manifest``'s ``held_out``: tokens, documents, requested, short) and, for a mixture, what the run drew
     from each source (:func:`edulm.data.mixture.realised_mixture` for ``tokens``: tokens, share, epochs).
 
     None for what is not known: streaming runs have no manifest, and shards prepared before the
@@ -242,15 +254,10 @@ def data_report(cfg: Config, tokens: int) -> dict[str, Any]:
     """
     report: dict[str, Any] = {"shards_dir": None if cfg.data.streaming else cfg.data.shards_dir,
                               "held_out": None, "mixture": None}
-    if cfg.data.streaming:
+    if manifest is None:
         return report
     from edulm.data.mixture import realised_mixture
-    from edulm.data.shards import read_manifest
 
-    try:
-        manifest = read_manifest(cfg.data.shards_dir)
-    except (UsageError, OSError):
-        return report  # the loader read it at start-up; a summary never fails the run over it
     report["held_out"] = manifest.get("held_out")
     if "mixture" in manifest:
         usage = realised_mixture(manifest, cfg.run.seed, cfg.train.seq_len, tokens)
@@ -258,8 +265,12 @@ def data_report(cfg: Config, tokens: int) -> dict[str, Any]:
     return report
 
 
-def write_summary(run: Run, status: str) -> None:
-    """Write ``training/training_summary.json``: totals, throughput, memory, device, time, cost, versions."""
+def write_summary(run: Run, status: str, manifest: dict[str, Any] | None, provenance: dict[str, Any]) -> None:
+    """Write ``training/training_summary.json``: totals, throughput, memory, device, time, cost, versions.
+
+    ``manifest`` (:func:`shards_manifest`) and ``provenance`` (``versions``, ``code_revision``) are read
+    once per process: the summary is rewritten after every checkpoint while the other ranks wait.
+    """
     cfg, state, env = run.cfg, run.state, run.env
     tally, batch = state.tally, state.batch
     wall = run.elapsed()
@@ -279,7 +290,7 @@ def write_summary(run: Run, status: str) -> None:
         "optimizer": cfg.train.optimizer,
         "optimizer_description": run.optimizer.description,
         "schedule": cfg.train.schedule,
-        "data": data_report(cfg, state.tokens),
+        "data": data_report(cfg, manifest, state.tokens),
         "schedule_changes": state.schedule_changes,
         "init_from": state.init_from,
         "skipped_steps": state.skipped_steps,
@@ -297,8 +308,7 @@ def write_summary(run: Run, status: str) -> None:
         "wall_time_s": round(wall, 3),
         "wall_time_h": round(wall / 3600, 6),
         **cost_estimate(wall, env.world_size if env.device.type == "cuda" else 0, run.gpu_hourly_rate),
-        "versions": versions(),
-        "code_revision": code_revision(),
+        **provenance,
         "segment_started_at": run.started_at.isoformat(timespec="seconds"),
         "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
@@ -308,11 +318,15 @@ def write_summary(run: Run, status: str) -> None:
 class SummaryFile(Callback):
     """``training_summary.json``: rewritten after every checkpoint (status ``running``) and at the end."""
 
+    def on_start(self, run: Run) -> None:
+        self._manifest = shards_manifest(run.cfg)
+        self._provenance = {"versions": versions(), "code_revision": code_revision()}
+
     def on_save(self, run: Run, path) -> None:
-        write_summary(run, "running")
+        write_summary(run, "running", self._manifest, self._provenance)
 
     def on_end(self, run: Run, status: str) -> None:
-        write_summary(run, status)
+        write_summary(run, status, self._manifest, self._provenance)
 
 
 class Plots(Callback):
