@@ -18,10 +18,10 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, Callable
 
-from edulm.data.manifest import shape_problem
+from edulm.data.manifest import inside_folder, shape_problem
 from edulm.errors import UsageError
 from edulm.files import fsync_path, remove_path, remove_stale_temps, sha256_file, temp_path, temp_target
 from edulm.layout import CHECKPOINTS_DIR, MANIFEST_FILE, checkpoint_name, step_of
@@ -102,8 +102,7 @@ def manifest_problem(manifest: Any) -> str | None:
         problem = shape_problem(meta, _FILE_ENTRY, f"files['{name}']")
         if problem:
             return problem
-        parts = PurePosixPath(name).parts
-        if not parts or PurePosixPath(name).is_absolute() or ".." in parts or name == MANIFEST_FILE:
+        if not inside_folder(name) or name == MANIFEST_FILE:
             return f"files names '{name}', not a file inside the checkpoint"
         if meta["bytes"] < 0:
             return f"files['{name}'].bytes is negative"

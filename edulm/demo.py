@@ -60,7 +60,7 @@ def run_demo(config_path: str | Path, overrides: list[str]) -> dict[str, float]:
     print(f"  plots             {', '.join(str(p) for p in run.plots)}")
     print(f"  log               {run.log}")
     print(f"  model             {final}")
-    print(f"  model card        {final / 'README.md'}")
+    print(f"  model card        {run.card}")
     result = {"first_loss": rows[0]["loss"], "last_loss": rows[-1]["loss"], "val_loss": vals[-1] if vals else float("nan")}
     print(
         f"loss {result['first_loss']:.3f} -> {result['last_loss']:.3f} (step {int(rows[0]['step'])} -> "

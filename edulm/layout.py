@@ -112,9 +112,13 @@ def step_of(path: str | Path) -> int | None:
     return int(match.group(1)) if match else None
 
 
+RANK_FILE_PREFIX = "rank-"
+"""Per-process files in a checkpoint are ``rank-`` and the rank with 5 digits, ``.pt``."""
+
+
 def rank_file(rank: int) -> str:
     """Name of one process's file in a checkpoint (its data position and RNG states)."""
-    return f"rank-{rank:05d}.pt"
+    return f"{RANK_FILE_PREFIX}{rank:05d}.pt"
 
 
 @dataclass(frozen=True)

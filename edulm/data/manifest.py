@@ -84,11 +84,16 @@ def shape_problem(value: Any, shape: Any, where: str = "") -> str | None:
     return None
 
 
+def inside_folder(name: str) -> bool:
+    """Whether a file name recorded in a manifest stays inside its folder (not empty, not absolute, no ``..``)."""
+    path = PurePosixPath(name)
+    return bool(path.parts) and not path.is_absolute() and ".." not in path.parts
+
+
 def _file_problem(entries: list[dict[str, Any]], where: str) -> str | None:
     """A shard file name that is absolute or climbs out of the folder (``..``)."""
     for i, entry in enumerate(entries):
-        path = PurePosixPath(entry["file"])
-        if path.is_absolute() or ".." in path.parts or not path.parts:
+        if not inside_folder(entry["file"]):
             return f"{where}[{i}].file '{entry['file']}' is not a path inside the folder"
     return None
 

@@ -47,7 +47,7 @@ from edulm import checkpoint
 from edulm.config import Config, save_config
 from edulm.data.manifest import shape_problem
 from edulm.files import disk_full_error, is_disk_full, remove_path, write_json
-from edulm.layout import CONFIG_FILE, TRAINER_STATE_FILE, rank_file
+from edulm.layout import CONFIG_FILE, RANK_FILE_PREFIX, TRAINER_STATE_FILE, rank_file
 from edulm.train.distributed import DistEnv, full_model_state
 from edulm.train.train_state import TrainState
 from edulm.weights import has_tied_head, load_state, weights_state_dict, without_tied_head
@@ -226,7 +226,7 @@ def load_problem(path: str | Path) -> str | None:
         except (OSError, ValueError, RuntimeError, EOFError, SafetensorError) as err:
             return f"{file.name} does not load ({str(err).splitlines()[0] if str(err) else type(err).__name__})"
         problem = shape_problem(state, dict, file.name)
-        if problem is None and file.name.startswith("rank-"):  # {component name: its state}
+        if problem is None and file.name.startswith(RANK_FILE_PREFIX):  # {component name: its state}
             problem = next(filter(None, (shape_problem(v, dict, f"{file.name}['{k}']") for k, v in state.items())), None)
         if problem is None and file.name == TRAINER_STATE_FILE:
             problem = _trainer_state_problem(state)
