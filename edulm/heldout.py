@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from edulm.bits_per_byte import bits_per_byte
+from edulm.bits_per_byte import bits_per_byte, scored_bytes
 from edulm.logs import progress_bars
 from edulm.metrics import perplexity
 from edulm.model.loss import IGNORE_INDEX
@@ -85,13 +85,12 @@ def score_heldout(
     from tqdm.auto import tqdm
 
     device = torch.device(device)
-    lookup = torch.from_numpy(byte_table) if byte_table is not None else None
     module = loss_fn if isinstance(loss_fn, nn.Module) else None
     was_training = module.training if module is not None else False
     if module is not None:
         module.eval()
     total = torch.zeros((), device=device, dtype=torch.float64)
-    tokens = n_bytes = windows = 0
+    tokens = windows = 0
     batches = batches if isinstance(batches, list) else list(batches)
     try:
         for inputs, targets in tqdm(batches, desc="scoring", unit="batch", disable=not (progress and progress_bars()),
@@ -105,11 +104,10 @@ def score_heldout(
             total += mean.double() * n
             tokens += n
             windows += int(scored_mask.any(dim=1).sum())
-            if lookup is not None:
-                n_bytes += int(lookup[targets[scored_mask].cpu()].sum())
     finally:
         if module is not None:
             module.train(was_training)
+    n_bytes = scored_bytes(byte_table, batches) if byte_table is not None else 0
     return HeldOutScore(nll_sum=total.item(), tokens=tokens, windows=windows, bytes=n_bytes)
 
 

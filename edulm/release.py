@@ -118,7 +118,7 @@ class Release:
         self.folder = self.layout.release
         self.final = self.layout.final
         self.eval_file = self.layout.eval_results
-        self.baselines_dir = Path(options.baselines_dir) if options.baselines_dir else self.layout.baselines
+        self.baselines_dir = options.baselines_dir or self.layout.baselines
         self.sample = self.layout.training_sample
         self.contamination_dir = self.layout.contamination
         self.comparison_dir = self.layout.comparison
@@ -228,16 +228,15 @@ class Release:
         from edulm.card import write_card
         from edulm.lock import folder_lock
 
-        optional = {"eval_path": self.eval_file, "comparison": self.comparison_dir,
-                    "contamination": self.contamination_dir / REPORT_JSON}
-        given = {k: v for k, v in optional.items() if Path(v).exists()}
+        # The card reads the run's evaluation, comparison and contamination report from where this release
+        # wrote them (edulm.layout), whichever exist.
         with folder_lock(self.final, "edulm release (model card)"):
-            return write_card(self.run_dir, self.card, name=self.options.name, license=self.options.license, **given)
+            return write_card(self.run_dir, self.card, name=self.options.name, license=self.options.license)
 
     # -- running -------------------------------------------------------------------------------
 
     def _state(self) -> dict[str, Any]:
-        state = artifacts.read_json(self.folder / STATE_FILE, "release state") if (self.folder / STATE_FILE).is_file() else None
+        state = artifacts.read_json(self.folder / STATE_FILE, "release state")
         return state if isinstance(state, dict) and isinstance(state.get("steps"), dict) else {"steps": {}}
 
     def run(self) -> dict[str, dict[str, Any]]:
