@@ -164,7 +164,9 @@ def describe_model(model: str) -> dict[str, Any]:
 
     path = Path(model)
     if not path.exists():
-        if model.startswith((".", "/", "~")) or model.count("/") > 1:
+        from edulm.hf.source import is_hub_id
+
+        if not is_hub_id(model):
             raise UsageError(f"{model}: no such folder; pass an HF folder, a run dir, a checkpoint dir or a hub id")
         from edulm.evaluate.tasks import require_hub
         from edulm.hub import hub_offline

@@ -204,10 +204,8 @@ def model_bits_per_byte(model: str, text: str, seq_len: int, batch_size: int = 2
 
     if not Path(model).exists():  # a hub id: fail at once when the hub is unreachable, rather than retry for a minute
         from edulm.evaluate.tasks import require_hub
-        from edulm.hub import hub_offline
 
-        if not hub_offline():
-            require_hub(f"the model {model}")
+        require_hub(f"the model {model}")  # offline mode: returns at once (cached copies are used)
     try:
         tokenizer = AutoTokenizer.from_pretrained(model, trust_remote_code=False)
         hf_model = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32, trust_remote_code=False).to(device).eval()
