@@ -30,6 +30,7 @@ from edulm.hf.source import (
     load_model_tokenizer,
     read_json,
     resolve_model,
+    shard_files,
 )
 from edulm.layout import MODEL_FILE
 from edulm.lock import folder_lock
@@ -94,7 +95,7 @@ def weights_digest(resolved: ResolvedModel) -> str:
     """SHA-256 of the source weights' bytes (of every shard, in order, for a sharded folder)."""
     if resolved.weights.name != SHARD_INDEX_FILE:
         return sha256_file(resolved.weights)
-    shards = sorted(set(read_json(resolved.weights).get("weight_map", {}).values()))
+    shards = shard_files(resolved.weights)
     return hashlib.sha256("".join(sha256_file(resolved.weights.parent / s) for s in shards).encode()).hexdigest()
 
 

@@ -204,12 +204,16 @@ def empty_model(cfg: ModelConfig):
     return model
 
 
+def shard_files(index_file: Path) -> list[str]:
+    """The weight files a transformers shard index lists, each once, in name order."""
+    return sorted(set(read_json(index_file).get("weight_map", {}).values()))
+
+
 def _load_sharded(model, index_file: Path) -> None:
     """Load the shards listed in a transformers shard index, with the same key checks as one file."""
     from safetensors.torch import load_file
 
-    index = read_json(index_file)
-    shards = sorted(set(index.get("weight_map", {}).values()))
+    shards = shard_files(index_file)
     if not shards:
         raise UsageError(f"{index_file}: lists no weight files")
     state: dict[str, torch.Tensor] = {}
