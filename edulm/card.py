@@ -76,11 +76,8 @@ def metadata(inputs: CardInputs):
     from huggingface_hub import EvalResult, ModelCardData
 
     results = []
-    evaluation = inputs.evaluation or {}
-    # Task configs: under "lm_eval" in edulm's results file, at the top level in lm-eval's own output.
-    raw_configs = (evaluation.get("lm_eval") or {}).get("configs") or evaluation.get("configs") or {}
     for task, score in inputs.scores.items():
-        dataset = TASK_DATASETS.get(task) or _dataset_from_config(task, raw_configs.get(task) or {})
+        dataset = TASK_DATASETS.get(task) or _dataset_from_config(task, inputs.results.task_config(task))
         note = contamination_note(inputs, task)
         results.append(EvalResult(
             task_type="text-generation", task_name="Text Generation",

@@ -60,8 +60,7 @@ def _aggregation(results: ModelScores, task: str, metric: str) -> Callable[[list
     """The function lm-eval aggregated ``metric`` of ``task`` with: the task config's, else the metric's default."""
     from lm_eval.api import registry
 
-    configs = ((results.document.get("lm_eval") or {}).get("configs") or results.document.get("configs") or {})
-    for entry in (configs.get(task) or {}).get("metric_list") or []:
+    for entry in results.task_config(task).get("metric_list") or []:
         if isinstance(entry, dict) and entry.get("metric") == metric and isinstance(entry.get("aggregation"), str):
             found = registry.get_aggregation(entry["aggregation"])
             if found is not None:

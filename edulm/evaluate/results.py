@@ -80,6 +80,12 @@ class ModelScores:
         value = self.all_metrics.get(task, {}).get(metric)
         return value.stderr if value else None
 
+    def task_config(self, task: str) -> dict[str, Any]:
+        """lm-eval's config of ``task`` (under ``lm_eval`` in edulm's results file, at the top level in
+        lm-eval's own output); empty when not recorded."""
+        configs = (self.document.get("lm_eval") or {}).get("configs") or self.document.get("configs") or {}
+        return configs.get(task) or {}
+
     def samples_file(self, task: str) -> Path | None:
         """The per-example samples file of ``task`` written beside the results file, if it exists."""
         files = self.document.get("samples_files") or {}
