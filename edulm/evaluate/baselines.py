@@ -85,9 +85,9 @@ def parse_models(text: str | list[str] | None) -> list[Baseline]:
     return models
 
 
-def is_complete(path: Path, settings, model: str | None = None) -> bool:
-    """True when ``path`` holds results for every requested task, run with the same limit, dtype and include path
-    (and, when ``model`` is given, for that model)."""
+def is_complete(path: Path, settings, model: str) -> bool:
+    """True when ``path`` holds ``model``'s results for every requested task, run with the same limit, dtype and
+    include path."""
     if not path.is_file():
         return False
     try:
@@ -103,7 +103,7 @@ def is_complete(path: Path, settings, model: str | None = None) -> bool:
         and protocol.get("include_path") == include
         and doc.get("runtime", {}).get("dtype") == settings.dtype
     )
-    if model is not None and (doc.get("model") or {}).get("source") != str(model):
+    if (doc.get("model") or {}).get("source") != str(model):
         return False
     scores = doc.get("scores", {})
     return same and all(scores.get(task, {}).get("value") is not None for task in settings.tasks)
