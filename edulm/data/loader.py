@@ -28,7 +28,7 @@ from edulm.config import Config
 from edulm.data.mixture import split_by_weight
 from edulm.data.mixture_loader import MixtureLoader
 from edulm.data.prefetch import PrefetchingLoader
-from edulm.data.shards import MANIFEST, TOKEN_DTYPE, check_fingerprint, open_shards, open_split, read_manifest
+from edulm.data.shards import MANIFEST, TOKEN_DTYPE, check_fingerprint, open_shards, read_manifest
 from edulm.data.windows import ChecksumPass, TokenStream, batch_buffers
 from edulm.errors import UsageError
 
@@ -237,10 +237,35 @@ def windows_to_batches(tokens: np.ndarray, seq_len: int, batch_size: int, max_to
     ``max_tokens`` (0: all) caps the scored tokens, rounded up to whole windows; the tail shorter than a
     window is left out so every batch has the same width.
     """
-    n = max(0, (len(tokens) - 1) // seq_len)
+    return held_out_batches([tokens], [1.0], seq_len, batch_size, max_tokens)
+
+
+def held_out_batches(segments: list[np.ndarray], weights: list[float], seq_len: int, batch_size: int,
+                     max_tokens: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Each segment (a source's held-out tokens) cut into non-overlapping windows on its own, as batches.
+
+    ``max_tokens`` (0: all) caps the scored tokens, rounded up to whole windows and shared among the
+    segments by ``weights``, so a cap scores the mixture, not its first source.
+    """
+    available = [max(0, (len(tokens) - 1) // seq_len) for tokens in segments]
     if max_tokens > 0:
-        n = min(n, -(-max_tokens // seq_len))
-    return _batches([(tokens, n)], seq_len, batch_size)
+        wanted = split_by_weight(-(-max_tokens // seq_len), weights)
+        available = [min(a, w) for a, w in zip(available, wanted)]
+    return _batches(list(zip(segments, available)), seq_len, batch_size)
+
+
+def shards_held_out(shards_dir: str | Path, fingerprint: str | None = None) -> tuple[list[np.ndarray], list[float]]:
+    """The held-out tokens of a prepared folder, one segment per source (one for a single source), and the
+    sources' weights; ``fingerprint`` (the reader's tokenizer) must match the shards'."""
+    folder = Path(shards_dir)
+    manifest = read_manifest(folder)
+    check_fingerprint(manifest, folder, fingerprint)
+    entries = manifest["splits"]["val"]["shards"]
+    arrays = open_shards(folder, entries, manifest["tokenizer"]["fingerprint"])
+    if "mixture" not in manifest:
+        return [_concat(arrays)], [1.0]
+    weights = [float(s["weight"]) for s in manifest["mixture"]]
+    return [_concat([a for a, e in zip(arrays, entries) if e["source"] == i]) for i in range(len(weights))], weights
 
 
 def _batches(segments: list[tuple[np.ndarray, int]], seq_len: int, batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -261,25 +286,13 @@ def make_val_batches(cfg: Config, batch_size: int, max_tokens: int = 0) -> list[
     among the sources by weight, so the loss is over the mixture. With ``data.streaming`` the
     held-out documents are read and tokenized from the source.
     """
-    seq_len = cfg.train.seq_len
     if cfg.data.streaming:
         from edulm.data.streaming import held_out_segments
 
         segments, weights = held_out_segments(cfg), [e.weight for e in cfg.data.sources()]
     else:
-        manifest = read_manifest(cfg.data.shards_dir)
-        entries = manifest["splits"]["val"]["shards"]
-        arrays = open_split(cfg.data.shards_dir, "val")
-        if "mixture" in manifest:
-            weights = [float(s["weight"]) for s in manifest["mixture"]]
-            segments = [_concat([a for a, e in zip(arrays, entries) if e["source"] == i]) for i in range(len(weights))]
-        else:
-            segments, weights = [_concat(arrays)], [1.0]
-    available = [max(0, (len(tokens) - 1) // seq_len) for tokens in segments]
-    if max_tokens > 0:
-        wanted = split_by_weight(-(-max_tokens // seq_len), weights)
-        available = [min(a, w) for a, w in zip(available, wanted)]
-    return _batches(list(zip(segments, available)), seq_len, batch_size)
+        segments, weights = shards_held_out(cfg.data.shards_dir)
+    return held_out_batches(segments, weights, cfg.train.seq_len, batch_size, max_tokens)
 
 
 def _concat(arrays: list[np.ndarray]) -> np.ndarray:

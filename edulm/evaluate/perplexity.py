@@ -20,7 +20,6 @@ import sys
 from pathlib import Path
 from typing import Iterable
 
-import numpy as np
 import torch
 
 from edulm.bits_per_byte import token_byte_lengths
@@ -115,19 +114,19 @@ def text_perplexity(loss_fn: LossFn, tokenizer, text: str, seq_len: int, batch_s
 
 def shards_perplexity(model, tokenizer, shards_dir: str | Path, seq_len: int, batch_size: int = 4,
                       max_tokens: int = 0, progress: bool = False) -> HeldOutScore:
-    """Score the held-out split of prepared shards, as the trainer's validation does; the shards must use the model's tokenizer."""
-    from edulm.data.loader import windows_to_batches
-    from edulm.data.shards import open_split
+    """Score the held-out split of prepared shards, as the trainer's validation does (a mixture's sources each
+    windowed on their own, a token cap shared by weight); the shards must use the model's tokenizer."""
+    from edulm.data.loader import held_out_batches, shards_held_out
     from edulm.tokenizer import tokenizer_fingerprint
 
-    arrays = open_split(shards_dir, "val", fingerprint=tokenizer_fingerprint(tokenizer))
-    tokens = np.concatenate(arrays) if arrays else np.zeros(0, dtype=np.uint16)
-    if len(tokens) <= seq_len:
+    segments, weights = shards_held_out(shards_dir, tokenizer_fingerprint(tokenizer))
+    held = sum(len(tokens) for tokens in segments)
+    batches = held_out_batches(segments, weights, seq_len, batch_size, max_tokens)
+    if not batches:
         raise UsageError(
-            f"{shards_dir}: the held-out split has {len(tokens)} tokens, fewer than one window of {seq_len + 1}; "
+            f"{shards_dir}: the held-out split has {held} tokens, fewer than one window of {seq_len + 1}; "
             "prepare with a larger data.val_tokens or pass a smaller --seq-len"
         )
-    batches = windows_to_batches(tokens, seq_len, batch_size, max_tokens)
     return _scored(model, batches, next(model.parameters()).device, tokenizer, progress)
 
 

@@ -259,3 +259,22 @@ def test_mixture_config_is_validated(source, message):
         config_from_dict({"data": {"source": [{"source": "a"}], "pattern": "*.parquet"}})
     cfg = config_from_dict({"data": {"source": [{"source": "a", "weight": 2}, {"source": "b", "text_field": "body"}]}})
     assert [(e.source, e.weight, e.text_field) for e in cfg.data.sources()] == [("a", 2.0, "text"), ("b", 1.0, "body")]
+
+
+def test_perplexity_of_a_mixture_folder_scores_the_trainers_validation_windows(mixed):
+    """`edulm perplexity --data` windows each source on its own and shares a token cap by weight, as the trainer."""
+    from edulm.config import ModelConfig
+    from edulm.evaluate.perplexity import shards_perplexity
+    from edulm.heldout import score_heldout
+    from edulm.model import LlamaLM
+    from edulm.tokenizer import load_tokenizer
+
+    cfg, _ = mixed
+    tokenizer = load_tokenizer(cfg.tokenizer.name)
+    torch.manual_seed(0)
+    model = LlamaLM(ModelConfig(vocab_size=len(tokenizer), n_layers=1, d_model=32, d_ff=64, n_heads=2, n_kv_heads=1,
+                                max_seq_len=SEQ)).eval()
+    got = shards_perplexity(model, tokenizer, cfg.data.shards_dir, SEQ, batch_size=3, max_tokens=8 * SEQ)
+    expected = score_heldout(model, make_val_batches(cfg, batch_size=3, max_tokens=8 * SEQ), "cpu")
+    assert (got.tokens, got.windows) == (expected.tokens, expected.windows) == (8 * SEQ, 8)
+    assert got.loss == pytest.approx(expected.loss, abs=1e-6)
