@@ -37,6 +37,7 @@ from edulm.data.shards import MAX_VOCAB, TOKEN_DTYPE
 from edulm.data.sources import open_source
 from edulm.data.mixture import split_by_weight
 from edulm.data.stream_worker import initial_state, produce
+from edulm.data.windows import batch_buffers
 from edulm.data.workers import worker_count
 from edulm.errors import UsageError
 
@@ -100,10 +101,9 @@ class StreamingLoader:
             self.close()
             raise (UsageError if item[1] else RuntimeError)(item[2])
         _, windows, self._state = item
-        tokens = torch.from_numpy(windows.astype(np.int64))
-        x, y = tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous()
-        if self.pin_memory:
-            x, y = x.pin_memory(), y.pin_memory()
+        x, y = batch_buffers(len(windows), self.seq_len, self.pin_memory)  # one copy, into (pinned) int64
+        np.copyto(x.numpy(), windows[:, :-1])
+        np.copyto(y.numpy(), windows[:, 1:])
         return x, y
 
     def state_dict(self) -> dict[str, Any]:
