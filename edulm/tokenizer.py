@@ -37,7 +37,7 @@ from typing import Iterable
 
 from edulm.cache import cache_dir
 from edulm.errors import UsageError
-from edulm.files import disk_full_error, is_disk_full, remove_path, remove_stale_temps, temp_path
+from edulm.files import atomic_path, remove_stale_temps
 from edulm.hub import hub_offline, is_no_hub_error, use_hub
 from edulm.remote_code import refuse_remote_code
 
@@ -173,17 +173,12 @@ def offline_smollm2():
         tok.chat_template = None
         target.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temps(target.parent)  # copies of a conversion that was killed half-way
-        tmp = temp_path(target)
         try:
-            save_tokenizer(tok, tmp)
-            tmp.rename(target)
-        except BaseException as err:
-            remove_path(tmp)
-            finished_elsewhere = isinstance(err, OSError) and (target / "tokenizer.json").is_file()
-            if not finished_elsewhere:  # (when another process finished first, its copy is identical)
-                if is_disk_full(err):
-                    raise disk_full_error(target.parent, "the converted SmolLM2 tokenizer") from err
-                raise
+            with atomic_path(target, "the converted SmolLM2 tokenizer") as tmp:
+                save_tokenizer(tok, tmp)
+        except OSError:
+            if not (target / "tokenizer.json").is_file():
+                raise  # (when another process finished first, its copy is identical)
     return AutoTokenizer.from_pretrained(str(target), trust_remote_code=False)
 
 
