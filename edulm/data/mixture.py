@@ -5,8 +5,8 @@ each source into its own sub-folder of ``data.shards_dir`` (:func:`source_folder
 source's share of ``data.val_tokens`` and stopping each at its share of ``data.max_tokens``
 (:func:`split_by_weight`). The training loader then draws windows by weight:
 
-- the run's windows form one global sequence of *draws*; draw ``k`` comes from source
-  :func:`source_of_draws` ``(seed, weights, k)``, a seeded pseudo-random choice with the sources'
+- the run's windows form one global sequence of *draws*; draw ``k`` comes from the source
+  :class:`DrawSequence` ``(seed, weights)`` names for it, a seeded pseudo-random choice with the sources'
   probabilities, the same on every machine and independent of the number of processes;
 - the ``j``-th draw of source ``s`` is window ``perm[j mod n_s]`` of that source, where ``perm`` is a
   permutation of its ``n_s`` windows drawn from ``(seed, epoch = j div n_s, s)``: every window of a
@@ -83,11 +83,6 @@ class DrawSequence:
             out[done : done + take] = self._block_sources(block)[offset : offset + take]
             done += take
         return out
-
-
-def source_of_draws(seed: int, weights: Sequence[float], first: int, count: int) -> np.ndarray:
-    """The source index of global draws ``first .. first + count - 1`` (int64)."""
-    return DrawSequence(seed, weights).sources(first, count)
 
 
 def draws_per_source(seed: int, weights: Sequence[float], draws: int) -> np.ndarray:

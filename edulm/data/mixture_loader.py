@@ -68,10 +68,6 @@ class MixtureLoader:
             self._perms[source] = cached
         return int(cached[1][position])
 
-    def verified(self) -> None:
-        """Wait for the background checksum pass; raise UsageError naming a damaged shard."""
-        self._checks.wait()
-
     def __iter__(self) -> "MixtureLoader":
         return self
 

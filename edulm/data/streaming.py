@@ -183,9 +183,3 @@ def held_out_segments(cfg: Config) -> list[np.ndarray]:
     shares = split_by_weight(cfg.data.val_tokens, [e.weight for e in entries])
     return [_held_out(e.source, e.text_field, e.pattern, cfg.tokenizer.name, cfg.run.seed, share)
             for e, share in zip(entries, shares)]
-
-
-def held_out_tokens(cfg: Config) -> np.ndarray:
-    """Every source's held-out documents (same rule as `edulm prepare`), tokenized and concatenated."""
-    segments = held_out_segments(cfg)
-    return np.concatenate(segments) if segments else np.zeros(0, dtype=TOKEN_DTYPE)

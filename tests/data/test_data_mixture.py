@@ -15,7 +15,7 @@ from data_helpers import synthetic_corpus, write_jsonl
 from edulm.cli import main
 from edulm.config import SourceEntry
 from edulm.data.loader import make_train_loader, make_val_batches
-from edulm.data.mixture import draws_per_source, realised_mixture, source_of_draws, split_by_weight, window_permutation
+from edulm.data.mixture import DrawSequence, draws_per_source, realised_mixture, split_by_weight, window_permutation
 from edulm.data.prepare import prepare
 from edulm.data.shards import open_split
 from edulm.errors import UsageError
@@ -76,7 +76,7 @@ def _expected_rows(cfg, manifest, first_draw: int, count: int) -> list[np.ndarra
     for i in range(len(weights)):
         files = [e["file"] for e in manifest["splits"]["train"]["shards"] if e["source"] == i]
         streams.append(np.concatenate([np.fromfile(out / f, dtype="<u2", offset=128) for f in files]).astype(np.int64))
-    sources = source_of_draws(cfg.run.seed, weights, 0, first_draw + count)
+    sources = DrawSequence(cfg.run.seed, weights).sources(0, first_draw + count)
     rows = []
     for k in range(first_draw, first_draw + count):
         s = int(sources[k])

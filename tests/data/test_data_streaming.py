@@ -17,8 +17,14 @@ from edulm.data.prepare import prepare
 from edulm.data.shards import open_split
 from edulm.data.sources import open_source
 from edulm.data.stream_worker import INITIAL_STATE, stream_batches
-from edulm.data.streaming import held_out_tokens
+from edulm.data.streaming import held_out_segments
 from edulm.errors import UsageError
+
+
+def held_out_tokens(cfg) -> np.ndarray:
+    """Every source's held-out documents as streaming reads them, concatenated."""
+    segments = held_out_segments(cfg)
+    return np.concatenate(segments) if segments else np.zeros(0, dtype=np.uint16)
 
 
 def _batches(cfg, tokenizer_file, state=None, rank=0, world_size=1, batch_size=3):
@@ -143,7 +149,7 @@ def test_a_streamed_mixture_follows_the_draw_sequence_and_resumes_exactly(finewe
     from data_helpers import synthetic_corpus
 
     from edulm.config import SourceEntry
-    from edulm.data.mixture import source_of_draws
+    from edulm.data.mixture import DrawSequence
     from edulm.data.stream_worker import initial_state, stream_mixture_batches
 
     corpus = synthetic_corpus(tmp_path / "corpus", n=200)
@@ -161,7 +167,7 @@ def test_a_streamed_mixture_follows_the_draw_sequence_and_resumes_exactly(finewe
     # Each window is the next one of the source its draw names, from that source's own stream.
     alone = [stream_batches(o, tokenizer, 0, dict(INITIAL_STATE), seq_len=32, batch_size=1, seed=7, val_tokens=v)
              for o, v in zip(opened, (75, 225))]
-    for source, row in zip(source_of_draws(7, [1.0, 3.0], 0, 120).tolist(), np.concatenate([w for w, _ in items])):
+    for source, row in zip(DrawSequence(7, [1.0, 3.0]).sources(0, 120).tolist(), np.concatenate([w for w, _ in items])):
         assert np.array_equal(row, next(alone[source])[0][0])
     for stream in alone:
         stream.close()
