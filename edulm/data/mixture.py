@@ -27,6 +27,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from edulm.config import DataConfig
 from edulm.data.shards import read_manifest
 
 DRAW_BLOCK = 1 << 16
@@ -42,6 +43,12 @@ def split_by_weight(total: int, weights: Sequence[float]) -> list[int]:
     order = np.argsort(-(exact - parts), kind="stable")
     parts[order[: total - int(parts.sum())]] += 1
     return [int(p) for p in parts]
+
+
+def held_out_shares(data: DataConfig) -> list[int]:
+    """Each source's share by weight of ``data.val_tokens``: what `edulm prepare` holds out of it, and what
+    streaming reads back as its held-out split (they must agree to the token)."""
+    return split_by_weight(data.val_tokens, [e.weight for e in data.sources()])
 
 
 def source_folder(index: int, source: str) -> str:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from edulm.config import Config
-from edulm.data.mixture import source_folder, split_by_weight
+from edulm.data.mixture import held_out_shares, source_folder, split_by_weight
 from edulm.data.prepare_folder import FolderPlan, TokenizerFacts, already_prepared, held_out_summary, prepare_folder
 from edulm.data.prepare_state import STATE, load_state, remove_state, save_state
 from edulm.data.shards import FORMAT_VERSION, MANIFEST
@@ -35,7 +35,7 @@ def mixture_plans(cfg: Config) -> list[tuple[str, FolderPlan]]:
     d = cfg.data
     entries = d.sources()
     weights = [e.weight for e in entries]
-    val_shares = split_by_weight(d.val_tokens, weights)
+    val_shares = held_out_shares(d)
     # A budget of 0 means "no budget", so a source's share of a real budget is at least one token.
     max_shares = [max(1, m) for m in split_by_weight(d.max_tokens, weights)] if d.max_tokens else [0] * len(entries)
     return [

@@ -35,7 +35,7 @@ from edulm.config import Config
 from edulm.data.documents import DocumentWalk, WalkStart, tokenize_here
 from edulm.data.shards import MAX_VOCAB, TOKEN_DTYPE
 from edulm.data.sources import open_source
-from edulm.data.mixture import split_by_weight
+from edulm.data.mixture import held_out_shares
 from edulm.data.stream_worker import initial_state, produce
 from edulm.data.windows import batch_buffers
 from edulm.data.workers import worker_count
@@ -60,7 +60,7 @@ class StreamingLoader:
         self._job = {
             "tokenizer_json": tokenizer.backend_tokenizer.to_str(), "eos_id": document_separator_id(tokenizer),
             "sources": [{"source": e.source, "text_field": e.text_field, "pattern": e.pattern} for e in entries],
-            "weights": weights, "val_tokens": split_by_weight(cfg.data.val_tokens, weights),
+            "weights": weights, "val_tokens": held_out_shares(cfg.data),
             "threads": worker_count(cfg.data.workers, world_size),
             "shape": {"seq_len": cfg.train.seq_len, "batch_size": micro_batch_size, "seed": cfg.run.seed, "rank": rank, "world_size": world_size},
         }
@@ -180,6 +180,6 @@ def held_out_segments(cfg: Config) -> list[np.ndarray]:
     The same documents `edulm prepare` holds out: each source's share by weight of ``data.val_tokens``.
     """
     entries = cfg.data.sources()
-    shares = split_by_weight(cfg.data.val_tokens, [e.weight for e in entries])
+    shares = held_out_shares(cfg.data)
     return [_held_out(e.source, e.text_field, e.pattern, cfg.tokenizer.name, cfg.run.seed, share)
             for e, share in zip(entries, shares)]
