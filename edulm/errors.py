@@ -17,3 +17,8 @@ class UsageError(Exception):
 
 class DiskFullError(OSError):
     """The disk (or the quota) filled up while writing: one line saying where and what to do, exit code 1."""
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message (a library's error can run over many), or its type's name."""
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Iterable
 
 from edulm.cache import cache_dir
-from edulm.errors import UsageError
+from edulm.errors import UsageError, first_line
 from edulm.files import atomic_path, remove_stale_temps
 from edulm.hub import hub_offline, is_no_hub_error, use_hub
 from edulm.remote_code import refuse_remote_code
@@ -98,7 +98,7 @@ def _read_local(read, path: Path):
     try:
         return read()
     except Exception as err:  # noqa: BLE001 - corrupt JSON, unknown classes, ...: all bad input
-        detail = str(err).splitlines()[0] if str(err) else type(err).__name__
+        detail = first_line(err)
         raise UsageError(f"{path}: not a readable tokenizer ({detail}); re-save it with save_pretrained") from None
 
 

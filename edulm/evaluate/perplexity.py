@@ -23,7 +23,7 @@ from typing import Iterable
 import torch
 
 from edulm.bits_per_byte import token_byte_lengths
-from edulm.errors import UsageError
+from edulm.errors import UsageError, first_line
 from edulm.heldout import HeldOutScore, LossFn, score_heldout
 from edulm.model.loss import IGNORE_INDEX
 
@@ -209,7 +209,7 @@ def model_bits_per_byte(model: str, text: str, seq_len: int, batch_size: int = 2
         tokenizer = AutoTokenizer.from_pretrained(model, trust_remote_code=False)
         hf_model = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32, trust_remote_code=False).to(device).eval()
     except (OSError, ValueError) as err:
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        first = first_line(err)
         raise UsageError(f"could not load {model} to score bits per byte ({first[:200]})") from None
     context = getattr(hf_model.config, "max_position_embeddings", None) or getattr(hf_model.config, "n_positions", None)
     window = min(seq_len, int(context)) if context else seq_len

@@ -6,7 +6,7 @@ import functools
 import re
 from pathlib import Path
 
-from edulm.errors import UsageError
+from edulm.errors import UsageError, first_line
 from edulm.hub import hub_offline, hub_reachable
 from edulm.suggest import did_you_mean
 
@@ -105,12 +105,12 @@ def load_error(err: BaseException, what: str) -> UsageError | None:
     fetch_errors = (ConnectionError, OSError, DatasetsError, HfHubHTTPError, OfflineModeIsEnabled, TimeoutError)
     if not isinstance(err, fetch_errors):
         return None
-    first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
-    missing = _missing_local_file(err, first_line)
+    line = first_line(err)
+    missing = _missing_local_file(err, line)
     if missing is not None:  # a task YAML names a data file that is not there: nothing to do with the hub
         return UsageError(f"could not load {what}: the data file {missing} does not exist; "
                           "correct the data_files path in the task's YAML (--include-path)")
-    return UsageError(f"could not load {what} ({first_line[:300]}); {OFFLINE_HINT}")
+    return UsageError(f"could not load {what} ({line[:300]}); {OFFLINE_HINT}")
 
 
 def _missing_local_file(err: BaseException, message: str) -> str | None:

@@ -12,7 +12,7 @@ from safetensors import SafetensorError
 
 from edulm.config import ModelConfig, load_config
 from edulm.devices import resolve_device
-from edulm.errors import UsageError
+from edulm.errors import UsageError, first_line
 from edulm.hf.mapping import model_config_from_hf
 from edulm.layout import CHECKPOINTS_DIR, CONFIG_FILE, FINAL_DIR, MODEL_FILE
 from edulm.remote_code import refuse_remote_code
@@ -173,7 +173,7 @@ def hub_model_folder(repo_id: str) -> Path:
             why = "offline mode is on (HF_HUB_OFFLINE=1, or the hub did not answer)" if hub_offline() else "the hub is unreachable"
             raise UsageError(f"{repo_id}: no such folder, and no cached copy of a hub model of that name ({why}); "
                              "download it into a folder and pass that folder") from None
-        detail = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        detail = first_line(err)
         raise UsageError(f"{repo_id}: not a local folder, and the hub could not provide it ({detail[:200]})") from None
 
 

@@ -46,6 +46,7 @@ from torch import nn
 from edulm import checkpoint
 from edulm.config import Config, save_config
 from edulm.data.manifest import shape_problem
+from edulm.errors import first_line
 from edulm.files import disk_full_error, is_disk_full, remove_path, write_json
 from edulm.layout import CONFIG_FILE, RANK_FILE_PREFIX, TRAINER_STATE_FILE, rank_file
 from edulm.train.distributed import DistEnv, full_model_state
@@ -224,7 +225,7 @@ def load_problem(path: str | Path) -> str | None:
         except pickle.UnpicklingError:
             return f"holds objects edulm does not load (in {file.name})"
         except (OSError, ValueError, RuntimeError, EOFError, SafetensorError) as err:
-            return f"{file.name} does not load ({str(err).splitlines()[0] if str(err) else type(err).__name__})"
+            return f"{file.name} does not load ({first_line(err)})"
         problem = shape_problem(state, dict, file.name)
         if problem is None and file.name.startswith(RANK_FILE_PREFIX):  # {component name: its state}
             problem = next(filter(None, (shape_problem(v, dict, f"{file.name}['{k}']") for k, v in state.items())), None)
