@@ -121,11 +121,7 @@ def _join_contamination(inputs: CardInputs) -> None:
 
     if inputs.results is None or inputs.contamination is None:
         return
-    try:
-        flags = flagged_documents(inputs.contamination)
-    except UsageError as err:
-        raise UsageError(f"{inputs.sources['contamination']}: {err}") from None
-    inputs.clean = clean_scores(inputs.results, flags)
+    inputs.clean = clean_scores(inputs.results, flagged_documents(inputs.contamination, inputs.sources["contamination"]))
 
 
 def gather(run_dir: str | Path, out: str | Path, *, eval_path: str | Path | None = None, comparison: str | Path | None = None,

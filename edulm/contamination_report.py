@@ -23,15 +23,16 @@ DOCUMENT_IDS = ("a document's number is its position in the task's evaluation do
                 "validation): lm-eval's doc_id; for a local file, its record number (blank lines skipped)")
 
 
-def flagged_documents(report: dict[str, Any]) -> dict[str, set[int]]:
-    """``{task: numbers of its contaminated documents}`` from a report; a report without flags is an error."""
+def flagged_documents(report: dict[str, Any], where: str | Path) -> dict[str, set[int]]:
+    """``{task: numbers of its contaminated documents}`` from the report read from ``where``; a report
+    without flags is a :class:`UsageError` naming ``where``."""
     if report.get("format") != FORMAT or not isinstance(report.get("tasks"), dict):
-        raise UsageError("not a contamination report written by 'edulm contamination'; pass its contamination.json")
+        raise UsageError(f"{where}: not a contamination report written by 'edulm contamination'; pass its contamination.json")
     flags = {}
     for task, entry in report["tasks"].items():
         ids = entry.get("flagged_documents") if isinstance(entry, dict) else None
         if not isinstance(ids, list):
-            raise UsageError(f"the contamination report lists no flagged documents for {task} (written by an older "
+            raise UsageError(f"{where}: the contamination report lists no flagged documents for {task} (written by an older "
                              "edulm); run 'edulm contamination' again")
         flags[task] = {int(i) for i in ids}
     return flags

@@ -144,7 +144,4 @@ def read_flags(path: str | Path) -> dict[str, set[int]]:
         report = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, ValueError) as err:
         raise UsageError(f"{path}: not valid JSON ({err}); run 'edulm contamination' again") from None
-    try:
-        return flagged_documents(report if isinstance(report, dict) else {})
-    except UsageError as err:
-        raise UsageError(f"{path}: {err}") from None
+    return flagged_documents(report if isinstance(report, dict) else {}, path)
