@@ -14,7 +14,7 @@ import sys
 from typing import Callable, Sequence
 
 from edulm.errors import DiskFullError, UsageError
-from edulm.logs import console_logging
+from edulm.logs import console_logging, write_line
 
 
 class _Parser(argparse.ArgumentParser):
@@ -364,15 +364,15 @@ def run_reporting_errors(action: Callable[[], None], debug: bool = False, prog: 
     except UsageError as err:
         if debug:
             raise
-        print(f"{prog}: error: {err}", file=sys.stderr)
+        write_line(f"{prog}: error: {err}", sys.stderr)
         return 2
     except DiskFullError as err:
         if debug:
             raise
-        print(f"{prog}: error: {err}", file=sys.stderr)
+        write_line(f"{prog}: error: {err}", sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
+        write_line(f"{prog}: interrupted", sys.stderr)
         return 130
     except BrokenPipeError:
         # Output piped into `head` and the like: not an error of ours.
@@ -381,7 +381,7 @@ def run_reporting_errors(action: Callable[[], None], debug: bool = False, prog: 
     except Exception as err:  # noqa: BLE001 - the top of the program: report, don't crash
         if debug:
             raise
-        print(f"{prog}: {type(err).__name__}: {err} (run with --debug for the traceback)", file=sys.stderr)
+        write_line(f"{prog}: {type(err).__name__}: {err} (run with --debug for the traceback)", sys.stderr)
         return 1
 
 

@@ -38,6 +38,17 @@ FILE_FORMAT = "%(asctime)s %(levelname)-7s %(message)s"
 FILE_DATE_FORMAT = "%Y-%m-%d %H:%M:%S%z"
 
 
+def write_line(text: str, stream: IO[str]) -> None:
+    """Write ``text`` and its newline in one write, then flush.
+
+    ``print`` writes the text and the newline separately; with unbuffered output (``PYTHONUNBUFFERED``,
+    common on clusters) the ranks of one job sharing a stream then interleave mid-line. One write of a
+    line under the pipe's atomic size (4 KiB) reaches the reader whole.
+    """
+    stream.write(text + "\n")
+    stream.flush()
+
+
 def logger() -> logging.Logger:
     """The ``edulm`` logger."""
     return logging.getLogger(LOGGER_NAME)
@@ -65,8 +76,8 @@ class ConsoleHandler(logging.Handler):
 
         try:
             stream = sys.stderr if record.levelno >= logging.WARNING else sys.stdout
-            tqdm.write(self.format(record), file=stream)
-            stream.flush()
+            with tqdm.external_write_mode(file=stream):
+                write_line(self.format(record), stream)
         except BrokenPipeError:
             raise  # the reader went away (`| head`): the command line ends quietly
         except Exception:  # noqa: BLE001 - logging's own policy for a failing handler

@@ -94,3 +94,31 @@ def test_progress_bars_only_at_a_terminal_and_never_with_quiet(monkeypatch, stde
     with console_logging(level):
         assert progress_bars() is bars
         assert progress_display() == display
+
+
+class WriteRecorder(io.StringIO):
+    """A stream that keeps each write call apart, as an unbuffered pipe shared by several ranks would see them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> int:
+        if text:
+            self.writes.append(text)
+        return super().write(text)
+
+
+def test_every_console_line_and_error_line_is_one_write(monkeypatch):
+    """Ranks of one job share stderr; a line written in two pieces (text, then newline) interleaves with another
+    rank's under PYTHONUNBUFFERED. Warnings, info lines and the command line's error line are each one write."""
+    err, out = WriteRecorder(), WriteRecorder()
+    monkeypatch.setattr(sys, "stderr", err)
+    monkeypatch.setattr(sys, "stdout", out)
+    with console_logging(NORMAL):
+        say_everything()
+    assert main(["train", "/nonexistent/config.yaml"]) == 2
+    assert out.writes == ["an info line\n"]
+    assert err.writes[0] == "edulm: warning: a warning line\n"
+    assert len(err.writes) == 2 and err.writes[1].startswith("edulm: error: ") and err.writes[1].endswith("\n")
+    assert err.writes[1].count("\n") == 1

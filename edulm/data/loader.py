@@ -17,7 +17,7 @@ CRC-32 of every shard's tokens is checked by a background thread while training 
 from __future__ import annotations
 
 import functools
-import sys
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,8 @@ from edulm.data.prefetch import PrefetchingLoader
 from edulm.data.shards import MANIFEST, TOKEN_DTYPE, check_fingerprint, open_shards, read_manifest
 from edulm.data.windows import ChecksumPass, TokenStream, batch_buffers
 from edulm.errors import UsageError
+
+log = logging.getLogger(__name__)
 
 
 @functools.lru_cache(maxsize=4)
@@ -154,7 +156,7 @@ class ShardLoader:
             # Ranks walk the same permutation in lockstep, so the global position carries over exactly
             # up to rounding to a multiple of the new world size.
             self.position = self.position * int(state["world_size"]) // self.world_size
-            print(f"edulm: data position mapped from {state['world_size']} to {self.world_size} ranks", file=sys.stderr)
+            log.info("data position mapped from %d to %d ranks", state["world_size"], self.world_size)
         if self.position > self.per_rank:
             self.epoch, self.position = self.epoch + 1, 0
 
