@@ -55,6 +55,10 @@ DOCUMENT_SEPARATOR = "<|endoftext|>"
 # ---------------------------------------------------------------------------------------------
 
 
+_FELL_BACK: set[str] = set()
+"""Hub ids this process has already fallen back from (their warning is not repeated)."""
+
+
 def load_tokenizer(name: str):
     """Resolve ``name`` (folder, tokenizer.json, ``smollm2-offline`` or hub id) to a fast tokenizer."""
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
@@ -79,7 +83,10 @@ def load_tokenizer(name: str):
     except Exception as err:  # noqa: BLE001 - every hub failure becomes a fallback or one clear line
         unreachable = is_no_hub_error(err)
         if unreachable and name.startswith(SMOLLM2_HUB_PREFIX):
-            log.warning("hub unreachable for tokenizer '%s'; using the offline SmolLM2 tokenizer (%s)", name, OFFLINE_SMOLLM2)
+            # Said once per process: a run loads its tokenizer at the start and again for the final export.
+            say = log.debug if name in _FELL_BACK else log.warning
+            _FELL_BACK.add(name)
+            say("hub unreachable for tokenizer '%s'; using the offline SmolLM2 tokenizer (%s)", name, OFFLINE_SMOLLM2)
             return offline_smollm2()
         if unreachable:
             reason = (
