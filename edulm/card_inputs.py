@@ -46,12 +46,8 @@ class CardInputs:
     """Last validation row of the metrics CSV: step, val_loss, val_ppl, val_bpb."""
     parameters: int | None = None
     """Exact parameter count."""
-    evaluation: dict[str, Any] | None = None
-    """The eval results document."""
     results: "ModelScores | None" = None
     """The eval results, read (every metric with its standard error)."""
-    scores: dict[str, dict[str, Any]] = field(default_factory=dict)
-    """task -> {metric, value, stderr} of the protocol metric."""
     comparison: dict[str, Any] | None = None
     """``comparison.json`` of ``edulm compare``."""
     contamination: dict[str, Any] | None = None
@@ -62,6 +58,19 @@ class CardInputs:
     """File names of the plots copied beside the card."""
     sources: dict[str, str] = field(default_factory=dict)
     """Artifact -> the path it was read from."""
+
+    @property
+    def evaluation(self) -> dict[str, Any] | None:
+        """The eval results document (None without eval results)."""
+        return self.results.document if self.results is not None else None
+
+    @property
+    def scores(self) -> dict[str, dict[str, Any]]:
+        """task -> {metric, value, stderr} of the protocol metric (empty without eval results)."""
+        if self.results is None:
+            return {}
+        return {task: {"metric": self.results.metrics[task], "value": value, "stderr": self.results.stderr(task)}
+                for task, value in self.results.scores.items()}
 
     def flagged(self, task: str) -> tuple[int, int] | None:
         """``(contaminated, documents)`` of ``task``: among its scored documents when the scores were joined with
@@ -108,9 +117,6 @@ def _read_evaluation(inputs: CardInputs, eval_file: Path) -> None:
     from edulm.evaluate.results import read_results
 
     inputs.results = read_results(eval_file)
-    inputs.evaluation = inputs.results.document
-    inputs.scores = {task: {"metric": inputs.results.metrics[task], "value": value, "stderr": inputs.results.stderr(task)}
-                     for task, value in inputs.results.scores.items()}
     inputs.sources["evaluation"] = str(eval_file)
 
 
