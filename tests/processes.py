@@ -63,9 +63,16 @@ def stopped(pid: int) -> bool:
     """True once every thread of process ``pid`` has stopped (``kill`` only queues SIGSTOP: a thread inside a
     system call, a rename say, finishes it first), or once the process has ended."""
     try:
-        return all(_stat_fields(pid, task.name)[0] in "tTZX" for task in Path(f"/proc/{pid}/task").iterdir())
+        tasks = [task.name for task in Path(f"/proc/{pid}/task").iterdir()]
     except OSError:
         return True  # gone (the caller learns it from poll())
+    for task in tasks:
+        try:
+            if _stat_fields(pid, task)[0] not in "tTZX":
+                return False
+        except OSError:
+            continue  # that thread has just ended
+    return True
 
 
 def freeze_when(proc: subprocess.Popen, condition: Callable[[], bool], timeout: float = 180) -> None:
