@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from data_helpers import fineweb_rows, write_parquet
-from processes import alive, descendants
+from processes import alive, descendants, freeze_when
 from edulm.cli import main
 from edulm.data.prepare import prepare
 from edulm.data.prepare_state import STATE, VAL_PARTIAL
@@ -52,11 +52,12 @@ def test_a_killed_prepare_leaves_no_workers_and_resumes_identically(big_source, 
     with open(err_file, "w") as err:  # a file, not a pipe: surviving helpers would hold a pipe open
         proc = subprocess.Popen([sys.executable, "-m", "edulm", "prepare", str(config)], stdout=subprocess.DEVNULL, stderr=err)
     state = Path(cfg.data.shards_dir) / STATE
-    deadline = time.time() + 120
-    while not state.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
+    # Frozen the moment its first shard is recorded, so the signal lands mid-prepare however busy the machine:
+    # the rest takes about a second, and a poller starved for that long would signal a finished prepare.
+    freeze_when(proc, state.exists, timeout=120)
     helpers = descendants(proc.pid)
     os.kill(proc.pid, signum)
+    proc.send_signal(signal.SIGCONT)
     proc.wait(timeout=60)
     stderr = err_file.read_text()
     assert state.exists(), f"the child finished or failed before its first shard: {stderr}"

@@ -7,12 +7,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from hf_helpers import IDS, add_checkpoint, logits, tiny_model
-from processes import stale_temp
+from processes import freeze_when, stale_temp
 
 from edulm.errors import UsageError
 from edulm.files import temp_path, temp_target
@@ -114,10 +113,8 @@ def test_sigkill_during_export_leaves_nothing_after_the_next_export(run_dir, tin
     out = tmp_path / "hf"
     child = subprocess.Popen([sys.executable, "-m", "edulm", "export", str(ckpt), "--out", str(out)],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    # The temporary folder appears before the weights are written and validated (seconds of work).
-    while not temporaries(tmp_path) and child.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
+    # Frozen while its temporary folder exists, so the kill lands inside the export however busy the machine.
+    freeze_when(child, lambda: bool(temporaries(tmp_path)), timeout=120)
     child.send_signal(signal.SIGKILL)
     child.wait()
     left = temporaries(tmp_path)
