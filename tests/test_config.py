@@ -132,6 +132,16 @@ def test_missing_and_malformed_files(tmp_path):
         load_config(write(tmp_path, "train: 3\n"))
 
 
+def test_a_key_given_twice_in_a_file_is_refused(tmp_path):
+    # YAML itself keeps the last one silently: the first section's max_steps would be lost.
+    with pytest.raises(UsageError, match=r"cfg.yaml: 'train' is given twice \(lines 1 and 3\); keep one of them"):
+        load_config(write(tmp_path, "train:\n  max_steps: 10\ntrain:\n  lr: 1.0e-3\n"))
+    with pytest.raises(UsageError, match=r"'seq_len' is given twice \(lines 2 and 3\)"):
+        load_config(write(tmp_path, "train:\n  seq_len: 128\n  seq_len: 64\n"))
+    cfg = load_config(write(tmp_path, "run: {name: a}\ntokenizer: {name: b}\n"))  # one key name in two sections is fine
+    assert (cfg.run.name, cfg.tokenizer.name) == ("a", "b")
+
+
 def test_save_and_load_round_trip(tmp_path):
     cfg = config_from_dict(apply_overrides({}, ["train.lr=1e-3", "model.n_layers=2", "train.micro_batch_size=auto"]))
     save_config(cfg, tmp_path / "out" / "config.yaml")
