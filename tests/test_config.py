@@ -97,6 +97,12 @@ def test_bad_overrides_are_rejected(override, message):
     assert "\n" not in str(err.value)
 
 
+def test_a_bad_override_value_is_blamed_on_the_override_not_the_file(tmp_path):
+    with pytest.raises(UsageError) as err:
+        load_config(write(tmp_path, "train:\n  max_steps: 10\n"), ["train.max_steps=abc"])
+    assert str(err.value) == "override 'train.max_steps=abc': train.max_steps: expected an integer, got 'abc'"
+
+
 def test_sections_validate_on_their_own():
     model = ModelConfig(n_layers=2, max_seq_len=64)
     validate_model(model)

@@ -149,6 +149,8 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             raise UsageError(f"override '{text}': unknown key '{section}.{key}'{_did_you_mean(key, names)}")
         if not isinstance(out.get(section, {}), dict):
             raise UsageError(f"override '{text}': section '{section}' in the config file is not a mapping")
+        # Its type is checked here, so that a bad value is blamed on the override, not on the config file.
+        _coerce(value, typing.get_type_hints(SECTIONS[section])[key], f"override '{text}': {section}.{key}")
         out.setdefault(section, {})[key] = value
     return out
 
