@@ -211,12 +211,20 @@ def evaluate_model(model: str, out: str | Path, settings: EvalSettings, manager=
     info = describe_model(model)
     if name:
         info["name"] = name
+    # Created before the harness runs, so an --out that cannot be written fails before hours of work...
+    missing = [folder for folder in (out.parent, *out.parent.parents) if not folder.exists()]
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise UsageError(f"{out}: cannot create its folder ({err}); choose another --out") from None
     started = time.time()
-    raw = run_harness(info["path"], settings, manager)
+    try:
+        raw = run_harness(info["path"], settings, manager)
+    except BaseException:
+        for folder in missing:  # ...and removed again when it fails (a misspelt task): nothing half-written
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
     duration = time.time() - started
     samples = raw.pop("samples", {}) or {}
     config = raw.get("config", {})

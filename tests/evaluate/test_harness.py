@@ -87,10 +87,11 @@ def test_eval_with_limit_scores_fewer_examples(tiny_hf_model, local_tasks, tmp_p
     ],
 )
 def test_eval_bad_options_are_usage_errors(tiny_hf_model, local_tasks, tmp_path, capsys, extra, message):
-    code = main(["eval", str(tiny_hf_model), "--out", str(tmp_path / "r.json"), "--include-path", str(local_tasks),
+    code = main(["eval", str(tiny_hf_model), "--out", str(tmp_path / "new" / "r.json"), "--include-path", str(local_tasks),
                  "--device", "cpu", *extra])
     err = capsys.readouterr().err
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "new").exists()  # nothing written, not even the results file's folder
 
 
 def test_default_tasks_without_hub_fail_with_one_clear_line(tiny_hf_model, tmp_path, capsys, monkeypatch):
