@@ -130,6 +130,12 @@ def test_unknown_key_and_section_in_file(tmp_path):
 def test_missing_and_malformed_files(tmp_path):
     with pytest.raises(UsageError, match="no such config file"):
         load_config(tmp_path / "nope.yaml")
+    (tmp_path / "run").mkdir()
+    with pytest.raises(UsageError, match="run: is a folder, not a config file; pass a YAML config such as configs/smoke.yaml$"):
+        load_config(tmp_path / "run")
+    (tmp_path / "run" / "config.yaml").write_text("run: {name: x}\n")
+    with pytest.raises(UsageError, match=r"is a folder, not a config file; .* \(.*run/config.yaml is the config of the run there\)"):
+        load_config(tmp_path / "run")  # `edulm train RUN_DIR`
     with pytest.raises(UsageError, match="not valid YAML at line"):
         load_config(write(tmp_path, "train:\n  lr: [1,\n"))
     with pytest.raises(UsageError, match="expected a mapping"):

@@ -19,6 +19,7 @@ from edulm.config.checks import validate
 from edulm.config.schema import SECTIONS, Config, type_name
 from edulm.errors import UsageError
 from edulm.files import write_text
+from edulm.layout import CONFIG_FILE
 from edulm.suggest import did_you_mean
 
 
@@ -189,6 +190,10 @@ _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping, turning a missing file or a syntax error into a :class:`UsageError`."""
     path = Path(path)
+    if path.is_dir():  # a run dir, say, where its config was meant
+        own = path / CONFIG_FILE
+        hint = f" ({own} is the config of the run there)" if own.is_file() else ""
+        raise UsageError(f"{path}: is a folder, not a config file; pass a YAML config such as configs/smoke.yaml{hint}")
     if not path.is_file():
         raise UsageError(f"{path}: no such config file; pass a YAML config such as configs/smoke.yaml")
     try:
