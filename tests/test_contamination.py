@@ -134,6 +134,15 @@ def test_sample_from_source_is_a_reproducible_reservoir(tmp_path, capsys):
     assert json.loads((tmp_path / "a.jsonl.meta.json").read_text())["total_documents"] == 50
 
 
+def test_sample_text_out_must_be_a_jsonl_file_and_nothing_else_is_overwritten(shards, tmp_path, capsys):
+    shards_dir, _ = shards
+    manifest = (shards_dir / "manifest.json").read_bytes()
+    code, out, err = run(["sample-text", "--data", str(shards_dir), "--docs", "5", "--out", str(shards_dir / "manifest.json")], capsys)
+    assert code == 2 and "the sample file must end in .jsonl" in err and len(err.strip().splitlines()) == 1
+    assert (shards_dir / "manifest.json").read_bytes() == manifest
+    assert not (shards_dir / "manifest.json.meta.json").exists()
+
+
 def test_sample_text_needs_exactly_one_input(tmp_path, capsys):
     code, out, err = run(["sample-text", "--out", str(tmp_path / "x.jsonl")], capsys)
     assert code == 2 and "exactly one of --data" in err and out == ""
