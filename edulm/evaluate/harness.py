@@ -277,11 +277,22 @@ def format_scores(document: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _is_results_file(path: Path) -> bool:
+    """True when ``path`` holds a results document of ``edulm eval`` / ``edulm baselines`` (which a new one may replace)."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(doc, dict) and doc.get("format") == RESULTS_FORMAT
+
+
 def eval_command(model: str, out: str | Path, settings: EvalSettings) -> dict[str, Any]:
     """``edulm eval MODEL --out FILE``: evaluate, print the scores and where they are; returns the results document."""
     out = Path(out)
     if out.suffix.lower() != ".json":
         raise UsageError(f"--out {out}: the results file must end in .json (samples are written beside it)")
+    if out.exists() and not _is_results_file(out):  # a slip such as --out RUN/final/config.json must not replace it
+        raise UsageError(f"--out {out}: exists and is not an edulm eval results file; choose another file name")
     document = evaluate_model(model, out, settings)
     print(format_scores(document))
     runtime = document["runtime"]
