@@ -98,6 +98,8 @@ def test_bad_paths(tmp_path):
         tk.load_tokenizer(str(tmp_path / "broken" / "tokenizer.json"))
     with pytest.raises(UsageError, match="too small"):
         tk.train_bpe(["abc"], vocab_size=10)
+    with pytest.raises(UsageError, match=r"^tokenizer 'smollm2-ofline': no such file or folder \(did you mean 'smollm2-offline'\?\)$"):
+        tk.load_tokenizer("smollm2-ofline")
 
 
 def test_tokenizer_train_command(tmp_path):
