@@ -11,6 +11,7 @@ resume repeat the uninterrupted run exactly.
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from datetime import datetime, timezone
@@ -71,6 +72,9 @@ def train(
     the end (:func:`~edulm.train.run_dir.hold_run_dir`): a second run on it is refused. A full disk
     anywhere is one line that says to free space and resume.
     """
+    if gpu_hourly_rate is not None and not (math.isfinite(gpu_hourly_rate) and gpu_hourly_rate >= 0):
+        # A negative price made a negative cost; nan wrote NaN into the summary, which strict JSON readers refuse.
+        raise UsageError(f"--gpu-hourly-rate must be a finite price of 0 or more, got {gpu_hourly_rate}")
     env = init_distributed(cfg.train.device)
     clean = False
     stopped_by = None

@@ -113,6 +113,13 @@ def test_a_source_too_small_to_hold_any_out_says_so_not_val_tokens_0(corpus, tmp
     assert "no held-out window of 33 tokens to evaluate on (data.val_tokens is 0, or the source had too few documents" in err
 
 
+@pytest.mark.parametrize("rate", [-1.0, float("nan"), float("inf")])
+def test_a_gpu_hourly_rate_that_is_no_price_is_refused_before_any_work(corpus, tmp_path, rate):
+    with pytest.raises(UsageError, match="--gpu-hourly-rate must be a finite price of 0 or more"):
+        train(config_from_dict(tiny_config(corpus, tmp_path / "run", max_steps=1)), gpu_hourly_rate=rate)
+    assert not (tmp_path / "run").exists()
+
+
 def test_diverging_run_skips_then_stops(corpus, tmp_path, capsys):
     run_dir = tmp_path / "run"
     raw = tiny_config(corpus, run_dir, lr=1e30, warmup_steps=0, max_nonfinite_steps=3, eval_interval=0, ckpt_interval=0)
