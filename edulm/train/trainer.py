@@ -221,6 +221,10 @@ class TrainingRun:
             )
         if ckpt:
             self._check_schedule_change(ckpt, schedule_settings(ckpt_cfg.train, resumed_total))
+        if 0 < state.total_steps <= cfg.train.warmup_steps:  # e.g. train.max_steps=20 on a config that warms up for 30
+            self.notes.append(f"train.warmup_steps ({cfg.train.warmup_steps:,}) is not below the run's {state.total_steps:,} "
+                              f"steps: the learning rate warms up for the whole run and never follows its {cfg.train.schedule} "
+                              "schedule; lower train.warmup_steps")
 
         self.model = model
         # Wrapped (DDP / FSDP2) and compiled in the order each strategy needs, in place: the model's

@@ -120,6 +120,15 @@ def test_a_gpu_hourly_rate_that_is_no_price_is_refused_before_any_work(corpus, t
     assert not (tmp_path / "run").exists()
 
 
+def test_a_warmup_as_long_as_the_run_is_warned_about(corpus, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    train(config_from_dict(tiny_config(corpus, run_dir, max_steps=2, warmup_steps=3, eval_interval=0, ckpt_interval=0)))
+    err = capsys.readouterr().err
+    assert "train.warmup_steps (3) is not below the run's 2 steps: the learning rate warms up for the whole run" in err
+    rows = read_metrics(run_dir / "training" / "training_metrics.csv")
+    assert rows[-1]["lr"] == pytest.approx(3e-3 * 2 / 3)  # what the warning is about: the peak is never reached
+
+
 def test_diverging_run_skips_then_stops(corpus, tmp_path, capsys):
     run_dir = tmp_path / "run"
     raw = tiny_config(corpus, run_dir, lr=1e30, warmup_steps=0, max_nonfinite_steps=3, eval_interval=0, ckpt_interval=0)
