@@ -138,6 +138,8 @@ def write_card(run_dir: str | Path, out: str | Path, **options: Any) -> CardInpu
     out = Path(out)
     if out.is_dir():
         raise UsageError(f"--out {out}: is a folder; pass a file name such as {out / 'README.md'}")
+    if out.suffix.lower() != ".md":  # also keeps a slip of the shell (--out RUN/final/config.json) from overwriting it
+        raise UsageError(f"--out {out}: the card is Markdown, so the file must end in .md, such as {out.parent / 'README.md'}")
     inputs = gather(run_dir, out, **options)
     out.parent.mkdir(parents=True, exist_ok=True)
     inputs.plots = copy_plots(inputs)

@@ -224,11 +224,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("generate", _generate, "generate text from a prompt (KV cache; temperature 0 is greedy)")
     p.add_argument("model", help="an HF folder, a run dir or a checkpoint dir")
     p.add_argument("prompt", help="prompt text")
-    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--max-new-tokens", type=int, default=64,
+                   help="tokens to generate at most (default 64; fewer at an end of text or when the model's context is full)")
     p.add_argument("--temperature", type=float, default=0.8, help="0 means greedy (default 0.8)")
     p.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling mass (default 0.95; 1 disables)")
     p.add_argument("--top-k", type=int, default=0, help="keep the k most likely tokens (default 0: off)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampling, for a repeatable output (default 0)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
 
     p = command("perplexity", _perplexity, "loss, perplexity and bits per byte on a text file or held-out shards")
@@ -238,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--data", default=None, help="a prepared shards dir (its held-out validation split)")
     p.add_argument("--seq-len", type=int, default=None,
                    help="window length (default: a run's train.seq_len, else the model's context)")
-    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--batch-size", type=int, default=4, help="windows scored per forward pass (default 4)")
     p.add_argument("--max-tokens", type=int, default=None,
                    help="score at most this many tokens (0: all; default: a run's train.eval_tokens with --data, else all)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -271,10 +272,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default=None, help="a prepared shards dir to sample from")
     p.add_argument("--source", default=None, help="a text source (as data.source) to sample from")
     p.add_argument("--tokenizer", default=None, help="tokenizer to decode shards (default: the one recorded in the manifest)")
-    p.add_argument("--text-field", default="text")
+    p.add_argument("--text-field", default="text", help="with --source: text field of parquet/jsonl/hub records (default text)")
     p.add_argument("--docs", type=int, default=1000, help="documents to draw (default 1000)")
     p.add_argument("--max-read", type=int, default=0, help="with --source: read only its first N documents (0: all)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the draw: the same seed draws the same documents (default 0)")
     p.add_argument("--out", required=True, help="output JSONL file, one {'text': ...} per line")
 
     p = command("contamination", _contamination, "n-gram overlap between benchmark documents and training text")
@@ -294,7 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--contamination", default=None,
                    help="contamination.json from edulm contamination (default: RUN_DIR/release/contamination/contamination.json)")
     p.add_argument("--model-name", default=None, help="name on the card (default: run.name)")
-    p.add_argument("--license", default="apache-2.0")
+    p.add_argument("--license", default="apache-2.0", help="license id for the card's metadata (default apache-2.0)")
 
     p = command("release", _release, "eval, baselines, sample-text, contamination, compare and card in one resumable command")
     p.add_argument("run_dir", help="the run directory (its final/ folder is evaluated; the card goes to final/README.md)")
@@ -308,7 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budgets", default=None, help="YAML/JSON mapping of model -> training tokens, for compare")
     p.add_argument("--bpb-text", default=None, help="a UTF-8 text file every model is scored on in bits per byte")
     p.add_argument("--model-name", default=None, help="name on the card (default: run.name)")
-    p.add_argument("--license", default="apache-2.0")
+    p.add_argument("--license", default="apache-2.0", help="license id for the card's metadata (default apache-2.0)")
     _add_eval_options(p)
     return parser
 

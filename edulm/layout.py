@@ -96,6 +96,37 @@ OPTIMIZER_FILE = "optimizer.pt"
 TRAINER_STATE_FILE = "trainer_state.json"
 """A checkpoint's trainer counters."""
 
+HF_CONFIG_FILE = "config.json"
+"""A Hugging Face model folder's configuration (an export, ``final/``); never at a run dir's or shards dir's top."""
+
+FOLDER_KINDS = {
+    "hf": f"a Hugging Face model folder ({HF_CONFIG_FILE})",
+    "checkpoint": f"a checkpoint ({MODEL_FILE})",
+    "run": f"a training run ({CONFIG_FILE})",
+    "shards": f"prepared token shards ({MANIFEST_FILE})",
+}
+"""How :func:`folder_kind`'s answers are named in messages (with the file that gave each away)."""
+
+
+def folder_kind(folder: str | Path) -> str | None:
+    """What an edulm command already wrote into ``folder``, by the file at its top that only it writes:
+    ``"hf"`` (an export), ``"checkpoint"``, ``"run"`` (a run dir), ``"shards"`` (``edulm prepare``), or None.
+
+    Commands that write a folder of one kind refuse a folder of another (a run into an export, shards
+    into a run dir), whose files they would otherwise mix with their own.
+    """
+    folder = Path(folder)
+    if (folder / HF_CONFIG_FILE).is_file():
+        return "hf"
+    if (folder / MODEL_FILE).is_file():
+        return "checkpoint"
+    if (folder / CONFIG_FILE).is_file() or (folder / CHECKPOINTS_DIR).is_dir():
+        return "run"
+    if (folder / MANIFEST_FILE).is_file():
+        return "shards"
+    return None
+
+
 CHECKPOINT_PREFIX = "step-"
 """Checkpoint folders are ``step-`` and the step with 7 digits."""
 _CHECKPOINT_NAME = re.compile(rf"^{CHECKPOINT_PREFIX}(\d+)$")

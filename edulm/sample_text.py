@@ -104,6 +104,9 @@ def draw_sample(out: str | Path, data: str | Path | None = None, source: str | N
         raise UsageError(f"--max-read {max_read}: must be 0 (all) or more")
     if Path(out).is_dir():
         raise UsageError(f"--out {out}: is a folder; pass a file name such as {Path(out) / 'sample.jsonl'}")
+    if Path(out).suffix.lower() != ".jsonl":  # also keeps a slip of the shell (--out SHARDS/manifest.json) from overwriting it
+        raise UsageError(f"--out {out}: the sample file must end in .jsonl (one JSON document per line), "
+                         f"such as {Path(out).with_suffix('.jsonl')}")
     if data is not None:
         records, meta = sample_shards(data, docs, seed, tokenizer)
     else:

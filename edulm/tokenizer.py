@@ -40,6 +40,7 @@ from edulm.errors import UsageError, first_line
 from edulm.files import atomic_path, remove_stale_temps
 from edulm.hub import hub_offline, is_no_hub_error, use_hub
 from edulm.remote_code import refuse_remote_code
+from edulm.suggest import did_you_mean
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,8 @@ def load_tokenizer(name: str):
         return offline_smollm2()
     if name.startswith((".", "/", "~")) or name.count("/") > 1:
         raise UsageError(f"tokenizer '{name}': no such file or folder, and not a hub id such as OWNER/NAME")
+    if "/" not in name and (hint := did_you_mean(name, [OFFLINE_SMOLLM2])):  # a misspelt offline name: no hub to ask
+        raise UsageError(f"tokenizer '{name}': no such file or folder{hint}")
     use_hub()  # a quick probe: without a hub the process goes offline now, instead of retrying for a minute
     try:
         return AutoTokenizer.from_pretrained(name, trust_remote_code=False)

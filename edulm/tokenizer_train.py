@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from edulm.errors import UsageError
+from edulm.layout import FOLDER_KINDS, folder_kind
 
 
 def train_tokenizer(source: str, out: str | Path, vocab_size: int = 4096, text_field: str = "text", max_docs: int = 0):
@@ -18,7 +19,8 @@ def train_tokenizer(source: str, out: str | Path, vocab_size: int = 4096, text_f
     and save it into the folder ``out``; returns the tokenizer.
 
     ``max_docs`` > 0 reads only the first that many documents. A source without any non-empty document,
-    a vocabulary larger than uint16 shards can hold, or a negative ``max_docs`` is a :class:`UsageError`.
+    a vocabulary larger than uint16 shards can hold, a negative ``max_docs``, or an ``out`` that holds a
+    model, a run or shards (whose own tokenizer files it would replace) is a :class:`UsageError`.
     """
     from edulm.data.shards import MAX_VOCAB
     from edulm.data.sources import iter_texts
@@ -28,6 +30,10 @@ def train_tokenizer(source: str, out: str | Path, vocab_size: int = 4096, text_f
         raise UsageError(f"--vocab-size {vocab_size}: edulm shards store uint16 ids, so at most {MAX_VOCAB:,}")
     if max_docs < 0:
         raise UsageError(f"--max-docs must be 0 (all) or more, got {max_docs}")
+    kind = folder_kind(out)
+    if kind is not None:  # an export's tokenizer.json replaced by a 4,096-token one would no longer fit its model
+        raise UsageError(f"--out {out}: holds {FOLDER_KINDS[kind]}, whose tokenizer files this would replace; "
+                         "choose a new or empty folder for the tokenizer")
     texts: Iterable[str] = iter_texts(source, text_field)
     if max_docs:
         texts = itertools.islice(texts, max_docs)

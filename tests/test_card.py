@@ -217,15 +217,19 @@ def test_default_artifact_locations_and_csv_validation(tmp_path, capsys):
     (["card", "MISSING", "--out", "README.md"], "no such run directory"),
     (["card", "RUN", "--out", "README.md", "--eval", "MISSING"], "no such eval results file"),
     (["card", "EMPTY", "--out", "README.md"], "has no config.yaml"),
+    (["card", "RUN", "--out", "CONFIG_JSON"], "the file must end in .md"),  # never overwrites what it names
 ])
 def test_bad_input_is_one_line(tmp_path, capsys, argv, message):
     run, _ = make_run(tmp_path, with_summary=False)
     (tmp_path / "empty").mkdir()
-    values = {"MISSING": str(tmp_path / "missing"), "RUN": str(run), "EMPTY": str(tmp_path / "empty"), "README.md": str(tmp_path / "README.md")}
+    (tmp_path / "config.json").write_text("{}")
+    values = {"MISSING": str(tmp_path / "missing"), "RUN": str(run), "EMPTY": str(tmp_path / "empty"), "README.md": str(tmp_path / "README.md"),
+              "CONFIG_JSON": str(tmp_path / "config.json")}
     code = main([values.get(a, a) for a in argv])
     err = capsys.readouterr().err
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "README.md").exists()
+    assert (tmp_path / "config.json").read_text() == "{}"
 
 
 _WORDS = ("river kettle lamp orchard violin harbour meadow ladder comet pepper glacier lantern pebble falcon tunnel "

@@ -90,6 +90,22 @@ def test_help_lists_every_command():
         assert command in out.stdout
 
 
+def test_every_option_of_every_command_has_a_help_text():
+    import argparse
+
+    from edulm.cli import build_parser
+
+    def undocumented(parser: argparse.ArgumentParser, name: str):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub, subparser in action.choices.items():
+                    yield from undocumented(subparser, f"{name} {sub}")
+            elif not action.help:
+                yield f"{name} {'/'.join(action.option_strings) or action.dest}"
+
+    assert list(undocumented(build_parser(), "edulm")) == []
+
+
 def test_overrides_may_follow_options(capsys):
     # Before or after an option, the same overrides, in the order given.
     assert main(["info", "configs/smoke.yaml", "--explain", "model.n_heads=3"]) == 2

@@ -97,6 +97,12 @@ def test_bad_overrides_are_rejected(override, message):
     assert "\n" not in str(err.value)
 
 
+def test_a_bad_override_value_is_blamed_on_the_override_not_the_file(tmp_path):
+    with pytest.raises(UsageError) as err:
+        load_config(write(tmp_path, "train:\n  max_steps: 10\n"), ["train.max_steps=abc"])
+    assert str(err.value) == "override 'train.max_steps=abc': train.max_steps: expected an integer, got 'abc'"
+
+
 def test_sections_validate_on_their_own():
     model = ModelConfig(n_layers=2, max_seq_len=64)
     validate_model(model)
@@ -124,12 +130,28 @@ def test_unknown_key_and_section_in_file(tmp_path):
 def test_missing_and_malformed_files(tmp_path):
     with pytest.raises(UsageError, match="no such config file"):
         load_config(tmp_path / "nope.yaml")
+    (tmp_path / "run").mkdir()
+    with pytest.raises(UsageError, match="run: is a folder, not a config file; pass a YAML config such as configs/smoke.yaml$"):
+        load_config(tmp_path / "run")
+    (tmp_path / "run" / "config.yaml").write_text("run: {name: x}\n")
+    with pytest.raises(UsageError, match=r"is a folder, not a config file; .* \(.*run/config.yaml is the config of the run there\)"):
+        load_config(tmp_path / "run")  # `edulm train RUN_DIR`
     with pytest.raises(UsageError, match="not valid YAML at line"):
         load_config(write(tmp_path, "train:\n  lr: [1,\n"))
     with pytest.raises(UsageError, match="expected a mapping"):
         load_config(write(tmp_path, "- 1\n- 2\n"))
     with pytest.raises(UsageError, match="section 'train' must be a mapping"):
         load_config(write(tmp_path, "train: 3\n"))
+
+
+def test_a_key_given_twice_in_a_file_is_refused(tmp_path):
+    # YAML itself keeps the last one silently: the first section's max_steps would be lost.
+    with pytest.raises(UsageError, match=r"cfg.yaml: 'train' is given twice \(lines 1 and 3\); keep one of them"):
+        load_config(write(tmp_path, "train:\n  max_steps: 10\ntrain:\n  lr: 1.0e-3\n"))
+    with pytest.raises(UsageError, match=r"'seq_len' is given twice \(lines 2 and 3\)"):
+        load_config(write(tmp_path, "train:\n  seq_len: 128\n  seq_len: 64\n"))
+    cfg = load_config(write(tmp_path, "run: {name: a}\ntokenizer: {name: b}\n"))  # one key name in two sections is fine
+    assert (cfg.run.name, cfg.tokenizer.name) == ("a", "b")
 
 
 def test_save_and_load_round_trip(tmp_path):

@@ -134,6 +134,15 @@ def test_sample_from_source_is_a_reproducible_reservoir(tmp_path, capsys):
     assert json.loads((tmp_path / "a.jsonl.meta.json").read_text())["total_documents"] == 50
 
 
+def test_sample_text_out_must_be_a_jsonl_file_and_nothing_else_is_overwritten(shards, tmp_path, capsys):
+    shards_dir, _ = shards
+    manifest = (shards_dir / "manifest.json").read_bytes()
+    code, out, err = run(["sample-text", "--data", str(shards_dir), "--docs", "5", "--out", str(shards_dir / "manifest.json")], capsys)
+    assert code == 2 and "the sample file must end in .jsonl" in err and len(err.strip().splitlines()) == 1
+    assert (shards_dir / "manifest.json").read_bytes() == manifest
+    assert not (shards_dir / "manifest.json.meta.json").exists()
+
+
 def test_sample_text_needs_exactly_one_input(tmp_path, capsys):
     code, out, err = run(["sample-text", "--out", str(tmp_path / "x.jsonl")], capsys)
     assert code == 2 and "exactly one of --data" in err and out == ""
@@ -251,12 +260,17 @@ def test_full_shards_scan(shards, tmp_path, capsys):
         (["--train", "TRAIN", "--benchmark", "MISSING"], "no such file"),
         (["--train", "TRAIN", "--benchmark", "BENCH", "--tasks", "arc_easy"], "not both"),
         (["--train", "TRAIN", "--benchmark", "BENCH", "--ngram", "0"], "at least 1"),
+        (["--train", "RUN", "--benchmark", "BENCH"], "holds a training run (config.yaml), not training text; pass the run's data.shards_dir"),
     ],
 )
 def test_bad_input_is_one_line(tmp_path, capsys, argv, message):
     train = write_jsonl(tmp_path / "train.jsonl", corpus(5))
     bench = write_jsonl(tmp_path / "bench.jsonl", BENCHMARK)
-    values = {"MISSING": str(tmp_path / "missing.jsonl"), "TRAIN": str(train), "BENCH": str(bench)}
+    run_dir = tmp_path / "run"  # a run dir with JSONL files of its own (its eval samples)
+    (run_dir / "release" / "eval").mkdir(parents=True)
+    (run_dir / "config.yaml").write_text("run: {name: x}\n")
+    write_jsonl(run_dir / "release" / "eval" / "results_samples_quiz.jsonl", corpus(3))
+    values = {"MISSING": str(tmp_path / "missing.jsonl"), "TRAIN": str(train), "BENCH": str(bench), "RUN": str(run_dir)}
     code, out, err = run(["contamination", *[values.get(a, a) for a in argv], "--out", str(tmp_path / "out")], capsys)
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()

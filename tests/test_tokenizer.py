@@ -101,6 +101,8 @@ def test_bad_paths(tmp_path):
         tk.load_tokenizer(str(tmp_path / "broken" / "tokenizer.json"))
     with pytest.raises(UsageError, match="too small"):
         tk.train_bpe(["abc"], vocab_size=10)
+    with pytest.raises(UsageError, match=r"^tokenizer 'smollm2-ofline': no such file or folder \(did you mean 'smollm2-offline'\?\)$"):
+        tk.load_tokenizer("smollm2-ofline")
 
 
 def test_tokenizer_train_command(tmp_path):
@@ -124,6 +126,22 @@ def test_train_tokenizer_is_a_typed_library_call(tmp_path):
     (tmp_path / "empty.jsonl").write_text('{"body": ""}\n')
     with pytest.raises(UsageError, match="no non-empty documents"):
         train_tokenizer(str(tmp_path / "empty.jsonl"), tmp_path / "bad", vocab_size=300, text_field="body")
+
+
+@pytest.mark.parametrize("marker", ["config.json", "config.yaml", "manifest.json"])
+def test_tokenizer_train_leaves_a_model_run_or_shards_folder_alone(tmp_path, capsys, marker):
+    from edulm.cli import main
+
+    folder = tmp_path / "taken"
+    folder.mkdir()
+    (folder / marker).write_text("{}")
+    (folder / "tokenizer.json").write_text("the model's own")
+    assert main(["tokenizer", "train", "--vocab-size", "300", "--max-docs", "5", "--out", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert "whose tokenizer files this would replace; choose a new or empty folder" in err
+    assert len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in folder.iterdir()) == sorted([marker, "tokenizer.json"])
+    assert (folder / "tokenizer.json").read_text() == "the model's own"
 
 
 def test_tokenizer_module_does_not_import_the_data_package():

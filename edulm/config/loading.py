@@ -19,6 +19,7 @@ from edulm.config.checks import validate
 from edulm.config.schema import SECTIONS, Config, type_name
 from edulm.errors import UsageError
 from edulm.files import write_text
+from edulm.layout import CONFIG_FILE
 from edulm.suggest import did_you_mean
 
 
@@ -149,19 +150,58 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             raise UsageError(f"override '{text}': unknown key '{section}.{key}'{_did_you_mean(key, names)}")
         if not isinstance(out.get(section, {}), dict):
             raise UsageError(f"override '{text}': section '{section}' in the config file is not a mapping")
+        # Its type is checked here, so that a bad value is blamed on the override, not on the config file.
+        _coerce(value, typing.get_type_hints(SECTIONS[section])[key], f"override '{text}': {section}.{key}")
         out.setdefault(section, {})[key] = value
     return out
+
+
+class _DuplicateKey(yaml.YAMLError):
+    """A mapping of the file names one key twice."""
+
+    def __init__(self, key: Any, first_line: int, again_line: int):
+        super().__init__(f"'{key}' is given twice (lines {first_line} and {again_line})")
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping.
+
+    PyYAML keeps the last value silently, so a second ``train:`` section would drop every key of the
+    first, and a pasted ``seq_len`` would override the one above it without a word.
+    """
+
+
+def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        try:
+            first = seen.setdefault(key, key_node.start_mark.line + 1)
+        except TypeError:  # an unhashable key: construct_mapping says so
+            continue
+        if first != key_node.start_mark.line + 1:
+            raise _DuplicateKey(key, first, key_node.start_mark.line + 1)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping, turning a missing file or a syntax error into a :class:`UsageError`."""
     path = Path(path)
+    if path.is_dir():  # a run dir, say, where its config was meant
+        own = path / CONFIG_FILE
+        hint = f" ({own} is the config of the run there)" if own.is_file() else ""
+        raise UsageError(f"{path}: is a folder, not a config file; pass a YAML config such as configs/smoke.yaml{hint}")
     if not path.is_file():
         raise UsageError(f"{path}: no such config file; pass a YAML config such as configs/smoke.yaml")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
     except UnicodeDecodeError:
         raise UsageError(f"{path}: not a text file (not UTF-8); pass a YAML config such as configs/smoke.yaml") from None
+    except _DuplicateKey as err:
+        raise UsageError(f"{path}: {err}; keep one of them") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""

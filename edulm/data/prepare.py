@@ -30,8 +30,9 @@ from edulm.data.prepare_folder import FolderPlan, TokenizerFacts, prepare_folder
 from edulm.data.prepare_mixture import prepare_mixture
 from edulm.data.records import Source
 from edulm.data.sources import open_source
-from edulm.errors import DiskFullError
+from edulm.errors import DiskFullError, UsageError
 from edulm.files import disk_full_error, is_disk_full
+from edulm.layout import FOLDER_KINDS, folder_kind
 from edulm.lock import folder_lock
 
 
@@ -73,6 +74,10 @@ def prepare(cfg: Config, source: Source | Sequence[Source] | None = None) -> dic
     """
     d = cfg.data
     out = Path(d.shards_dir)
+    kind = folder_kind(out)
+    if kind not in (None, "shards"):  # shards written among a run's or a model's files would be mixed with them
+        raise UsageError(f"data.shards_dir {out}: holds {FOLDER_KINDS[kind]}, not token shards; "
+                         "choose a new or empty folder for the shards")
     entries = d.sources()
     if source is None:  # bad names fail here, before anything is written
         sources = [open_source(e.source, e.text_field, e.pattern) for e in entries]

@@ -268,9 +268,9 @@ def run_compare(candidate: str | Path, baselines_dir: str | Path, out: str | Pat
     from edulm.evaluate.clean import read_flags
     from edulm.lock import folder_lock
 
+    cand = read_results(candidate)  # first: a wrong candidate is the error to report, not the --out it implies
     out_dir = Path(out) if out is not None else default_out(candidate)
     table = load_budgets(budgets)
-    cand = read_results(candidate)
     baselines = read_baselines(baselines_dir, candidate)
     report = Path(contamination) if contamination is not None else default_contamination(candidate)
     flags = read_flags(report) if report is not None else None

@@ -211,12 +211,20 @@ def evaluate_model(model: str, out: str | Path, settings: EvalSettings, manager=
     info = describe_model(model)
     if name:
         info["name"] = name
+    # Created before the harness runs, so an --out that cannot be written fails before hours of work...
+    missing = [folder for folder in (out.parent, *out.parent.parents) if not folder.exists()]
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise UsageError(f"{out}: cannot create its folder ({err}); choose another --out") from None
     started = time.time()
-    raw = run_harness(info["path"], settings, manager)
+    try:
+        raw = run_harness(info["path"], settings, manager)
+    except BaseException:
+        for folder in missing:  # ...and removed again when it fails (a misspelt task): nothing half-written
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
     duration = time.time() - started
     samples = raw.pop("samples", {}) or {}
     config = raw.get("config", {})
@@ -269,11 +277,22 @@ def format_scores(document: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _is_results_file(path: Path) -> bool:
+    """True when ``path`` holds a results document of ``edulm eval`` / ``edulm baselines`` (which a new one may replace)."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(doc, dict) and doc.get("format") == RESULTS_FORMAT
+
+
 def eval_command(model: str, out: str | Path, settings: EvalSettings) -> dict[str, Any]:
     """``edulm eval MODEL --out FILE``: evaluate, print the scores and where they are; returns the results document."""
     out = Path(out)
     if out.suffix.lower() != ".json":
         raise UsageError(f"--out {out}: the results file must end in .json (samples are written beside it)")
+    if out.exists() and not _is_results_file(out):  # a slip such as --out RUN/final/config.json must not replace it
+        raise UsageError(f"--out {out}: exists and is not an edulm eval results file; choose another file name")
     document = evaluate_model(model, out, settings)
     print(format_scores(document))
     runtime = document["runtime"]

@@ -93,6 +93,8 @@ def _seq_len(requested: int | None, max_seq_len: int) -> int:
 def read_text(path: str | Path) -> str:
     """A UTF-8 text file's contents (UsageError when missing, unreadable or empty)."""
     path = Path(path)
+    if path.is_dir():  # --text and --data swapped, most likely
+        raise UsageError(f"{path}: is a folder, not a text file; pass --text a UTF-8 text file (a shards dir goes with --data)")
     if not path.is_file():
         raise UsageError(f"{path}: no such text file; pass a UTF-8 text file")
     try:
@@ -167,7 +169,8 @@ def perplexity_command(model: str, text: str | Path | None = None, data: str | P
         raise UsageError(f"--max-tokens must be 0 (all) or more, got {max_tokens}")
     contents = read_text(text) if text is not None else None
     if data is not None and not Path(data).is_dir():
-        raise UsageError(f"{data}: no such folder; pass --data with a shards dir written by 'edulm prepare'")
+        what = "is a file, not a folder" if Path(data).exists() else "no such folder"
+        raise UsageError(f"{data}: {what}; pass --data with a shards dir written by 'edulm prepare' (a text file goes with --text)")
     loaded, resolved = load_model(model, device=device, dtype=torch.float32)
     defaults = run_defaults(resolved)
     window_from = ("--seq-len" if seq_len is not None else "the run's train.seq_len" if "seq_len" in defaults

@@ -111,6 +111,9 @@ def _pretrained(model_args: Any) -> str | None:
 def read_document(path: str | Path) -> dict[str, Any]:
     """The JSON object of a results file, or a one-line :class:`UsageError` saying what is wrong with it."""
     path = Path(path)
+    if path.is_dir():  # `edulm compare BASELINES_DIR CANDIDATE`: the two swapped
+        raise UsageError(f"{path}: is a folder, not a results file; pass the JSON written by 'edulm eval --out' "
+                         "(edulm compare takes the candidate's file first, then the baselines' folder)")
     if not path.is_file():
         raise UsageError(f"{path}: no such results file; pass the JSON written by 'edulm eval --out'")
     try:

@@ -14,7 +14,7 @@ from edulm.config import ModelConfig, load_config
 from edulm.devices import resolve_device
 from edulm.errors import UsageError, first_line
 from edulm.hf.mapping import model_config_from_hf
-from edulm.layout import CHECKPOINTS_DIR, CONFIG_FILE, FINAL_DIR, MODEL_FILE
+from edulm.layout import CHECKPOINTS_DIR, CONFIG_FILE, FINAL_DIR, FOLDER_KINDS, MODEL_FILE, folder_kind, step_of
 from edulm.remote_code import refuse_remote_code
 from edulm.weights import load_state, load_weights
 
@@ -115,7 +115,17 @@ def resolve_model(src: str | Path) -> ResolvedModel:
         return _resolve_checkpoint(path, "checkpoint", path)
     if (path / CONFIG_FILE).is_file() and ((path / FINAL_DIR).is_dir() or (path / CHECKPOINTS_DIR).is_dir()):
         return _resolve_run(path)
-    raise UsageError(f"{path}: is neither a Hugging Face folder, a run dir nor a checkpoint dir; {expected}")
+    raise UsageError(f"{path}: is neither a Hugging Face folder, a run dir nor a checkpoint dir{_what_it_holds(path)}; {expected}")
+
+
+def _what_it_holds(folder: Path) -> str:
+    """A hint for the folders users point at by mistake: a run's ``checkpoints/``, a shards dir."""
+    steps = sorted(p for p in folder.iterdir() if p.is_dir() and step_of(p) is not None)
+    if steps:
+        return f" (it holds checkpoints: pass one of them, such as {steps[-1]}, or the run dir {folder.parent})"
+    if folder_kind(folder) == "shards":
+        return f" (it holds {FOLDER_KINDS['shards']}, not a model)"
+    return ""
 
 
 def _resolve_run(run_dir: Path) -> ResolvedModel:

@@ -60,7 +60,9 @@ class Evaluation(Callback):
         batches = make_val_batches(run.cfg, run.state.batch.micro_batch_size, run.cfg.train.eval_tokens)
         self._batches = padded_to_one_shape(batches)
         if not self._batches:
-            run.console.warn("no held-out tokens to evaluate on (data.val_tokens is 0?); evaluation skipped")
+            # Not only val_tokens 0: a small source may yield no held-out document at all (prepare warned then).
+            run.console.warn(f"no held-out window of {t.seq_len + 1} tokens to evaluate on (data.val_tokens is 0, or the "
+                             "source had too few documents to hold any out: about 1 in 20 is); evaluation skipped")
             return
         self._bytes = scored_bytes(token_byte_lengths(load_tokenizer(run.cfg.tokenizer.name)), self._batches)
 

@@ -3,8 +3,9 @@
 :func:`hold_run_dir` is the first thing ``edulm train`` does after joining its process group, and
 it lasts until the process ends:
 
-1. ``run.out_dir`` must be a folder this process can write (not a file, not read-only), else one
-   line and exit 2, before any work (a refused run creates nothing but the folders above the run dir);
+1. ``run.out_dir`` must be a folder this process can write (not a file, not read-only) that holds no
+   other kind of edulm folder (an export, a checkpoint, prepared shards: :func:`edulm.layout.folder_kind`),
+   else one line and exit 2, before any work (a refused run creates nothing but the folders above the run dir);
 2. the run dir is locked (:mod:`edulm.lock`, purpose ``edulm train``) for the run's whole life, so a
    second ``edulm train`` on the same folder, fresh or ``--resume``, is refused with one line naming
    this process's PID and host; the lock of a process that died (SIGKILL, power loss) is taken over;
@@ -26,7 +27,7 @@ from typing import Iterator
 from edulm import checkpoint
 from edulm.errors import UsageError
 from edulm.files import disk_full_error, is_disk_full, remove_stale_temps, stale_temps, temp_path
-from edulm.layout import RunLayout
+from edulm.layout import FOLDER_KINDS, RunLayout, folder_kind
 from edulm.lock import FolderLock, lock_path
 from edulm.train.distributed import DistEnv
 
@@ -40,11 +41,16 @@ def check_out_dir(out_dir: str | Path) -> Path:
     """Prove that ``run.out_dir`` can be written without creating it: files can be created in it, or
     (while it does not exist) in the nearest folder above it; returns it.
 
-    A path that is a file (or runs through one), a read-only file system or a folder without write
-    permission is a :class:`UsageError` naming the folder; a full disk is a
+    A path that is a file (or runs through one), a folder that holds something else than a run (a
+    Hugging Face folder, a checkpoint, prepared shards), a read-only file system or a folder without
+    write permission is a :class:`UsageError` naming the folder; a full disk is a
     :class:`~edulm.errors.DiskFullError`.
     """
     out = Path(out_dir).absolute()
+    kind = folder_kind(out)
+    if kind not in (None, "run"):  # a run's files would be mixed into it (and `--resume auto` would start afresh there)
+        raise UsageError(f"run.out_dir {out_dir}: holds {FOLDER_KINDS[kind]}, not a training run; "
+                         "choose a new or empty folder for the run")
     nearest = next(p for p in (out, *out.parents) if p.exists())
     if not nearest.is_dir():
         where = "is a file" if nearest == out else f"runs through the file {nearest}"

@@ -11,6 +11,7 @@ resume repeat the uninterrupted run exactly.
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from datetime import datetime, timezone
@@ -71,6 +72,9 @@ def train(
     the end (:func:`~edulm.train.run_dir.hold_run_dir`): a second run on it is refused. A full disk
     anywhere is one line that says to free space and resume.
     """
+    if gpu_hourly_rate is not None and not (math.isfinite(gpu_hourly_rate) and gpu_hourly_rate >= 0):
+        # A negative price made a negative cost; nan wrote NaN into the summary, which strict JSON readers refuse.
+        raise UsageError(f"--gpu-hourly-rate must be a finite price of 0 or more, got {gpu_hourly_rate}")
     env = init_distributed(cfg.train.device)
     clean = False
     stopped_by = None
@@ -217,6 +221,10 @@ class TrainingRun:
             )
         if ckpt:
             self._check_schedule_change(ckpt, schedule_settings(ckpt_cfg.train, resumed_total))
+        if 0 < state.total_steps <= cfg.train.warmup_steps:  # e.g. train.max_steps=20 on a config that warms up for 30
+            self.notes.append(f"train.warmup_steps ({cfg.train.warmup_steps:,}) is not below the run's {state.total_steps:,} "
+                              f"steps: the learning rate warms up for the whole run and never follows its {cfg.train.schedule} "
+                              "schedule; lower train.warmup_steps")
 
         self.model = model
         # Wrapped (DDP / FSDP2) and compiled in the order each strategy needs, in place: the model's

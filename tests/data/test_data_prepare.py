@@ -258,3 +258,19 @@ def test_bad_input_exits_2_and_writes_nothing(tmp_path, tokenizer_file, capsys, 
     assert code == 2
     assert err.startswith("edulm: error:") and message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("files", [["config.yaml", "checkpoints/"], ["config.json", "model.safetensors"]])
+def test_shards_dir_holding_a_run_or_a_model_is_refused_untouched(tmp_path, tokenizer_file, capsys, files):
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in files:
+        if name.endswith("/"):
+            (out / name).mkdir()
+        else:
+            (out / name).write_text("x")
+    source = write_jsonl(tmp_path / "x.jsonl", [{"text": "a few words"}])
+    code, err = _cli_prepare(tmp_path, tokenizer_file, capsys, source=str(source))
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "holds a" in err and "not token shards; choose a new or empty folder" in err
+    assert sorted(p.name for p in out.iterdir()) == sorted(name.rstrip("/") for name in files)

@@ -154,6 +154,14 @@ def test_bad_inputs_are_usage_errors(fixture_results, tmp_path, capsys, which):
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
 
 
+def test_swapped_arguments_say_which_goes_first(fixture_results, tmp_path, capsys):
+    cand, base = fixture_results
+    assert main(["compare", str(base), str(cand)]) == 2
+    err = capsys.readouterr().err
+    assert f"{base}: is a folder, not a results file" in err and "candidate's file first, then the baselines' folder" in err
+    assert len(err.strip().splitlines()) == 1
+
+
 def test_budget_table_helpers():
     assert parse_tokens("300B", "x") == 300_000_000_000 and parse_tokens("2.2e9", "x") == 2_200_000_000
     assert parse_tokens("2T", "x") == 2 * 10**12 and parse_tokens(None, "x") is None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 
 import pytest
 
@@ -87,10 +88,22 @@ def test_eval_with_limit_scores_fewer_examples(tiny_hf_model, local_tasks, tmp_p
     ],
 )
 def test_eval_bad_options_are_usage_errors(tiny_hf_model, local_tasks, tmp_path, capsys, extra, message):
-    code = main(["eval", str(tiny_hf_model), "--out", str(tmp_path / "r.json"), "--include-path", str(local_tasks),
+    code = main(["eval", str(tiny_hf_model), "--out", str(tmp_path / "new" / "r.json"), "--include-path", str(local_tasks),
                  "--device", "cpu", *extra])
     err = capsys.readouterr().err
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "new").exists()  # nothing written, not even the results file's folder
+
+
+def test_eval_never_replaces_a_file_it_did_not_write(tiny_hf_model, local_tasks, tmp_path, capsys):
+    model = shutil.copytree(tiny_hf_model, tmp_path / "model")  # a copy: the session's model stays intact should this fail
+    config = model / "config.json"
+    before = config.read_bytes()
+    code = main(["eval", str(model), "--out", str(config), "--include-path", str(local_tasks),
+                 "--device", "cpu", "--tasks", "tiny_quiz", "--limit", "2"])
+    err = capsys.readouterr().err
+    assert code == 2 and "exists and is not an edulm eval results file" in err and len(err.strip().splitlines()) == 1
+    assert config.read_bytes() == before
 
 
 def test_default_tasks_without_hub_fail_with_one_clear_line(tiny_hf_model, tmp_path, capsys, monkeypatch):

@@ -105,6 +105,8 @@ def test_a_run_defaults_to_its_own_validation_windows(tiny_run, prepared_shards,
     [
         (["--text", "missing.txt"], "no such text file"),
         (["--data", "missing-dir"], "no such folder"),
+        (["--text", "DIR"], "is a folder, not a text file; pass --text a UTF-8 text file (a shards dir goes with --data)"),
+        (["--data", "TEXT"], "is a file, not a folder; pass --data with a shards dir"),  # the two swapped
         (["--text", "TEXT", "--seq-len", "100000"], "longer than the model's context"),
         (["--text", "TEXT", "--seq-len", "1"], "at least 2 tokens"),
         (["--text", "TEXT", "--seq-len", "0"], "at least 2 tokens"),  # not the default in disguise
@@ -113,7 +115,8 @@ def test_a_run_defaults_to_its_own_validation_windows(tiny_run, prepared_shards,
 def test_bad_input_is_one_line_usage_error(tiny_hf_model, tmp_path, capsys, argv, message):
     path = tmp_path / "t.txt"
     path.write_text(TEXT)
-    argv = [str(path) if a == "TEXT" else str(tmp_path / a) if a.startswith("missing") else a for a in argv]
+    argv = [str(path) if a == "TEXT" else str(tmp_path) if a == "DIR" else str(tmp_path / a) if a.startswith("missing") else a
+            for a in argv]
     code, out, err = run_cli(["perplexity", str(tiny_hf_model), *argv], capsys)
     assert code == 2
     assert message in err and len(err.strip().splitlines()) == 1

@@ -115,6 +115,20 @@ def test_bad_model_paths_exit_2_with_one_line(tmp_path, capsys, what):
     assert not (tmp_path / "out").exists()
 
 
+def test_a_checkpoints_folder_or_shards_dir_as_model_says_what_to_pass(run_dir, tiny_model_config, tmp_path, capsys):
+    ckpt = add_checkpoint(run_dir, tiny_model(tiny_model_config), 1)
+    assert main(["export", str(ckpt.parent), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert f"(it holds checkpoints: pass one of them, such as {ckpt}, or the run dir {run_dir})" in err
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    (shards / "manifest.json").write_text("{}")
+    assert main(["export", str(shards), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "(it holds prepared token shards (manifest.json), not a model)" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
 def test_cli_export_into_a_foreign_folder_exits_2(run_dir, tiny_model_config, tmp_path, capsys):
     ckpt = add_checkpoint(run_dir, tiny_model(tiny_model_config), 1)
     (tmp_path / "busy").mkdir()

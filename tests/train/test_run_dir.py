@@ -39,6 +39,25 @@ def test_out_dir_checks_create_nothing(tmp_path):
             check_out_dir(tmp_path / "ro" / "run")
 
 
+@pytest.mark.parametrize("files, named", [
+    (["config.json", "model.safetensors", "tokenizer.json"], "a Hugging Face model folder"),
+    (["config.yaml", "model.safetensors", "manifest.json"], "a checkpoint"),
+    (["manifest.json", "train-000000.bin"], "prepared token shards"),
+])
+def test_out_dir_of_another_kind_is_refused_untouched(tmp_path, files, named):
+    folder = tmp_path / "other"
+    folder.mkdir()
+    for name in files:
+        (folder / name).write_text("x")
+    with pytest.raises(UsageError, match=f"holds {named}.*not a training run; choose a new or empty folder"):
+        check_out_dir(folder)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(files)
+    run = tmp_path / "run"
+    (run / "training").mkdir(parents=True)
+    (run / "config.yaml").write_text("x")  # a run that stopped before its first checkpoint: still a run dir
+    assert check_out_dir(run) == run.absolute()
+
+
 def test_leftovers_of_dead_writers_go_and_live_ones_stay(tmp_path):
     run = tmp_path / "run"
     (run / "checkpoints" / "step-0000002").mkdir(parents=True)

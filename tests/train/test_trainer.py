@@ -17,7 +17,7 @@ from edulm.layout import CONFIG_FILE, MODEL_FILE, OPTIMIZER_FILE, TRAINER_STATE_
 from edulm.metrics import CSV_COLUMNS, read_metrics
 from edulm.train.trainer import TrainingDiverged, train
 
-from train_helpers import tiny_config
+from train_helpers import synthetic_documents, tiny_config
 
 
 def test_tiny_run_learns_and_writes_the_run_dir(corpus, tmp_path):
@@ -96,6 +96,37 @@ def test_an_existing_run_is_never_overwritten(corpus, tmp_path):
     # Export of final/ is not what this test is about; the checkpoint is.
     with pytest.raises(UsageError, match="--resume auto"):
         train(config_from_dict(tiny_config(corpus, run_dir, max_steps=2)))
+
+
+def test_a_source_too_small_to_hold_any_out_says_so_not_val_tokens_0(corpus, tmp_path, capsys):
+    from edulm.data.prepare import prepare
+
+    one_doc = tmp_path / "one.jsonl"  # one record: the 1-in-20 held-out draw takes none, though val_tokens is 4000
+    one_doc.write_text(json.dumps({"text": " ".join(synthetic_documents(30))}) + "\n")
+    raw = tiny_config(corpus, tmp_path / "run", max_steps=1, eval_interval=1, ckpt_interval=0)
+    raw["data"].update(source=str(one_doc), shards_dir=str(tmp_path / "shards"))
+    cfg = config_from_dict(raw)
+    prepare(cfg)
+    capsys.readouterr()
+    train(cfg)
+    err = capsys.readouterr().err
+    assert "no held-out window of 33 tokens to evaluate on (data.val_tokens is 0, or the source had too few documents" in err
+
+
+@pytest.mark.parametrize("rate", [-1.0, float("nan"), float("inf")])
+def test_a_gpu_hourly_rate_that_is_no_price_is_refused_before_any_work(corpus, tmp_path, rate):
+    with pytest.raises(UsageError, match="--gpu-hourly-rate must be a finite price of 0 or more"):
+        train(config_from_dict(tiny_config(corpus, tmp_path / "run", max_steps=1)), gpu_hourly_rate=rate)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_warmup_as_long_as_the_run_is_warned_about(corpus, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    train(config_from_dict(tiny_config(corpus, run_dir, max_steps=2, warmup_steps=3, eval_interval=0, ckpt_interval=0)))
+    err = capsys.readouterr().err
+    assert "train.warmup_steps (3) is not below the run's 2 steps: the learning rate warms up for the whole run" in err
+    rows = read_metrics(run_dir / "training" / "training_metrics.csv")
+    assert rows[-1]["lr"] == pytest.approx(3e-3 * 2 / 3)  # what the warning is about: the peak is never reached
 
 
 def test_diverging_run_skips_then_stops(corpus, tmp_path, capsys):
