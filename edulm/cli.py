@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import traceback
 from typing import Callable, Sequence
 
 from edulm.errors import DiskFullError, UsageError
@@ -19,6 +20,11 @@ from edulm.logs import console_logging, write_line
 
 class _Parser(argparse.ArgumentParser):
     """argparse that reports bad usage as a :class:`UsageError` (one line, exit 2) like every other error."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        # No abbreviated options: `--resum auto` must not quietly mean `--resume auto`.
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):  # type: ignore[override]
         raise UsageError(f"{self.prog}: {message} (see '{self.prog} --help')")
@@ -356,22 +362,12 @@ def run_reporting_errors(action: Callable[[], None], debug: bool = False, prog: 
     """Run ``action`` and turn what it raises into the exit code and one line on stderr.
 
     0 success; 2 :class:`UsageError`; 1 :class:`DiskFullError` and any other failure; 130 Ctrl-C.
-    With ``debug`` (or ``EDULM_DEBUG=1``) errors propagate with their traceback.
+    With ``debug`` (or ``EDULM_DEBUG=1``) the traceback is printed before that line; the exit code is the same.
     """
     debug = debug or os.environ.get("EDULM_DEBUG") == "1"
     try:
         action()
         return 0
-    except UsageError as err:
-        if debug:
-            raise
-        write_line(f"{prog}: error: {err}", sys.stderr)
-        return 2
-    except DiskFullError as err:
-        if debug:
-            raise
-        write_line(f"{prog}: error: {err}", sys.stderr)
-        return 1
     except KeyboardInterrupt:
         write_line(f"{prog}: interrupted", sys.stderr)
         return 130
@@ -381,10 +377,13 @@ def run_reporting_errors(action: Callable[[], None], debug: bool = False, prog: 
         return 0
     except Exception as err:  # noqa: BLE001 - the top of the program: report, don't crash
         if debug:
-            raise
-        write_line(f"{prog}: {type(err).__name__}: {err} (run with --debug for the traceback)", sys.stderr)
+            traceback.print_exc()
+        if isinstance(err, (UsageError, DiskFullError)):
+            write_line(f"{prog}: error: {err}", sys.stderr)
+            return 2 if isinstance(err, UsageError) else 1
+        hint = "" if debug else " (run with --debug for the traceback)"
+        write_line(f"{prog}: {type(err).__name__}: {err}{hint}", sys.stderr)
         return 1
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -43,11 +43,18 @@ def test_bad_config_file_is_one_line_exit_2(tmp_path):
     assert missing.returncode == 2 and "no such config file" in missing.stderr and "Traceback" not in missing.stderr
 
 
-def test_debug_shows_the_traceback():
+def test_debug_shows_the_traceback_and_keeps_the_exit_code():
     out = run("--debug", "info", "configs/smoke.yaml", "model.n_heads=3")
-    assert out.returncode != 0 and "Traceback" in out.stderr and "UsageError" in out.stderr
+    assert out.returncode == 2 and "Traceback" in out.stderr and "UsageError" in out.stderr
+    assert out.stderr.splitlines()[-1].startswith("edulm: error: ")  # the one line still ends the output
     after = run("info", "configs/smoke.yaml", "model.n_heads=3", "--debug")  # also after the command
-    assert after.returncode != 0 and "Traceback" in after.stderr and "must divide model.d_model" in after.stderr
+    assert after.returncode == 2 and "Traceback" in after.stderr and "must divide model.d_model" in after.stderr
+
+
+def test_abbreviated_options_are_refused():
+    """argparse would take `--resum` for `--resume`; a misspelt option is an error, not a guess."""
+    out = run("train", "configs/smoke.yaml", "--resum", "auto")
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "--resum" in out.stderr
 
 
 def test_binary_config_and_empty_tokenizer_source_are_one_line_exit_2(tmp_path):
