@@ -20,7 +20,6 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from edulm.errors import UsageError
-from edulm.layout import FOLDER_KINDS, folder_kind
 from edulm.logs import progress_bars
 
 META_SUFFIX = ".meta.json"
@@ -154,10 +153,6 @@ def open_training_text(spec: str, text_field: str = "text") -> TrainingText:
         return TrainingText(spec, "shards", texts, total_documents=len(documents), expected=len(documents))
     from edulm.data.sources import iter_texts, open_source
 
-    kind = folder_kind(path) if path.is_dir() else None
-    if kind in ("run", "hf", "checkpoint"):  # read as a text folder, it would audit the run's own JSONL reports
-        raise UsageError(f"--train {spec}: holds {FOLDER_KINDS[kind]}, not training text; pass the run's data.shards_dir, "
-                         "a sample from 'edulm sample-text' or a data source")
     if not spec.startswith(("hf://", "builtin:")) and not path.exists() and not any(c in spec for c in "*?["):
         raise UsageError(f"--train {spec}: no such file or folder; pass a sample JSONL, a shards dir or a data source")
     open_source(spec, text_field)  # bad specs fail here with their own message

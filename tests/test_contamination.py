@@ -260,7 +260,7 @@ def test_full_shards_scan(shards, tmp_path, capsys):
         (["--train", "TRAIN", "--benchmark", "MISSING"], "no such file"),
         (["--train", "TRAIN", "--benchmark", "BENCH", "--tasks", "arc_easy"], "not both"),
         (["--train", "TRAIN", "--benchmark", "BENCH", "--ngram", "0"], "at least 1"),
-        (["--train", "RUN", "--benchmark", "BENCH"], "holds a training run (config.yaml), not training text; pass the run's data.shards_dir"),
+        (["--train", "RUN", "--benchmark", "BENCH"], "holds a training run (config.yaml), not text documents"),
     ],
 )
 def test_bad_input_is_one_line(tmp_path, capsys, argv, message):

@@ -29,6 +29,7 @@ from typing import Any, Iterator
 
 from edulm.data.records import BUILTIN_SAMPLE, HUB_PREFIX, RecordStream, Source, TEXT_FIELD_HINT, record_text
 from edulm.errors import UsageError
+from edulm.layout import FOLDER_KINDS, folder_kind
 
 _SUFFIXES = (".parquet", ".jsonl", ".ndjson", ".jsonl.gz", ".txt", ".txt.gz")
 
@@ -105,6 +106,11 @@ def resolve_paths(spec: str, pattern: str = "") -> list[Path]:
             raise UsageError(f"data.source '{spec}' matches no data files ({hint})")
         return files
     if path.is_dir():
+        kind = None if pattern else folder_kind(path)
+        if kind is not None:  # read as text, a run dir would train on (or audit) its own JSONL reports
+            raise UsageError(f"data.source '{spec}' holds {FOLDER_KINDS[kind]}, not text documents; pass the folder of "
+                             "parquet, jsonl or txt files it came from (a run's is its data.source; shards are data.shards_dir), "
+                             "or choose this folder's files with a pattern")
         candidates = path.glob(pattern) if pattern else path.rglob("*")
         files = sorted((p for p in candidates if p.is_file() and _kind(p)), key=lambda p: p.relative_to(path).as_posix())
         if not files:

@@ -66,6 +66,18 @@ def test_a_folder_of_mixed_kinds_needs_a_pattern(tmp_path, fineweb_dir):
             open_source(spec, pattern="*.txt")
 
 
+@pytest.mark.parametrize("marker, kind", [("config.yaml", "a training run"), ("checkpoints/", "a training run"),
+                                          ("config.json", "a Hugging Face model folder"), ("manifest.json", "prepared token shards")])
+def test_a_run_model_or_shards_folder_is_not_a_text_source(tmp_path, marker, kind):
+    """A run dir holds JSONL files of its own (eval samples, reports): read as text, prepare would train on them."""
+    folder = tmp_path / "folder"
+    write_jsonl(folder / "release" / "eval" / "results_samples_quiz.jsonl", [{"text": "a report line"}])
+    (folder / marker.rstrip("/")).mkdir() if marker.endswith("/") else (folder / marker).write_text("{}\n")
+    with pytest.raises(UsageError, match=f"holds {kind} .*, not text documents"):
+        open_source(str(folder))
+    assert open_source(str(folder), pattern="release/**/*.jsonl").paths  # a pattern says the files are meant
+
+
 def test_document_batches_reopen_at_the_batch_start(fineweb_dir):
     source = open_source(str(fineweb_dir))
     everything = _all(source)
