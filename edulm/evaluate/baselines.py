@@ -114,34 +114,45 @@ def run_baselines(models: list[Baseline], out_dir: str | Path, settings) -> dict
 
     Returns ``{spec: {"status": done|skipped|failed, "file", "error"}}``.
     """
-    from edulm.evaluate.harness import evaluate_model, format_scores
-    from edulm.evaluate.tasks import task_manager
     from edulm.lock import folder_lock
 
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"--out {out_dir}: is a file; pass a folder for the results files")
-    manager = None
     report: dict[str, dict[str, Any]] = {}
     with folder_lock(out_dir, "edulm baselines"):
+        created = not out_dir.exists()
         out_dir.mkdir(parents=True, exist_ok=True)
-        for i, baseline in enumerate(models, 1):
-            path = out_dir / baseline.file_name
-            if is_complete(path, settings, baseline.model):
-                print(f"[{i}/{len(models)}] {baseline}: already done ({path})", flush=True)
-                report[str(baseline)] = {"status": "skipped", "file": str(path)}
-                continue
-            print(f"[{i}/{len(models)}] {baseline}: evaluating", flush=True)
-            manager = manager or task_manager(settings.tasks, settings.include_path)  # once, on first need
-            try:
-                document = evaluate_model(baseline.model, path, settings, manager, name=baseline.name)
-            except UsageError as err:  # e.g. the model cannot be fetched: report it and go on with the others
-                print(f"[{i}/{len(models)}] {baseline}: failed: {err}", flush=True)
-                report[str(baseline)] = {"status": "failed", "file": None, "error": str(err)}
-                continue
-            print(format_scores(document), flush=True)
-            report[str(baseline)] = {"status": "done", "file": str(path)}
+        try:
+            _evaluate_each(models, out_dir, settings, report)
+        finally:
+            if created and not any(out_dir.iterdir()):  # every model failed: no empty folder left behind
+                out_dir.rmdir()
     return report
+
+
+def _evaluate_each(models: list[Baseline], out_dir: Path, settings, report: dict[str, dict[str, Any]]) -> None:
+    """The loop of :func:`run_baselines`: evaluate or skip each model, recording its status in ``report``."""
+    from edulm.evaluate.harness import evaluate_model, format_scores
+    from edulm.evaluate.tasks import task_manager
+
+    manager = None
+    for i, baseline in enumerate(models, 1):
+        path = out_dir / baseline.file_name
+        if is_complete(path, settings, baseline.model):
+            print(f"[{i}/{len(models)}] {baseline}: already done ({path})", flush=True)
+            report[str(baseline)] = {"status": "skipped", "file": str(path)}
+            continue
+        print(f"[{i}/{len(models)}] {baseline}: evaluating", flush=True)
+        manager = manager or task_manager(settings.tasks, settings.include_path)  # once, on first need
+        try:
+            document = evaluate_model(baseline.model, path, settings, manager, name=baseline.name)
+        except UsageError as err:  # e.g. the model cannot be fetched: report it and go on with the others
+            print(f"[{i}/{len(models)}] {baseline}: failed: {err}", flush=True)
+            report[str(baseline)] = {"status": "failed", "file": None, "error": str(err)}
+            continue
+        print(format_scores(document), flush=True)
+        report[str(baseline)] = {"status": "done", "file": str(path)}
 
 
 def failure_summary(report: dict[str, dict[str, Any]]) -> str | None:

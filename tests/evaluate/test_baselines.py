@@ -50,6 +50,15 @@ def test_a_failing_baseline_does_not_stop_the_others(tiny_hf_model, local_tasks,
     assert "1 of 2 baselines failed (no-such-org/no-such-model)" in captured.err
 
 
+def test_when_every_baseline_fails_no_empty_folder_is_left(local_tasks, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out = tmp_path / "new" / "baselines"
+    code = main(["baselines", "--out", str(out), "--models", "no-such-org/no-such-model",
+                 "--tasks", "tiny_quiz", "--include-path", str(local_tasks), "--device", "cpu", "--limit", "2"])
+    assert code == 2 and "1 of 1 baselines failed" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_model_list_and_file_names(tmp_path):
     assert [b.model for b in parse_models(None)] == DEFAULT_BASELINES and len(DEFAULT_BASELINES) == 7
     assert [str(b) for b in parse_models(" gpt2, EleutherAI/pythia-160m ")] == ["gpt2", "EleutherAI/pythia-160m"]
