@@ -108,6 +108,34 @@ def progress_bars() -> bool:
     return console_level() <= NORMAL and is_terminal(sys.stderr)
 
 
+@contextlib.contextmanager
+def library_progress_bars(show: bool) -> Iterator[None]:
+    """For the block, the progress bars that libraries draw (lm-eval building and running requests and
+    bootstrapping, datasets building a split, transformers loading weights) follow :func:`progress_bars`:
+    with ``show`` False every tqdm bar is off, so a redirected log holds lines, not carriage-return redraws.
+
+    The libraries have no common switch (lm-eval none at all, and some of its bars are created inside
+    functions), but all of them are tqdm: its constructor is told ``disable=True`` for the block and is
+    put back afterwards.
+    """
+    if show:
+        yield
+        return
+    from tqdm import std
+
+    as_defined = std.tqdm.__dict__["__init__"]  # put back as it was (tqdm wraps it to read TQDM_* defaults)
+    original = std.tqdm.__init__
+
+    def disabled(self, *args, **kwargs) -> None:
+        original(self, *args, **{**kwargs, "disable": True})
+
+    std.tqdm.__init__ = disabled
+    try:
+        yield
+    finally:
+        std.tqdm.__init__ = as_defined
+
+
 def ensure_console() -> None:
     """Install the console handler at ``NORMAL`` unless one is installed, and let info lines through the logger."""
     log = logger()
@@ -120,7 +148,8 @@ def ensure_console() -> None:
 @contextlib.contextmanager
 def console_logging(level: int = NORMAL) -> Iterator[None]:
     """For the block: the console shows ``level`` and above, the logger passes ``level`` (info at least,
-    for log files); the logger's previous handlers and level are put back afterwards."""
+    for log files), and the libraries' progress bars follow :func:`progress_bars` as edulm's own do
+    (:func:`library_progress_bars`); the logger's previous handlers and level are put back afterwards."""
     log = logger()
     before = (log.level, list(log.handlers))
     for handler in [h for h in log.handlers if isinstance(h, ConsoleHandler)]:
@@ -128,7 +157,8 @@ def console_logging(level: int = NORMAL) -> Iterator[None]:
     log.addHandler(ConsoleHandler(level))
     log.setLevel(min(level, NORMAL))
     try:
-        yield
+        with library_progress_bars(progress_bars()):
+            yield
     finally:
         log.setLevel(before[0])
         for handler in list(log.handlers):

@@ -122,3 +122,23 @@ def test_every_console_line_and_error_line_is_one_write(monkeypatch):
     assert err.writes[0] == "edulm: warning: a warning line\n"
     assert len(err.writes) == 2 and err.writes[1].startswith("edulm: error: ") and err.writes[1].endswith("\n")
     assert err.writes[1].count("\n") == 1
+
+
+def test_library_progress_bars_off_for_a_block_then_as_before():
+    """lm-eval, datasets and transformers draw tqdm bars of their own (some created inside functions, some
+    subclasses): off for the block when bars are not wanted, untouched when they are, and as before afterwards."""
+    from tqdm import std
+    from tqdm.auto import tqdm as auto_tqdm
+
+    from edulm.logs import library_progress_bars
+
+    before = std.tqdm.__dict__["__init__"]
+    with library_progress_bars(show=False):
+        from tqdm import tqdm as imported_inside  # as lm-eval's bootstrap does
+
+        assert imported_inside(range(3), file=io.StringIO()).disable
+        assert auto_tqdm(range(3), file=io.StringIO()).disable  # datasets' bars subclass tqdm.auto
+    with library_progress_bars(show=True):
+        assert not std.tqdm(range(3), file=io.StringIO()).disable
+    assert std.tqdm.__dict__["__init__"] is before
+    assert not std.tqdm(range(3), file=io.StringIO()).disable

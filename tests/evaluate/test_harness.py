@@ -22,8 +22,9 @@ def test_eval_equals_direct_lm_eval(tiny_hf_model, local_tasks, tmp_path, capsys
         "--include-path", str(local_tasks), "--device", "cpu", "--batch-size", "auto",
     ])
     assert code == 0
-    printed = capsys.readouterr().out
-    assert "tiny_quiz" in printed and f"results: {out}" in printed
+    captured = capsys.readouterr()
+    assert "tiny_quiz" in captured.out and f"results: {out}" in captured.out
+    assert "\r" not in captured.err and "%|" not in captured.err  # stderr is not a terminal: no lm-eval bars either
 
     direct = lm_eval.simple_evaluate(
         model="hf",
