@@ -24,6 +24,7 @@ from pathlib import Path
 from edulm import checkpoint
 from edulm.bits_per_byte import bits_per_byte
 from edulm.config import save_config
+from edulm.data.split import VAL_EVERY
 from edulm.heldout import padded_to_one_shape, score_heldout
 from edulm.metrics import perplexity
 from edulm.train.callbacks import Callback, Run, StepEnd
@@ -62,7 +63,7 @@ class Evaluation(Callback):
         if not self._batches:
             # Not only val_tokens 0: a small source may yield no held-out document at all (prepare warned then).
             run.console.warn(f"no held-out window of {t.seq_len + 1} tokens to evaluate on (data.val_tokens is 0, or the "
-                             "source had too few documents to hold any out: about 1 in 20 is); evaluation skipped")
+                             f"source had too few documents to hold any out: about 1 in {VAL_EVERY} is); evaluation skipped")
             return
         self._bytes = scored_bytes(token_byte_lengths(load_tokenizer(run.cfg.tokenizer.name)), self._batches)
 
