@@ -20,6 +20,7 @@ from edulm.contamination_report import REPORT_JSON
 from edulm.errors import UsageError
 from edulm.evaluate import artifacts
 from edulm.evaluate.compare import COMPARISON_JSON
+from edulm.evaluate.compare_report import comparison_problem
 from edulm.layout import RunLayout
 
 if TYPE_CHECKING:
@@ -163,6 +164,9 @@ def gather(run_dir: str | Path, out: str | Path, *, eval_path: str | Path | None
         inputs.comparison = artifacts.read_json(comparison_file, "comparison file")
         if inputs.comparison is None:
             raise UsageError(f"{comparison_dir}: holds no {COMPARISON_JSON}; pass the --out folder of edulm compare")
+        problem = comparison_problem(inputs.comparison)
+        if problem:
+            raise UsageError(f"{comparison_file}: damaged comparison file ({problem}); run 'edulm compare' again")
         inputs.sources["comparison"] = str(comparison_file)
     contamination_file = _optional(contamination, RunLayout.of(run_dir).contamination / REPORT_JSON,
                                    "contamination report")

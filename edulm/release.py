@@ -16,7 +16,9 @@ Every output is written atomically, so it is complete or absent. ``release/relea
 for each finished step, a fingerprint of its inputs (the files it read, by path, size and
 modification time, and the settings); a rerun skips a step whose outputs are present and whose
 fingerprint is unchanged, so an interrupted release resumes where it stopped and a finished one
-costs nothing to repeat. A step that fails for a reason the user can fix (a baseline that cannot be
+costs nothing to repeat. The state also stamps each step's outputs, so an output damaged or replaced
+since (a results file cut short by a bad copy) is written again, and a damaged state file only means
+every step runs again. A step that fails for a reason the user can fix (a baseline that cannot be
 loaded, no hub) is reported, the steps that do not need it still run, and the command exits 2 with
 one line naming what to fix.
 """
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +38,8 @@ from edulm.errors import UsageError
 from edulm.evaluate import artifacts
 from edulm.evaluate.compare import COMPARISON_JSON, COMPARISON_MD
 from edulm.layout import MODEL_FILE, RunLayout
+
+log = logging.getLogger("edulm")
 
 STATE_FILE = "release.json"
 """In the release folder: the fingerprint of each finished step."""
@@ -97,7 +102,7 @@ class Step:
     inputs: Callable[[], dict[str, Any]]
     """What the step reads (file stamps and settings); its fingerprint decides whether a rerun skips it."""
     outputs: list[Path]
-    """What it writes; all must exist for the step to count as done."""
+    """What it writes; all must exist, unchanged since the step wrote them, for the step to count as done."""
     run: Callable[[], Any]
     """Do the work (a :class:`UsageError` marks the step failed)."""
     always: bool = False
@@ -190,8 +195,9 @@ class Release:
             return {"from": where, "docs": o.sample_docs}
 
         return [
+            # The eval folder too: its stamp covers the samples files written beside the results.
             Step("eval", lambda: {"model": self._model_files(), "settings": self._settings_record(), "lm_eval": lm_eval.__version__},
-                 [self.eval_file], lambda: evaluate_model(str(self.final), self.eval_file, s)),
+                 [self.eval_file, self.eval_file.parent], lambda: evaluate_model(str(self.final), self.eval_file, s)),
             Step("baselines", dict, [self.baselines_dir],
                  lambda: run_baselines(parse_models(o.models), self.baselines_dir, s), always=True, problem=failure_summary),
             Step("sample-text", sample_key, [self.sample, meta_path(self.sample)],
@@ -236,8 +242,28 @@ class Release:
     # -- running -------------------------------------------------------------------------------
 
     def _state(self) -> dict[str, Any]:
-        state = artifacts.read_json(self.folder / STATE_FILE, "release state")
-        return state if isinstance(state, dict) and isinstance(state.get("steps"), dict) else {"steps": {}}
+        """The state file's record of finished steps; a damaged one (edulm's own file) only costs a redo of every step."""
+        path = self.folder / STATE_FILE
+        try:
+            state = artifacts.read_json(path, "release state")
+        except UsageError as err:
+            state, problem = None, str(err)
+        else:
+            steps = (state or {}).get("steps", {})
+            problem = None if isinstance(steps, dict) and all(isinstance(v, dict) for v in steps.values()) else \
+                f"{path}: the release state is not a mapping of finished steps"
+        if problem:
+            log.warning("%s; treated as damaged, every step runs again", problem)
+            return {"steps": {}}
+        return state if state is not None else {"steps": {}}
+
+    @staticmethod
+    def _is_done(step: Step, key: str, record: dict[str, Any]) -> bool:
+        """Whether ``step`` finished with these inputs and its outputs are still what it wrote (a file damaged or
+        replaced since then is redone; a record from before outputs were stamped only needs them present)."""
+        if record.get("fingerprint") != key or not all(p.exists() for p in step.outputs):
+            return False
+        return "outputs" not in record or record["outputs"] == [stamp(p) for p in step.outputs]
 
     def run(self) -> dict[str, dict[str, Any]]:
         """Run (or skip) every step under the release folder's lock; returns ``{step: {status, seconds, error}}``."""
@@ -256,7 +282,7 @@ class Release:
                 started = time.time()
                 try:
                     key = fingerprint(step.inputs())
-                    done = state["steps"].get(step.name, {}).get("fingerprint") == key and all(p.exists() for p in step.outputs)
+                    done = self._is_done(step, key, state["steps"].get(step.name, {}))
                     if done and not step.always:
                         print(f"[{i}/{len(steps)}] {step.name}: up to date, skipped", flush=True)
                         report[step.name] = {"status": "skipped"}
@@ -271,7 +297,8 @@ class Release:
                     state["steps"].pop(step.name, None)
                 else:
                     report[step.name] = {"status": "done", "seconds": round(time.time() - started, 1)}
-                    state["steps"][step.name] = {"fingerprint": key, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+                    state["steps"][step.name] = {"fingerprint": key, "outputs": [stamp(p) for p in step.outputs],
+                                                 "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
                 write_json(self.folder / STATE_FILE, state)
         return report
 

@@ -114,14 +114,16 @@ def meta_path(sample: str | Path) -> Path:
 
 
 def read_meta(sample: str | Path) -> dict[str, Any] | None:
-    """The description of a sample written by ``edulm sample-text``, or None."""
+    """The description of a sample written by ``edulm sample-text``, or None (also when it is damaged)."""
     path = meta_path(sample)
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text())
+        meta = json.loads(path.read_text())
     except ValueError:
         return None
+    counts_ok = isinstance(meta, dict) and all(isinstance(meta.get(k, 0), int) for k in ("documents", "total_documents"))
+    return meta if counts_ok else None  # damaged (not a mapping, counts that are not numbers): as if cut short
 
 
 @dataclass

@@ -336,3 +336,22 @@ def test_the_recipe_is_what_the_run_used_mixture_optimizer_schedule_held_out(tmp
     assert "| Batch | 8 sequences × 6 accumulation steps × 2 process(es) = 96 sequences, 196,608 tokens per step |" in text
     assert "| `hf://HuggingFaceFW/fineweb-edu/sample-10BT` | 0.7 (70.0%) | 137,035,776 (137M) | 69.7% | 0.27 |" in text
     assert "| `hf://mlfoundations/dclm-baseline-1.0` | 0.3 (30.0%) | 59,572,224 (59.6M) | 30.3% | 2.98 |" in text
+
+
+@pytest.mark.parametrize("damage", [
+    {"baselines": "gpt2"}, {"overall": [1]}, {"scores": {"gpt2": [0.5]}}, {"scores": {"gpt2": {"piqa": "high"}}},
+    {"baselines": [{"name": "gpt2", "won_tasks": "piqa"}]}, {"bits_per_byte": {"models": {"gpt2": {"bits_per_byte": "1"}}}},
+])
+def test_a_comparison_of_the_wrong_shape_is_one_line(tmp_path, capsys, damage):
+    """A comparison.json whose parts are of the wrong shape: one line naming it and what to run, nothing written."""
+    run, _ = make_run(tmp_path)
+    results = results_file(tmp_path / "eval.json")
+    comparison = comparison_dir(tmp_path / "comparison")
+    doc = json.loads((comparison / "comparison.json").read_text())
+    (comparison / "comparison.json").write_text(json.dumps({**doc, **damage}))
+    out = tmp_path / "card" / "README.md"
+    code = main(["card", str(run), "--out", str(out), "--eval", str(results), "--comparison", str(comparison)])
+    err = capsys.readouterr().err
+    assert code == 2 and "damaged comparison file" in err and "run 'edulm compare' again" in err, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()

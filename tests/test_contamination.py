@@ -274,3 +274,15 @@ def test_bad_input_is_one_line(tmp_path, capsys, argv, message):
     code, out, err = run(["contamination", *[values.get(a, a) for a in argv], "--out", str(tmp_path / "out")], capsys)
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("meta", ['[1]', '{"documents": "ten", "total_documents": 50}', '{"documents": 1'])
+def test_a_damaged_sample_description_counts_as_absent(tmp_path, capsys, meta):
+    """A sample's .meta.json cut short or of the wrong shape: the sample is audited as a plain source, no traceback."""
+    sample = write_jsonl(tmp_path / "a.jsonl", corpus(5))
+    (tmp_path / "a.jsonl.meta.json").write_text(meta)
+    bench = write_jsonl(tmp_path / "bench.jsonl", corpus(2))
+    code, _, err = run(["contamination", "--train", str(sample), "--benchmark", f"b={bench}", "--ngram", "3",
+                        "--out", str(tmp_path / "out")], capsys)
+    assert code == 0 and "Traceback" not in err, err
+    assert json.loads((tmp_path / "out" / "contamination.json").read_text())["train"]["kind"] == "source"

@@ -10,7 +10,6 @@ written (:func:`edulm.lock.folder_lock`), so two processes never write the same 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,13 +87,15 @@ def parse_models(text: str | list[str] | None) -> list[Baseline]:
 def is_complete(path: Path, settings, model: str) -> bool:
     """True when ``path`` holds ``model``'s results for every requested task, run with the same limit, dtype and
     include path."""
+    from edulm.evaluate.results import read_document
+
     if not path.is_file():
         return False
     try:
-        doc = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return False  # a damaged file is simply redone
-    if not isinstance(doc, dict) or doc.get("format") != RESULTS_FORMAT:
+        doc = read_document(path)
+    except UsageError:
+        return False  # a damaged file (cut short, of the wrong shape) is simply redone
+    if doc.get("format") != RESULTS_FORMAT:
         return False
     protocol = doc.get("protocol", {})
     include = str(Path(settings.include_path).resolve()) if settings.include_path else None

@@ -83,12 +83,18 @@ def _stderr(aggregate: Callable[[list], float], values: list) -> float | None:
 
 def read_samples(path: Path) -> list[dict[str, Any]]:
     """The rows of a samples JSONL file."""
+    from edulm.data.manifest import shape_problem
+
     rows = []
     try:
         with path.open(encoding="utf-8") as f:
-            for line in f:
+            for number, line in enumerate(f, 1):
                 if line.strip():
                     rows.append(json.loads(line))
+                    # lm-eval writes one mapping per example, numbered by doc_id: anything else is damage
+                    problem = shape_problem(rows[-1], {"doc_id": int}, f"line {number}")
+                    if problem:
+                        raise ValueError(problem)
     except (OSError, ValueError) as err:
         raise UsageError(f"{path}: cannot read this samples file ({err}); re-run the evaluation") from None
     return rows

@@ -4,12 +4,38 @@ from __future__ import annotations
 
 from typing import Any
 
+from edulm.data.manifest import shape_problem
 from edulm.evaluate.budgets import format_tokens
 
 CLEAR_MARK = "*"
 """Marks a clear win: a margin larger than the combined standard error."""
 MOVED_MARK = "†"
 """Marks a clean-subset score that differs from the full score by more than the full score's standard error."""
+
+
+NUMBER_OR_NONE = (int, float, type(None))
+COMPARISON_PARTS = {"tasks": [str], "metrics": dict, "scores": dict, "stderr": dict, "candidate": dict, "baselines": [dict],
+                    "overall": dict, "budgets": [dict], "warnings": [str], "bits_per_byte": dict}
+"""The parts of ``comparison.json`` that readers (the model card) look into, when present, and what each must be."""
+
+
+def comparison_problem(doc: dict[str, Any]) -> str | None:
+    """What makes a parsed ``comparison.json`` unusable (a part of the wrong shape), or None."""
+    checks = [(doc[key], shape, key) for key, shape in COMPARISON_PARTS.items() if doc.get(key) is not None]
+    for key in ("scores", "stderr"):  # model -> task -> number
+        rows = doc.get(key) if isinstance(doc.get(key), dict) else {}
+        checks += [(row, dict, f"{key}['{model}']") for model, row in rows.items()]
+        checks += [(value, NUMBER_OR_NONE, f"{key}['{model}']['{task}']") for model, row in rows.items()
+                   if isinstance(row, dict) for task, value in row.items()]
+    for i, row in enumerate(b for b in doc.get("baselines") or [] if isinstance(b, dict)):
+        checks += [(row[k], [str], f"baselines[{i}].{k}") for k in ("won_tasks", "clear_won_tasks") if row.get(k) is not None]
+    bpb = doc.get("bits_per_byte") if isinstance(doc.get("bits_per_byte"), dict) else {}
+    models = bpb.get("models") or {}
+    checks.append((models, dict, "bits_per_byte.models"))
+    if isinstance(models, dict):
+        checks += [(r, dict if isinstance(r, dict) and "error" in r else {"bits_per_byte": (int, float), "tokens": int},
+                    f"bits_per_byte.models['{m}']") for m, r in models.items()]
+    return next(filter(None, (shape_problem(value, shape, where) for value, shape, where in checks)), None)
 
 
 def pct(value: float | None) -> str:

@@ -201,11 +201,8 @@ def describe_model(model: str) -> dict[str, Any]:
 
 def evaluate_model(model: str, out: str | Path, settings: EvalSettings, manager=None, name: str | None = None) -> dict[str, Any]:
     """Run the protocol on ``model`` (local MODEL or hub id), write ``out`` and the samples; returns the results document."""
-    import lm_eval
-    import torch
-    import transformers
-
-    from edulm.files import write_json
+    from edulm.files import remove_stale_temps
+    from edulm.lock import folder_lock
 
     out = Path(out)
     info = describe_model(model)
@@ -219,12 +216,27 @@ def evaluate_model(model: str, out: str | Path, settings: EvalSettings, manager=
         raise UsageError(f"{out}: cannot create its folder ({err}); choose another --out") from None
     started = time.time()
     try:
-        raw = run_harness(info["path"], settings, manager)
+        # One writer per results file: a second eval into the same --out is refused (the samples of one and the
+        # results of the other would not match); held until both are written.
+        with folder_lock(out, "edulm eval"):
+            remove_stale_temps(out.parent)  # what an evaluation killed while writing left behind
+            raw = run_harness(info["path"], settings, manager)
+            return _write_results(out, info, settings, raw, started)
     except BaseException:
         for folder in missing:  # ...and removed again when it fails (a misspelt task): nothing half-written
             with contextlib.suppress(OSError):
                 folder.rmdir()
         raise
+
+
+def _write_results(out: Path, info: dict[str, Any], settings: EvalSettings, raw: dict[str, Any], started: float) -> dict[str, Any]:
+    """Write the samples, then the results document that names them; returns the document."""
+    import lm_eval
+    import torch
+    import transformers
+
+    from edulm.files import remove_path, write_json
+
     duration = time.time() - started
     samples = raw.pop("samples", {}) or {}
     config = raw.get("config", {})
@@ -261,6 +273,9 @@ def evaluate_model(model: str, out: str | Path, settings: EvalSettings, manager=
         "groups": raw.get("groups", {}),
         "lm_eval": {k: raw.get(k) for k in ("versions", "n-shot", "higher_is_better", "n-samples", "configs", "config")},
     }
+    # The old results go first: a process killed between the samples and the results leaves no results file
+    # (redone by the next run) rather than old results beside new samples, which compare would read as one.
+    remove_path(out)
     document["samples_files"] = write_samples(out, samples)
     document = _jsonable(document)
     write_json(out, document)

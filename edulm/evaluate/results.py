@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edulm.data.manifest import shape_problem
 from edulm.errors import UsageError
 from edulm.evaluate.protocol import RESULTS_FORMAT, MetricValue, metric_values, reference_metric
 
@@ -108,6 +109,28 @@ def _pretrained(model_args: Any) -> str | None:
     return None
 
 
+DOCUMENT_PARTS = {"scores": dict, "results": dict, "protocol": dict, "model": dict, "config": dict, "runtime": dict,
+                  "samples_files": dict}
+"""The parts of a results document that readers look into, when present, and what each must be."""
+
+
+def document_problem(doc: dict[str, Any]) -> str | None:
+    """What makes a parsed results document unusable (a part of the wrong shape, a score without its metric), or None."""
+    for key, shape in DOCUMENT_PARTS.items():
+        problem = shape_problem(doc[key], shape, key) if key in doc else None
+        if problem:
+            return problem
+    for task, score in (doc.get("scores") or {}).items():
+        problem = shape_problem(score, {"metric": str}, f"scores['{task}']")
+        if problem:
+            return problem
+    for task, row in (doc.get("results") or {}).items():
+        problem = shape_problem(row, dict, f"results['{task}']")
+        if problem:
+            return problem
+    return None
+
+
 def read_document(path: str | Path) -> dict[str, Any]:
     """The JSON object of a results file, or a one-line :class:`UsageError` saying what is wrong with it."""
     path = Path(path)
@@ -122,6 +145,9 @@ def read_document(path: str | Path) -> dict[str, Any]:
         raise UsageError(f"{path}: not valid JSON ({err}); re-run the evaluation") from None
     if not isinstance(doc, dict) or ("scores" not in doc and "results" not in doc):
         raise UsageError(f"{path}: not an evaluation results file (no 'scores' or 'results'); pass edulm eval output")
+    problem = document_problem(doc)
+    if problem:  # a damaged or hand-edited file: say so here, not with a traceback deep in compare or the card
+        raise UsageError(f"{path}: damaged results file ({problem}); re-run the evaluation that wrote it")
     return doc
 
 

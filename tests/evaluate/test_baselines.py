@@ -91,3 +91,17 @@ def test_named_baselines_and_a_checkpoint_with_its_tokens(tiny_hf_model, tiny_ru
     state = json.loads((checkpoint / "trainer_state.json").read_text())
     assert early["name"] == "early" and early["kind"] == "checkpoint" and early["training_tokens"] == state["tokens"] > 0
     assert "2 of 2 baselines have results" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("text", ['{"format": "edulm-eval-results", "scores": [1]', 
+                                  '{"format": "edulm-eval-results", "scores": {}, "protocol": [1]}',
+                                  '{"format": "edulm-eval-results", "scores": {}, "runtime": "cpu"}',
+                                  '{"format": "edulm-eval-results", "scores": {"tiny_quiz": [0.5]}}'])
+def test_a_damaged_results_file_counts_as_not_done(tmp_path, text):
+    """A baseline's file cut short or of the wrong shape is redone by the next run, never a traceback."""
+    from edulm.evaluate.baselines import is_complete
+    from edulm.evaluate.harness import EvalSettings
+
+    path = tmp_path / "gpt2.json"
+    path.write_text(text)
+    assert is_complete(path, EvalSettings(tasks=["tiny_quiz"]), "gpt2") is False

@@ -98,3 +98,19 @@ def test_a_report_without_flags_is_a_usage_error(audited, tmp_path, capsys):
                  "--contamination", str(tmp_path / "old.json")])
     err = capsys.readouterr().err
     assert code == 2 and "run 'edulm contamination' again" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("rows", ['[1, 2]\n', '"text"\n', '{"doc_id": "one"}\n', '{"acc": 1.0}\n'])
+def test_a_samples_file_of_the_wrong_shape_is_one_line(audited, tmp_path, capsys, rows):
+    """Samples rows that are not lm-eval's mappings with a doc_id stop compare with one line naming the file."""
+    import shutil
+
+    copy = tmp_path / "eval"
+    shutil.copytree(audited["candidate"].parent, copy)
+    samples = copy / json.loads(audited["candidate"].read_text())["samples_files"]["tiny_quiz"]
+    samples.write_text(rows)
+    code = main(["compare", str(copy / "results.json"), str(audited["baselines"]), "--out", str(tmp_path / "c"),
+                 "--contamination", str(audited["report"])])
+    err = capsys.readouterr().err
+    assert code == 2 and f"{samples}: cannot read this samples file (line 1" in err, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1

@@ -213,3 +213,32 @@ def test_bits_per_byte_of_every_model_on_one_text(tiny_hf_model, other_tiny_hf_m
     assert "error" in scored["gone"] and doc["bits_per_byte"]["bytes"] == len(text.encode())
     md = (tmp_path / "o" / "comparison.md").read_text()
     assert "## Bits per byte" in md and f"| cand | {scored['cand']['bits_per_byte']:.4f} |" in md
+
+
+DAMAGE = {
+    "scores-a-list": lambda doc: {**doc, "scores": [0.5]},
+    "score-without-metric": lambda doc: {**doc, "scores": {"piqa": {"value": 0.5}}},
+    "protocol-a-list": lambda doc: {**doc, "protocol": ["piqa"]},
+    "model-a-string": lambda doc: {**doc, "model": "gpt2"},
+    "samples-files-a-list": lambda doc: {**doc, "samples_files": ["x.jsonl"]},
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_results_of_the_wrong_shape_are_one_line_not_a_traceback(fixture_results, tmp_path, capsys, damage):
+    """A candidate of the wrong shape stops compare with one line; a baseline of the wrong shape is skipped, as one cut short."""
+    cand, base = fixture_results
+    good = json.loads(cand.read_text())
+    cand.write_text(json.dumps(DAMAGE[damage](good)))
+    assert main(["compare", str(cand), str(base), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "damaged results file" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+    cand.write_text(json.dumps(good))
+    gpt2 = base / "gpt2.json"
+    gpt2.write_text(json.dumps(DAMAGE[damage](json.loads(gpt2.read_text()))))
+    assert main(["compare", str(cand), str(base), "--out", str(tmp_path / "o")]) == 0
+    err = capsys.readouterr().err
+    assert err.count("skipping gpt2.json") == 1 and "damaged results file" in err and "Traceback" not in err
+    assert [b["name"] for b in json.loads((tmp_path / "o" / "comparison.json").read_text())["baselines"]] == [
+        "HuggingFaceTB/SmolLM2-135M"]

@@ -174,3 +174,53 @@ def test_cpu_default_batch_size_is_fixed():
     assert eval_settings(device="cpu").batch_size == CPU_BATCH_SIZE == 8
     assert eval_settings(device="cpu", batch_size="auto").batch_size == "auto"
     assert eval_settings(tasks="a, b", device="cpu", batch_size="16").tasks == ["a", "b"]
+
+
+def test_a_second_eval_into_the_same_results_file_is_refused(tiny_hf_model, local_tasks, tmp_path, capsys):
+    """One writer per results file: the samples of one evaluation must never sit beside the results of another."""
+    from edulm.lock import folder_lock
+
+    out = tmp_path / "eval" / "results.json"
+    with folder_lock(out, "edulm eval"):
+        code = main(["eval", str(tiny_hf_model), "--out", str(out), "--tasks", "tiny_quiz",
+                     "--include-path", str(local_tasks), "--device", "cpu", "--limit", "2"])
+    err = capsys.readouterr().err
+    assert code == 2 and f"{out} is in use by edulm eval" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_an_eval_killed_while_writing_leaves_no_results_that_disagree_with_the_samples(
+        tiny_hf_model, other_tiny_hf_model, local_tasks, tmp_path, capsys):
+    """SIGKILL after the new samples are written but before the new results: no results file is left (the old
+    one would describe another model than its samples); the next eval writes both and leaves nothing behind."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from processes import freeze_when
+
+    out = tmp_path / "eval" / "results.json"
+    tasks = ["--tasks", "tiny_quiz,tiny_cloze", "--include-path", str(local_tasks), "--device", "cpu", "--limit", "4"]
+    assert main(["eval", str(other_tiny_hf_model), "--out", str(out), *tasks]) == 0  # the old results
+    capsys.readouterr()
+    started = time.time_ns()
+
+    def new_samples_written() -> bool:
+        return any(p.stat().st_mtime_ns > started for p in out.parent.glob("results_samples_*.jsonl"))
+
+    proc = subprocess.Popen([sys.executable, "-m", "edulm", "eval", str(tiny_hf_model), "--out", str(out), *tasks],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        freeze_when(proc, new_samples_written)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    if out.exists():  # the process may have run on to the end before the stop landed: then both are new
+        assert json.loads(out.read_text())["model"]["path"] == str(tiny_hf_model.resolve())
+
+    assert main(["eval", str(tiny_hf_model), "--out", str(out), *tasks]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["model"]["path"] == str(tiny_hf_model.resolve())
+    assert sorted(p.name for p in out.parent.iterdir()) == sorted(["results.json", *doc["samples_files"].values()])

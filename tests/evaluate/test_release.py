@@ -111,3 +111,29 @@ def test_a_failing_step_is_reported_the_rest_still_run(run_copy, tiny_hf_model, 
     printed = capsys.readouterr().out
     assert "[1/6] eval: up to date, skipped" in printed and f"ok={tiny_hf_model}: already done" in printed
     assert "[2/6] baselines: failed" in printed
+
+
+def test_damaged_outputs_and_a_damaged_state_file_are_redone(run_copy, tiny_hf_model, local_tasks, capsys):
+    """release owns what it writes: an output cut short since (a bad copy) or a damaged release.json is written
+    again by the next release, with no error and no traceback; then the release is up to date again."""
+    argv = ["release", str(run_copy), "--models", f"ok={tiny_hf_model}", "--tasks", "tiny_quiz",
+            "--include-path", str(local_tasks), "--device", "cpu", "--limit", "2", "--docs", "5"]
+    assert main(argv) == 0
+    capsys.readouterr()
+    release = run_copy / "release"
+    results = release / "eval" / "results.json"
+    results.write_bytes(results.read_bytes()[:200])  # cut short
+    assert main(argv) == 0, capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert "[1/6] eval: running" in captured.out and "Traceback" not in captured.err
+    assert json.loads(results.read_text())["scores"]["tiny_quiz"]["metric"] == "acc_norm"
+
+    for damaged in ('{"steps": ', '[1]', '{"steps": {"eval": "done"}}'):
+        (release / "release.json").write_text(damaged)
+        assert main(argv) == 0
+        captured = capsys.readouterr()
+        warnings = [line for line in captured.err.splitlines() if line.startswith("edulm")]
+        assert len(warnings) == 1 and "release.json" in warnings[0] and "every step runs again" in warnings[0], captured.err
+        assert all(f"{step}: running" in captured.out for step in STEPS)
+    assert main(argv) == 0
+    assert "[1/6] eval: up to date, skipped" in capsys.readouterr().out
