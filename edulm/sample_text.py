@@ -83,11 +83,16 @@ def sample_source(source: str, docs: int, seed: int, text_field: str = "text", m
 
 
 def write_sample(out: str | Path, records: list[dict], meta: dict[str, Any]) -> Path:
-    """Write the JSONL sample, then its description, each atomically (a sample without its description is unfinished)."""
-    from edulm.files import write_json, write_text
+    """Write the JSONL sample, then its description, each atomically (a sample without its description is unfinished).
+
+    The old description goes first: a process stopped between the two files leaves a sample without one (drawn
+    again by the next run), never a new sample beside the counts of an old one.
+    """
+    from edulm.files import remove_path, write_json, write_text
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    remove_path(meta_path(out))
     write_text(out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), "the training sample")
     write_json(meta_path(out), {**meta, "documents": len(records)}, "the training sample's description")
     return out
@@ -107,12 +112,15 @@ def draw_sample(out: str | Path, data: str | Path | None = None, source: str | N
     if Path(out).suffix.lower() != ".jsonl":  # also keeps a slip of the shell (--out SHARDS/manifest.json) from overwriting it
         raise UsageError(f"--out {out}: the sample file must end in .jsonl (one JSON document per line), "
                          f"such as {Path(out).with_suffix('.jsonl')}")
-    if data is not None:
-        records, meta = sample_shards(data, docs, seed, tokenizer)
-    else:
-        records, meta = sample_source(str(source), docs, seed, text_field, max_read)
-    meta["seed"] = seed
-    write_sample(out, records, meta)
+    from edulm.lock import folder_lock
+
+    with folder_lock(out, "edulm sample-text"):  # one writer: two draws into one file would mix sample and counts
+        if data is not None:
+            records, meta = sample_shards(data, docs, seed, tokenizer)
+        else:
+            records, meta = sample_source(str(source), docs, seed, text_field, max_read)
+        meta["seed"] = seed
+        write_sample(out, records, meta)
     return {**meta, "documents": len(records)}
 
 

@@ -143,6 +143,33 @@ def test_sample_text_out_must_be_a_jsonl_file_and_nothing_else_is_overwritten(sh
     assert not (shards_dir / "manifest.json.meta.json").exists()
 
 
+def test_a_sample_stopped_before_its_description_is_never_read_with_old_counts(tmp_path, capsys, monkeypatch):
+    """The old .meta.json goes before the new sample is written: a draw stopped in between (here a full disk at the
+    sample) leaves no description, so readers see an unfinished sample, not a new one beside another's counts.
+    And one writer per sample file: a second draw into it is refused."""
+    from edulm import files
+    from edulm.lock import folder_lock
+
+    source = write_jsonl(tmp_path / "src.jsonl", corpus(20))
+    out = tmp_path / "s.jsonl"
+    argv = ["sample-text", "--source", str(source), "--docs", "5", "--out", str(out)]
+    assert run(argv, capsys)[0] == 0
+    sample = out.read_bytes()
+
+    def full_disk(path, *args, **kwargs):
+        raise files.disk_full_error(Path(path).parent, "the training sample", "free space and run again")
+
+    with monkeypatch.context() as m:
+        m.setattr(files, "write_text", full_disk)
+        code, _, err = run([*argv[:-4], "--docs", "6", "--out", str(out)], capsys)
+    assert code == 1 and "no space left" in err and len(err.strip().splitlines()) == 1
+    assert out.read_bytes() == sample and not (tmp_path / "s.jsonl.meta.json").exists()
+
+    with folder_lock(out, "edulm sample-text"):
+        code, _, err = run(argv, capsys)
+    assert code == 2 and "is in use by edulm sample-text" in err
+
+
 def test_sample_text_needs_exactly_one_input(tmp_path, capsys):
     code, out, err = run(["sample-text", "--out", str(tmp_path / "x.jsonl")], capsys)
     assert code == 2 and "exactly one of --data" in err and out == ""
