@@ -32,7 +32,7 @@ from edulm.train.cadence import default_callbacks
 from edulm.train.callbacks import Callback, StepEnd
 from edulm.train.distributed import DistEnv, init_distributed, teardown, wrap_model
 from edulm.train.init_from import check_vocabulary, load_initial_weights, resumed_config, start_config, tokenizer_mismatch
-from edulm.train.optim import build_optimizer
+from edulm.train.optim import build_optimizer, check_resumed_optimizer
 from edulm.train.console import Console
 from edulm.train.run_dir import hold_run_dir
 from edulm.train.schedule import lr_at, total_steps
@@ -220,6 +220,7 @@ class TrainingRun:
                 f"to {state.step:,} or more, or resume an earlier checkpoint into a new run.out_dir"
             )
         if ckpt:
+            check_resumed_optimizer(ckpt_cfg.train, cfg.train, str(ckpt))
             self._check_schedule_change(ckpt, schedule_settings(ckpt_cfg.train, resumed_total))
         if 0 < state.total_steps <= cfg.train.warmup_steps:  # e.g. train.max_steps=20 on a config that warms up for 30
             self.notes.append(f"train.warmup_steps ({cfg.train.warmup_steps:,}) is not below the run's {state.total_steps:,} "
