@@ -78,10 +78,18 @@ class ScheduleChange:
                 f"--allow-schedule-change to continue with the new ones ({self._longer_hint()})")
 
     def _longer_hint(self) -> str:
-        """How to train longer without a jump, from where this run is."""
-        if self.old["schedule"] != "wsd":
+        """How to train longer (or decay) without a jump, from where this run is."""
+        if self.old["schedule"] == "cosine":
             return "to train longer without a jump, use train.schedule=wsd and extend it while it is in its stable phase"
-        stable_end = decay_start(self.old["total_steps"], _train_with(self.old))
+        old = _train_with(self.old)
+        stable_end = self.old["total_steps"] if old.schedule == "constant" else decay_start(self.old["total_steps"], old)
+        if self.step <= stable_end:
+            # The checkpoint is at the peak: the jump comes from the new settings (another lr or warmup, or
+            # a decay placed before the checkpoint), not from where the run stands.
+            s, d = f"{self.step:,}", "D"
+            return (f"step {s} is in the stable phase, so keeping train.lr and train.warmup_steps continues it "
+                    f"without a jump; a decay of {d} steps from it needs train.schedule=wsd, "
+                    f"train.max_steps={s} + {d} and train.decay_fraction={d} / ({s} + {d}) or a little less")
         return (f"this WSD run left its stable phase after step {stable_end:,}: to train longer without a jump, "
                 f"resume a checkpoint of step {stable_end:,} or earlier into a new run.out_dir with --resume PATH")
 

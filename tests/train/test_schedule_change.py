@@ -66,6 +66,18 @@ def test_a_decay_run_from_a_stable_checkpoint_is_continuous():
 def test_a_decay_that_would_have_started_before_the_checkpoint_jumps():
     found = change(WSD, 1000, TrainConfig(**{**WSD.__dict__, "decay_fraction": 0.5}), 1000, 600)
     assert found is not None and not found.continuous
+    # Step 600 is in the stable phase (it ended after 800): the hint is how to place the decay, not
+    # "left its stable phase after step 800", which wrongly told the user to look for an older checkpoint.
+    refusal = found.refusal("ckpt")
+    assert "left its stable phase" not in refusal
+    assert "step 600 is in the stable phase" in refusal and "train.decay_fraction=D / (600 + D)" in refusal
+
+
+def test_another_lr_on_a_constant_run_names_its_stable_phase():
+    constant = TrainConfig(**{**WSD.__dict__, "schedule": "constant"})
+    found = change(constant, 1000, TrainConfig(**{**constant.__dict__, "lr": 1e-3}), 1000, 500)
+    assert found is not None and not found.continuous
+    assert "step 500 is in the stable phase" in found.refusal("ckpt") and "use train.schedule=wsd and" not in found.refusal("ckpt")
 
 
 @pytest.mark.parametrize("key, value", [("lr", 1e-3), ("schedule", "cosine")])
