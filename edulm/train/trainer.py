@@ -199,6 +199,12 @@ class TrainingRun:
                     f"{ckpt} was written by {state.batch.world_size if state.batch else '?'} processes but this run "
                     f"has {env.world_size}; resume with the same --nproc_per_node x nodes (the data position is kept per process)"
                 )
+            if state.batch.seq_len != cfg.train.seq_len:  # the loader would refuse it, but only after the log and sinks started
+                raise UsageError(
+                    f"{ckpt} was trained with train.seq_len={state.batch.seq_len}, the config says {cfg.train.seq_len}; "
+                    f"resume with train.seq_len={state.batch.seq_len} (the data position counts windows of that length), "
+                    f"or start a new run from its weights with model.init_from={ckpt}"
+                )
         model.grad_checkpointing = cfg.train.grad_checkpointing
         model.fused_loss = cfg.train.fused_loss
         model.to(env.device)
