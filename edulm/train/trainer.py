@@ -256,11 +256,14 @@ class TrainingRun:
         bf16_peak = peak_bf16_flops(self.device_info["name"]) if env.device.type == "cuda" else None
         self.peak_flops = bf16_peak if self.amp_dtype == torch.bfloat16 else None
 
+        if ckpt:  # before any callback writes (train.log, config.yaml, the metrics sinks): a state that does not
+            # fit this config (another run.seed, other data, another optimizer) is refused with nothing written
+            restore(ckpt, {name: later[name] for name in ("optimizer", "loader")}, env.rank)
         for callback in self.callbacks:
             callback.on_start(self)
         self._announce()
         if ckpt:
-            restore(ckpt, later, env.rank)
+            restore(ckpt, {"rng": later["rng"]}, env.rank)  # last: the callbacks above may draw random numbers
 
     def _check_schedule_change(self, ckpt: Path, resumed: dict) -> None:
         """Compare the schedule with the checkpoint's (``resumed``): refuse a jump in the learning rate

@@ -162,15 +162,20 @@ def test_a_resume_with_other_optimizer_settings_is_refused_before_anything_is_wr
         assert main(["train", str(cfg), "train.muon_lr=0.004", "--resume", "auto"]) == 0
 
 
-def test_a_resume_with_another_seq_len_is_refused_before_anything_is_written(corpus, tmp_path, capsys):
-    # The loader refused the checkpoint's data position, but only after train.log had a new segment
-    # (announcing the config's FLOPs per token) and the metrics sinks had started.
+@pytest.mark.parametrize("override, named", [
+    ("train.seq_len=16", "trained with train.seq_len=32, the config says 16"),
+    ("run.seed=5", "seed: checkpoint 7, now 5"),
+])
+def test_a_resume_whose_data_position_does_not_fit_is_refused_before_anything_is_written(
+        corpus, tmp_path, capsys, override, named):
+    # The loader refused the checkpoint's data position, but only after train.log had a new segment,
+    # config.yaml had been rewritten with the config's values and the metrics sinks had started.
     run_dir = tmp_path / "run"
     cfg = write_config(tmp_path / "run.yaml", wsd(corpus, run_dir, max_steps=4, schedule="constant"))
     assert main(["train", str(cfg)]) == 0
     before = snapshot(run_dir)
     capsys.readouterr()
-    assert main(["train", str(cfg), "train.max_steps=8", "train.seq_len=16", "--resume", "auto"]) == 2
+    assert main(["train", str(cfg), "train.max_steps=8", override, "--resume", "auto"]) == 2
     assert snapshot(run_dir) == before
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "trained with train.seq_len=32, the config says 16" in err[0], err
+    assert len(err) == 1 and named in err[0], err
