@@ -27,7 +27,7 @@ from edulm.files import disk_full_error
 from edulm.layout import CONFIG_FILE, RunLayout
 from edulm.model.llama import LlamaLM, count_parameters, flops_per_token
 from edulm.throughput import device_info, peak_bf16_flops
-from edulm.train.autobatch import resolve_batch_shape
+from edulm.train.autobatch import kept_batch_note, resolve_batch_shape
 from edulm.train.cadence import default_callbacks
 from edulm.train.callbacks import Callback, StepEnd
 from edulm.train.distributed import DistEnv, init_distributed, teardown, wrap_model
@@ -210,12 +210,8 @@ class TrainingRun:
         model.to(env.device)
 
         if ckpt:
-            t = cfg.train
-            asked = (t.micro_batch_size, t.grad_accum_steps)
-            kept = (state.batch.micro_batch_size, state.batch.grad_accum_steps)
-            if t.micro_batch_size != "auto" and t.global_batch_size == 0 and asked != kept:
-                self.notes.append(f"the config asks for micro-batch {asked[0]} x accumulation {asked[1]}; "
-                                  f"continuing with the checkpoint's {kept[0]} x {kept[1]}")
+            if note := kept_batch_note(cfg, state.batch):
+                self.notes.append(note)
         else:  # rank 0's answer for everyone (each rank probes its own device on CUDA)
             state.batch = env.broadcast(resolve_batch_shape(cfg, model, env.device, env.world_size))
         resumed_total, state.total_steps = state.total_steps, total_steps(cfg.train, state.batch.tokens_per_step)

@@ -179,3 +179,15 @@ def test_a_resume_whose_data_position_does_not_fit_is_refused_before_anything_is
     assert snapshot(run_dir) == before
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and named in err[0], err
+
+
+def test_a_resume_warns_when_it_keeps_another_global_batch_than_the_config_asks(corpus, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    cfg = write_config(tmp_path / "run.yaml", wsd(corpus, run_dir, max_steps=4, schedule="constant", global_batch_size=4))
+    assert main(["train", str(cfg)]) == 0
+    capsys.readouterr()
+    assert main(["train", str(cfg), "train.max_steps=6", "train.global_batch_size=8", "--resume", "auto"]) == 0
+    captured = capsys.readouterr()
+    assert ("the config asks for train.global_batch_size=8; continuing with the checkpoint's 2 x 2 accumulation x "
+            "1 processes = 4 sequences per step") in captured.err
+    assert summary(run_dir)["batch"]["global_batch_size"] == 4
