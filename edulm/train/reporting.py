@@ -299,6 +299,7 @@ def write_summary(run: Run, status: str, manifest: dict[str, Any] | None, proven
         "schedule": cfg.train.schedule,
         "data": data_report(cfg, manifest, state.tokens),
         "schedule_changes": state.schedule_changes,
+        "branched_from": state.branched_from,
         "init_from": state.init_from,
         "skipped_steps": state.skipped_steps,
         "final_train_loss": state.last_loss,

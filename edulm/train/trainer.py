@@ -194,6 +194,8 @@ class TrainingRun:
         if ckpt:
             restore(ckpt, self.components, env.rank)
             self._wall_before = state.tally.wall_time_s
+            if ckpt.resolve().parent.parent != self.layout.root.resolve():  # its metrics and log stay over there
+                state.branched_from.append({"step": state.step, "checkpoint": str(ckpt.resolve())})
             if state.batch is None or state.batch.world_size != env.world_size:
                 raise UsageError(
                     f"{ckpt} was written by {state.batch.world_size if state.batch else '?'} processes but this run "

@@ -127,6 +127,12 @@ def test_a_decay_run_from_a_stable_checkpoint_into_a_new_run_dir(corpus, tmp_pat
     assert sorted(got) == [9, 10, 11, 12]
     assert [got[s]["lr"] for s in got] == pytest.approx([3e-3 - 2.7e-3 * k / 4 for k in (1, 2, 3, 4)])
     assert [c["step"] for c in summary(decayed)["schedule_changes"]] == [9]
+    # Steps 1 to 8 are not in this run dir's metrics or log: the summary and the card say where they were trained.
+    checkpoint8 = str((stable / "checkpoints" / "step-0000008").resolve())
+    assert summary(decayed)["branched_from"] == [{"step": 8, "checkpoint": checkpoint8}]
+    card = (decayed / "final" / "README.md").read_text()
+    assert f"steps up to 8 trained in another run, resumed from `{checkpoint8}`" in card
+    assert summary(stable)["branched_from"] == []
     assert (decayed / "final" / "model.safetensors").is_file()
     assert yaml.safe_load((decayed / "config.yaml").read_text())["train"]["max_steps"] == 12
 
