@@ -101,8 +101,10 @@ def resumed_config(cfg: Config, saved: Config, checkpoint: Path) -> Config:
                              "resume with the config it was trained with")
         return cfg
     if saved.model.init_from != cfg.model.init_from:
-        raise UsageError(f"{checkpoint}: the run started from model.init_from {saved.model.init_from!r}, the config names "
-                         f"{cfg.model.init_from!r}; resume with the config it was trained with")
+        started = (f"started from model.init_from {saved.model.init_from!r}" if saved.model.init_from
+                   else "trained a fresh model (no model.init_from)")
+        raise UsageError(f"{checkpoint}: the run {started}, the config names model.init_from {cfg.model.init_from!r}; "
+                         "resume with the config it was trained with")
     return _with_model(cfg, dataclasses.replace(saved.model, init_from=cfg.model.init_from), str(checkpoint),
                        "the checkpoint")
 

@@ -175,6 +175,9 @@ def test_a_resume_with_another_model_section_names_what_differs(corpus, base, tm
     plain = tiny_config(corpus, continued_dir, max_steps=STEPS)  # the same shape, without model.init_from
     with pytest.raises(UsageError, match=rf"\(init_from '{base / 'final'}' -> ''\)"):
         train(config_from_dict(plain), resume="auto")
+    # And the other way: a fresh run resumed with a config that names a MODEL ("started from model.init_from ''").
+    with pytest.raises(UsageError, match=r"the run trained a fresh model \(no model.init_from\), the config names"):
+        train(config_from_dict(continued(corpus, run_dir, str(base / "final"))), resume="auto")
 
 
 def test_a_hub_id_is_read_from_the_hugging_face_cache(corpus, base, tmp_path, monkeypatch):
