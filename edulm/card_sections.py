@@ -83,14 +83,20 @@ def _init_from(inputs: CardInputs) -> str | None:
 
 
 def _started_from(inputs: CardInputs) -> str:
-    """The "Started from" row: random initialisation, or the model continued from with its weights' checksum."""
+    """The "Started from" row: random initialisation, or the model continued from with its weights' checksum;
+    then the checkpoints of other run dirs it was resumed from (its earlier steps were trained there)."""
     base = _init_from(inputs)
     if not base:
-        return f"random initialisation (seed {_section(inputs.config, 'run').get('seed', NOT_RECORDED)})"
-    record = (inputs.summary or {}).get("init_from") or {}
-    sha = record.get("weights_sha256")
-    revision = f", revision {record['revision']}" if record.get("revision") else ""
-    return f"continued from `{base}` ({record.get('kind', 'model')}{revision}" + (f", weights sha256 {sha}" if sha else "") + ")"
+        text = f"random initialisation (seed {_section(inputs.config, 'run').get('seed', NOT_RECORDED)})"
+    else:
+        record = (inputs.summary or {}).get("init_from") or {}
+        sha = record.get("weights_sha256")
+        revision = f", revision {record['revision']}" if record.get("revision") else ""
+        text = (f"continued from `{base}` ({record.get('kind', 'model')}{revision}"
+                + (f", weights sha256 {sha}" if sha else "") + ")")
+    for branch in (inputs.summary or {}).get("branched_from") or []:
+        text += f"; steps up to {fmt_int(branch.get('step'))} trained in another run, resumed from `{branch.get('checkpoint')}`"
+    return text
 
 
 def _device_phrase(summary: dict[str, Any]) -> str:

@@ -118,16 +118,16 @@ class SourceUsage:
     """Configured weight."""
     target_share: float
     """Weight divided by the sum of the weights."""
-    prepared_tokens: int
-    """Training tokens prepared for this source."""
+    prepared_tokens: int | None
+    """Training tokens prepared for this source (None when streamed: nothing was prepared)."""
     windows: int
     """Training windows drawn from it."""
     tokens: int
     """Target tokens trained on from it (windows x seq_len)."""
     share: float
     """Its share of all tokens trained on."""
-    epochs: float
-    """Passes over its prepared windows (above 1: windows were repeated)."""
+    epochs: float | None
+    """Passes over its prepared windows (above 1: windows were repeated); None when streamed."""
 
 
 def realised_mixture(manifest: dict[str, Any] | str | Path, seed: int, seq_len: int, tokens: int) -> list[SourceUsage]:
@@ -150,14 +150,26 @@ def realised_mixture(manifest: dict[str, Any] | str | Path, seed: int, seq_len: 
         sources = [{"folder": "", "source": source if isinstance(source, str) else str(source), "weight": 1.0,
                     "tokens": manifest["tokens"]}]
         weights, counts = [1.0], np.array([draws])
-    total_weight = sum(weights)
-    out = []
-    for entry, weight, count in zip(sources, weights, counts):
-        prepared = int(entry["tokens"]["train"])
-        available = max(0, (prepared - 1) // seq_len)
-        out.append(SourceUsage(
-            folder=entry["folder"], source=entry["source"], weight=weight, target_share=weight / total_weight,
-            prepared_tokens=prepared, windows=int(count), tokens=int(count) * seq_len,
-            share=int(count) / draws if draws else 0.0, epochs=int(count) / available if available else 0.0,
-        ))
-    return out
+    return [_usage(entry["folder"], entry["source"], weight, sum(weights), int(entry["tokens"]["train"]), int(count),
+                   seq_len, draws) for entry, weight, count in zip(sources, weights, counts)]
+
+
+def streamed_mixture(sources: Sequence[str], weights: Sequence[float], seed: int, seq_len: int,
+                     tokens: int) -> list[SourceUsage]:
+    """:func:`realised_mixture` of a run that streamed the mixture (``data.streaming``): the same draw
+    sequence names each window's source, so tokens and shares are as exact; nothing was prepared, so
+    ``prepared_tokens`` and ``epochs`` are None."""
+    draws = max(0, tokens // seq_len)
+    counts = draws_per_source(seed, list(weights), draws)
+    return [_usage("", source, float(weight), float(sum(weights)), None, int(count), seq_len, draws)
+            for source, weight, count in zip(sources, weights, counts)]
+
+
+def _usage(folder: str, source: str, weight: float, total_weight: float, prepared: int | None, count: int,
+           seq_len: int, draws: int) -> SourceUsage:
+    available = max(0, (prepared - 1) // seq_len) if prepared is not None else 0
+    return SourceUsage(
+        folder=folder, source=source, weight=weight, target_share=weight / total_weight, prepared_tokens=prepared,
+        windows=count, tokens=count * seq_len, share=count / draws if draws else 0.0,
+        epochs=(count / available if available else 0.0) if prepared is not None else None,
+    )

@@ -199,3 +199,28 @@ def resolve_batch_shape(
     if target is None:
         return shape(largest, t.grad_accum_steps)
     return shape(*split_global_batch(target, largest))
+
+
+def kept_batch_note(cfg: Config, kept: BatchShape) -> str | None:
+    """The warning for a resume whose config asks for another batch than the checkpoint's ``kept`` one
+    (which the run goes on with: the data position and the step count depend on it); None when they agree.
+
+    What the config asks for: ``train.global_batch_size`` sequences per step when set (exactly for a
+    numeric micro-batch, within :data:`GLOBAL_BATCH_TOLERANCE` for 'auto'), else micro-batch x
+    ``grad_accum_steps`` (only the accumulation for 'auto', whose micro-batch is found at the start).
+    """
+    t = cfg.train
+    kept_text = (f"continuing with the checkpoint's {kept.micro_batch_size} x {kept.grad_accum_steps} accumulation x "
+                 f"{kept.world_size} processes = {kept.sequences_per_step} sequences per step")
+    if t.global_batch_size > 0:
+        tolerance = GLOBAL_BATCH_TOLERANCE if t.micro_batch_size == "auto" else 0.0
+        if abs(kept.sequences_per_step - t.global_batch_size) <= tolerance * t.global_batch_size:
+            return None
+        return f"the config asks for train.global_batch_size={t.global_batch_size}; {kept_text}"
+    if t.micro_batch_size == "auto":
+        if t.grad_accum_steps == kept.grad_accum_steps:
+            return None
+        return f"the config asks for micro-batch auto x accumulation {t.grad_accum_steps}; {kept_text}"
+    if (t.micro_batch_size, t.grad_accum_steps) == (kept.micro_batch_size, kept.grad_accum_steps):
+        return None
+    return f"the config asks for micro-batch {t.micro_batch_size} x accumulation {t.grad_accum_steps}; {kept_text}"

@@ -8,6 +8,7 @@ and gloo on CPU. Every rank-0-only decision in the trainer asks :attr:`DistEnv.i
 from __future__ import annotations
 
 import datetime
+import inspect
 import os
 from dataclasses import dataclass
 from typing import Callable, Sequence, TypeVar
@@ -156,7 +157,12 @@ def wrap_model(model: nn.Module, env: DistEnv, strategy: str, compile: bool = Fa
         from torch.nn.parallel import DistributedDataParallel
 
         ids = [env.device.index] if env.device.type == "cuda" else None
-        wrapped = DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
+        # torch 2.13 renamed broadcast_buffers (and warns on every rank when it is passed); the RoPE tables
+        # are the same on every rank, so the one sync at start-up the new flag still makes changes nothing.
+        no_buffer_sync = ({"forward_sync_buffers": False}
+                          if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+                          else {"broadcast_buffers": False})
+        wrapped = DistributedDataParallel(model, device_ids=ids, **no_buffer_sync)
         if compile:
             wrapped.compile()
         return wrapped

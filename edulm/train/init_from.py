@@ -94,11 +94,17 @@ def resumed_config(cfg: Config, saved: Config, checkpoint: Path) -> Config:
     """
     if not cfg.model.init_from:
         if saved.model != cfg.model:
-            raise UsageError(f"{checkpoint}: its model section differs from the config's; resume with the config it was trained with")
+            differ = [f.name for f in dataclasses.fields(ModelConfig)
+                      if getattr(saved.model, f.name) != getattr(cfg.model, f.name)]
+            moves = ", ".join(f"{k} {getattr(saved.model, k)!r} -> {getattr(cfg.model, k)!r}" for k in differ)
+            raise UsageError(f"{checkpoint}: the config's model section differs from the checkpoint's ({moves}); "
+                             "resume with the config it was trained with")
         return cfg
     if saved.model.init_from != cfg.model.init_from:
-        raise UsageError(f"{checkpoint}: the run started from model.init_from {saved.model.init_from!r}, the config names "
-                         f"{cfg.model.init_from!r}; resume with the config it was trained with")
+        started = (f"started from model.init_from {saved.model.init_from!r}" if saved.model.init_from
+                   else "trained a fresh model (no model.init_from)")
+        raise UsageError(f"{checkpoint}: the run {started}, the config names model.init_from {cfg.model.init_from!r}; "
+                         "resume with the config it was trained with")
     return _with_model(cfg, dataclasses.replace(saved.model, init_from=cfg.model.init_from), str(checkpoint),
                        "the checkpoint")
 

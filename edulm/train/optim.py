@@ -269,13 +269,39 @@ class OptimizerKind:
     state_bytes: Callable[[nn.Module, TrainConfig], int]
     """Bytes of state the optimizer will keep for the (unsharded) model: what ``micro_batch_size: auto``
     and ``bench/memory_estimate.py`` leave room for."""
+    settings: tuple[str, ...]
+    """The ``train`` keys held in its parameter groups, which a resume takes from the checkpoint (every
+    hyperparameter but the learning rates, which follow the config through ``set_lr``)."""
 
+
+ADAMW_SETTINGS = ("beta1", "beta2", "eps", "weight_decay")
+MUON_SETTINGS = ADAMW_SETTINGS + ("muon_adjust_lr", "muon_momentum", "muon_nesterov", "muon_ns_steps", "muon_weight_decay")
 
 OPTIMIZERS: dict[str, OptimizerKind] = {
-    "adamw": OptimizerKind(build_adamw, adamw_state_bytes),
-    "muon": OptimizerKind(build_muon, muon_state_bytes),
+    "adamw": OptimizerKind(build_adamw, adamw_state_bytes, ADAMW_SETTINGS),
+    "muon": OptimizerKind(build_muon, muon_state_bytes, MUON_SETTINGS),
 }
-"""``train.optimizer`` value -> its builder and state size."""
+"""``train.optimizer`` value -> its builder, state size and the settings a checkpoint keeps."""
+
+
+def check_resumed_optimizer(saved: TrainConfig, train: TrainConfig, checkpoint: str) -> None:
+    """Refuse, before anything is written, a resume whose optimizer is not the checkpoint's (``saved``).
+
+    A resume loads the optimizer's parameter groups with their hyperparameters, so another
+    ``train.optimizer`` cannot load at all, and other values of its settings (betas, weight decay,
+    the ``muon_*`` keys but ``muon_lr``) would be silently replaced by the checkpoint's while the
+    start-up line, the run's config.yaml and the card showed the config's. One line names them.
+    """
+    fresh_start = f"or start a new run from its weights with model.init_from={checkpoint} (a fresh optimizer)"
+    if saved.optimizer != train.optimizer:
+        raise UsageError(f"{checkpoint}: the checkpoint was trained with train.optimizer={saved.optimizer}, the config "
+                         f"says {train.optimizer}; resume with train.optimizer={saved.optimizer}, {fresh_start}")
+    changed = [k for k in OPTIMIZERS[train.optimizer].settings if getattr(saved, k) != getattr(train, k)]
+    if changed:
+        moves = ", ".join(f"train.{k} {getattr(saved, k)} -> {getattr(train, k)}" for k in changed)
+        raise UsageError(f"{checkpoint}: the config changes the optimizer's settings ({moves}), but a resume keeps "
+                         "the checkpoint's (only train.lr and train.muon_lr follow the config); resume with the "
+                         f"checkpoint's values, {fresh_start}")
 
 
 def build_optimizer(model: nn.Module, train: TrainConfig) -> Optimizers:

@@ -249,14 +249,21 @@ def data_report(cfg: Config, manifest: dict[str, Any] | None, tokens: int) -> di
     ``manifest``'s ``held_out``: tokens, documents, requested, short) and, for a mixture, what the run drew
     from each source (:func:`edulm.data.mixture.realised_mixture` for ``tokens``: tokens, share, epochs).
 
-    None for what is not known: streaming runs have no manifest, and shards prepared before the
-    manifest recorded ``held_out`` have none.
+    None for what is not known: streaming runs have no manifest (a streamed mixture's draws are still
+    known, without the prepared tokens and epochs: :func:`edulm.data.mixture.streamed_mixture`), and
+    shards prepared before the manifest recorded ``held_out`` have none.
     """
+    from edulm.data.mixture import realised_mixture, streamed_mixture
+
     report: dict[str, Any] = {"shards_dir": None if cfg.data.streaming else cfg.data.shards_dir,
                               "held_out": None, "mixture": None}
+    if cfg.data.streaming and cfg.data.is_mixture:
+        entries = cfg.data.source
+        usage = streamed_mixture([e.source for e in entries], [e.weight for e in entries], cfg.run.seed,
+                                 cfg.train.seq_len, tokens)
+        report["mixture"] = [dataclasses.asdict(u) for u in usage]
     if manifest is None:
         return report
-    from edulm.data.mixture import realised_mixture
 
     report["held_out"] = manifest.get("held_out")
     if "mixture" in manifest:
@@ -292,6 +299,7 @@ def write_summary(run: Run, status: str, manifest: dict[str, Any] | None, proven
         "schedule": cfg.train.schedule,
         "data": data_report(cfg, manifest, state.tokens),
         "schedule_changes": state.schedule_changes,
+        "branched_from": state.branched_from,
         "init_from": state.init_from,
         "skipped_steps": state.skipped_steps,
         "final_train_loss": state.last_loss,

@@ -1,7 +1,8 @@
 """A resume whose schedule differs from the checkpoint's: what changed, and whether it may go on.
 
 A run resumed from step ``S`` may be given other schedule settings (``train.max_steps`` or
-``token_budget``, ``lr``, ``schedule``, ``warmup_steps``, ``min_lr_ratio``, ``decay_fraction``). The rule:
+``token_budget``, ``lr``, ``schedule``, ``warmup_steps``, ``min_lr_ratio``, ``decay_fraction``; for Muon
+``muon_lr``, whose change moves Muon's rate at every step to come). The rule:
 
 - the change is *continuous* when the new schedule gives step ``S`` the rate it trained with: the
   run goes on from where it is, without a jump. Extending a WSD (or constant) run in its stable
@@ -31,8 +32,17 @@ LR_TOLERANCE = 1e-9
 
 
 def schedule_settings(train: TrainConfig, total_steps: int) -> dict[str, Any]:
-    """Everything that decides the rate of every step: the schedule keys and the step count."""
-    return {"total_steps": total_steps, **{key: getattr(train, key) for key in SCHEDULE_KEYS}}
+    """Everything that decides the rate of every step: the schedule keys and the step count, and for a
+    Muon run ``muon_lr``, the peak of its matrices (``train.muon_lr``, or ``train.lr`` when that is 0)."""
+    settings = {"total_steps": total_steps, **{key: getattr(train, key) for key in SCHEDULE_KEYS}}
+    if train.optimizer == "muon":
+        settings["muon_lr"] = train.muon_lr if train.muon_lr > 0 else train.lr
+    return settings
+
+
+def _muon_scale(settings: dict[str, Any]) -> float | None:
+    """Muon's rate as a multiple of the schedule's (None for a run without Muon)."""
+    return settings["muon_lr"] / settings["lr"] if "muon_lr" in settings else None
 
 
 @dataclass(frozen=True)
@@ -55,9 +65,16 @@ class ScheduleChange:
     """The rate the new schedule gives step ``step + 1``."""
 
     @property
+    def muon_scale_changed(self) -> bool:
+        """True when Muon's rate moves against the schedule's (another ``train.muon_lr``): at every step to come."""
+        old, new = _muon_scale(self.old), _muon_scale(self.new)
+        steps_to_come = self.new["total_steps"] > self.step
+        return steps_to_come and old is not None and new is not None and not math.isclose(old, new, rel_tol=LR_TOLERANCE)
+
+    @property
     def continuous(self) -> bool:
-        """True when the new schedule passes through the rate the run trained its last step with."""
-        return math.isclose(self.lr_new_at_step, self.lr_trained, rel_tol=LR_TOLERANCE)
+        """True when the new schedule passes through the rate the run trained its last step with (Muon's too)."""
+        return math.isclose(self.lr_new_at_step, self.lr_trained, rel_tol=LR_TOLERANCE) and not self.muon_scale_changed
 
     def differences(self) -> str:
         """``total_steps 20 -> 40, schedule cosine -> wsd``: the settings that differ."""
@@ -71,6 +88,11 @@ class ScheduleChange:
 
     def refusal(self, where: str) -> str:
         """The one-line reason a discontinuous change is refused without ``--allow-schedule-change``."""
+        if self.muon_scale_changed:
+            return (f"{where}: the schedule differs from the checkpoint's ({self.differences()}) and would move Muon's "
+                    f"learning rate from {_muon_scale(self.old):g} to {_muon_scale(self.new):g} x the schedule's at "
+                    f"every step to come; resume with the checkpoint's train.muon_lr, or pass --allow-schedule-change "
+                    "to continue with the new one")
         return (f"{where}: the schedule differs from the checkpoint's ({self.differences()}) and would move the "
                 f"learning rate: step {self.step:,} trained at {self.lr_trained:.3e}, the new schedule gives it "
                 f"{self.lr_new_at_step:.3e} and step {self.step + 1:,} {self.next_lr_new:.3e} (the old schedule: "
@@ -78,10 +100,18 @@ class ScheduleChange:
                 f"--allow-schedule-change to continue with the new ones ({self._longer_hint()})")
 
     def _longer_hint(self) -> str:
-        """How to train longer without a jump, from where this run is."""
-        if self.old["schedule"] != "wsd":
+        """How to train longer (or decay) without a jump, from where this run is."""
+        if self.old["schedule"] == "cosine":
             return "to train longer without a jump, use train.schedule=wsd and extend it while it is in its stable phase"
-        stable_end = decay_start(self.old["total_steps"], _train_with(self.old))
+        old = _train_with(self.old)
+        stable_end = self.old["total_steps"] if old.schedule == "constant" else decay_start(self.old["total_steps"], old)
+        if self.step <= stable_end:
+            # The checkpoint is at the peak: the jump comes from the new settings (another lr or warmup, or
+            # a decay placed before the checkpoint), not from where the run stands.
+            s, d = f"{self.step:,}", "D"
+            return (f"step {s} is in the stable phase, so keeping train.lr and train.warmup_steps continues it "
+                    f"without a jump; a decay of {d} steps from it needs train.schedule=wsd, "
+                    f"train.max_steps={s} + {d} and train.decay_fraction={d} / ({s} + {d}) or a little less")
         return (f"this WSD run left its stable phase after step {stable_end:,}: to train longer without a jump, "
                 f"resume a checkpoint of step {stable_end:,} or earlier into a new run.out_dir with --resume PATH")
 
@@ -106,7 +136,8 @@ def schedule_change(old: dict[str, Any], new: dict[str, Any], step: int, lr_trai
     same_rates = all(
         lr_at(s, old_train, old_total) == lr_at(s, new_train, new_total) for s in range(step + 1, max(old_total, new_total) + 1)
     )
-    if old_total == new_total and same_rates:
+    same_muon = _muon_scale(old) == _muon_scale(new) or new_total <= step
+    if old_total == new_total and same_rates and same_muon:
         return None
     return ScheduleChange(
         step=step, old=dict(old), new=dict(new), lr_trained=lr_trained,

@@ -108,6 +108,9 @@ class TrainState:
     """What the run continued from (``model.init_from``; ``edulm.train.init_from.InitSource.record``), None for a fresh model."""
     schedule_changes: list[dict[str, Any]] = field(default_factory=list)
     """Schedule changes made by resumes, oldest first (``edulm.train.schedule_change.ScheduleChange.record``)."""
+    branched_from: list[dict[str, Any]] = field(default_factory=list)
+    """Checkpoints of other run dirs this run was resumed from (``step``, ``checkpoint``), oldest first: its
+    steps up to ``step`` were trained there (a decay run from a stable checkpoint, a run continued elsewhere)."""
 
     def record_step(self, loss: float, finite: bool) -> None:
         """Count one finished optimizer step (tokens, loss, non-finite counters)."""

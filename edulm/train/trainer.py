@@ -27,12 +27,12 @@ from edulm.files import disk_full_error
 from edulm.layout import CONFIG_FILE, RunLayout
 from edulm.model.llama import LlamaLM, count_parameters, flops_per_token
 from edulm.throughput import device_info, peak_bf16_flops
-from edulm.train.autobatch import resolve_batch_shape
+from edulm.train.autobatch import kept_batch_note, resolve_batch_shape
 from edulm.train.cadence import default_callbacks
 from edulm.train.callbacks import Callback, StepEnd
 from edulm.train.distributed import DistEnv, init_distributed, teardown, wrap_model
 from edulm.train.init_from import check_vocabulary, load_initial_weights, resumed_config, start_config, tokenizer_mismatch
-from edulm.train.optim import build_optimizer
+from edulm.train.optim import build_optimizer, check_resumed_optimizer
 from edulm.train.console import Console
 from edulm.train.run_dir import hold_run_dir
 from edulm.train.schedule import lr_at, total_steps
@@ -194,22 +194,26 @@ class TrainingRun:
         if ckpt:
             restore(ckpt, self.components, env.rank)
             self._wall_before = state.tally.wall_time_s
+            if ckpt.resolve().parent.parent != self.layout.root.resolve():  # its metrics and log stay over there
+                state.branched_from.append({"step": state.step, "checkpoint": str(ckpt.resolve())})
             if state.batch is None or state.batch.world_size != env.world_size:
                 raise UsageError(
                     f"{ckpt} was written by {state.batch.world_size if state.batch else '?'} processes but this run "
                     f"has {env.world_size}; resume with the same --nproc_per_node x nodes (the data position is kept per process)"
+                )
+            if state.batch.seq_len != cfg.train.seq_len:  # the loader would refuse it, but only after the log and sinks started
+                raise UsageError(
+                    f"{ckpt} was trained with train.seq_len={state.batch.seq_len}, the config says {cfg.train.seq_len}; "
+                    f"resume with train.seq_len={state.batch.seq_len} (the data position counts windows of that length), "
+                    f"or start a new run from its weights with model.init_from={ckpt}"
                 )
         model.grad_checkpointing = cfg.train.grad_checkpointing
         model.fused_loss = cfg.train.fused_loss
         model.to(env.device)
 
         if ckpt:
-            t = cfg.train
-            asked = (t.micro_batch_size, t.grad_accum_steps)
-            kept = (state.batch.micro_batch_size, state.batch.grad_accum_steps)
-            if t.micro_batch_size != "auto" and t.global_batch_size == 0 and asked != kept:
-                self.notes.append(f"the config asks for micro-batch {asked[0]} x accumulation {asked[1]}; "
-                                  f"continuing with the checkpoint's {kept[0]} x {kept[1]}")
+            if note := kept_batch_note(cfg, state.batch):
+                self.notes.append(note)
         else:  # rank 0's answer for everyone (each rank probes its own device on CUDA)
             state.batch = env.broadcast(resolve_batch_shape(cfg, model, env.device, env.world_size))
         resumed_total, state.total_steps = state.total_steps, total_steps(cfg.train, state.batch.tokens_per_step)
@@ -220,6 +224,7 @@ class TrainingRun:
                 f"to {state.step:,} or more, or resume an earlier checkpoint into a new run.out_dir"
             )
         if ckpt:
+            check_resumed_optimizer(ckpt_cfg.train, cfg.train, str(ckpt))
             self._check_schedule_change(ckpt, schedule_settings(ckpt_cfg.train, resumed_total))
         if 0 < state.total_steps <= cfg.train.warmup_steps:  # e.g. train.max_steps=20 on a config that warms up for 30
             self.notes.append(f"train.warmup_steps ({cfg.train.warmup_steps:,}) is not below the run's {state.total_steps:,} "
@@ -249,11 +254,14 @@ class TrainingRun:
         bf16_peak = peak_bf16_flops(self.device_info["name"]) if env.device.type == "cuda" else None
         self.peak_flops = bf16_peak if self.amp_dtype == torch.bfloat16 else None
 
+        if ckpt:  # before any callback writes (train.log, config.yaml, the metrics sinks): a state that does not
+            # fit this config (another run.seed, other data, another optimizer) is refused with nothing written
+            restore(ckpt, {name: later[name] for name in ("optimizer", "loader")}, env.rank)
         for callback in self.callbacks:
             callback.on_start(self)
         self._announce()
         if ckpt:
-            restore(ckpt, later, env.rank)
+            restore(ckpt, {"rng": later["rng"]}, env.rank)  # last: the callbacks above may draw random numbers
 
     def _check_schedule_change(self, ckpt: Path, resumed: dict) -> None:
         """Compare the schedule with the checkpoint's (``resumed``): refuse a jump in the learning rate

@@ -11,6 +11,7 @@ from edulm.errors import UsageError
 from edulm.model import LlamaLM
 from edulm.train.autobatch import (
     CPU_MAX_MICRO_BATCH,
+    kept_batch_note,
     largest_fitting,
     resolve_batch_shape,
     split_global_batch,
@@ -131,3 +132,28 @@ def test_nothing_fits_is_a_usage_error():
 def test_negative_global_batch_is_rejected():
     with pytest.raises(UsageError, match="global_batch_size"):
         _cfg(global_batch_size=-1)
+
+
+@pytest.mark.parametrize("asked, warned", [
+    (dict(micro_batch_size=4, grad_accum_steps=2), False),
+    (dict(micro_batch_size=2, grad_accum_steps=2), True),
+    (dict(micro_batch_size=4, global_batch_size=8), False),
+    # A resume kept the checkpoint's batch without a word when the config asked for another global batch.
+    (dict(micro_batch_size=4, global_batch_size=16), True),
+    (dict(micro_batch_size="auto", global_batch_size=8), False),
+    (dict(micro_batch_size="auto", global_batch_size=4), True),
+    (dict(micro_batch_size="auto", grad_accum_steps=2), False),
+    (dict(micro_batch_size="auto", grad_accum_steps=3), True),
+])
+def test_a_resume_says_when_it_keeps_another_batch_than_the_config_asks(asked, warned):
+    kept = BatchShape(micro_batch_size=4, grad_accum_steps=2, world_size=1, seq_len=32)
+    note = kept_batch_note(_cfg(**asked), kept)
+    assert (note is not None) == warned
+    if warned:
+        assert "continuing with the checkpoint's 4 x 2 accumulation x 1 processes = 8 sequences per step" in note
+
+
+def test_auto_within_the_tolerance_of_the_global_batch_is_no_change():
+    kept = BatchShape(micro_batch_size=8, grad_accum_steps=32, world_size=1, seq_len=32)  # 256 for 258: 0.8% off
+    assert kept_batch_note(_cfg(micro_batch_size="auto", global_batch_size=258), kept) is None
+    assert kept_batch_note(_cfg(micro_batch_size=8, global_batch_size=256), kept) is None

@@ -43,6 +43,8 @@ def torchrun_train(*args: str) -> subprocess.CompletedProcess:
     )
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr and "terminate called" not in done.stderr
+    # torch's own deprecation notices are edulm's to avoid (DDP's broadcast_buffers in torch 2.13), not the user's to read.
+    assert "FutureWarning" not in done.stderr and "DeprecationWarning" not in done.stderr, done.stderr
     return done
 
 

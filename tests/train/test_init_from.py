@@ -161,6 +161,25 @@ def test_a_resume_never_reads_the_model_again(corpus, base, tmp_path):
         train(config_from_dict(other), resume="auto")
 
 
+def test_a_resume_with_another_model_section_names_what_differs(corpus, base, tmp_path):
+    # The message said only "its model section differs", leaving the user to diff two YAML files.
+    run_dir = tmp_path / "run"
+    shutil.copytree(base, run_dir)
+    raw = tiny_config(corpus, run_dir, max_steps=4, lr=1e-2, eval_interval=0, ckpt_interval=4)
+    raw["model"]["n_layers"] = 3
+    with pytest.raises(UsageError, match=r"model section differs from the checkpoint's \(n_layers 2 -> 3\)"):
+        train(config_from_dict(raw), resume="auto")
+
+    continued_dir = tmp_path / "continued"
+    train(config_from_dict(continued(corpus, continued_dir, str(base / "final"))))
+    plain = tiny_config(corpus, continued_dir, max_steps=STEPS)  # the same shape, without model.init_from
+    with pytest.raises(UsageError, match=rf"\(init_from '{base / 'final'}' -> ''\)"):
+        train(config_from_dict(plain), resume="auto")
+    # And the other way: a fresh run resumed with a config that names a MODEL ("started from model.init_from ''").
+    with pytest.raises(UsageError, match=r"the run trained a fresh model \(no model.init_from\), the config names"):
+        train(config_from_dict(continued(corpus, run_dir, str(base / "final"))), resume="auto")
+
+
 def test_a_hub_id_is_read_from_the_hugging_face_cache(corpus, base, tmp_path, monkeypatch):
     from huggingface_hub import constants
 

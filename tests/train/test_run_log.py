@@ -144,3 +144,36 @@ def test_a_mixture_run_reports_what_it_drew_in_its_summary_and_card(corpus, tmp_
     assert "of a mixture of 2 sources with edulm" in card
     for m, weight in zip(mixture, ("3.0 (75.0%)", "1.0 (25.0%)")):
         assert f"| `{m['source']}` | {weight} | {m['tokens']:,} | {m['share']:.1%} | {m['epochs']:.2f} |" in card
+
+
+def test_a_streamed_mixture_reports_what_it_drew_too(corpus, tmp_path):
+    # A streamed mixture draws each window's source from the same sequence as a prepared one, but its
+    # summary said "mixture": null and the card had no table: the data it trained on was not reported.
+    from edulm.config import config_from_dict
+    from edulm.data.mixture import realised_mixture
+    from edulm.data.prepare import prepare
+    from edulm.train.trainer import train
+
+    from train_helpers import synthetic_documents
+
+    sources = []
+    for name, seed in (("a", 1), ("b", 2)):
+        path = tmp_path / f"{name}.jsonl"
+        path.write_text("".join(json.dumps({"text": d}) + "\n" for d in synthetic_documents(200, seed=seed)))
+        sources.append(str(path))
+    raw = tiny_config(corpus, tmp_path / "run", max_steps=3, eval_interval=0)
+    raw["data"].update(source=[{"source": sources[0], "weight": 3.0}, {"source": sources[1], "weight": 1.0}],
+                       shards_dir=str(tmp_path / "shards"), val_tokens=1000)
+    prepare(config_from_dict(raw))  # only to compare with what a prepared run of the same draws reports
+    raw["data"]["streaming"] = True
+    train(config_from_dict(raw))
+
+    summary = json.loads((tmp_path / "run" / "training" / "training_summary.json").read_text())
+    mixture = summary["data"]["mixture"]
+    prepared = realised_mixture(tmp_path / "shards", 7, 32, summary["tokens"])
+    assert [(m["source"], m["windows"], m["tokens"], m["share"], m["target_share"]) for m in mixture] == [
+        (u.source, u.windows, u.tokens, u.share, u.target_share) for u in prepared]
+    assert all(m["prepared_tokens"] is None and m["epochs"] is None for m in mixture)
+    card = (tmp_path / "run" / "final" / "README.md").read_text()
+    for m, weight in zip(mixture, ("3.0 (75.0%)", "1.0 (25.0%)")):
+        assert f"| `{m['source']}` | {weight} | {m['tokens']:,} | {m['share']:.1%} | not recorded |" in card

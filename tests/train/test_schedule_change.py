@@ -66,6 +66,18 @@ def test_a_decay_run_from_a_stable_checkpoint_is_continuous():
 def test_a_decay_that_would_have_started_before_the_checkpoint_jumps():
     found = change(WSD, 1000, TrainConfig(**{**WSD.__dict__, "decay_fraction": 0.5}), 1000, 600)
     assert found is not None and not found.continuous
+    # Step 600 is in the stable phase (it ended after 800): the hint is how to place the decay, not
+    # "left its stable phase after step 800", which wrongly told the user to look for an older checkpoint.
+    refusal = found.refusal("ckpt")
+    assert "left its stable phase" not in refusal
+    assert "step 600 is in the stable phase" in refusal and "train.decay_fraction=D / (600 + D)" in refusal
+
+
+def test_another_lr_on_a_constant_run_names_its_stable_phase():
+    constant = TrainConfig(**{**WSD.__dict__, "schedule": "constant"})
+    found = change(constant, 1000, TrainConfig(**{**constant.__dict__, "lr": 1e-3}), 1000, 500)
+    assert found is not None and not found.continuous
+    assert "step 500 is in the stable phase" in found.refusal("ckpt") and "use train.schedule=wsd and" not in found.refusal("ckpt")
 
 
 @pytest.mark.parametrize("key, value", [("lr", 1e-3), ("schedule", "cosine")])
@@ -77,3 +89,26 @@ def test_other_peaks_or_shapes_in_the_stable_phase_jump(key, value):
 def test_wsd_to_constant_in_the_stable_phase_is_continuous():
     found = change(WSD, 1000, TrainConfig(**{**WSD.__dict__, "schedule": "constant"}), 1000, 500)
     assert found is not None and found.continuous and "schedule wsd -> constant" in found.describe()
+
+
+MUON = TrainConfig(**{**WSD.__dict__, "optimizer": "muon"})
+
+
+def test_another_muon_lr_moves_muons_rate_and_needs_the_flag():
+    # muon_lr was not compared: a resume with another one changed Muon's rate at every later step without a word.
+    faster = TrainConfig(**{**MUON.__dict__, "muon_lr": 0.02})
+    found = change(MUON, 1000, faster, 1000, 500)
+    assert found is not None and not found.continuous and "muon_lr 0.003 -> 0.02" in found.differences()
+    assert "would move Muon's learning rate from 1 to 6.66667 x the schedule's" in found.refusal("ckpt")
+    assert found.record(allowed_by_flag=True)["new"]["muon_lr"] == 0.02
+    # muon_lr 0 is train.lr: writing it out is no change, and nor is an AdamW run's muon_lr.
+    assert change(MUON, 1000, TrainConfig(**{**MUON.__dict__, "muon_lr": 3e-3}), 1000, 500) is None
+    assert change(WSD, 1000, TrainConfig(**{**WSD.__dict__, "muon_lr": 0.02}), 1000, 500) is None
+    # With no step left to train, nothing moves.
+    assert change(MUON, 1000, faster, 1000, 1000) is None
+
+
+def test_a_longer_muon_run_with_its_own_muon_lr_in_its_stable_phase_is_continuous():
+    own = TrainConfig(**{**MUON.__dict__, "muon_lr": 0.02, "muon_adjust_lr": "original"})
+    found = change(own, 1000, own, 5000, 700)
+    assert found is not None and found.continuous

@@ -127,6 +127,12 @@ def test_a_decay_run_from_a_stable_checkpoint_into_a_new_run_dir(corpus, tmp_pat
     assert sorted(got) == [9, 10, 11, 12]
     assert [got[s]["lr"] for s in got] == pytest.approx([3e-3 - 2.7e-3 * k / 4 for k in (1, 2, 3, 4)])
     assert [c["step"] for c in summary(decayed)["schedule_changes"]] == [9]
+    # Steps 1 to 8 are not in this run dir's metrics or log: the summary and the card say where they were trained.
+    checkpoint8 = str((stable / "checkpoints" / "step-0000008").resolve())
+    assert summary(decayed)["branched_from"] == [{"step": 8, "checkpoint": checkpoint8}]
+    card = (decayed / "final" / "README.md").read_text()
+    assert f"steps up to 8 trained in another run, resumed from `{checkpoint8}`" in card
+    assert summary(stable)["branched_from"] == []
     assert (decayed / "final" / "model.safetensors").is_file()
     assert yaml.safe_load((decayed / "config.yaml").read_text())["train"]["max_steps"] == 12
 
@@ -135,3 +141,59 @@ def test_a_decay_run_from_a_stable_checkpoint_into_a_new_run_dir(corpus, tmp_pat
     train(config_from_dict(wsd(corpus, planned, max_steps=12, decay_fraction=4 / 12)))
     want = rows(planned)
     assert [got[s]["loss"] for s in got] == [want[s]["loss"] for s in got]
+
+
+@pytest.mark.parametrize("optimizer, override, named", [
+    ("adamw", "train.optimizer=muon", "train.optimizer=adamw, the config says muon"),
+    ("adamw", "train.weight_decay=0.05", "train.weight_decay 0.1 -> 0.05"),
+    ("muon", "train.muon_momentum=0.5", "train.muon_momentum 0.95 -> 0.5"),
+    ("muon", "train.muon_adjust_lr=original", "train.muon_adjust_lr match_rms_adamw -> original"),
+])
+def test_a_resume_with_other_optimizer_settings_is_refused_before_anything_is_written(
+        corpus, tmp_path, capsys, optimizer, override, named):
+    # The optimizer's groups come back from the checkpoint with their hyperparameters: another value in
+    # the config was silently replaced by the checkpoint's, while the start-up line, config.yaml and the
+    # card showed the config's (and another train.optimizer failed only after train.log was appended to).
+    run_dir = tmp_path / "run"
+    cfg = write_config(tmp_path / "run.yaml", wsd(corpus, run_dir, max_steps=4, optimizer=optimizer))
+    assert main(["train", str(cfg)]) == 0
+    before = snapshot(run_dir)
+    capsys.readouterr()
+    extra = ["train.muon_lr=0.02"] if override.endswith("original") else []
+    assert main(["train", str(cfg), "train.max_steps=8", override, *extra, "--resume", "auto"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and named in err[0] and "model.init_from=" in err[0], err
+    assert snapshot(run_dir) == before
+    if optimizer == "muon":  # the learning rates follow the config, so another muon_lr is no optimizer change
+        assert main(["train", str(cfg), "train.muon_lr=0.004", "--resume", "auto"]) == 0
+
+
+@pytest.mark.parametrize("override, named", [
+    ("train.seq_len=16", "trained with train.seq_len=32, the config says 16"),
+    ("run.seed=5", "seed: checkpoint 7, now 5"),
+])
+def test_a_resume_whose_data_position_does_not_fit_is_refused_before_anything_is_written(
+        corpus, tmp_path, capsys, override, named):
+    # The loader refused the checkpoint's data position, but only after train.log had a new segment,
+    # config.yaml had been rewritten with the config's values and the metrics sinks had started.
+    run_dir = tmp_path / "run"
+    cfg = write_config(tmp_path / "run.yaml", wsd(corpus, run_dir, max_steps=4, schedule="constant"))
+    assert main(["train", str(cfg)]) == 0
+    before = snapshot(run_dir)
+    capsys.readouterr()
+    assert main(["train", str(cfg), "train.max_steps=8", override, "--resume", "auto"]) == 2
+    assert snapshot(run_dir) == before
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and named in err[0], err
+
+
+def test_a_resume_warns_when_it_keeps_another_global_batch_than_the_config_asks(corpus, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    cfg = write_config(tmp_path / "run.yaml", wsd(corpus, run_dir, max_steps=4, schedule="constant", global_batch_size=4))
+    assert main(["train", str(cfg)]) == 0
+    capsys.readouterr()
+    assert main(["train", str(cfg), "train.max_steps=6", "train.global_batch_size=8", "--resume", "auto"]) == 0
+    captured = capsys.readouterr()
+    assert ("the config asks for train.global_batch_size=8; continuing with the checkpoint's 2 x 2 accumulation x "
+            "1 processes = 4 sequences per step") in captured.err
+    assert summary(run_dir)["batch"]["global_batch_size"] == 4
