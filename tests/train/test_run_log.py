@@ -114,14 +114,8 @@ def test_summary_records_the_held_out_split_as_prepared(corpus, tmp_path):
     assert summary["optimizer"] == "adamw" and summary["optimizer_description"].startswith("AdamW")
 
 
-def test_a_mixture_run_reports_what_it_drew_in_its_summary_and_card(corpus, tmp_path):
-    import dataclasses
-
-    from edulm.config import config_from_dict
-    from edulm.data.mixture import realised_mixture
-    from edulm.data.prepare import prepare
-    from edulm.train.trainer import train
-
+def two_source_mixture(corpus, tmp_path) -> tuple[dict, list[str]]:
+    """A tiny run's raw config on a 3:1 mixture of two JSONL sources (written under ``tmp_path``), and the sources."""
     from train_helpers import synthetic_documents
 
     sources = []
@@ -132,6 +126,18 @@ def test_a_mixture_run_reports_what_it_drew_in_its_summary_and_card(corpus, tmp_
     raw = tiny_config(corpus, tmp_path / "run", max_steps=3, eval_interval=0)
     raw["data"].update(source=[{"source": sources[0], "weight": 3.0}, {"source": sources[1], "weight": 1.0}],
                        shards_dir=str(tmp_path / "shards"), val_tokens=1000)
+    return raw, sources
+
+
+def test_a_mixture_run_reports_what_it_drew_in_its_summary_and_card(corpus, tmp_path):
+    import dataclasses
+
+    from edulm.config import config_from_dict
+    from edulm.data.mixture import realised_mixture
+    from edulm.data.prepare import prepare
+    from edulm.train.trainer import train
+
+    raw, sources = two_source_mixture(corpus, tmp_path)
     cfg = config_from_dict(raw)
     prepare(cfg)
     train(cfg)
@@ -154,16 +160,7 @@ def test_a_streamed_mixture_reports_what_it_drew_too(corpus, tmp_path):
     from edulm.data.prepare import prepare
     from edulm.train.trainer import train
 
-    from train_helpers import synthetic_documents
-
-    sources = []
-    for name, seed in (("a", 1), ("b", 2)):
-        path = tmp_path / f"{name}.jsonl"
-        path.write_text("".join(json.dumps({"text": d}) + "\n" for d in synthetic_documents(200, seed=seed)))
-        sources.append(str(path))
-    raw = tiny_config(corpus, tmp_path / "run", max_steps=3, eval_interval=0)
-    raw["data"].update(source=[{"source": sources[0], "weight": 3.0}, {"source": sources[1], "weight": 1.0}],
-                       shards_dir=str(tmp_path / "shards"), val_tokens=1000)
+    raw, _ = two_source_mixture(corpus, tmp_path)
     prepare(config_from_dict(raw))  # only to compare with what a prepared run of the same draws reports
     raw["data"]["streaming"] = True
     train(config_from_dict(raw))
