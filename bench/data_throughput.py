@@ -104,7 +104,7 @@ def bench_loader(total_tokens: int, seq_len: int, batch_size: int, folder: Path)
         next(loader)
         batches += 1
     tps = batches * batch_size * seq_len / (time.perf_counter() - start)
-    print(f"\n| loader | shards | seq_len x batch | tokens/s (one thread) |\n|---|---:|---:|---:|")
+    print("\n| loader | shards | seq_len x batch | tokens/s (one thread) |\n|---|---:|---:|---:|")
     print(f"| shuffled windows, memory-mapped | {len(arrays)} x <=100M tokens | {seq_len} x {batch_size} | {tps:,.0f} |")
 
 
@@ -125,7 +125,7 @@ def bench_streaming(tokenizer_name: str, seq_len: int, batch_size: int) -> None:
         tokens += windows.shape[0] * seq_len
     batches.close()
     tps = tokens / (time.perf_counter() - start)
-    print(f"\n| streaming (data.streaming) | threads | seq_len x batch | tokens/s |\n|---|---:|---:|---:|")
+    print("\n| streaming (data.streaming) | threads | seq_len x batch | tokens/s |\n|---|---:|---:|---:|")
     print(f"| read, tokenize, split, pack `builtin:sample` | 1 | {seq_len} x {batch_size} | {tps:,.0f} |")
 
 

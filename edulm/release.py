@@ -247,15 +247,17 @@ class Release:
         try:
             state = artifacts.read_json(path, "release state")
         except UsageError as err:
-            state, problem = None, str(err)
+            problem = str(err)
         else:
-            steps = (state or {}).get("steps", {})
+            if state is None:  # no release yet
+                return {"steps": {}}
+            steps = state.get("steps")
             problem = None if isinstance(steps, dict) and all(isinstance(v, dict) for v in steps.values()) else \
                 f"{path}: the release state is not a mapping of finished steps"
         if problem:
             log.warning("%s; treated as damaged, every step runs again", problem)
             return {"steps": {}}
-        return state if state is not None else {"steps": {}}
+        return state
 
     @staticmethod
     def _is_done(step: Step, key: str, record: dict[str, Any]) -> bool:

@@ -128,7 +128,7 @@ def test_damaged_outputs_and_a_damaged_state_file_are_redone(run_copy, tiny_hf_m
     assert "[1/6] eval: running" in captured.out and "Traceback" not in captured.err
     assert json.loads(results.read_text())["scores"]["tiny_quiz"]["metric"] == "acc_norm"
 
-    for damaged in ('{"steps": ', '[1]', '{"steps": {"eval": "done"}}'):
+    for damaged in ('{"steps": ', '[1]', '{"steps": {"eval": "done"}}', '{}'):
         (release / "release.json").write_text(damaged)
         assert main(argv) == 0
         captured = capsys.readouterr()
