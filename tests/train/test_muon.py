@@ -20,6 +20,8 @@ from edulm.train.muon import NS_COEFFICIENTS, ShardedMuon, newton_schulz, update
 from edulm.train.optim import Optimizers, adamw_over, block_matrices, build_optimizer, optimizer_state_bytes, param_groups
 from edulm.train.step import train_step
 
+from train_helpers import random_batches
+
 CPU = DistEnv(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"))
 MATRICES_PER_BLOCK = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -215,11 +217,6 @@ def test_bad_muon_keys_are_one_clear_error(key, value, message):
     config_from_dict({"train": {"optimizer": "muon", "muon_adjust_lr": "original", "muon_lr": 0.02}})  # fine
 
 
-def _batches(n, micro, seq, vocab, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    return [(ids[:, :-1], ids[:, 1:]) for ids in (torch.randint(0, vocab, (micro, seq + 1), generator=gen) for _ in range(n))]
-
-
 def _fresh(cfg, **train):
     torch.manual_seed(0)
     model = LlamaLM(cfg)
@@ -227,7 +224,7 @@ def _fresh(cfg, **train):
 
 
 def test_accumulation_matches_one_big_batch(tiny_model_config):
-    data = _batches(2, 2, 16, tiny_model_config.vocab_size)
+    data = random_batches(2, 2, 16, tiny_model_config.vocab_size)
     model_a, opt_a = _fresh(tiny_model_config)
     res_a = train_step(model_a, opt_a, iter(data), 2, 0.0, CPU, None)
     model_b, opt_b = _fresh(tiny_model_config)
@@ -246,7 +243,7 @@ def test_accumulation_matches_one_big_batch(tiny_model_config):
 def test_clipped_gradient_is_what_muon_and_adamw_see(tiny_model_config):
     model, opt = _fresh(tiny_model_config, beta1=0.9, muon_momentum=0.95)
     clip = 0.05
-    result = train_step(model, opt, iter(_batches(1, 2, 16, tiny_model_config.vocab_size)), 1, clip, CPU, None)
+    result = train_step(model, opt, iter(random_batches(1, 2, 16, tiny_model_config.vocab_size)), 1, clip, CPU, None)
     assert result.grad_norm > clip
     muon, adamw = opt.optimizers
     # After one step each first moment is (1 - beta) x the gradient the optimizer received.
@@ -257,14 +254,14 @@ def test_clipped_gradient_is_what_muon_and_adamw_see(tiny_model_config):
 
 def test_bf16_autocast_trains(tiny_model_config):
     model, opt = _fresh(tiny_model_config)
-    data = _batches(1, 2, 8, tiny_model_config.vocab_size, seed=5) * 4
+    data = random_batches(1, 2, 8, tiny_model_config.vocab_size, seed=5) * 4
     losses = [train_step(model, opt, iter([batch]), 1, 1.0, CPU, torch.bfloat16).loss for batch in data]
     assert all(math.isfinite(x) for x in losses) and losses[-1] < losses[0]
     assert all(p.dtype == torch.float32 for p in model.parameters())
 
 
 def test_compiled_model_trains_like_eager(tiny_model_config):
-    data = _batches(2, 2, 16, tiny_model_config.vocab_size, seed=2)
+    data = random_batches(2, 2, 16, tiny_model_config.vocab_size, seed=2)
     results = []
     for compiled in (False, True):
         model, opt = _fresh(tiny_model_config)

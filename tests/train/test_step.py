@@ -13,16 +13,9 @@ from edulm.train.distributed import DistEnv
 from edulm.train.optim import build_optimizer
 from edulm.train.step import autocast_dtype, train_step
 
+from train_helpers import random_batches
+
 CPU = DistEnv(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"))
-
-
-def batches(n, micro, seq, vocab, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for _ in range(n):
-        ids = torch.randint(0, vocab, (micro, seq + 1), generator=g)
-        out.append((ids[:, :-1], ids[:, 1:]))
-    return out
 
 
 def fresh(cfg, seed=0):
@@ -32,7 +25,7 @@ def fresh(cfg, seed=0):
 
 
 def test_accumulation_matches_one_big_batch(tiny_model_config):
-    data = batches(2, 2, 16, tiny_model_config.vocab_size)
+    data = random_batches(2, 2, 16, tiny_model_config.vocab_size)
     model_a, opt_a = fresh(tiny_model_config)
     res_a = train_step(model_a, opt_a, iter(data), 2, 0.0, CPU, None)
     model_b, opt_b = fresh(tiny_model_config)
@@ -45,14 +38,14 @@ def test_accumulation_matches_one_big_batch(tiny_model_config):
 
 
 def test_clipping_reports_the_norm_before_clipping(tiny_model_config):
-    data = batches(1, 2, 16, tiny_model_config.vocab_size)
+    data = random_batches(1, 2, 16, tiny_model_config.vocab_size)
     model, opt = fresh(tiny_model_config)
     res = train_step(model, opt, iter(data), 1, 1e-6, CPU, None)
     assert res.grad_norm > 1e-3  # far above the clip value: it is the raw norm
 
 
 def test_non_finite_step_is_skipped_then_training_goes_on(tiny_model_config):
-    data = batches(2, 2, 16, tiny_model_config.vocab_size)
+    data = random_batches(2, 2, 16, tiny_model_config.vocab_size)
     model, opt = fresh(tiny_model_config)
     with torch.no_grad():
         saved = model.model.norm.weight.clone()

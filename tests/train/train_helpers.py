@@ -90,3 +90,11 @@ class SigtermAfter(Callback):
     def on_step_end(self, run, event) -> None:
         if event.step == self.step:
             os.kill(os.getpid(), signal.SIGTERM)
+
+
+def random_batches(n: int, micro: int, seq: int, vocab: int, seed: int = 0) -> list:
+    """``n`` micro-batches of ``micro`` random sequences: (inputs, targets) pairs of ``seq`` tokens, seeded."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    return [(ids[:, :-1], ids[:, 1:]) for ids in (torch.randint(0, vocab, (micro, seq + 1), generator=gen) for _ in range(n))]
