@@ -30,7 +30,6 @@ import sys
 import torch
 
 from edulm.config import Config, ModelConfig, load_config
-from edulm.errors import UsageError
 from edulm.memory import track_tensor_memory
 from edulm.model import LlamaLM, count_parameters
 from edulm.model.llama import LOSS_CHUNK_TOKENS
@@ -104,8 +103,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except UsageError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    from bench_main import run_main  # beside this file (bench/ is not a package)
+
+    run_main(main)

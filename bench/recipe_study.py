@@ -423,11 +423,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except UsageError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
-    except RuntimeError as err:  # a run that failed: its log is named in the message
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(1)
+    from bench_main import run_main  # beside this file (bench/ is not a package)
+
+    run_main(main, failures=(RuntimeError,))

@@ -39,7 +39,6 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from edulm.config import Config, apply_overrides, config_from_dict, config_to_dict, load_config
-from edulm.errors import UsageError
 from edulm.memory import track_tensor_memory
 from edulm.throughput import device_info, mfu, peak_bf16_flops
 from edulm.model import LlamaLM, count_parameters, flops_per_token
@@ -381,8 +380,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except UsageError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    from bench_main import run_main  # beside this file (bench/ is not a package)
+
+    run_main(main)
