@@ -32,6 +32,10 @@ OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFL
 
 _TRUE = ("1", "true", "yes", "on")
 
+HUB_KERNELS_VARIABLE = "USE_HUB_KERNELS"
+"""The environment variable with which transformers (5.x, with the ``kernels`` package installed) decides
+whether ``from_pretrained`` swaps model layers for kernels downloaded from the hub."""
+
 
 def hub_endpoint() -> str:
     """The hub URL that ``huggingface_hub`` talks to (``HF_ENDPOINT``, default https://huggingface.co)."""
@@ -120,6 +124,19 @@ def use_hub() -> bool:
     log.warning("the Hugging Face Hub (%s) is unreachable (no answer within %g s); working offline for the rest of "
                 "this command (cached files only)", hub_endpoint(), PROBE_TIMEOUT_S)
     return False
+
+
+def refuse_hub_kernels() -> None:
+    """Keep transformers from replacing model layers with kernels fetched from the hub, in this process and
+    the processes it starts (lm-eval's, dataset workers').
+
+    Hub kernels are code downloaded at load time: edulm runs no code it did not ship (as with
+    ``trust_remote_code=False``), and its results must not depend on what the hub serves that day. They
+    also break loading outright: transformers 5.25 turns them on by default in ``from_pretrained`` and
+    hands the first non-CPU device of ``device_map`` to ``kernelize``, so a ``device_map="meta"`` load
+    fails. Set unconditionally: a ``USE_HUB_KERNELS=YES`` in the user's shell does not turn them back on.
+    """
+    os.environ[HUB_KERNELS_VARIABLE] = "NO"
 
 
 def is_no_hub_error(err: BaseException) -> bool:
