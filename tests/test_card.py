@@ -122,6 +122,7 @@ def load_card(path: Path):
     return ModelCard.load(path)
 
 
+@pytest.mark.compat
 def test_full_card_numbers_come_from_the_run(tmp_path, capsys):
     run, cfg = make_run(tmp_path)
     results = results_file(tmp_path / "eval.json")

@@ -15,6 +15,7 @@ def smollm2_tok():
     return tk.load_tokenizer(tk.OFFLINE_SMOLLM2)
 
 
+@pytest.mark.compat
 def test_offline_smollm2_is_the_real_tokenizer(smollm2_tok):
     from transformers import AutoTokenizer
 
@@ -157,6 +158,7 @@ def test_tokenizer_module_does_not_import_the_data_package():
     assert loaded_after("edulm.data.builtin_sample", "edulm.tokenizer") == "[]"
 
 
+@pytest.mark.compat
 def test_saved_tokenizer_config_is_read_by_transformers_4_and_5(tmp_path, smollm2_tok):
     import json
 

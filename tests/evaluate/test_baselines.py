@@ -80,6 +80,7 @@ def test_model_list_and_file_names(tmp_path):
         parse_models("=gpt2")
 
 
+@pytest.mark.compat
 def test_named_baselines_and_a_checkpoint_with_its_tokens(tiny_hf_model, tiny_run, local_tasks, tmp_path, capsys):
     """NAME=PATH names a baseline; a checkpoint used as a baseline reports the tokens it had trained on."""
     checkpoint = sorted((tiny_run / "checkpoints").iterdir())[0]

@@ -12,6 +12,7 @@ from edulm.cli import main
 from edulm.evaluate.protocol import SEEDS
 
 
+@pytest.mark.compat
 def test_eval_equals_direct_lm_eval(tiny_hf_model, local_tasks, tmp_path, capsys):
     import lm_eval
     from lm_eval.tasks import TaskManager

@@ -38,6 +38,7 @@ def test_windows_are_non_overlapping_and_score_all_but_first():
     assert text_windows(ids, 4, max_tokens=4) == [[0, 1, 2, 3], [4, 5]]
 
 
+@pytest.mark.compat
 def test_text_perplexity_equals_transformers(tiny_hf_model, tmp_path, capsys):
     path = tmp_path / "tide.txt"
     path.write_text(TEXT)

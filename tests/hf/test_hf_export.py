@@ -13,6 +13,7 @@ from edulm.hf import EXPORT_MARKER, ensure_hf_folder, export, resolve_model, to_
 from edulm.layout import MODEL_FILE
 
 
+@pytest.mark.compat
 def test_export_loads_in_transformers_with_no_missing_or_unexpected_keys(run_dir, tiny_model_config, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
@@ -87,6 +88,7 @@ def test_missing_tokenizer_fails_before_anything_is_written(run_dir, tiny_model_
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
+@pytest.mark.compat
 def test_ensure_hf_folder_exports_a_checkpoint_once(run_dir, tiny_model_config, tmp_path, monkeypatch):
     monkeypatch.setenv("EDULM_CACHE", str(tmp_path / "cache"))
     ckpt = add_checkpoint(run_dir, tiny_model(tiny_model_config), 1)

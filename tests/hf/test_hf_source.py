@@ -14,6 +14,7 @@ from edulm.hf import export, load_model, load_model_tokenizer, resolve_model, to
 from edulm.layout import MODEL_FILE
 
 
+@pytest.mark.compat
 def test_resolves_checkpoint_and_run_dirs(run_dir, tiny_model_config, tokenizer_dir, tmp_path):
     first = add_checkpoint(run_dir, tiny_model(tiny_model_config, 1), 1)
     second = add_checkpoint(run_dir, tiny_model(tiny_model_config, 2), 2)

@@ -89,6 +89,7 @@ def assert_read_alike(folder: Path, tmp_path: Path, rope_theta: float) -> None:
         torch.testing.assert_close(a, b)
 
 
+@pytest.mark.compat
 def test_tiny_export_reads_alike_in_transformers_4_and_5(tokenizer_dir, tiny_model_config, tmp_path):
     # A RoPE base far from 4.x's default of 10,000 and weights large enough for it to show in the logits.
     cfg = ModelConfig(**{**tiny_model_config.__dict__, "rope_theta": 100_000.0, "init_std": 0.3})
@@ -103,6 +104,7 @@ def test_tiny_export_reads_alike_in_transformers_4_and_5(tokenizer_dir, tiny_mod
 
 
 @pytest.mark.slow
+@pytest.mark.compat
 def test_real_smollm2_export_reads_alike_in_transformers_4_and_5(smollm2, tmp_path):
     _, folder, _ = smollm2
     out = export(folder, tmp_path / "smollm2-export")

@@ -32,6 +32,7 @@ def hf_greedy(model, ids: torch.Tensor, new_tokens: int) -> torch.Tensor:
         return model.generate(ids, generation_config=config, attention_mask=torch.ones_like(ids))
 
 
+@pytest.mark.compat
 def test_greedy_equals_transformers_generate(pair):
     ours, theirs = pair
     ids = prompt(batch=2)

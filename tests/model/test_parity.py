@@ -45,6 +45,7 @@ def tiny_config(request, tiny_model_config) -> ModelConfig:
     return ModelConfig(**{**tiny_model_config.__dict__, **TINY_SHAPES[request.param]})
 
 
+@pytest.mark.compat
 def test_edulm_to_transformers(tiny_config, edulm_model, checkpoint_dir, tiny_tokenizer_dir, tmp_path):
     ours = edulm_model(tiny_config, seed=1)
     ckpt = checkpoint_dir(ours, tokenizer=str(tiny_tokenizer_dir))
@@ -53,6 +54,7 @@ def test_edulm_to_transformers(tiny_config, edulm_model, checkpoint_dir, tiny_to
     assert max_abs_diff(logits_of(ours, ids), logits_of(theirs, ids)) < MAX_ABS_DIFF
 
 
+@pytest.mark.compat
 def test_transformers_to_edulm(tiny_config, hf_model, tmp_path):
     theirs = hf_model(tiny_config, seed=2)
     theirs.save_pretrained(str(tmp_path / "hf"))
@@ -62,6 +64,7 @@ def test_transformers_to_edulm(tiny_config, hf_model, tmp_path):
     assert max_abs_diff(logits_of(ours, ids), logits_of(theirs, ids)) < MAX_ABS_DIFF
 
 
+@pytest.mark.compat
 def test_export_import_export_is_lossless(tiny_model_config, edulm_model, checkpoint_dir, tiny_tokenizer_dir, tmp_path):
     ckpt = checkpoint_dir(edulm_model(tiny_model_config, seed=3), tokenizer=str(tiny_tokenizer_dir))
     for dtype in ("float32", "bfloat16"):
@@ -92,6 +95,7 @@ def test_135m_shape_both_directions(edulm_model, checkpoint_dir, tiny_tokenizer_
 
 
 @pytest.mark.slow
+@pytest.mark.compat
 def test_real_smollm2_weights(smollm2):
     theirs, folder, tokenizer = smollm2
     ours, resolved = load_model(folder)

@@ -61,6 +61,7 @@ def summary(run_dir):
 
 
 @pytest.mark.parametrize("form", ["final", "run", "checkpoint"])
+@pytest.mark.compat
 def test_continues_each_model_form_with_its_shape_weights_and_a_fresh_start(corpus, base, tmp_path, form, capsys):
     model = {"final": base / "final", "run": base, "checkpoint": base / "checkpoints" / "step-0000004"}[form]
     run_dir = tmp_path / "continued"

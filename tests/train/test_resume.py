@@ -62,6 +62,7 @@ def kill_after_next_checkpoint(proc, run_dir, after: int, every: int) -> None:
     assert not (run_dir / "final").exists()
 
 
+@pytest.mark.compat
 def test_stopped_and_killed_runs_resume_exactly(corpus, tmp_path):
     ref_cfg, ref_dir = config(corpus, tmp_path, "reference")
     train(load_config(ref_cfg))  # in this process: the subprocesses below must reproduce it bit for bit

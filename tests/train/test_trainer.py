@@ -20,6 +20,7 @@ from edulm.train.trainer import TrainingDiverged, train
 from train_helpers import synthetic_documents, tiny_config
 
 
+@pytest.mark.compat
 def test_tiny_run_learns_and_writes_the_run_dir(corpus, tmp_path):
     run_dir = tmp_path / "run"
     cfg = config_from_dict(tiny_config(corpus, run_dir, max_steps=30, lr=1e-2, warmup_steps=3))
