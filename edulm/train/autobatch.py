@@ -188,9 +188,14 @@ def resolve_batch_shape(
     target = per_process_batch(cfg, world_size)
     device = torch.device(device)
     limit = target if target is not None else MAX_PROBE
+    probing = fits is None and device.type == "cuda"
     if fits is None:
-        fits = cuda_fits(cfg, model, device) if device.type == "cuda" else (lambda m: m <= CPU_MAX_MICRO_BATCH)
+        fits = cuda_fits(cfg, model, device) if probing else (lambda m: m <= CPU_MAX_MICRO_BATCH)
     largest = largest_fitting(fits, limit)
+    if probing:
+        # The probe pushed the allocator's peak to about the whole budget: the peak memory a run reports must be
+        # its training's, not the probe's.
+        torch.cuda.reset_peak_memory_stats(device)
     if largest == 0:
         raise UsageError(
             f"not even one sequence of train.seq_len={t.seq_len} fits on {device}; lower train.seq_len "

@@ -85,6 +85,24 @@ def test_auto_keeps_the_configured_global_batch():
     assert geometry(cfg, None, "cuda", fits=CountingFits(9)) == (8, 32)
 
 
+def test_the_probe_peak_is_forgotten_before_training_reports_its_own(monkeypatch):
+    # The CUDA probe runs forward + backward at sizes up to ~90% of the device; the run's reported peak memory is
+    # read from the same allocator statistics, so they are reset once the last probe has run.
+    events: list = []
+    probe = CountingFits(6)
+
+    def fits(micro: int) -> bool:
+        events.append(("probe", micro))
+        return probe(micro)
+
+    monkeypatch.setattr("edulm.train.autobatch.cuda_fits", lambda cfg, model, device: fits)
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device=None: events.append(("reset", str(device))))
+    cfg = _cfg(micro_batch_size="auto", grad_accum_steps=5)
+    assert geometry(cfg, None, "cuda") == (6, 5)
+    assert events[-1] == ("reset", "cuda") and [e for e in events if e[0] == "reset"] == [("reset", "cuda")]
+    assert len(events) > 2  # several probes, then the one reset
+
+
 def test_auto_without_global_batch_keeps_accumulation():
     cfg = _cfg(micro_batch_size="auto", grad_accum_steps=5)
     assert geometry(cfg, None, "cuda", fits=CountingFits(12)) == (12, 5)
