@@ -34,8 +34,9 @@ _NO_FLOCK = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS}
 
 
 def lock_path(folder: str | Path) -> Path:
-    """The lock file that guards ``folder``: ``PARENT/.NAME.lock``."""
-    folder = Path(folder).absolute()
+    """The lock file that guards ``folder``: ``PARENT/.NAME.lock`` of the real folder, symbolic links resolved, so
+    that two commands naming one folder by two paths (``d`` and a link ``alias -> d``) ask for the same lock."""
+    folder = Path(folder).resolve()
     return folder.with_name(f".{folder.name}.lock")
 
 

@@ -81,3 +81,19 @@ def test_pid_fallback_when_the_file_system_has_no_flock(tmp_path, monkeypatch):
     with folder_lock(run_dir, "edulm train") as lock:
         assert read_holder(run_dir)["pid"] == os.getpid() and lock.held
     assert not lock_path(run_dir).exists()
+
+
+def test_a_folder_named_through_a_symbolic_link_is_the_same_folder(tmp_path):
+    # Two prepares (or trains) of one real folder, one through a link, must not both write it.
+    real = tmp_path / "shards"
+    real.mkdir()
+    (tmp_path / "alias").symlink_to(real)
+    assert lock_path(tmp_path / "alias") == lock_path(real)
+    with FolderLock(real, "edulm prepare"):
+        with pytest.raises(UsageError, match="in use by edulm prepare"):
+            FolderLock(tmp_path / "alias", "edulm prepare").acquire()
+    # A link to a folder that does not exist yet guards the folder it will be.
+    (tmp_path / "later").symlink_to(tmp_path / "run")
+    with FolderLock(tmp_path / "run", "edulm train"):
+        with pytest.raises(UsageError):
+            FolderLock(tmp_path / "later", "edulm train").acquire()
