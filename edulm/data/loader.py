@@ -28,7 +28,7 @@ from edulm.config import Config
 from edulm.data.mixture import split_by_weight
 from edulm.data.mixture_loader import MixtureLoader
 from edulm.data.prefetch import PrefetchingLoader
-from edulm.data.shards import MANIFEST, TOKEN_DTYPE, check_fingerprint, open_shards, read_manifest
+from edulm.data.shards import MANIFEST, TOKEN_DTYPE, check_fingerprint, open_shards, read_manifest, verify_shard
 from edulm.data.windows import ChecksumPass, TokenStream, batch_buffers
 from edulm.errors import UsageError
 
@@ -264,6 +264,10 @@ def shards_held_out(shards_dir: str | Path, fingerprint: str | None = None) -> t
     check_fingerprint(manifest, folder, fingerprint)
     entries = manifest["splits"]["val"]["shards"]
     arrays = open_shards(folder, entries, manifest["tokenizer"]["fingerprint"])
+    # The held-out split is small and read whole: check every byte before scoring it (the training shards are
+    # checked by a background pass while training runs).
+    for entry in entries:
+        verify_shard(folder / entry["file"], entry["crc32"])
     if "mixture" not in manifest:
         return [_concat(arrays)], [1.0]
     weights = [float(s["weight"]) for s in manifest["mixture"]]

@@ -107,13 +107,21 @@ def _source_problem(entries: list[dict[str, Any]], n_sources: int, where: str) -
     return None
 
 
+def _total_problem(manifest: dict[str, Any], split: str, entries: list[dict[str, Any]]) -> str | None:
+    """A split's token total that is not the sum of its shards' (the loaders and the summary read the total)."""
+    total, stated = sum(entry["tokens"] for entry in entries), manifest["splits"][split]["tokens"]
+    if total != stated:
+        return f"splits.{split}.tokens is {stated:,} but its shards hold {total:,}"
+    return None
+
+
 def _manifest_problem(manifest: Any) -> str | None:
     problem = shape_problem(manifest, MANIFEST_SHAPE)
     if problem:
         return problem
     splits = {split: manifest["splits"][split]["shards"] for split in ("train", "val")}
     for split, entries in splits.items():
-        problem = _file_problem(entries, f"splits.{split}.shards")
+        problem = _file_problem(entries, f"splits.{split}.shards") or _total_problem(manifest, split, entries)
         if problem:
             return problem
     if "mixture" not in manifest:

@@ -153,6 +153,27 @@ def test_truncated_or_corrupt_shards_are_named(prepared):
         make_train_loader(prepared)
 
 
+def test_a_corrupt_held_out_shard_is_named_before_it_is_scored(prepared):
+    # Held-out loss on wrong tokens would be a wrong figure in the summary and the card.
+    victim = Path(prepared.data.shards_dir) / shard_name("val", 0)
+    data = bytearray(victim.read_bytes())
+    data[HEADER_BYTES + 10] ^= 0xFF  # one flipped byte in the tokens: the header still reads fine
+    victim.write_bytes(bytes(data))
+    with pytest.raises(UsageError, match=rf"{victim}: corrupt shard \(checksum mismatch\)"):
+        make_val_batches(prepared, batch_size=3)
+
+
+def test_manifest_totals_must_be_the_sum_of_their_shards(prepared):
+    import json
+
+    path = Path(prepared.data.shards_dir) / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["splits"]["train"]["tokens"] += 5000
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(UsageError, match=r"damaged manifest \(splits.train.tokens is .* but its shards hold"):
+        make_train_loader(prepared)
+
+
 def test_missing_manifest_says_to_prepare(make_cfg, tmp_path):
     with pytest.raises(UsageError, match="run 'edulm prepare CONFIG'"):
         make_train_loader(make_cfg("unused", shards_dir=str(tmp_path / "nothing")))
