@@ -32,6 +32,7 @@ from edulm.train.console import progress_display
 from edulm.train.reporting import MetricsLogger, Plots, ProgressBar, SummaryFile, metrics_sinks
 from edulm.train.run_log import StepLines, TrainLog
 from edulm.train.state import save_checkpoint
+from edulm.train.step import check_weights_finite
 
 
 class Evaluation(Callback):
@@ -93,6 +94,8 @@ class Checkpointing(Callback):
         due = (t.ckpt_interval > 0 and event.step % t.ckpt_interval == 0) or event.last or event.stopping
         if not due or event.diverged or self._saved_step == event.step:
             return  # a diverged run fails without saving: its weights are not worth resuming from
+        saved = run.last_checkpoint or run.resumed_from
+        check_weights_finite(run.model, run.env, event.step, event.lr, saved.name if saved else None)
         run.state.tally.wall_time_s = run.elapsed()
         path = save_checkpoint(run.layout.root, event.step, run.cfg, run.components, run.env)
         if path is not None:
@@ -181,8 +184,9 @@ def default_callbacks(tensorboard: bool, wandb: bool, is_main: bool) -> list[Cal
         *([ProgressBar()] if bar else []),
         Checkpointing(),
         CheckpointRetention(),
-        SummaryFile(),
         Plots(),
         FinalExport(),
         FinalCard(),
+        # Last: "completed" only once final/ and its card are in place (a failed export leaves the failure there).
+        SummaryFile(),
     ]

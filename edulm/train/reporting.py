@@ -272,8 +272,10 @@ def data_report(cfg: Config, manifest: dict[str, Any] | None, tokens: int) -> di
     return report
 
 
-def write_summary(run: Run, status: str, manifest: dict[str, Any] | None, provenance: dict[str, Any]) -> None:
-    """Write ``training/training_summary.json``: totals, throughput, memory, device, time, cost, versions.
+def write_summary(run: Run, status: str, manifest: dict[str, Any] | None, provenance: dict[str, Any],
+                  failure: dict[str, str] | None = None) -> None:
+    """Write ``training/training_summary.json``: totals, throughput, memory, device, time, cost, versions, and
+    for a failed run ``failure`` (``error``: what failed, ``advice``: how to finish).
 
     ``manifest`` (:func:`shards_manifest`) and ``provenance`` (``versions``, ``code_revision``) are read
     once per process: the summary is rewritten after every checkpoint while the other ranks wait.
@@ -320,13 +322,21 @@ def write_summary(run: Run, status: str, manifest: dict[str, Any] | None, proven
         "segment_started_at": run.started_at.isoformat(timespec="seconds"),
         "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+    if failure is not None:
+        summary["failure"] = failure
     write_json(run.layout.summary, summary, "the training summary")
 
 
 class SummaryFile(Callback):
-    """``training_summary.json``: rewritten after every checkpoint (status ``running``) and at the end."""
+    """``training_summary.json``: rewritten after every checkpoint (status ``running``), at the end (``completed``
+    once ``final/`` and its card are in place, or ``stopped (SIG...)``), and when the run fails (``failed``, with
+    the error and how to finish)."""
+
+    def __init__(self) -> None:
+        self._run: Run | None = None
 
     def on_start(self, run: Run) -> None:
+        self._run = run
         self._manifest = shards_manifest(run.cfg)
         self._provenance = {"versions": versions(), "code_revision": code_revision()}
 
@@ -334,7 +344,25 @@ class SummaryFile(Callback):
         write_summary(run, "running", self._manifest, self._provenance)
 
     def on_end(self, run: Run, status: str) -> None:
+        self._run = None
         write_summary(run, status, self._manifest, self._provenance)
+
+    def close(self) -> None:
+        # Called while an error propagates out of the run (see RunLog.close): the summary must not keep saying
+        # "running", nor "completed" when the last step was trained but final/ could not be written.
+        run, self._run = self._run, None
+        err = sys.exc_info()[1]
+        if run is None or not isinstance(err, Exception):
+            return
+        error = f"{type(err).__name__}: {(str(err).strip().splitlines() or [''])[0]}"
+        saved = run.last_checkpoint or run.resumed_from
+        advice = (f"the last checkpoint ({saved}) is intact: run the same 'edulm train ... --resume auto' again to "
+                  "continue (with no step left, it only writes final/ and its card)" if saved is not None else
+                  "no checkpoint was written: run the same 'edulm train' again")
+        try:
+            write_summary(run, "failed", self._manifest, self._provenance, failure={"error": error, "advice": advice})
+        except Exception:  # noqa: BLE001 - the original error is the one to report (a full disk, say)
+            pass
 
 
 class Plots(Callback):

@@ -51,14 +51,14 @@ class TrainLog(Callback):
         run, self._run = self._run, None
         if run is None:
             return
-        if self._status is not None:
-            run.console.log_only(logging.INFO, f"===== {self._status} at step {run.state.step:,} =====")
-            return
-        # Called while an error propagates out of the run: the command line prints it after the log
-        # file is closed, so the file gets it here.
+        # Called while an error propagates out of the run (also one after the last step, in the final export or
+        # its card: the run is then not completed): the command line prints it after the log file is closed, so
+        # the file gets it here.
         err = sys.exc_info()[1]
-        if err is not None:
+        if isinstance(err, Exception):
             run.console.log_only(logging.ERROR, f"===== failed at step {run.state.step:,}: {type(err).__name__}: {err} =====")
+        elif self._status is not None:
+            run.console.log_only(logging.INFO, f"===== {self._status} at step {run.state.step:,} =====")
 
 
 def step_line(row: dict[str, Any], total_steps: int, eta_s: float | None) -> str:

@@ -59,3 +59,45 @@ def test_an_extended_run_gets_a_card_of_its_new_weights(corpus, tmp_path):
     (final / "README.md").write_text((final / "README.md").read_text() + "\nEdited by hand.\n")
     run(30, "auto")
     assert (final / "README.md").read_text().endswith("Edited by hand.\n")
+
+
+def test_a_run_whose_final_export_fails_is_not_completed_and_one_resume_finishes_it(corpus, tmp_path, monkeypatch):
+    import edulm.hf
+
+    run_dir = tmp_path / "run"
+    cfg = config_from_dict(tiny_config(corpus, run_dir, max_steps=6))
+    export = edulm.hf.export
+
+    def export_fails(*args, **kwargs):
+        raise RuntimeError("the export broke")
+
+    monkeypatch.setattr(edulm.hf, "export", export_fails)
+    with pytest.raises(RuntimeError, match="the export broke"):
+        train(cfg)
+    # Every step trained, but no weights in final/: the records say failed, and how to finish.
+    assert not (run_dir / "final").exists()
+    summary = json.loads((run_dir / "training" / "training_summary.json").read_text())
+    assert summary["status"] == "failed" and summary["steps"] == 6
+    assert summary["failure"]["error"] == "RuntimeError: the export broke"
+    assert "step-0000006" in summary["failure"]["advice"] and "--resume auto" in summary["failure"]["advice"]
+    last = (run_dir / "training" / "train.log").read_text().strip().splitlines()[-1]
+    assert "===== failed at step 6: RuntimeError: the export broke =====" in last
+
+    monkeypatch.setattr(edulm.hf, "export", export)
+    train(cfg, resume="auto")  # no step left: writes final/ and its card
+    assert (run_dir / "final" / "model.safetensors").is_file() and (run_dir / "final" / "README.md").is_file()
+    summary = json.loads((run_dir / "training" / "training_summary.json").read_text())
+    assert summary["status"] == "completed" and "failure" not in summary
+    assert (run_dir / "training" / "train.log").read_text().strip().splitlines()[-1].endswith("completed at step 6 =====")
+
+
+def test_weights_made_non_finite_by_an_update_are_never_checkpointed_or_exported(corpus, tmp_path):
+    from edulm.train.trainer import TrainingDiverged
+
+    run_dir = tmp_path / "run"
+    # One update at this rate overflows the weights; the run is shorter than train.max_nonfinite_steps.
+    cfg = config_from_dict(tiny_config(corpus, run_dir, max_steps=3, lr=1e308, warmup_steps=0))
+    with pytest.raises(TrainingDiverged, match=r"the weights hold NaN or infinite values after step 3 .* lower train.lr"):
+        train(cfg)
+    assert not list((run_dir / "checkpoints").glob("step-*")) and not (run_dir / "final").exists()
+    assert json.loads((run_dir / "training" / "training_summary.json").read_text())["status"] == "failed"
