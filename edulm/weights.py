@@ -32,6 +32,17 @@ def without_tied_head(state: dict[str, torch.Tensor], tied: bool) -> dict[str, t
     return {name: t for name, t in state.items() if not (tied and name == TIED_HEAD)}
 
 
+def nonfinite_tensors(model: nn.Module) -> list[str]:
+    """The names of the model's floating-point tensors (this process's part, for a sharded model) that hold a NaN
+    or an infinity: weights that must never be checkpointed or exported as a model."""
+    bad = []
+    for name, tensor in _unwrapped(model).state_dict().items():
+        local = tensor.to_local() if hasattr(tensor, "to_local") else tensor  # FSDP2: this rank's shard
+        if local.is_floating_point() and not bool(torch.isfinite(local).all()):
+            bad.append(name)
+    return bad
+
+
 def weights_state_dict(model: nn.Module, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
     """The model's parameters under their HF names, contiguous, on CPU; tied ``lm_head.weight`` left out."""
     model = _unwrapped(model)

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from edulm.cache import cache_dir
-from edulm.errors import DiskFullError
+from edulm.errors import DiskFullError, UsageError
 from edulm.files import disk_full_error, is_disk_full, remove_path, sha256_file, temp_path, write_json
 from edulm.hf.export_folder import EXPORT_MARKER, carry_over, check_out_folder, replace_folder, settle_stale_exports
 from edulm.hf.mapping import save_hf_config, to_hf_config
@@ -35,7 +35,7 @@ from edulm.hf.source import (
 from edulm.layout import MODEL_FILE
 from edulm.lock import folder_lock
 from edulm.remote_code import refuse_remote_code
-from edulm.weights import save_weights
+from edulm.weights import nonfinite_tensors, save_weights
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +124,9 @@ def export(src: str | Path, out: str | Path, dtype: str | torch.dtype = "float32
 def _export_locked(src: str | Path, out: Path, torch_dtype: torch.dtype, dtype: str) -> str | None:
     # Read everything first: the source may be the very folder being replaced.
     model, resolved = load_model(src)
+    if bad := nonfinite_tensors(model):
+        raise UsageError(f"{resolved.weights}: {len(bad)} of {len(model.state_dict())} weight tensors hold NaN or infinite "
+                         f"values ({bad[0]}, ...): a diverged model is not exported; export an earlier checkpoint")
     tokenizer = load_model_tokenizer(resolved) if resolved.tokenizer_name else None
     ids = _token_ids(resolved, tokenizer)
     hf_config = to_hf_config(resolved.model_config, dtype=dtype, **ids)

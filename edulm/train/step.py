@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from edulm.train.distributed import DistEnv, set_gradient_sync
+from edulm.weights import nonfinite_tensors
 from edulm.train.optim import Optimizers
 
 
@@ -73,3 +74,20 @@ def train_step(
         optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return StepResult(loss=loss_value, grad_norm=norm_value, finite=finite)
+
+
+class TrainingDiverged(RuntimeError):
+    """The run cannot go on: the loss stayed non-finite for ``train.max_nonfinite_steps`` steps in a row, or the
+    weights hold non-finite values when a checkpoint is due."""
+
+
+def check_weights_finite(model: nn.Module, env: DistEnv, step: int, lr: float, resume_from: str | None) -> None:
+    """Raise :class:`TrainingDiverged` when any process's weights hold a NaN or an infinity at ``step`` (one update
+    can overflow them while the loss of the step before was finite): they are never checkpointed or exported."""
+    bad = nonfinite_tensors(model)
+    if env.any(bool(bad)):
+        where = f" ({bad[0]}, ...)" if bad else ""
+        then = f"continue from {resume_from} with --resume auto" if resume_from else "run again"
+        raise TrainingDiverged(f"the weights hold NaN or infinite values after step {step}{where}, so no checkpoint of "
+                               f"them was written; lower train.lr (now {lr:g}) or raise train.warmup_steps, then {then}")
+

@@ -39,12 +39,8 @@ from edulm.train.schedule import lr_at, total_steps
 from edulm.train.schedule_change import ScheduleChange, schedule_change, schedule_settings
 from edulm.train.signals import EXIT_CODES, GracefulStop
 from edulm.train.state import Component, ModelWeights, RNGState, load_problem, restore
-from edulm.train.step import autocast_dtype, train_step
+from edulm.train.step import TrainingDiverged, autocast_dtype, train_step
 from edulm.train.train_state import TrainState
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss stayed non-finite for ``train.max_nonfinite_steps`` steps in a row."""
 
 
 RESUME_ADVICE = "free space and run again with --resume auto"

@@ -139,3 +139,16 @@ def test_cli_export_into_a_foreign_folder_exits_2(run_dir, tiny_model_config, tm
     assert "not written by edulm export" in capsys.readouterr().err
     assert main(["export", str(ckpt), "--out", str(tmp_path / "ok")]) == 0
     assert "exported Hugging Face folder" in capsys.readouterr().out
+
+
+def test_a_model_with_non_finite_weights_is_never_exported(run_dir, tiny_model_config, tmp_path, capsys):
+    import torch
+
+    model = tiny_model(tiny_model_config)
+    with torch.no_grad():
+        model.model.layers[1].mlp.down_proj.weight[0, 0] = float("nan")
+    ckpt = add_checkpoint(run_dir, model, 1)
+    assert main(["export", str(ckpt), "--out", str(tmp_path / "hf")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "1 of" in err and "weight tensors hold NaN or infinite values (model.layers.1.mlp.down_proj.weight" in err
+    assert len(err.splitlines()) == 1 and not (tmp_path / "hf").exists()
