@@ -15,6 +15,7 @@ import traceback
 from typing import Callable, Sequence
 
 from edulm.errors import DiskFullError, UsageError
+from edulm.files import NOT_WRITABLE
 from edulm.logs import console_logging, write_line
 
 
@@ -381,6 +382,11 @@ def run_reporting_errors(action: Callable[[], None], debug: bool = False, prog: 
         if isinstance(err, (UsageError, DiskFullError)):
             write_line(f"{prog}: error: {err}", sys.stderr)
             return 2 if isinstance(err, UsageError) else 1
+        if isinstance(err, OSError) and err.errno in NOT_WRITABLE:
+            # A read-only file system or a protected path, in any command: the user's choice of path, not a bug.
+            write_line(f"{prog}: error: {err.filename or 'a path'}: {err.strerror}; choose a writable folder, or give "
+                       "yourself permission to write there", sys.stderr)
+            return 2
         hint = "" if debug else " (run with --debug for the traceback)"
         write_line(f"{prog}: {type(err).__name__}: {err}{hint}", sys.stderr)
         return 1

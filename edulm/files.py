@@ -29,6 +29,9 @@ from edulm.errors import DiskFullError
 
 _TEMP = re.compile(r"^\.(?P<target>.+)\.tmp-(?P<pid>\d+)@(?P<host>[A-Za-z0-9._-]*)-(?P<tag>[0-9a-f]{8})$")
 _SPACE_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
+NOT_WRITABLE = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
+"""``errno`` of a path the user chose that cannot be written (a read-only file system, no permission): every
+command reports it as bad input (one line, exit 2), never as a failure of its own."""
 _SPACE_TEXT = re.compile(rf"\(os error (?:{errno.ENOSPC}|{errno.EDQUOT})\)")
 """How Rust's I/O errors (safetensors) name a full disk: they reach Python as text, without an errno."""
 

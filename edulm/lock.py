@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from edulm.errors import UsageError
-from edulm.files import process_alive
+from edulm.files import NOT_WRITABLE, process_alive
 from edulm.files import is_disk_full
 
 _NO_FLOCK = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS}
@@ -92,11 +92,22 @@ class FolderLock:
             time.sleep(0.02)
         return holder
 
+    def _open(self) -> int:
+        """The lock file, opened (created when missing); a place that takes no file is the user's bad choice."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            return os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:
+            # ENOENT with the folder there: a file system that takes no new file (/proc, say).
+            if err.errno in NOT_WRITABLE or (err.errno == errno.ENOENT and self.path.parent.is_dir()):
+                raise UsageError(f"{self.folder}: cannot write in {self.path.parent} ({err.strerror}); "
+                                 "choose a writable folder") from None
+            raise
+
     def acquire(self) -> "FolderLock":
         """Take the lock, or raise :class:`UsageError` naming the holder."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = self._open()
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

@@ -26,7 +26,7 @@ from typing import Iterator
 
 from edulm import checkpoint
 from edulm.errors import UsageError
-from edulm.files import disk_full_error, is_disk_full, remove_stale_temps, stale_temps, temp_path
+from edulm.files import NOT_WRITABLE, disk_full_error, is_disk_full, remove_stale_temps, stale_temps, temp_path
 from edulm.layout import FOLDER_KINDS, RunLayout, folder_kind
 from edulm.lock import FolderLock, lock_path
 from edulm.train.distributed import DistEnv
@@ -34,7 +34,6 @@ from edulm.train.distributed import DistEnv
 LOCK_PURPOSE = "edulm train"
 """How the run dir's lock names its holder (``... is in use by edulm train (PID N on HOST ...)``)."""
 
-_NOT_WRITABLE = {errno.EROFS, errno.EACCES, errno.EPERM}
 
 
 def check_out_dir(out_dir: str | Path) -> Path:
@@ -62,7 +61,8 @@ def check_out_dir(out_dir: str | Path) -> Path:
     except OSError as err:
         if is_disk_full(err):
             raise disk_full_error(nearest, "the run dir") from err
-        if err.errno in _NOT_WRITABLE:
+        # ENOENT here: the folder exists but takes no new file (/proc, say).
+        if err.errno in NOT_WRITABLE or err.errno == errno.ENOENT:
             raise UsageError(f"run.out_dir {out_dir}: cannot write in {nearest} ({err.strerror}); "
                              "choose a writable folder") from None
         raise
@@ -102,7 +102,7 @@ def hold_run_dir(out_dir: str | Path, env: DistEnv) -> Iterator[None]:
         try:
             lock.acquire()
         except OSError as err:
-            if err.errno not in _NOT_WRITABLE:
+            if err.errno not in NOT_WRITABLE:
                 raise
             raise UsageError(f"{lock_path(out)}: cannot create the run's lock file ({err.strerror}); "
                              "choose a run.out_dir in a writable folder") from None

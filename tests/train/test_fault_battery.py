@@ -718,6 +718,45 @@ def _(b: Bench) -> Outcome:
         return run_in_process("train", b.config(ro / "run"))
 
 
+@row("outputs-read-only", "prepare, export, card, tokenizer train with their output on a read-only file system",
+     "bad input: one rule for every command: exit 2, one line naming the path", 2, message="Read-only file system")
+def _(b: Bench) -> Outcome:
+    with tmpfs(b.tmp / "ro", 1024, read_only=True) as ro:
+        for argv in (["prepare", _prepare_config(b, ro / "shards", "prepare", workers=0)],
+                     ["card", str(b.reference), "--out", str(ro / "README.md")],
+                     ["tokenizer", "train", "--out", str(ro / "tokenizer"), "--vocab-size", "300"]):
+            done = run_in_process(*argv)
+            assert done.code == 2 and len(error_lines(done.stderr)) == 1 and "Read-only file system" in done.stderr, (
+                argv, done.stderr)
+        return run_in_process("export", str(b.reference), "--out", str(ro / "hf"))
+
+
+@row("out-dir-takes-no-file", "run.out_dir=/proc/edulm-run (a folder that takes no new file)",
+     "bad input: exit 2 before any work", 2, message="cannot write in /proc")
+def _(b: Bench) -> Outcome:
+    return run_in_process("train", b.config(Path("/proc/edulm-run")))
+
+
+@row("shards-through-a-link", "two prepares of one shards dir, one through a symbolic link to it",
+     "two writers: the link is the same folder, the second is refused", 2, message="is in use by edulm prepare (PID")
+def _(b: Bench) -> Outcome:
+    shards = b.tmp / "shards"
+    shards.mkdir()
+    (b.tmp / "alias").symlink_to(shards)
+    with folder_lock(shards, "edulm prepare"):
+        return run_in_process("prepare", _prepare_config(b, b.tmp / "alias", "prepare", workers=0))
+
+
+@row("weights-overflow", "train.lr=1e308 train.max_steps=3 (shorter than train.max_nonfinite_steps)",
+     "impossible numbers: the run stops in one line, no checkpoint or final/ of non-finite weights", 1,
+     message="the weights hold NaN or infinite values", warnings=("update skipped",))
+def _(b: Bench) -> Outcome:
+    run_dir = b.tmp / "run"
+    done = run_in_process("train", b.config(run_dir, max_steps=3, lr=1e308, warmup_steps=0))
+    assert not list((run_dir / "checkpoints").glob("step-*")) and not (run_dir / "final").exists()
+    return done
+
+
 @row("bad-override-key", "train.lrr=1 (a misspelt key)", "bad overrides: exit 2, did-you-mean", 2, message="did you mean 'lr'")
 def _(b: Bench) -> Outcome:
     return run_in_process("train", b.config(b.tmp / "run"), "train.lrr=1")
