@@ -15,12 +15,16 @@ import argparse
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from edulm.memory import track_tensor_memory
+if str(Path(__file__).resolve().parent.parent) not in sys.path:  # edulm from this checkout, installed or not
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from edulm.memory import track_tensor_memory  # noqa: E402
 from edulm.model.loss import IGNORE_INDEX, compute_dtype, lm_loss
 
 

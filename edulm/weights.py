@@ -8,6 +8,7 @@ again on load), exactly as transformers itself saves a tied Llama. That rule liv
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -30,6 +31,26 @@ def has_tied_head(model: nn.Module) -> bool:
 def without_tied_head(state: dict[str, torch.Tensor], tied: bool) -> dict[str, torch.Tensor]:
     """``state`` without ``lm_head.weight`` when ``tied`` (a new dict; ``state`` is left as it is)."""
     return {name: t for name, t in state.items() if not (tied and name == TIED_HEAD)}
+
+
+def safetensors_problem(path: str | Path) -> str | None:
+    """Why ``path`` is not a whole safetensors file (its header unreadable, or the file shorter or longer than the
+    header says), from the header alone; None when it is whole. Cheap: a truncated download or copy is named before
+    any library meets it mid-load."""
+    try:
+        with open(path, "rb") as f:
+            size = f.seek(0, 2)
+            f.seek(0)
+            length = int.from_bytes(f.read(8), "little")
+            if size < 8 or length > size - 8:
+                return f"{size:,} bytes, shorter than its own header"
+            header = json.loads(f.read(length))
+        end = max((entry["data_offsets"][1] for name, entry in header.items() if name != "__metadata__"), default=0)
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError) as err:
+        return f"unreadable header ({type(err).__name__})"
+    if 8 + length + end != size:
+        return f"{size:,} bytes where its header says {8 + length + end:,}"
+    return None
 
 
 def nonfinite_tensors(model: nn.Module) -> list[str]:

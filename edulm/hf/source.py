@@ -16,7 +16,8 @@ from edulm.errors import UsageError, first_line
 from edulm.hf.mapping import model_config_from_hf
 from edulm.layout import CHECKPOINTS_DIR, CONFIG_FILE, FINAL_DIR, FOLDER_KINDS, MODEL_FILE, folder_kind, step_of
 from edulm.remote_code import refuse_remote_code
-from edulm.weights import load_state, load_weights
+from edulm.hf.export_folder import EXPORT_MARKER
+from edulm.weights import load_state, load_weights, safetensors_problem
 
 SHARD_INDEX_FILE = "model.safetensors.index.json"
 """Index of a sharded safetensors checkpoint, as transformers writes it."""
@@ -84,6 +85,11 @@ def _resolve_hf(folder: Path, kind: str, path: Path, fallback_tokenizer: str | N
             f"{folder}: has config.json but no {MODEL_FILE} or {SHARD_INDEX_FILE}; "
             "edulm reads safetensors weights (re-save the model with save_pretrained)"
         )
+    for file in [weights] if weights.name != SHARD_INDEX_FILE else [folder / s for s in shard_files(weights)]:
+        if file.is_file() and (problem := safetensors_problem(file)):
+            redo = ("export it again from its source (edulm export SRC --out DIR)" if (folder / EXPORT_MARKER).is_file()
+                    or kind == "run" else "download or save it again")
+            raise UsageError(f"{file}: damaged safetensors file ({problem}); {redo}")
     hf_config = read_json(folder / "config.json")
     cfg = model_config_from_hf(hf_config, where=str(folder / "config.json"))
     tokenizer = str(folder) if has_tokenizer(folder) else fallback_tokenizer

@@ -90,3 +90,21 @@ def test_load_model_dtype_keeps_rope_tables_in_float32(run_dir, tiny_model_confi
     model, _ = load_model(ckpt, dtype="bfloat16")
     assert model.lm_head.weight.dtype == torch.bfloat16 and model.rope.cos.dtype == torch.float32
     assert not model.training
+
+
+@pytest.mark.parametrize("cut", [200, 5])
+def test_a_truncated_weights_file_is_named_by_every_command_that_reads_it(run_dir, tiny_model_config, tmp_path, capsys,
+                                                                         cut):
+    from edulm.cli import main
+
+    final = export(add_checkpoint(run_dir, tiny_model(tiny_model_config), 1), run_dir / "final")
+    weights = final / "model.safetensors"
+    with open(weights, "r+b") as f:
+        f.truncate(weights.stat().st_size - cut if cut > 8 else cut)
+    (tmp_path / "text.txt").write_text("Some text to score.\n")
+    for argv in (["generate", str(run_dir), "hi"], ["eval", str(run_dir), "--out", str(tmp_path / "r.json")],
+                 ["perplexity", str(final), "--text", str(tmp_path / "text.txt")]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"edulm: error: {weights}: damaged safetensors file (") and len(err.splitlines()) == 1
+        assert "export it again from its source" in err and "download" not in err
