@@ -26,9 +26,10 @@ from edulm.hf.source import (
     as_dtype,
     has_tokenizer,
     is_hf_folder,
-    load_model,
     load_model_tokenizer,
+    load_resolved,
     read_json,
+    read_model,
     resolve_model,
     shard_files,
 )
@@ -122,15 +123,15 @@ def export(src: str | Path, out: str | Path, dtype: str | torch.dtype = "float32
 
 
 def _export_locked(src: str | Path, out: Path, torch_dtype: torch.dtype, dtype: str) -> str | None:
-    # Read everything first: the source may be the very folder being replaced.
-    model, resolved = load_model(src)
+    # Read everything first: the source may be the very folder being replaced. The weights and their digest in
+    # one read, so that a run's checkpoint removed meanwhile by its retention is read again whole from the newer one.
+    (model, source_sha256), resolved = read_model(src, lambda r: (load_resolved(r), weights_digest(r)))
     if bad := nonfinite_tensors(model):
         raise UsageError(f"{resolved.weights}: {len(bad)} of {len(model.state_dict())} weight tensors hold NaN or infinite "
                          f"values ({bad[0]}, ...): a diverged model is not exported; export an earlier checkpoint")
     tokenizer = load_model_tokenizer(resolved) if resolved.tokenizer_name else None
     ids = _token_ids(resolved, tokenizer)
     hf_config = to_hf_config(resolved.model_config, dtype=dtype, **ids)
-    source_sha256 = weights_digest(resolved)
 
     tmp = temp_path(out)
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal, TypeVar
 
 import torch
 from safetensors import SafetensorError
@@ -238,14 +238,35 @@ def _load_sharded(model, index_file: Path) -> None:
     load_state(model, state, index_file)
 
 
+T = TypeVar("T")
+
+READ_TRIES = 3
+"""How often :func:`read_model` resolves a run dir again when the checkpoint it was reading was removed meanwhile."""
+
+
+def read_model(src: str | Path, read: Callable[[ResolvedModel], T]) -> tuple[T, ResolvedModel]:
+    """``(read(resolved), resolved)`` for ``src``. A run in training keeps only its newest checkpoints
+    (``train.keep_last``): when the one being read is removed meanwhile, the run dir is resolved again and its
+    newer checkpoint read instead, so a live run can be exported or evaluated at any moment."""
+    for attempt in range(READ_TRIES):
+        resolved = resolve_model(src)
+        try:
+            return read(resolved), resolved
+        except (UsageError, FileNotFoundError):
+            if resolved.kind == "run" and not resolved.weights.exists() and attempt + 1 < READ_TRIES:
+                continue
+            raise
+    raise AssertionError("unreachable")
+
+
 def load_model(src: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | str = torch.float32):
     """Load a model from an HF folder, a run dir or a checkpoint dir; returns ``(LlamaLM, ResolvedModel)``.
 
     The model is in eval mode on ``device`` (``'auto'`` picks CUDA when available) with parameters
-    in ``dtype``; the RoPE tables stay float32 whatever the dtype.
+    in ``dtype``; the RoPE tables stay float32 whatever the dtype. A run's checkpoint removed while it is read
+    is replaced by the run's newer one (:func:`read_model`).
     """
-    resolved = resolve_model(src)
-    return load_resolved(resolved, device, dtype), resolved
+    return read_model(src, lambda resolved: load_resolved(resolved, device, dtype))
 
 
 def load_resolved(resolved: ResolvedModel, device: str | torch.device = "cpu", dtype: torch.dtype | str = torch.float32):
@@ -261,7 +282,9 @@ def load_resolved(resolved: ResolvedModel, device: str | torch.device = "cpu", d
         raise UsageError(f"{resolved.weights}: {reason}; the weights and their config disagree") from None
     except SafetensorError as err:
         raise UsageError(f"{resolved.weights}: not a readable safetensors file ({err}); re-export or re-download it") from None
-    except FileNotFoundError as err:  # a shard that the index lists is not there
+    except FileNotFoundError as err:  # a shard that the index lists is not there, or the weights went away
+        if not resolved.weights.exists():
+            raise UsageError(f"{resolved.weights}: was removed while it was read; try again") from None
         raise UsageError(f"{resolved.weights}: {err}; the folder is incomplete, re-download it") from None
     model.to(device=resolve_device(device), dtype=as_dtype(dtype))
     model.rope.float()

@@ -152,3 +152,28 @@ def test_a_model_with_non_finite_weights_is_never_exported(run_dir, tiny_model_c
     err = capsys.readouterr().err.strip()
     assert "1 of" in err and "weight tensors hold NaN or infinite values (model.layers.1.mlp.down_proj.weight" in err
     assert len(err.splitlines()) == 1 and not (tmp_path / "hf").exists()
+
+
+def test_exporting_a_live_run_reads_the_newer_checkpoint_when_retention_removes_the_one_being_read(
+        run_dir, tiny_model_config, tmp_path, monkeypatch):
+    import shutil
+
+    import edulm.hf.source as source
+
+    add_checkpoint(run_dir, tiny_model(tiny_model_config, seed=1), 1)
+    newer = tiny_model(tiny_model_config, seed=2)
+    read = source.load_weights
+    calls = []
+
+    def retention_strikes(model, path):
+        # What a run with train.keep_last=1 does while the export reads: step 2 is written, step 1 removed.
+        if not calls:
+            add_checkpoint(run_dir, newer, 2)
+            shutil.rmtree(run_dir / "checkpoints" / "step-0000001")
+        calls.append(path)
+        return read(model, path)
+
+    monkeypatch.setattr(source, "load_weights", retention_strikes)
+    out = export(run_dir, tmp_path / "hf")
+    marker = json.loads((out / EXPORT_MARKER).read_text())
+    assert marker["weights"].endswith("step-0000002/model.safetensors") and len(calls) == 2
