@@ -1,7 +1,9 @@
 """``edulm release RUN_DIR``: from a trained run to a published model card in one resumable command.
 
 Six steps, each the library call of the command of the same name, all writing under
-``RUN_DIR/release/`` (held with :func:`edulm.lock.folder_lock` for the whole command) except the card:
+``RUN_DIR/release/`` except the card. The whole command holds ``RUN_DIR`` (as ``edulm train`` does: a
+release of a run in training, or a resume during a release, is refused) and ``RUN_DIR/release/``
+(:func:`edulm.lock.folder_lock`):
 
 1. ``eval``: the protocol on ``RUN_DIR/final`` -> ``release/eval/results.json`` (+ samples);
 2. ``baselines``: the same protocol on the baselines -> ``release/baselines/`` (or ``--baselines DIR``),
@@ -273,7 +275,9 @@ class Release:
         from edulm.lock import folder_lock
 
         self.check()
-        with folder_lock(self.folder, "edulm release"):
+        # The run dir too, as `edulm train` holds it: a release beside a live run would pair the training records of
+        # one step with an evaluation of another's weights, and a resume during a release the reverse.
+        with folder_lock(self.run_dir, "edulm release"), folder_lock(self.folder, "edulm release"):
             self.folder.mkdir(parents=True, exist_ok=True)
             for folder in (self.folder, self.eval_file.parent, self.contamination_dir, self.comparison_dir):
                 remove_stale_temps(folder)

@@ -82,6 +82,11 @@ def test_release_refuses_a_second_writer_and_bad_runs(run_copy, tmp_path, local_
         code = main(["release", str(run_copy), *base])
     err = capsys.readouterr().err
     assert code == 2 and "is in use by edulm release" in err and len(err.strip().splitlines()) == 1
+    # A run in training: its records and its weights are moving, so no card may pair them yet.
+    with folder_lock(run_copy, "edulm train"):
+        code = main(["release", str(run_copy), *base])
+    err = capsys.readouterr().err
+    assert code == 2 and f"{run_copy} is in use by edulm train" in err and len(err.strip().splitlines()) == 1
 
     (tmp_path / "not-a-run").mkdir()
     assert main(["release", str(tmp_path / "not-a-run"), *base]) == 2
