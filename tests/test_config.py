@@ -219,3 +219,11 @@ def test_init_from_leaves_the_shape_checks_to_the_model(tmp_path):
 def test_a_class_attribute_is_not_a_config_key():
     with pytest.raises(UsageError, match="unknown key 'model.given_keys'"):
         config_from_dict({"model": {"given_keys": ["vocab_size"]}})
+
+
+@pytest.mark.parametrize("seed", [-1, 2**63, 99999999999999999999999])
+def test_a_seed_the_generators_cannot_take_is_refused_naming_the_key(seed):
+    with pytest.raises(UsageError, match=r"run.seed must be a whole number from 0 to"):
+        config_from_dict({"run": {"seed": seed}})
+    assert config_from_dict({"run": {"seed": 2**63 - 1}}).run.seed == 2**63 - 1
+

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from typing import Any
 
 from edulm.config.schema import Config, DataConfig, ModelConfig, RunConfig, TokenizerConfig, TrainConfig
@@ -30,7 +31,8 @@ def _validate_sources(d: DataConfig, where: str) -> None:
             raise UsageError(f"{where}: data.source[{i}] names no source; write {{source: NAME, weight: W}}")
         if not (math.isfinite(entry.weight) and entry.weight > 0):
             raise UsageError(f"{where}: data.source[{i}].weight must be a positive number, got {entry.weight}")
-        key = (entry.source.strip(), entry.text_field, entry.pattern)
+        # One folder however it is written (src/a, src/a/, ./src/a): the comparison key only, the name stays as given.
+        key = (os.path.normpath(entry.source.strip()), entry.text_field, entry.pattern)
         if key in seen:
             raise UsageError(f"{where}: data.source[{i}] repeats the source '{entry.source}'; give it one entry with the sum of the weights")
         seen.add(key)
@@ -72,9 +74,15 @@ def _finite(source: str, section: str, obj: Any) -> None:
             raise UsageError(f"{source}: {section}.{f.name} must be a finite number, got {value}")
 
 
+MAX_SEED = 2**63 - 1
+"""The largest ``run.seed``: torch's and numpy's generators both take it."""
+
+
 def validate_run(r: RunConfig, source: str = "config") -> None:
-    """The run needs a name and an output folder."""
+    """The run needs a name and an output folder, and a seed the random generators take."""
     _not_empty(source, "run", r, "name", "out_dir")
+    if not 0 <= r.seed <= MAX_SEED:
+        raise UsageError(f"{source}: run.seed must be a whole number from 0 to {MAX_SEED:,} (2**63 - 1), got {r.seed}")
 
 
 SHAPE_KEYS = ("vocab_size", "n_layers", "d_model", "d_ff", "n_heads", "n_kv_heads", "max_seq_len", "rope_theta",

@@ -245,6 +245,7 @@ def test_a_mixture_manifest_of_the_wrong_shape_is_damage(mixed):
     ([{"source": "a", "weight": float("inf")}], "data.source[0].weight: must be a finite number, got inf"),
     ([{"source": "a"}, {"source": "b", "weight": 0}], "data.source[1].weight must be a positive number, got 0.0"),
     ([{"source": "a"}, {"source": "a"}], "data.source[1] repeats the source 'a'"),
+    ([{"source": "src/a"}, {"source": "./src/a/"}], "data.source[1] repeats the source './src/a/'"),
     ([{"weight": 2}], "data.source[0] names no source"),
     (["a", "b"], "data.source[0]: expected a mapping with keys source, weight, text_field, pattern"),
     ([{"source": "a", "text_feild": "body"}], "data.source[0]: unknown key 'text_feild' (did you mean 'text_field'?)"),
