@@ -108,7 +108,12 @@ def protocol_sentence(results: dict[str, Any]) -> str:
         parts.append("seeds " + "/".join(str(v) for v in seeds.values()))
     text = "; ".join(parts) + "."
     if protocol.get("limit") is not None:
-        text += f" **Only {protocol['limit']} examples per task were scored (--limit): not the full protocol.**"
+        # What was scored, not what was asked: a task smaller than the limit scores all it has.
+        counts = sorted({score["n_samples"] for score in (results.get("scores") or {}).values()
+                         if isinstance(score, dict) and isinstance(score.get("n_samples"), int)})
+        scored = (str(counts[0]) if len(counts) == 1 else f"{counts[0]} to {counts[-1]}") if counts else \
+            f"at most {protocol['limit']}"
+        text += f" **Only {scored} examples per task were scored (--limit {protocol['limit']}): not the full protocol.**"
     return text
 
 
@@ -126,7 +131,7 @@ def _bits_per_byte_rows(c: dict[str, Any]) -> list[str]:
 def comparison(inputs: CardInputs) -> list[str]:
     """The baselines' scores ± errors, win rates with clear wins, and bits per byte when compared."""
     c = inputs.comparison
-    lines = ["## Comparison with public baselines", ""]
+    lines = ["## Comparison with baselines", ""]
     if not c:
         return lines + ["Not run: no comparison was given (run `edulm baselines` and `edulm compare`, and pass `--comparison`)."]
     tasks, metrics, scores = c.get("tasks") or [], c.get("metrics") or {}, c.get("scores") or {}

@@ -269,7 +269,8 @@ def intended_use_and_limitations(inputs: CardInputs) -> list[str]:
         "",
         f"- With {fmt_int(inputs.parameters)} parameters it knows little and reasons poorly; its text is often wrong, repetitive or incoherent.",
         "- It continues text; it does not follow instructions or refuse harmful requests, and it was not aligned or safety-tuned.",
-        "- It reflects its web training data, including its biases, errors and English-only focus.",
+        f"- It reflects its training data ({_data_phrase(inputs.config.get('data') or {})}), including that data's "
+        "biases, errors and gaps.",
         "- Zero-shot benchmark scores of models this size sit near chance on several tasks; compare them only under the same protocol.",
     ]
 

@@ -356,3 +356,19 @@ def test_a_comparison_of_the_wrong_shape_is_one_line(tmp_path, capsys, damage):
     assert code == 2 and "damaged comparison file" in err and "run 'edulm compare' again" in err, err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_the_card_says_what_was_scored_and_what_the_model_was_trained_on():
+    from edulm.card_evaluation import protocol_sentence
+    from edulm.card_inputs import CardInputs
+    from edulm.card_sections import intended_use_and_limitations
+
+    results = {"protocol": {"limit": 20, "num_fewshot": 0},
+               "scores": {"tiny_quiz": {"n_samples": 8}, "tiny_cloze": {"n_samples": 8}}}
+    assert "Only 8 examples per task were scored (--limit 20)" in protocol_sentence(results)
+    results["scores"]["tiny_cloze"]["n_samples"] = 20
+    assert "Only 8 to 20 examples per task were scored (--limit 20)" in protocol_sentence(results)
+    inputs = CardInputs.__new__(CardInputs)
+    inputs.parameters, inputs.config = 1000, {"data": {"source": "builtin:sample"}}
+    text = "\n".join(intended_use_and_limitations(inputs))
+    assert "It reflects its training data (`builtin:sample`)" in text and "web" not in text
