@@ -235,9 +235,12 @@ LOAD_TIME_KEYS = ("is_local", "local_files_only", "trust_remote_code", "_commit_
 call, not the tokenizer, so they are left out."""
 
 
-def save_tokenizer(tok, out_dir: str | Path) -> None:
+def save_tokenizer(tok, out_dir: str | Path, model_max_length: int | None = None) -> None:
     """Write ``tokenizer.json``, ``tokenizer_config.json`` and ``special_tokens_map.json`` into ``out_dir``
-    so that transformers 4.x and 5.x load the same tokenizer (same ids, same special tokens)."""
+    so that transformers 4.x and 5.x load the same tokenizer (same ids, same special tokens).
+
+    ``model_max_length``: the context of the model the tokenizer is saved with (an export), so that
+    ``tokenizer(..., truncation=True)`` and pipelines stop there instead of at transformers' "no limit" (1e30)."""
     from edulm.files import write_json
 
     out = Path(out_dir)
@@ -250,6 +253,8 @@ def save_tokenizer(tok, out_dir: str | Path) -> None:
     config["tokenizer_class"] = PORTABLE_TOKENIZER_CLASS
     special = {name: value for name, value in tok.special_tokens_map.items() if value}
     config.update(special)
+    if model_max_length is not None:
+        config["model_max_length"] = model_max_length
     write_json(config_file, dict(sorted(config.items())))
     write_json(out / "special_tokens_map.json", special)
 

@@ -144,7 +144,7 @@ def _export_locked(src: str | Path, out: Path, torch_dtype: torch.dtype, dtype: 
         if tokenizer is not None:
             from edulm.tokenizer import save_tokenizer
 
-            save_tokenizer(tokenizer, tmp)
+            save_tokenizer(tokenizer, tmp, model_max_length=resolved.model_config.max_seq_len)
         validate_hf_folder(tmp)
         marker = {
             "source": str(resolved.path), "source_kind": resolved.kind, "weights": str(resolved.weights),

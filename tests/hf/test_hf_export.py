@@ -28,6 +28,7 @@ def test_export_loads_in_transformers_with_no_missing_or_unexpected_keys(run_dir
     assert model.config.bos_token_id == model.config.eos_token_id == 0  # <|endoftext|>, the document separator
     tokenizer = AutoTokenizer.from_pretrained(str(out))
     assert tokenizer.convert_ids_to_tokens(0) == "<|endoftext|>"
+    assert tokenizer.model_max_length == tiny_model_config.max_seq_len  # the model's context, not "no limit"
     generation = GenerationConfig.from_pretrained(str(out))
     assert (generation.do_sample, generation.temperature, generation.top_p, generation.eos_token_id) == (True, 0.8, 0.95, 0)
 
