@@ -228,6 +228,9 @@ class Release:
     def _compare(self) -> Any:
         from edulm.evaluate.compare import run_compare
 
+        if not self.eval_file.is_file():  # the eval step failed: say so, not what a user of 'edulm compare' would pass
+            raise UsageError(f"no evaluation of {self.final} to compare ({self.eval_file} was not written): fix the "
+                             "eval step's error above and run 'edulm release' again")
         report = self.contamination_dir / REPORT_JSON
         return run_compare(self.eval_file, self.baselines_dir, self.comparison_dir, self.options.budgets,
                            report if report.is_file() else None, self.options.bpb_text, device=self.settings.device)

@@ -142,3 +142,20 @@ def test_damaged_outputs_and_a_damaged_state_file_are_redone(run_copy, tiny_hf_m
         assert all(f"{step}: running" in captured.out for step in STEPS)
     assert main(argv) == 0
     assert "[1/6] eval: up to date, skipped" in capsys.readouterr().out
+
+
+def test_a_failed_eval_makes_compare_say_so_not_what_to_pass(run_copy, tiny_hf_model, local_tasks, capsys, monkeypatch):
+    import edulm.evaluate.harness
+    from edulm.errors import UsageError
+
+    def eval_fails(*args, **kwargs):
+        raise UsageError("the eval broke")
+
+    monkeypatch.setattr(edulm.evaluate.harness, "evaluate_model", eval_fails)
+    argv = ["release", str(run_copy), "--models", f"ok={tiny_hf_model}", "--tasks", "tiny_quiz",
+            "--include-path", str(local_tasks), "--device", "cpu", "--limit", "2", "--docs", "5"]
+    assert main(argv) == 2
+    printed = capsys.readouterr().out
+    assert "[1/6] eval: failed: the eval broke" in printed
+    compare = next(line for line in printed.splitlines() if "compare: failed" in line)
+    assert "fix the eval step's error above" in compare and "edulm eval --out" not in compare
