@@ -20,6 +20,8 @@ Two separate steps for 'auto', so the arithmetic can be tested without a GPU:
 
 from __future__ import annotations
 
+import dataclasses
+
 from typing import Callable
 
 import torch
@@ -204,6 +206,19 @@ def resolve_batch_shape(
     if target is None:
         return shape(largest, t.grad_accum_steps)
     return shape(*split_global_batch(target, largest))
+
+
+def regroup_batch(kept: BatchShape, world_size: int, where: str) -> BatchShape:
+    """The checkpoint's ``kept`` batch on ``world_size`` processes: the same sequences per step (so the same data
+    per step, the same step count and schedule), split evenly; each process's share as accumulation of the largest
+    micro-batch no larger than the checkpoint's that divides it (no more memory per pass than it had)."""
+    share, rest = divmod(kept.sequences_per_step, world_size)
+    if rest or share == 0:
+        raise UsageError(f"{where} trains {kept.sequences_per_step} sequences per step ({kept.describe()}), which "
+                         f"{world_size} processes cannot share evenly; resume on a number of processes that divides "
+                         f"{kept.sequences_per_step}")
+    micro = next(m for m in range(min(kept.micro_batch_size, share), 0, -1) if share % m == 0)
+    return dataclasses.replace(kept, micro_batch_size=micro, grad_accum_steps=share // micro, world_size=world_size)
 
 
 def kept_batch_note(cfg: Config, kept: BatchShape) -> str | None:

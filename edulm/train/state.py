@@ -257,7 +257,11 @@ def restore(path: str | Path, components: Mapping[str, Component], rank: int) ->
     for name, component in components.items():
         if component.per_rank:
             if own is None:
-                own = torch.load(path / rank_file(rank), map_location="cpu", weights_only=True)
+                # A process the checkpoint's run did not have (a resume on more processes) starts from rank 0's
+                # states: the data position is shared by all ranks (each loader maps it to its own share), and
+                # every rank's generators were seeded alike.
+                mine = path / rank_file(rank)
+                own = torch.load(mine if mine.is_file() else path / rank_file(0), map_location="cpu", weights_only=True)
             component.state.load_state_dict(own[name])
         else:
             component.state.load_state_dict(read_component(path, name, component.format))

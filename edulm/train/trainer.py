@@ -27,7 +27,7 @@ from edulm.files import disk_full_error
 from edulm.layout import CONFIG_FILE, RunLayout
 from edulm.model.llama import LlamaLM, count_parameters, flops_per_token
 from edulm.throughput import device_info, peak_bf16_flops
-from edulm.train.autobatch import kept_batch_note, resolve_batch_shape
+from edulm.train.autobatch import kept_batch_note, regroup_batch, resolve_batch_shape
 from edulm.train.cadence import default_callbacks
 from edulm.train.callbacks import Callback, StepEnd
 from edulm.train.distributed import DistEnv, init_distributed, teardown, wrap_model
@@ -192,11 +192,14 @@ class TrainingRun:
             self._wall_before = state.tally.wall_time_s
             if ckpt.resolve().parent.parent != self.layout.root.resolve():  # its metrics and log stay over there
                 state.branched_from.append({"step": state.step, "checkpoint": str(ckpt.resolve())})
-            if state.batch is None or state.batch.world_size != env.world_size:
-                raise UsageError(
-                    f"{ckpt} was written by {state.batch.world_size if state.batch else '?'} processes but this run "
-                    f"has {env.world_size}; resume with the same --nproc_per_node x nodes (the data position is kept per process)"
-                )
+            if state.batch is None:
+                raise UsageError(f"{ckpt}: its trainer state records no batch geometry; resume another checkpoint")
+            if state.batch.world_size != env.world_size:  # the same global batch, regrouped over these processes
+                before = state.batch
+                state.batch = regroup_batch(before, env.world_size, str(ckpt))
+                self.notes.append(f"resumed on {env.world_size} processes from a checkpoint of {before.world_size}: "
+                                  f"{before.describe()} is now {state.batch.describe()}, the same "
+                                  f"{state.batch.sequences_per_step} sequences per step")
             if state.batch.seq_len != cfg.train.seq_len:  # the loader would refuse it, but only after the log and sinks started
                 raise UsageError(
                     f"{ckpt} was trained with train.seq_len={state.batch.seq_len}, the config says {cfg.train.seq_len}; "

@@ -175,3 +175,17 @@ def test_auto_within_the_tolerance_of_the_global_batch_is_no_change():
     kept = BatchShape(micro_batch_size=8, grad_accum_steps=32, world_size=1, seq_len=32)  # 256 for 258: 0.8% off
     assert kept_batch_note(_cfg(micro_batch_size="auto", global_batch_size=258), kept) is None
     assert kept_batch_note(_cfg(micro_batch_size=8, global_batch_size=256), kept) is None
+
+
+def test_a_resume_on_another_number_of_processes_keeps_the_sequences_per_step():
+    from edulm.train.autobatch import regroup_batch
+
+    kept = BatchShape(micro_batch_size=6, grad_accum_steps=43, world_size=1, seq_len=2048)  # 258 sequences
+    on_two = regroup_batch(kept, 2, "ckpt")
+    assert (on_two.micro_batch_size, on_two.grad_accum_steps, on_two.sequences_per_step) == (3, 43, 258)
+    on_six = regroup_batch(kept, 6, "ckpt")
+    assert (on_six.micro_batch_size, on_six.grad_accum_steps, on_six.sequences_per_step) == (1, 43, 258)
+    back = regroup_batch(on_two, 1, "ckpt")
+    assert (back.micro_batch_size, back.grad_accum_steps) == (3, 86)  # never a larger pass than the checkpoint's
+    with pytest.raises(UsageError, match="258 sequences per step .* which 4 processes cannot share evenly"):
+        regroup_batch(kept, 4, "ckpt")

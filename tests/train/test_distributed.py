@@ -28,12 +28,17 @@ COMMON = dict(max_steps=6, eval_interval=3, ckpt_interval=3, micro_batch_size=2,
 
 
 @pytest.fixture(scope="module")
-def single_process_rows(corpus, tmp_path_factory):
+def single_process_run(corpus, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("single")
     cfg = write_config(tmp / "single.yaml", tiny_config(corpus, tmp / "run", grad_accum_steps=2, **COMMON))
     done = run_cli("train", str(cfg))
     assert done.returncode == 0, done.stderr
-    return read_metrics(tmp / "run" / "training" / "training_metrics.csv")
+    return tmp / "run"
+
+
+@pytest.fixture(scope="module")
+def single_process_rows(single_process_run):
+    return read_metrics(single_process_run / "training" / "training_metrics.csv")
 
 
 def torchrun_train(*args: str) -> subprocess.CompletedProcess:
@@ -76,6 +81,41 @@ def test_two_processes_match_one_with_double_accumulation(corpus, tmp_path, sing
     assert [r["step"] for r in again] == [4, 5, 6]
     assert [r["loss"] for r in again] == [r["loss"] for r in two[3:]]
     assert [r["grad_norm"] for r in again] == [r["grad_norm"] for r in two[3:]]
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_a_run_resumes_on_another_number_of_processes_as_if_uninterrupted(corpus, tmp_path, single_process_run,
+                                                                         single_process_rows, strategy):
+    """1 -> 2 and 2 -> 1 processes from step 3: the same 4 sequences per step regrouped (2 x 2 accumulation on one,
+    2 x 1 on each of two), the data position carried over, so steps 4 to 6 are the uninterrupted run's."""
+    single = single_process_run / "checkpoints" / "step-0000003"
+    on_two = write_config(tmp_path / "on_two.yaml", tiny_config(corpus, tmp_path / "on_two", grad_accum_steps=1,
+                                                                distributed=strategy, **COMMON))
+    done = torchrun_train(str(on_two), "--resume", str(single))
+    assert "resumed on 2 processes from a checkpoint of 1: 2 x 2 accumulation x 1 processes" in done.stderr
+    grown = read_metrics(tmp_path / "on_two" / "training" / "training_metrics.csv")
+    # The two-process run's own step-6 checkpoint, resumed from step 3 on one process.
+    pair = tmp_path / "pair.yaml"
+    write_config(pair, tiny_config(corpus, tmp_path / "pair", grad_accum_steps=1, distributed=strategy, **COMMON))
+    torchrun_train(str(pair))
+    on_one = write_config(tmp_path / "on_one.yaml", tiny_config(corpus, tmp_path / "on_one", grad_accum_steps=2, **COMMON))
+    done = run_cli("train", str(on_one), "--resume", str(tmp_path / "pair" / "checkpoints" / "step-0000003"))
+    assert done.returncode == 0, done.stderr
+    assert "resumed on 1 processes from a checkpoint of 2" in done.stderr
+    shrunk = read_metrics(tmp_path / "on_one" / "training" / "training_metrics.csv")
+    for resumed in (grown, shrunk):
+        assert [r["step"] for r in resumed] == [4, 5, 6]
+        assert [r["tokens"] for r in resumed] == [r["tokens"] for r in single_process_rows[3:]]
+        for a, b in zip(single_process_rows[3:], resumed):
+            assert a["loss"] == pytest.approx(b["loss"], abs=1e-5)
+            assert a["grad_norm"] == pytest.approx(b["grad_norm"], abs=1e-5)
+    # A global batch the processes cannot share evenly is refused before anything is written.
+    on_three = write_config(tmp_path / "on_three.yaml", tiny_config(corpus, tmp_path / "on_three", **COMMON))
+    refused = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=3", "-m", "edulm", "train",
+         str(on_three), "--resume", str(single)], env=cli_env(), cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert refused.returncode != 0 and "3 processes cannot share evenly" in refused.stderr
+    assert not (tmp_path / "on_three" / "training").exists()
 
 
 def test_a_run_dir_in_use_is_refused_on_every_rank(corpus, tmp_path):
