@@ -39,14 +39,49 @@ def _init_worker(tokenizer_json: str, eos_id: int, parent: int) -> None:
     _worker_eos = eos_id
 
 
+PIECE_CHARS = 1 << 20
+"""A record longer than this (in characters) is tokenized piece by piece: a tokenizer's working memory grows
+with the text it is given (about 165 bytes per character for one 32 MB line), the pieces' does not."""
+
+
+def pieces(text: str, size: int = PIECE_CHARS) -> list[str]:
+    """``text`` cut into pieces of at most ``size`` characters, each cut where a run of whitespace starts after a
+    non-space character: byte-level BPE pre-tokenization always splits there (a run of whitespace is its own
+    pre-token, or its last space starts the next word, at the start of a piece as in the whole text), so the pieces'
+    tokens are exactly the whole text's. A stretch of ``size`` characters without whitespace is cut where it ends
+    (the only place the tokens may differ from the whole text's)."""
+    out, start = [], 0
+    while len(text) - start > size:
+        end = start + size
+        cut = end
+        while cut > start + 1 and not (text[cut].isspace() and not text[cut - 1].isspace()):
+            cut -= 1
+        cut = end if cut <= start + 1 else cut
+        out.append(text[start:cut])
+        start = cut
+    out.append(text[start:])
+    return out
+
+
+def _ids(tokenizer: Any, text: str) -> list[int] | np.ndarray:
+    """The ids of one text; a long one piece by piece (see :data:`PIECE_CHARS`)."""
+    if len(text) <= PIECE_CHARS:
+        return tokenizer.encode_batch_fast([text], add_special_tokens=False)[0].ids
+    return np.concatenate([np.asarray(tokenizer.encode_batch_fast([piece], add_special_tokens=False)[0].ids,
+                                      dtype=TOKEN_DTYPE) for piece in pieces(text, PIECE_CHARS)])
+
+
 def encode_texts(tokenizer: Any, texts: Sequence[str], eos_id: int) -> tuple[np.ndarray, np.ndarray]:
     """``(lengths, tokens)``: every text's ids followed by ``eos_id``, concatenated as uint16."""
-    encodings = tokenizer.encode_batch_fast(list(texts), add_special_tokens=False)
-    lengths = np.fromiter((len(e.ids) + 1 for e in encodings), dtype=np.int64, count=len(encodings))
+    if any(len(text) > PIECE_CHARS for text in texts):
+        ids = [_ids(tokenizer, text) for text in texts]
+    else:
+        ids = [encoding.ids for encoding in tokenizer.encode_batch_fast(list(texts), add_special_tokens=False)]
+    lengths = np.fromiter((len(row) + 1 for row in ids), dtype=np.int64, count=len(ids))
     tokens = np.empty(int(lengths.sum()), dtype=TOKEN_DTYPE)
     pos = 0
-    for encoding, n in zip(encodings, lengths):
-        tokens[pos : pos + n - 1] = encoding.ids
+    for row, n in zip(ids, lengths):
+        tokens[pos : pos + n - 1] = row
         tokens[pos + n - 1] = eos_id
         pos += n
     return lengths, tokens

@@ -274,3 +274,23 @@ def test_shards_dir_holding_a_run_or_a_model_is_refused_untouched(tmp_path, toke
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "holds a" in err and "not token shards; choose a new or empty folder" in err
     assert sorted(p.name for p in out.iterdir()) == sorted(name.rstrip("/") for name in files)
+
+
+def test_a_long_record_is_tokenized_in_pieces_to_the_same_tokens(monkeypatch):
+    # A tokenizer's working memory grows with the text (5.8 GB for one 31 MB line); in pieces cut before a word's
+    # leading space, the tokens are the whole text's.
+    import random
+
+    from edulm.data import encode
+    from edulm.tokenizer import load_tokenizer
+
+    raw = load_tokenizer("smollm2-offline").backend_tokenizer
+    rng = random.Random(0)
+    words = ["alpha", "beta,", "  two", "x\ny", "é", "1234", "\ttab", "(c)", "a.b", " "]
+    texts = ["".join(rng.choice(words) + rng.choice([" ", "", "  "]) for _ in range(400)) for _ in range(3)]
+    whole = encode.encode_texts(raw, texts, 0)
+    monkeypatch.setattr(encode, "PIECE_CHARS", 50)
+    assert all(len(encode.pieces(t, 50)) > 20 for t in texts)
+    cut = encode.encode_texts(raw, texts, 0)
+    assert [a.tolist() for a in whole] == [a.tolist() for a in cut]
+    assert encode.pieces("x" * 120, 50) == ["x" * 50, "x" * 50, "x" * 20]  # no space to cut before: cut at the size
