@@ -11,6 +11,8 @@ resume repeat the uninterrupted run exactly.
 
 from __future__ import annotations
 
+import logging
+
 import math
 import random
 import time
@@ -84,6 +86,12 @@ def train(
             finally:
                 run.close()  # still holding the run dir: closing flushes files into it
         clean = True
+        if stopped_by is None and stop.requested:
+            # Asked to stop after the last step, while final/ and its card were written (a few seconds): the run
+            # finished first, and the exit code still tells the scheduler its signal was heard.
+            stopped_by = stop.signum
+            logging.getLogger("edulm").warning("%s arrived after the last step; the run completed first (final/ and "
+                                               "its card are in place)", _signal_name(stopped_by))
     except DiskFullError as err:
         if getattr(err, "what", None) is None:
             raise

@@ -101,3 +101,26 @@ def test_weights_made_non_finite_by_an_update_are_never_checkpointed_or_exported
         train(cfg)
     assert not list((run_dir / "checkpoints").glob("step-*")) and not (run_dir / "final").exists()
     assert json.loads((run_dir / "training" / "training_summary.json").read_text())["status"] == "failed"
+
+
+def test_a_sigterm_during_the_final_export_is_heard_after_the_run_completes(corpus, tmp_path, caplog):
+    import os
+    import signal
+
+    from edulm.train.cadence import FinalExport, default_callbacks
+    from edulm.train.callbacks import Callback
+
+    class SigtermNow(Callback):
+        def on_end(self, run, status) -> None:
+            os.kill(os.getpid(), signal.SIGTERM)  # as a scheduler would, while final/ is being written
+
+    callbacks = default_callbacks(tensorboard=False, wandb=False, is_main=True)
+    at = next(i for i, c in enumerate(callbacks) if isinstance(c, FinalExport))
+    callbacks.insert(at, SigtermNow())
+    run_dir = tmp_path / "run"
+    with pytest.raises(SystemExit) as stopped:
+        train(config_from_dict(tiny_config(corpus, run_dir, max_steps=4)), callbacks=callbacks)
+    assert stopped.value.code == 143
+    assert (run_dir / "final" / "model.safetensors").is_file() and (run_dir / "final" / "README.md").is_file()
+    assert json.loads((run_dir / "training" / "training_summary.json").read_text())["status"] == "completed"
+    assert "SIGTERM arrived after the last step; the run completed first" in caplog.text
