@@ -122,7 +122,7 @@ class TrainConfig:
     seq_len: int = 2048
     """Tokens per training sequence."""
     micro_batch_size: Union[int, Literal["auto"]] = 6
-    """Sequences per forward/backward pass on each process; 'auto' finds the largest that fits and keeps the batch per optimizer step by adjusting grad_accum_steps."""
+    """Sequences per forward/backward pass on each process; 'auto' finds the largest that fits (probing the GPU; 4 on a CPU, where nothing is probed). With train.global_batch_size set, 'auto' keeps that batch per optimizer step by deriving grad_accum_steps; without it, grad_accum_steps is kept as given, so the sequences per step follow the micro-batch found (the run says so at its start)."""
     grad_accum_steps: int = 43
     """Micro-batches accumulated into one optimizer step (per process)."""
     global_batch_size: int = 0

@@ -223,6 +223,11 @@ class TrainingRun:
                 self.notes.append(note)
         else:  # rank 0's answer for everyone (each rank probes its own device on CUDA)
             state.batch = env.broadcast(resolve_batch_shape(cfg, model, env.device, env.world_size))
+            if cfg.train.micro_batch_size == "auto" and cfg.train.global_batch_size <= 0:
+                self.notes.append(f"train.micro_batch_size=auto found {state.batch.micro_batch_size} on {env.device.type} "
+                                  f"and train.grad_accum_steps stays {cfg.train.grad_accum_steps}: "
+                                  f"{state.batch.sequences_per_step} sequences per step; set train.global_batch_size to "
+                                  "keep a batch of your choosing")
         resumed_total, state.total_steps = state.total_steps, total_steps(cfg.train, state.batch.tokens_per_step)
         if ckpt and state.total_steps < state.step:  # not a schedule change: no step is left to change
             raise UsageError(

@@ -192,3 +192,12 @@ def test_a_finished_checkpoint_resumed_into_a_new_run_dir_exports_its_weights(co
     train(config_from_dict(tiny_config(corpus, second)), resume=str(last))
     exported = json.loads((second / "final" / "edulm_export.json").read_text())
     assert exported["source"] == str(last)
+
+
+def test_auto_micro_batch_without_a_global_batch_says_what_the_step_became(corpus, tmp_path, capsys):
+    # On a CPU nothing is probed: 4 sequences per pass, and without train.global_batch_size the accumulation is
+    # kept, so the batch per step follows; the run says so instead of silently training another batch.
+    train(config_from_dict(tiny_config(corpus, tmp_path / "run", max_steps=1, micro_batch_size="auto",
+                                       grad_accum_steps=3, eval_interval=0)))
+    err = capsys.readouterr().err
+    assert "train.micro_batch_size=auto found 4 on cpu and train.grad_accum_steps stays 3: 12 sequences per step" in err
