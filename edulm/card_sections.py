@@ -189,13 +189,11 @@ def _optimizer(summary: dict[str, Any], t: dict[str, Any]) -> str:
 
 def _schedule(summary: dict[str, Any], t: dict[str, Any]) -> str:
     """The learning-rate schedule the run used (the summary's, else the config's ``train.schedule``)."""
+    from edulm.train.schedule import SCHEDULES  # the schedule describes itself
+
     name = summary.get("schedule") or t.get("schedule") or "cosine"
-    floor = f"{t.get('min_lr_ratio', '?')} × peak"
-    shape = {
-        "cosine": f"cosine decay to {floor}",
-        "wsd": f"constant, then decay to {floor} over the last {t.get('decay_fraction', '?')} of the steps (warmup-stable-decay)",
-        "constant": "then constant",
-    }.get(name, f"then the `{name}` schedule")
+    kind = SCHEDULES.get(name)
+    shape = kind.describe(t) if kind else f"then the `{name}` schedule"
     text = f"peak {t.get('lr', '?')}, {fmt_int(t.get('warmup_steps'))} warmup steps, {shape}"
     changes = summary.get("schedule_changes") or []
     if changes:

@@ -8,14 +8,16 @@ returns the rate rather than a factor of ``train.lr`` so that the classic formul
 floating-point values (``lr * step / warmup`` is not always bit-equal to ``lr * (step / warmup)``).
 
 Adding a schedule: write ``NAME(step, total_steps, train) -> float`` below (starting, like the others,
-with :func:`warmup_rate` unless it has a warmup of its own), add it to :data:`SCHEDULES`, and add
-``"NAME"`` to the ``Literal`` of ``TrainConfig.schedule`` (its docstring says what it does).
+with :func:`warmup_rate` unless it has a warmup of its own), add a :class:`ScheduleKind` for it to
+:data:`SCHEDULES` (its rate function, where its stable phase ends, its words for the model card), and
+add ``"NAME"`` to the ``Literal`` of ``TrainConfig.schedule`` (its docstring says what it does).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Callable
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
 
 from edulm.config import TrainConfig
 from edulm.errors import UsageError
@@ -101,14 +103,35 @@ def constant(step: int, last_step: int, train: TrainConfig) -> float:
 Schedule = Callable[[int, int, TrainConfig], float]
 """``(step, total_steps, train) -> learning rate of the base groups``; pure (no state, no side effects)."""
 
-SCHEDULES: dict[str, Schedule] = {
-    "cosine": cosine,
-    "wsd": wsd,
-    "constant": constant,
+
+@dataclass(frozen=True)
+class ScheduleKind:
+    """Everything edulm needs to know of one value of ``train.schedule``, in one place: its rates, what a resume
+    may extend, and how the model card describes it. No module outside this one branches on a schedule's name."""
+
+    rate: Schedule
+    """``(step, total_steps, train) -> lr`` (see the module docstring)."""
+    stable_end: Callable[[int, TrainConfig], int | None]
+    """``(total_steps, train) -> S``: the last step of a run of ``total_steps`` steps that is still at the peak and
+    stays there whatever the run's length, so a run checkpointed at step S or before can train longer (a larger
+    ``max_steps``) without any step's rate moving. None when every rate after the warmup depends on the length."""
+    describe: Callable[[Mapping[str, Any]], str]
+    """``(train section as a mapping) -> words after the warmup``, for the model card ("cosine decay to ...")."""
+
+
+def _floor(t: Mapping[str, Any]) -> str:
+    return f"{t.get('min_lr_ratio', '?')} × peak"
+
+
+SCHEDULES: dict[str, ScheduleKind] = {
+    "cosine": ScheduleKind(cosine, lambda total, train: None, lambda t: f"cosine decay to {_floor(t)}"),
+    "wsd": ScheduleKind(wsd, decay_start, lambda t: (f"constant, then decay to {_floor(t)} over the last "
+                                                     f"{t.get('decay_fraction', '?')} of the steps (warmup-stable-decay)")),
+    "constant": ScheduleKind(constant, lambda total, train: total, lambda t: "then constant"),
 }
-"""``train.schedule`` value -> its function."""
+"""``train.schedule`` value -> its :class:`ScheduleKind`."""
 
 
 def lr_at(step: int, train: TrainConfig, last_step: int) -> float:
     """Learning rate of optimizer step ``step`` (1-based) in a run of ``last_step`` steps, by ``train.schedule``."""
-    return SCHEDULES[train.schedule](step, last_step, train)
+    return SCHEDULES[train.schedule].rate(step, last_step, train)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from edulm.config import TrainConfig
-from edulm.train.schedule import decay_start, lr_at
+from edulm.train.schedule import SCHEDULES, lr_at
 
 SCHEDULE_KEYS = ("schedule", "lr", "warmup_steps", "min_lr_ratio", "decay_fraction")
 """The ``train.*`` keys the schedules read (with the run's step count, ``total_steps``)."""
@@ -101,10 +101,11 @@ class ScheduleChange:
 
     def _longer_hint(self) -> str:
         """How to train longer (or decay) without a jump, from where this run is."""
-        if self.old["schedule"] == "cosine":
-            return "to train longer without a jump, use train.schedule=wsd and extend it while it is in its stable phase"
         old = _train_with(self.old)
-        stable_end = self.old["total_steps"] if old.schedule == "constant" else decay_start(self.old["total_steps"], old)
+        stable_end = SCHEDULES[old.schedule].stable_end(self.old["total_steps"], old)
+        if stable_end is None:
+            return (f"every rate of a {old.schedule} run depends on its length: to train longer without a jump, use a "
+                    "schedule with a stable phase (train.schedule=wsd) and extend it while it is in that phase")
         if self.step <= stable_end:
             # The checkpoint is at the peak: the jump comes from the new settings (another lr or warmup, or
             # a decay placed before the checkpoint), not from where the run stands.
@@ -112,8 +113,8 @@ class ScheduleChange:
             return (f"step {s} is in the stable phase, so keeping train.lr and train.warmup_steps continues it "
                     f"without a jump; a decay of {d} steps from it needs train.schedule=wsd, "
                     f"train.max_steps={s} + {d} and train.decay_fraction={d} / ({s} + {d}) or a little less")
-        return (f"this WSD run left its stable phase after step {stable_end:,}: to train longer without a jump, "
-                f"resume a checkpoint of step {stable_end:,} or earlier into a new run.out_dir with --resume PATH")
+        return (f"this {old.schedule} run left its stable phase after step {stable_end:,}: to train longer without a "
+                f"jump, resume a checkpoint of step {stable_end:,} or earlier into a new run.out_dir with --resume PATH")
 
     def record(self, allowed_by_flag: bool) -> dict[str, Any]:
         """The entry kept in the trainer state and listed in the summary's ``schedule_changes``."""

@@ -112,3 +112,23 @@ def test_a_longer_muon_run_with_its_own_muon_lr_in_its_stable_phase_is_continuou
     own = TrainConfig(**{**MUON.__dict__, "muon_lr": 0.02, "muon_adjust_lr": "original"})
     found = change(own, 1000, own, 5000, 700)
     assert found is not None and found.continuous
+
+
+def test_a_schedule_added_to_the_registry_is_extended_by_what_it_says_of_itself(monkeypatch):
+    # A new schedule needs no branch elsewhere: the resume rules ask its ScheduleKind where its stable phase ends.
+    from edulm.train import schedule
+    from edulm.train.schedule_change import schedule_change, schedule_settings
+
+    def linear(step, last, train):
+        rate = schedule.warmup_rate(step, train)
+        floor = train.lr * train.min_lr_ratio
+        return rate if rate is not None else max(floor, train.lr - (train.lr - floor) * (step - train.warmup_steps)
+                                                  / max(1, last - train.warmup_steps))
+
+    monkeypatch.setitem(schedule.SCHEDULES, "linear", schedule.ScheduleKind(linear, lambda total, t: None,
+                                                                            lambda t: "linear decay"))
+    old = TrainConfig(schedule="linear", lr=1e-3, warmup_steps=2, max_steps=10)
+    change = schedule_change(schedule_settings(old, 10), schedule_settings(old, 20), step=8,
+                             lr_trained=schedule.lr_at(8, old, 10))
+    refusal = change.refusal("ckpt")
+    assert "every rate of a linear run depends on its length" in refusal and "WSD" not in refusal
