@@ -19,6 +19,7 @@ produces the same bytes as a run that was never interrupted. The output does not
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sys
 import threading
@@ -26,9 +27,10 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from edulm.config import Config
-from edulm.data.prepare_folder import FolderPlan, TokenizerFacts, prepare_folder
+from edulm.data.prepare_folder import FolderPlan, TokenizerFacts, already_prepared, prepare_folder
 from edulm.data.prepare_mixture import prepare_mixture
 from edulm.data.records import Source
+from edulm.data.shards import MANIFEST
 from edulm.data.sources import open_source
 from edulm.errors import DiskFullError, UsageError
 from edulm.files import disk_full_error, is_disk_full
@@ -88,6 +90,14 @@ def prepare(cfg: Config, source: Source | Sequence[Source] | None = None) -> dic
     for opened in sources:
         opened.check()  # a wrong text field in a later source must not wait until the first is prepared
     tok = TokenizerFacts.load(cfg.tokenizer.name)
+    if not d.is_mixture and (out / MANIFEST).is_file() and not os.access(out.parent, os.W_OK):
+        # A finished folder on a read-only file system (a shared, published copy): nothing to write, so no lock to
+        # take; it is checked against these settings and said to be prepared, as in a writable place.
+        plan = FolderPlan(entries[0].source, entries[0].text_field, entries[0].pattern, cfg.run.seed, d.val_tokens,
+                          d.max_tokens, d.shard_tokens, d.workers)
+        done = already_prepared(out, plan.settings(tok))
+        if done is not None:
+            return done
     with folder_lock(out, "edulm prepare"), _stop_on_signals():
         try:
             if d.is_mixture:

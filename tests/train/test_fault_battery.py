@@ -731,6 +731,19 @@ def _(b: Bench) -> Outcome:
         return run_in_process("export", str(b.reference), "--out", str(ro / "hf"))
 
 
+@row("prepare-finished-read-only", "`edulm prepare` again of a finished shards dir on a read-only file system",
+     "nothing to do: exit 0, 'already prepared', nothing written", 0)
+def _(b: Bench) -> Outcome:
+    with tmpfs(b.tmp / "ro", 8192) as mount:
+        cfg = _prepare_config(b, mount / "shards", "prepare", workers=0)
+        assert run_in_process("prepare", cfg).code == 0
+        subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True, capture_output=True)
+        before = snapshot(mount)
+        done = run_in_process("prepare", cfg)
+        assert "already prepared" in done.stdout and "nothing to do" in done.stdout and snapshot(mount) == before
+        return done
+
+
 @row("out-dir-takes-no-file", "run.out_dir=/proc/edulm-run (a folder that takes no new file)",
      "bad input: exit 2 before any work", 2, message="cannot write in /proc")
 def _(b: Bench) -> Outcome:
