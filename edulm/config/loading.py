@@ -117,6 +117,7 @@ def config_from_dict(raw: dict[str, Any], source: str = "config") -> Config:
             raise UsageError(f"{source}: unknown section '{key}'{_did_you_mean(str(key), list(SECTIONS))}")
     parts = {name: _build_section(cls, raw.get(name) or {}, name, source) for name, cls in SECTIONS.items()}
     parts["model"].given_keys = frozenset(raw.get("model") or {})
+    parts["train"].given_keys = frozenset(raw.get("train") or {})
     cfg = Config(**parts)
     validate(cfg, source)
     return cfg

@@ -119,6 +119,10 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
+    given_keys: ClassVar[frozenset[str] | None] = None
+    # Not a field: the train keys the YAML file and overrides named, set by config_from_dict (None for a config
+    # built in code). The trainer names the reference defaults a hand-written config leaves in effect.
+
     seq_len: int = 2048
     """Tokens per training sequence."""
     micro_batch_size: Union[int, Literal["auto"]] = 6

@@ -26,7 +26,7 @@ from typing import Callable
 
 import torch
 
-from edulm.config import Config
+from edulm.config import Config, TrainConfig
 from edulm.errors import UsageError
 from edulm.train.optim import optimizer_state_bytes
 from edulm.train.train_state import BatchShape
@@ -206,6 +206,22 @@ def resolve_batch_shape(
     if target is None:
         return shape(largest, t.grad_accum_steps)
     return shape(*split_global_batch(target, largest))
+
+
+REFERENCE_SIZED = ("micro_batch_size", "grad_accum_steps", "warmup_steps")
+"""``train`` keys whose defaults are the 135M reference run's (micro-batch 6 x 43 accumulation = 258 sequences of
+2048 tokens, 1000 warmup steps): a small run that leaves them out takes 43x the tokens per step its author meant."""
+
+
+def reference_defaults_in_effect(train: TrainConfig) -> list[str]:
+    """``train.KEY=VALUE`` of the :data:`REFERENCE_SIZED` keys a config file left at their defaults (the batch
+    keys count as set when ``train.global_batch_size`` is); [] for a config built in code."""
+    given = train.given_keys
+    if given is None:
+        return []
+    left = [key for key in REFERENCE_SIZED if key not in given
+            and not (key != "warmup_steps" and "global_batch_size" in given)]
+    return [f"train.{key}={getattr(train, key)}" for key in left]
 
 
 def regroup_batch(kept: BatchShape, world_size: int, where: str) -> BatchShape:

@@ -29,7 +29,7 @@ from edulm.files import disk_full_error
 from edulm.layout import CONFIG_FILE, RunLayout
 from edulm.model.llama import LlamaLM, count_parameters, flops_per_token
 from edulm.throughput import device_info, peak_bf16_flops
-from edulm.train.autobatch import kept_batch_note, regroup_batch, resolve_batch_shape
+from edulm.train.autobatch import kept_batch_note, reference_defaults_in_effect, regroup_batch, resolve_batch_shape
 from edulm.train.cadence import default_callbacks
 from edulm.train.callbacks import Callback, StepEnd
 from edulm.train.distributed import DistEnv, init_distributed, teardown, wrap_model
@@ -238,6 +238,9 @@ class TrainingRun:
         if ckpt:
             check_resumed_optimizer(ckpt_cfg.train, cfg.train, str(ckpt))
             self._check_schedule_change(ckpt, schedule_settings(ckpt_cfg.train, resumed_total))
+        if not ckpt and (inherited := reference_defaults_in_effect(cfg.train)):
+            self.notes.append(f"the config does not set {', '.join(inherited)}: the 135M reference run's defaults apply; "
+                              "set them for a run of another size")
         if 0 < state.total_steps <= cfg.train.warmup_steps:  # e.g. train.max_steps=20 on a config that warms up for 30
             self.notes.append(f"train.warmup_steps ({cfg.train.warmup_steps:,}) is not below the run's {state.total_steps:,} "
                               f"steps: the learning rate warms up for the whole run and never follows its {cfg.train.schedule} "

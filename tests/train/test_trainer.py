@@ -201,3 +201,13 @@ def test_auto_micro_batch_without_a_global_batch_says_what_the_step_became(corpu
                                        grad_accum_steps=3, eval_interval=0)))
     err = capsys.readouterr().err
     assert "train.micro_batch_size=auto found 4 on cpu and train.grad_accum_steps stays 3: 12 sequences per step" in err
+
+
+def test_a_hand_written_config_is_told_which_reference_defaults_it_runs_with(corpus, tmp_path, capsys):
+    raw = tiny_config(corpus, tmp_path / "run", max_steps=1, eval_interval=0)
+    for key in ("micro_batch_size", "grad_accum_steps", "warmup_steps"):
+        del raw["train"][key]
+    train(config_from_dict(raw))
+    err = capsys.readouterr().err
+    assert ("the config does not set train.micro_batch_size=6, train.grad_accum_steps=43, train.warmup_steps=1000: "
+            "the 135M reference run's defaults apply") in err
