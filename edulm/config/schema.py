@@ -193,6 +193,8 @@ class TrainConfig:
     """Stop after this many consecutive steps with a non-finite loss (each one is skipped)."""
     distributed: Literal["ddp", "fsdp"] = "ddp"
     """Data-parallel strategy under torchrun: 'ddp' or 'fsdp' (FSDP2 fully_shard)."""
+    callbacks: list[str] = field(default_factory=list)
+    """Callbacks of your own, added on every process (just before the built-in checkpointing): each 'package.module:ClassName' of an edulm.train.callbacks.Callback subclass that takes no arguments (importable from where edulm runs). One with state_dict/load_state_dict has its state saved in every checkpoint and restored on resume."""
     tensorboard: bool = False
     """Also log metrics to TensorBoard (run_dir/training/tensorboard)."""
     wandb: bool = False

@@ -190,3 +190,12 @@ def default_callbacks(tensorboard: bool, wandb: bool, is_main: bool) -> list[Cal
         # Last: "completed" only once final/ and its card are in place (a failed export leaves the failure there).
         SummaryFile(),
     ]
+
+
+def with_callbacks(callbacks: list[Callback], extra: list[Callback]) -> list[Callback]:
+    """``callbacks`` with ``extra`` placed just before checkpointing: they see each step after the evaluation and
+    the metrics row, and the checkpoint of a step holds their state after that step (appended when there is no
+    :class:`Checkpointing`)."""
+    at = next((i for i, c in enumerate(callbacks) if isinstance(c, Checkpointing)), len(callbacks))
+    return [*callbacks[:at], *extra, *callbacks[at:]]
+

@@ -19,6 +19,20 @@ Hooks, in the order the run calls them (every hook is optional; the base class d
 
 ``run`` is what :class:`Run` describes (the trainer's ``TrainingRun`` is one); a callback changes
 nothing of it but what its docstring says.
+
+**Stateful callbacks.** A callback that has ``state_dict()`` (plain JSON values) and
+``load_state_dict(state)`` keeps its state across a restart: every checkpoint saves it (as
+``callback.NAME.json``, NAME its ``state_name`` or its class name) and a resume restores it before
+``on_start``; a checkpoint from before the callback existed leaves it as constructed. A callback that
+keeps a file of one row per step writes it through :class:`edulm.train.step_file.StepFile`, which a
+resume cuts back to the checkpoint's step, so no step appears twice.
+
+**Your own callbacks** need no edit of edulm: ``train.callbacks: [mypackage.module:MyCallback]`` adds
+them on every process (:func:`configured_callbacks`; a callback that writes files checks
+``run.env.is_main``), just before the built-in checkpointing (``edulm.train.cadence.with_callbacks``):
+they see each step after its evaluation and metrics row, and the checkpoint of a step holds their
+state after that step. A list passed to ``train(cfg, callbacks=...)`` should place a stateful callback
+there too.
 """
 
 from __future__ import annotations
@@ -130,3 +144,38 @@ class Callback:
 
     def close(self) -> None:
         """Always, last (also after an error); must be safe to call twice."""
+
+
+def configured_callbacks(names: list[str]) -> list[Callback]:
+    """One instance of each ``'package.module:ClassName'`` of ``train.callbacks``; a name that does not import or
+    is not a :class:`Callback` is one :class:`~edulm.errors.UsageError` before anything is written."""
+    import importlib
+
+    from edulm.errors import UsageError
+
+    made = []
+    for name in names:
+        module, _, attr = name.partition(":")
+        try:
+            cls = getattr(importlib.import_module(module), attr) if attr else None
+        except (ImportError, AttributeError) as err:
+            raise UsageError(f"train.callbacks: cannot import {name!r} ({err}); give 'package.module:ClassName' of a "
+                             "module importable from where edulm runs") from None
+        if not (isinstance(cls, type) and issubclass(cls, Callback)):
+            raise UsageError(f"train.callbacks: {name!r} is not an edulm.train.callbacks.Callback subclass "
+                             "('package.module:ClassName')")
+        made.append(cls())
+    return made
+
+
+def stateful_callbacks(callbacks: list[Callback]) -> dict[str, Component]:
+    """``{"callback.NAME": Component}`` of the callbacks that keep state (see the module docstring)."""
+    out: dict[str, Component] = {}
+    for callback in callbacks:
+        if callable(getattr(callback, "state_dict", None)) and callable(getattr(callback, "load_state_dict", None)):
+            name = f"callback.{getattr(callback, 'state_name', type(callback).__name__)}"
+            if name in out:
+                raise ValueError(f"two callbacks keep their state as {name}: give one of them its own state_name")
+            out[name] = Component(callback, format="json")
+    return out
+

@@ -30,8 +30,8 @@ from edulm.layout import CONFIG_FILE, RunLayout
 from edulm.model.llama import LlamaLM, count_parameters, flops_per_token
 from edulm.throughput import device_info, peak_bf16_flops
 from edulm.train.autobatch import kept_batch_note, reference_defaults_in_effect, regroup_batch, resolve_batch_shape
-from edulm.train.cadence import default_callbacks
-from edulm.train.callbacks import Callback, StepEnd
+from edulm.train.cadence import default_callbacks, with_callbacks
+from edulm.train.callbacks import Callback, StepEnd, configured_callbacks, stateful_callbacks
 from edulm.train.distributed import DistEnv, init_distributed, teardown, wrap_model
 from edulm.train.init_from import check_vocabulary, load_initial_weights, resumed_config, start_config, tokenizer_mismatch
 from edulm.train.optim import build_optimizer, check_resumed_optimizer
@@ -40,7 +40,7 @@ from edulm.train.run_dir import hold_run_dir
 from edulm.train.schedule import lr_at, total_steps
 from edulm.train.schedule_change import ScheduleChange, schedule_change, schedule_settings
 from edulm.train.signals import EXIT_CODES, GracefulStop
-from edulm.train.state import Component, ModelWeights, RNGState, load_problem, restore
+from edulm.train.state import Component, ModelWeights, RNGState, component_file, load_problem, restore
 from edulm.train.step import TrainingDiverged, autocast_dtype, train_step
 from edulm.train.train_state import TrainState
 
@@ -117,8 +117,8 @@ class TrainingRun:
         self.gpu_hourly_rate = gpu_hourly_rate
         self.layout = RunLayout.of(cfg.run.out_dir)
         # Built first: a sink whose package is missing stops the run before anything is written.
-        self.callbacks = callbacks if callbacks is not None else default_callbacks(
-            cfg.train.tensorboard, cfg.train.wandb, env.is_main)
+        self.callbacks = with_callbacks(callbacks if callbacks is not None else default_callbacks(
+            cfg.train.tensorboard, cfg.train.wandb, env.is_main), configured_callbacks(cfg.train.callbacks))
         self.console = Console(enabled=env.is_main)  # from here on, close() must run
         self.state = TrainState()
         self.loader = None
@@ -269,9 +269,15 @@ class TrainingRun:
         bf16_peak = peak_bf16_flops(self.device_info["name"]) if env.device.type == "cuda" else None
         self.peak_flops = bf16_peak if self.amp_dtype == torch.bfloat16 else None
 
+        # Callbacks that keep state across a restart: saved with every checkpoint, restored before on_start; one that
+        # the checkpoint predates starts as constructed.
+        stateful = stateful_callbacks(self.callbacks)
+        self.components.update(stateful)
         if ckpt:  # before any callback writes (train.log, config.yaml, the metrics sinks): a state that does not
             # fit this config (another run.seed, other data, another optimizer) is refused with nothing written
             restore(ckpt, {name: later[name] for name in ("optimizer", "loader")}, env.rank)
+            restore(ckpt, {name: c for name, c in stateful.items() if (ckpt / component_file(name, c.format)).is_file()},
+                    env.rank)
         for callback in self.callbacks:
             callback.on_start(self)
         self._announce()
