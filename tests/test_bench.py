@@ -358,3 +358,41 @@ def test_recipe_study_quick_runs_every_arm_and_reuses_finished_runs(tmp_path, ca
     with pytest.raises(UsageError, match="other settings"):
         study.main(["--quick", "--out", str(out), "--source", str(tmp_path / "elsewhere")])
 
+
+
+def test_a_part_dies_with_a_gpu_check_killed_by_sigkill(tmp_path):
+    # SIGKILL cannot be caught, so the parent cannot stop its parts then: each part asks Linux to kill it instead.
+    check = subprocess.Popen([sys.executable, str(BENCH / "gpu_check.py"), "--out", str(tmp_path / "out"), "--dry-run",
+                              "--work", str(tmp_path / "work"), "--parts", "precision,throughput"], cwd=tmp_path,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (tmp_path / "work" / "precision.log").is_file():
+        time.sleep(0.1)
+    pids = _processes_with(f"{tmp_path / 'work'}\0--run-part")
+    assert pids, "no part process was found running"
+    check.kill()
+    check.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_alive(pid) for pid in pids):
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in pids)
+
+
+def _processes_with(text: str) -> list[int]:
+    """The processes whose command line (NUL-separated, as /proc shows it) holds ``text``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and text in (entry / "cmdline").read_text(errors="replace"):
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie waiting for a parent to reap it has ended)."""
+    try:
+        return "\nState:\tZ" not in Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
