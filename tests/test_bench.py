@@ -363,16 +363,16 @@ def test_recipe_study_quick_runs_every_arm_and_reuses_finished_runs(tmp_path, ca
 def test_a_part_dies_with_a_gpu_check_killed_by_sigkill(tmp_path):
     # SIGKILL cannot be caught, so the parent cannot stop its parts then: each part asks Linux to kill it instead.
     check = subprocess.Popen([sys.executable, str(BENCH / "gpu_check.py"), "--out", str(tmp_path / "out"), "--dry-run",
-                              "--work", str(tmp_path / "work"), "--parts", "precision,throughput"], cwd=tmp_path,
+                              "--work", str(tmp_path / "work"), "--parts", "throughput"], cwd=tmp_path,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not (tmp_path / "work" / "precision.log").is_file():
+    while time.monotonic() < deadline and not (tmp_path / "work" / "throughput.log").is_file():
         time.sleep(0.1)
     pids = _processes_with(f"{tmp_path / 'work'}\0--run-part")
     assert pids, "no part process was found running"
     check.kill()
     check.wait()
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 2  # the part itself runs for many seconds more
     while time.monotonic() < deadline and any(_alive(pid) for pid in pids):
         time.sleep(0.1)
     assert not any(_alive(pid) for pid in pids)
