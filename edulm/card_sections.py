@@ -189,11 +189,9 @@ def _optimizer(summary: dict[str, Any], t: dict[str, Any]) -> str:
 
 def _schedule(summary: dict[str, Any], t: dict[str, Any]) -> str:
     """The learning-rate schedule the run used (the summary's, else the config's ``train.schedule``)."""
-    from edulm.train.schedule import SCHEDULES  # the schedule describes itself
-
     name = summary.get("schedule") or t.get("schedule") or "cosine"
-    kind = SCHEDULES.get(name)
-    shape = kind.describe(t) if kind else f"then the `{name}` schedule"
+    # The schedule's own words, which the run recorded (edulm.train.schedule.ScheduleKind.describe).
+    shape = summary.get("schedule_description") or f"then the `{name}` schedule"
     text = f"peak {t.get('lr', '?')}, {fmt_int(t.get('warmup_steps'))} warmup steps, {shape}"
     changes = summary.get("schedule_changes") or []
     if changes:

@@ -73,7 +73,7 @@ def _export(args: argparse.Namespace) -> None:
 
 
 def _generate(args: argparse.Namespace) -> None:
-    from edulm.model.generate import generate_command
+    from edulm.hf.generate_command import generate_command
 
     generate_command(
         args.model,

@@ -30,7 +30,7 @@ def run_demo(config_path: str | Path, overrides: list[str]) -> dict[str, float]:
     from edulm.config import load_config
     from edulm.layout import RunLayout
     from edulm.metrics import read_metrics
-    from edulm.model.generate import generate_command
+    from edulm.hf.generate_command import generate_command
     from edulm.train.trainer import train
 
     cfg = load_config(config_path, overrides)

@@ -26,7 +26,7 @@ SUMMARY = {
     "run": "edu-tiny", "status": "completed", "flops_per_token": 123456, "steps": 1000, "total_steps": 1000,
     "tokens": 2_048_000_000, "tokens_per_step": 2_048_000,
     "batch": {"micro_batch_size": 8, "grad_accum_steps": 125, "world_size": 1, "seq_len": 2048, "global_batch_size": 1000},
-    "optimizer": "adamw", "schedule": "cosine",
+    "optimizer": "adamw", "schedule": "cosine", "schedule_description": "cosine decay to 0.1 × peak",
     "data": {"shards_dir": "data/shards", "held_out": {"requested_tokens": 1_000_000, "tokens": 1_000_417, "documents": 893,
                                                        "short": False}, "mixture": None},
     "skipped_steps": 0, "final_train_loss": 3.3012, "final_val_loss": 3.2468, "final_val_ppl": math.exp(3.2468),
@@ -314,6 +314,7 @@ def test_the_recipe_is_what_the_run_used_mixture_optimizer_schedule_held_out(tmp
     summary = json.loads((run / "training" / "training_summary.json").read_text())
     summary.update(
         optimizer="muon", optimizer_description="Muon on 14 matrices (lr 0.02); Adam on 6 tensors", schedule="wsd",
+        schedule_description="constant, then decay to 0.1 × peak over the last 0.2 of the steps (warmup-stable-decay)",
         batch={"micro_batch_size": 8, "grad_accum_steps": 6, "world_size": 2, "seq_len": 2048, "global_batch_size": 96},
         tokens_per_step=96 * 2048, tokens=1000 * 96 * 2048,
         data={"shards_dir": "data/shards", "held_out": {"requested_tokens": 10_000, "tokens": 6_391, "documents": 3, "short": True},

@@ -100,3 +100,25 @@ def test_no_import_cycle_in_the_package():
     assert graph["edulm.cli"], "the import graph was not built"
     found = cycles(graph)
     assert found == [], f"import cycles: {found}"
+
+
+def folder_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    """The module graph seen by folder: ``edulm.train.trainer`` counts as ``edulm.train``; a module of the package
+    root stays itself. A loop here (model/ importing hf/ while hf/ imports model/) is one between layers, even
+    when no two modules form one."""
+    def folder(module: str) -> str:
+        return ".".join(module.split(".")[:2])
+
+    out: dict[str, set[str]] = {}
+    for module, edges in graph.items():
+        out.setdefault(folder(module), set()).update(folder(e) for e in edges if folder(e) != folder(module))
+    return out
+
+
+def test_no_import_cycle_between_the_package_folders():
+    folders = folder_graph(import_graph())
+    assert {"edulm.model", "edulm.hf", "edulm.train"} <= set(folders)
+    assert cycles(folder_graph({"edulm.a.x": {"edulm.b.y"}, "edulm.b.y": set(), "edulm.b.z": {"edulm.a.w"},
+                                "edulm.a.w": set()})) == [["edulm.a", "edulm.b"]]  # no module loop, a folder loop
+    found = cycles(folders)
+    assert found == [], f"import cycles between folders: {found}"

@@ -8,7 +8,6 @@ position's hidden state is projected onto the vocabulary.
 from __future__ import annotations
 
 import math
-import sys
 from typing import Callable
 
 import torch
@@ -118,66 +117,3 @@ def generate(
     finally:
         model.train(was_training)
     return torch.cat(out, dim=1)
-
-
-def generate_command(
-    model_path: str,
-    prompt: str,
-    max_new_tokens: int = 64,
-    temperature: float = 0.8,
-    top_p: float = 0.95,
-    top_k: int = 0,
-    seed: int = 0,
-    device: str = "auto",
-) -> str:
-    """``edulm generate``: print the prompt and stream its continuation to stdout; returns the whole text."""
-    if max_new_tokens < 0:
-        raise UsageError(f"--max-new-tokens must be 0 or more, got {max_new_tokens}")
-    check_sampling(temperature, top_p, top_k)  # before the (slow) model load
-
-    from edulm.devices import resolve_device
-    from edulm.hf import load_model, load_model_tokenizer
-
-    torch_device = resolve_device(device)
-    model, resolved = load_model(model_path, device=torch_device)
-    tokenizer = load_model_tokenizer(resolved)
-    from edulm.tokenizer import document_separator_id
-
-    separator = document_separator_id(tokenizer)
-    # A Hugging Face model states its own end token (an instruct model's end of turn, say);
-    # edulm models end a text with the document separator.
-    config_eos = (resolved.hf_config or {}).get("eos_token_id")
-    eos = config_eos if isinstance(config_eos, int) else separator
-    ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    # Every training document follows a separator, so an empty prompt starts from one: "a new document".
-    ids = ids or [separator]
-    context = model.config.max_seq_len
-    if len(ids) >= context:
-        raise UsageError(f"the prompt is {len(ids)} tokens long; the model's context is {context} tokens, shorten it")
-    input_ids = torch.tensor([ids], dtype=torch.long, device=torch_device)
-    generator = torch.Generator(device=torch_device).manual_seed(seed)
-
-    new_tokens: list[int] = []
-    shown = ""
-    print(prompt, end="", flush=True)
-
-    def stream(token: torch.Tensor) -> None:
-        nonlocal shown
-        if int(token[0]) == eos:
-            return
-        new_tokens.append(int(token[0]))
-        text = tokenizer.decode(new_tokens, skip_special_tokens=True)
-        # A multi-byte character may span tokens; hold back text that is not complete yet.
-        if not text.endswith("\ufffd"):
-            sys.stdout.write(text[len(shown):])
-            sys.stdout.flush()
-            shown = text
-
-    generate(
-        model, input_ids, max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
-        eos_id=eos, generator=generator, on_token=stream,
-    )
-    text = tokenizer.decode(new_tokens, skip_special_tokens=True)
-    sys.stdout.write(text[len(shown):] + "\n")
-    sys.stdout.flush()
-    return prompt + text

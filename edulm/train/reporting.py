@@ -25,6 +25,7 @@ from edulm.model.llama import count_parameters
 from edulm.provenance import code_revision, cost_estimate, versions
 from edulm.throughput import mfu, take_peak_memory_gb
 from edulm.train.callbacks import Callback, Run, StepEnd
+from edulm.train.schedule import SCHEDULES
 
 
 class ProgressBar(Callback):
@@ -299,6 +300,8 @@ def write_summary(run: Run, status: str, manifest: dict[str, Any] | None, proven
         "optimizer": cfg.train.optimizer,
         "optimizer_description": run.optimizer.description,
         "schedule": cfg.train.schedule,
+        # The schedule's own words after its warmup, for the card (which reads runs, not edulm.train).
+        "schedule_description": SCHEDULES[cfg.train.schedule].describe(dataclasses.asdict(cfg.train)),
         "data": data_report(cfg, manifest, state.tokens),
         "schedule_changes": state.schedule_changes,
         "branched_from": state.branched_from,

@@ -51,6 +51,7 @@ def test_an_extended_run_gets_a_card_of_its_new_weights(corpus, tmp_path):
     assert "arc_easy" not in (final / "README.md").read_text()
     summary = json.loads((run_dir / "training" / "training_summary.json").read_text())
     assert f"| Tokens seen | {summary['tokens']:,}" in (final / "README.md").read_text()
+    assert summary["schedule_description"] == "then constant" and "then constant" in (final / "README.md").read_text()
     # The card of the 20-step weights is set aside by the export, the user's own file kept.
     assert card_facts(final / "README.previous.md")[:2] == ("20 of 20", fmt_tokens(20 * 128))
     assert (final / "NOTES.md").read_text() == "my notes\n"
