@@ -224,6 +224,20 @@ def reference_defaults_in_effect(train: TrainConfig) -> list[str]:
     return [f"train.{key}={getattr(train, key)}" for key in left]
 
 
+def fresh_batch_notes(train: TrainConfig, batch: BatchShape, device_type: str) -> list[str]:
+    """The warnings a new run's batch deserves: an ``auto`` micro-batch whose sequences per step followed what was
+    found (no global batch was asked for), and the 135M reference defaults a hand-written config runs with."""
+    notes = []
+    if train.micro_batch_size == "auto" and train.global_batch_size <= 0:
+        notes.append(f"train.micro_batch_size=auto found {batch.micro_batch_size} on {device_type} and "
+                     f"train.grad_accum_steps stays {train.grad_accum_steps}: {batch.sequences_per_step} sequences per "
+                     "step; set train.global_batch_size to keep a batch of your choosing")
+    if inherited := reference_defaults_in_effect(train):
+        notes.append(f"the config does not set {', '.join(inherited)}: the 135M reference run's defaults apply; set "
+                     "them for a run of another size")
+    return notes
+
+
 def regroup_batch(kept: BatchShape, world_size: int, where: str) -> BatchShape:
     """The checkpoint's ``kept`` batch on ``world_size`` processes: the same sequences per step (so the same data
     per step, the same step count and schedule), split evenly; each process's share as accumulation of the largest

@@ -12,7 +12,6 @@ resume repeat the uninterrupted run exactly.
 from __future__ import annotations
 
 import logging
-
 import math
 import random
 import time
@@ -29,7 +28,7 @@ from edulm.files import disk_full_error
 from edulm.layout import CONFIG_FILE, RunLayout
 from edulm.model.llama import LlamaLM, count_parameters, flops_per_token
 from edulm.throughput import device_info, peak_bf16_flops
-from edulm.train.autobatch import kept_batch_note, reference_defaults_in_effect, regroup_batch, resolve_batch_shape
+from edulm.train.autobatch import fresh_batch_notes, kept_batch_note, regroup_batch, resolve_batch_shape
 from edulm.train.cadence import default_callbacks, with_callbacks
 from edulm.train.callbacks import Callback, StepEnd, configured_callbacks, stateful_callbacks
 from edulm.train.distributed import DistEnv, init_distributed, teardown, wrap_model
@@ -223,11 +222,7 @@ class TrainingRun:
                 self.notes.append(note)
         else:  # rank 0's answer for everyone (each rank probes its own device on CUDA)
             state.batch = env.broadcast(resolve_batch_shape(cfg, model, env.device, env.world_size))
-            if cfg.train.micro_batch_size == "auto" and cfg.train.global_batch_size <= 0:
-                self.notes.append(f"train.micro_batch_size=auto found {state.batch.micro_batch_size} on {env.device.type} "
-                                  f"and train.grad_accum_steps stays {cfg.train.grad_accum_steps}: "
-                                  f"{state.batch.sequences_per_step} sequences per step; set train.global_batch_size to "
-                                  "keep a batch of your choosing")
+            self.notes += fresh_batch_notes(cfg.train, state.batch, env.device.type)
         resumed_total, state.total_steps = state.total_steps, total_steps(cfg.train, state.batch.tokens_per_step)
         if ckpt and state.total_steps < state.step:  # not a schedule change: no step is left to change
             raise UsageError(
@@ -238,9 +233,6 @@ class TrainingRun:
         if ckpt:
             check_resumed_optimizer(ckpt_cfg.train, cfg.train, str(ckpt))
             self._check_schedule_change(ckpt, schedule_settings(ckpt_cfg.train, resumed_total))
-        if not ckpt and (inherited := reference_defaults_in_effect(cfg.train)):
-            self.notes.append(f"the config does not set {', '.join(inherited)}: the 135M reference run's defaults apply; "
-                              "set them for a run of another size")
         if 0 < state.total_steps <= cfg.train.warmup_steps:  # e.g. train.max_steps=20 on a config that warms up for 30
             self.notes.append(f"train.warmup_steps ({cfg.train.warmup_steps:,}) is not below the run's {state.total_steps:,} "
                               f"steps: the learning rate warms up for the whole run and never follows its {cfg.train.schedule} "
