@@ -303,7 +303,6 @@ def main(argv: list[str] | None = None) -> int:
     started, start = datetime.now(timezone.utc), time.monotonic()
     records: dict[str, Any] = {}
     running: list[Started] = []  # parts in their own processes, to stop if the check itself is stopped
-    background_limit = 0
 
     def say(name: str) -> None:
         rec = records[name]
@@ -322,8 +321,7 @@ def main(argv: list[str] | None = None) -> int:
         }
 
     def finish(run: Started, stop: bool = False) -> None:
-        limit = background_limit if run.part.background else round(run.seconds)
-        records[run.part.name] = {**finish_part(run, stop=stop), "limit_s": limit}
+        records[run.part.name] = {**finish_part(run, stop=stop), "limit_s": round(run.seconds)}
         running.remove(run)
         say(run.part.name)
         write_report(out, work, report(), args.parts)
@@ -346,8 +344,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 running.append(start_part(part, args, seconds, work))
                 if part.background and any(by_name[n].times for n in args.parts[args.parts.index(name) + 1:]):
-                    background_limit = round(seconds)
-                    continue
+                    continue  # runs beside the next parts until a timed one starts
                 finish(running[-1])
                 continue
             say(name)
