@@ -26,8 +26,9 @@ Parts, in order, each with its own time limit (seconds):
   ``LlamaForCausalLM`` with the same weights, batches, bf16 autocast, ``torch.compile`` and fused
   AdamW (``bench/train_throughput.py``'s code), at micro-batch 8 and 16, seq 2048, first without
   then with gradient checkpointing: tokens/s, MFU, peak allocated and reserved memory. A case
-  starts only while the time left exceeds the longest case so far; the ones left out are listed
-  with the command that measures them;
+  starts only while the time left exceeds its projection (the longest case so far; for a case the
+  warm-up did not compile, that plus the warm-up's longest compilation); the ones left out are
+  listed with the command that measures them;
 - ``fast_config`` (85): the throughput of ``configs/edu_135m_fast.yaml``'s own settings, when it exists.
 
 The foreground limits add up to 440 s of the 480 s budget (process start-ups take the rest). Each part runs in

@@ -24,21 +24,56 @@ def _throughput_args(ctx: Context, grad_accum: int = 1, warmup: int | None = Non
     return train_throughput.parse_args(argv + ([] if compile else ["--no-compile"]))
 
 
+WARMUP_FILE = "compile_warmup.json"
+"""The compile warm-up's record in the parts' folder (``ctx.out_dir``), read by the throughput part."""
+
+
+def warmed_cases(ctx: Context) -> dict[tuple[int, bool], float]:
+    """``{(micro-batch, checkpointing): seconds its compilations took}`` for the cases the compile warm-up finished
+    (so their graphs are in inductor's cache); {} when it left no record (it did not run, or ran in-process)."""
+    import json
+
+    try:
+        record = json.loads((ctx.out_dir / WARMUP_FILE).read_text())
+        compiled = (record.get("result") or {}).get("compiled") or []
+    except (OSError, ValueError, AttributeError):
+        return {}
+    warmed: dict[tuple[int, bool], float] = {}
+    for entry in compiled:
+        if isinstance(entry, dict) and not entry.get("error"):
+            key = (entry["micro_batch"], entry["grad_ckpt"])
+            warmed[key] = warmed.get(key, 0.0) + float(entry.get("seconds") or 0.0)
+    return warmed
+
+
 def _run_cases(ctx: Context, label_impls: list[tuple[str, str]], cfg, args, plan: list[tuple[int, bool]],
                result: dict) -> None:
-    """Run ``plan``'s (micro-batch, checkpointing) cases in order while time allows; cases into ``result``."""
+    """Run ``plan``'s (micro-batch, checkpointing) cases in order while time allows; cases into ``result``.
+
+    A case starts only when the time left exceeds 1.2 x its projected length: the longest case so far, and for
+    a case the warm-up did not compile (a cold one, when the warm-up's record says which were warmed) that plus
+    the longest compilation the warm-up measured, or the longest cold case so far. A case projected as warm when
+    it is cold would start and be stopped by the part's limit."""
     variants = [(label, impl, cfg) for label, impl in label_impls]
-    longest = 0.0
+    warmed = warmed_cases(ctx)
+    compile_s = max(warmed.values(), default=0.0)
+    longest = longest_cold = 0.0
     for micro, ckpt in plan:
-        if longest and ctx.left() < 1.2 * longest:
-            result["skipped_cases"].append({"micro_batch": micro, "grad_ckpt": ckpt, "reason": (
-                f"time budget: {max(ctx.left(), 0):.0f} s left, the longest case so far took {longest:.0f} s")})
+        cold = bool(warmed) and (micro, ckpt) not in warmed
+        projected = max(longest + compile_s, longest_cold) if cold else longest
+        if longest and ctx.left() < 1.2 * projected:
+            why = (f"a case the warm-up did not compile is projected at {projected:.0f} s" if cold
+                   else f"the longest case so far took {longest:.0f} s")
+            result["skipped_cases"].append({"micro_batch": micro, "grad_ckpt": ckpt, "cold": cold,
+                                            "reason": f"time budget: {max(ctx.left(), 0):.0f} s left, {why}"})
             continue
         start = time.monotonic()
         cases = train_throughput.run_cases(variants, args, micro, ckpt, ctx.device)
         seconds = time.monotonic() - start
         longest = max(longest, seconds)
-        result["cases"] += [{**dataclasses.asdict(c), "case_seconds": round(seconds, 1)} for c in cases]
+        if cold:
+            longest_cold = max(longest_cold, seconds)
+        result["cases"] += [{**dataclasses.asdict(c), "case_seconds": round(seconds, 1), "cold": cold} for c in cases]
         ctx.partial(result)
 
 

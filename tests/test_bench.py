@@ -397,3 +397,33 @@ def _alive(pid: int) -> bool:
         return "\nState:\tZ" not in Path(f"/proc/{pid}/status").read_text()
     except OSError:
         return False
+
+
+@pytest.mark.parametrize("warmed_both", [False, True])
+def test_a_case_the_warm_up_did_not_compile_is_projected_as_cold(tmp_path, monkeypatch, warmed_both):
+    from types import SimpleNamespace
+
+    _load("gpu_check_parts")  # puts bench/ on the path, as gpu_check.py does
+    throughput = _load("gpu_check_throughput")
+    compiled = [{"impl": impl, "micro_batch": micro, "grad_ckpt": False, "seconds": 45.0}
+                for micro in ((8, 16) if warmed_both else (8,)) for impl in ("edulm", "transformers")]
+    (tmp_path / "compile_warmup.json").write_text(json.dumps({"status": "partial", "result": {"compiled": compiled}}))
+    clock = {"now": 0.0}
+    monkeypatch.setattr(throughput.time, "monotonic", lambda: clock["now"])
+
+    def one_case_takes_30_s(variants, args, micro, ckpt, device):
+        clock["now"] += 30.0
+        return []
+
+    monkeypatch.setattr(throughput.train_throughput, "run_cases", one_case_takes_30_s)
+    ctx = SimpleNamespace(out_dir=tmp_path, device=torch.device("cpu"), left=lambda: 100.0 - clock["now"],
+                          partial=lambda result: None)
+    result = {"cases": [], "skipped_cases": []}
+    throughput._run_cases(ctx, [("edulm", "edulm")], None, None, [(8, False), (16, False)], result)
+    # 70 s left after the first case: enough for a warm case of 30 s, not for a cold one of 30 + 90 s of compiling.
+    if warmed_both:
+        assert result["skipped_cases"] == [] and clock["now"] == 60.0
+    else:
+        (skipped,) = result["skipped_cases"]
+        assert skipped["micro_batch"] == 16 and skipped["cold"]
+        assert "a case the warm-up did not compile is projected at 120 s" in skipped["reason"]
