@@ -70,6 +70,7 @@ import gpu_check_parts as parts  # noqa: E402
 import gpu_check_throughput as throughput  # noqa: E402
 from gpu_check_report import markdown_report  # noqa: E402
 
+from edulm.data.workers import kill_on_parent_death  # noqa: E402
 from edulm.errors import UsageError  # noqa: E402
 from edulm.files import write_json, write_text  # noqa: E402
 
@@ -204,16 +205,6 @@ class Started:
     started: float
 
 
-def _die_with_parent() -> None:
-    """In a part's process, before it runs: ask Linux to kill it when the check's process dies (PR_SET_PDEATHSIG)."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass  # not Linux: SIGTERM and SIGINT still stop the parts (see main)
-
-
 def start_part(part: Part, args: argparse.Namespace, seconds: float, work: Path) -> Started:
     """Start one part in a child process (its output goes to ``WORK/NAME.log``); it saves its results as it goes,
     and ends by ``seconds`` from now (less a margin to write them), however long its own start-up takes."""
@@ -228,7 +219,7 @@ def start_part(part: Part, args: argparse.Namespace, seconds: float, work: Path)
         # A process group of its own: stopping the part also stops what it started (compile workers, pytest); and
         # killed with its parent, even by SIGKILL (which the parent cannot catch to stop it), on Linux.
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                   preexec_fn=_die_with_parent)
+                                   preexec_fn=kill_on_parent_death)
     return Started(part, process, part_file, seconds, time.monotonic())
 
 

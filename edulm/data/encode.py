@@ -21,7 +21,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 
 from edulm.data.shards import TOKEN_DTYPE
-from edulm.data.workers import exit_with_parent
+from edulm.data.workers import exit_with_parent, quiet_resource_tracker
 
 _worker_tokenizer: Any = None
 _worker_eos: int = 0
@@ -120,6 +120,7 @@ class BatchEncoder:
         # spawn, not fork: the parent may hold threads (tokenizers, datasets, torch) that fork would break.
         # An executor, not multiprocessing.Pool: a worker that dies (out of memory, say) is reported as
         # BrokenProcessPool instead of leaving the parent waiting forever.
+        quiet_resource_tracker()
         self._pool = ProcessPoolExecutor(
             self.workers, mp_context=multiprocessing.get_context("spawn"),
             initializer=_init_worker, initargs=(self.tokenizer_json, self.eos_id, os.getpid()),

@@ -38,7 +38,7 @@ from edulm.data.sources import open_source
 from edulm.data.mixture import held_out_shares
 from edulm.data.stream_worker import initial_state, produce
 from edulm.data.windows import batch_buffers
-from edulm.data.workers import worker_count
+from edulm.data.workers import quiet_resource_tracker, worker_count
 from edulm.errors import UsageError
 
 class StreamingLoader:
@@ -73,6 +73,7 @@ class StreamingLoader:
         self._stop: Any = None
 
     def _start(self) -> None:
+        quiet_resource_tracker()
         context = multiprocessing.get_context("spawn")
         self._queue = context.Queue(self.prefetch)
         self._stop = context.Event()

@@ -39,7 +39,7 @@ def worker_count(requested: int, world_size: int = 1) -> int:
     return max(1, cpu_count() // max(1, world_size))
 
 
-def _kernel_kill_on_parent_death() -> bool:
+def kill_on_parent_death() -> bool:
     """Ask Linux to SIGKILL this process when its parent ends; False where that is not available."""
     if not sys.platform.startswith("linux"):
         return False
@@ -48,6 +48,20 @@ def _kernel_kill_on_parent_death() -> bool:
         return libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) == 0
     except (OSError, AttributeError):
         return False
+
+
+QUIET_RESOURCE_TRACKER = "ignore:resource_tracker:UserWarning"
+"""A warnings filter for multiprocessing's resource tracker (see :func:`quiet_resource_tracker`)."""
+
+
+def quiet_resource_tracker() -> None:
+    """Call before starting spawned helpers. When this process is killed (SIGKILL), multiprocessing's resource
+    tracker removes the semaphores its helpers shared, which is all that is needed, and then warns "There appear
+    to be N leaked semaphore objects", a line that surfaces at the user's next command as if that one had
+    leaked something. The tracker is a process of its own started with this process's ``-W`` options, so the
+    filter goes there; its clean-up is unchanged."""
+    if QUIET_RESOURCE_TRACKER not in sys.warnoptions:
+        sys.warnoptions.append(QUIET_RESOURCE_TRACKER)
 
 
 def _watch_parent(parent: int) -> None:
@@ -63,7 +77,7 @@ def exit_with_parent(parent: int) -> None:
     ``parent`` is the PID the parent had when it started us: if it is already gone (it died while we
     were starting), we exit at once.
     """
-    _kernel_kill_on_parent_death()
+    kill_on_parent_death()
     if os.getppid() != parent:
         os._exit(1)
     threading.Thread(target=_watch_parent, args=(parent,), name="edulm-parent-watch", daemon=True).start()

@@ -220,6 +220,9 @@ def _killed_prepare(b: Bench, signum: int) -> Outcome:
     while any(alive(pid) for pid in helpers) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not [pid for pid in helpers if alive(pid)], "worker processes outlived the prepare"
+    # multiprocessing's resource tracker removes a killed prepare's semaphores; it must not print about them (the
+    # line surfaced at the user's next command, as if that one had leaked something).
+    assert "leaked semaphore" not in err_file.read_text(), err_file.read_text()
     again = run_in_process("prepare", cfg)
     assert again.code == 0, again.stderr
 
