@@ -2,9 +2,9 @@
 that takes a config file of the repository, the config with its overrides loads and validates.
 
 The commands are read from the documents themselves (code blocks, and inline code that starts with
-``edulm ``), so a renamed option or config key that a document still shows fails here. What a CPU test
-cannot do is run them all: most train the 135M model or read the hub; the smoke path (``make demo``)
-is run whole by ``tests/train/test_demo.py``.
+``edulm ``), so a renamed option or config key that a document still shows fails here; ``edulm info``
+commands are also run as written. What a CPU test cannot do is run them all: most train the 135M
+model or read the hub; the smoke path (``make demo``) is run whole by ``tests/train/test_demo.py``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from edulm.cli import _parse
+from edulm.cli import _parse, main
 from edulm.config import load_config
 from edulm.errors import UsageError
 
@@ -71,7 +71,7 @@ def test_the_documents_show_commands():
 
 
 @pytest.mark.parametrize("doc, command", COMMANDS, ids=[f"{d}:{c[:60]}" for d, c in COMMANDS])
-def test_every_documented_command_is_one_edulm_accepts(doc, command):
+def test_every_documented_command_is_one_edulm_accepts(doc, command, monkeypatch):
     argv = shlex.split(command)[1:]
     try:
         args = _parse(argv)
@@ -80,3 +80,6 @@ def test_every_documented_command_is_one_edulm_accepts(doc, command):
     config = getattr(args, "config", None)
     if args.command in CONFIG_COMMANDS and config and (REPO / config).is_file():
         load_config(REPO / config, list(getattr(args, "overrides", []) or []))  # a UsageError names the bad key
+    if args.command == "info":  # quick and writes nothing: run exactly as written, from the repository root
+        monkeypatch.chdir(REPO)
+        assert main(argv) == 0, f"{doc}: `{command}` failed"
