@@ -1,6 +1,6 @@
 # The two commands a fresh machine needs:
 #   make demo   set up, then prepare + train configs/smoke.yaml + export + a generated sample
-#   make test   set up, then run the test suite (what CI runs: .ci/run)
+#   make test   set up, then run the test suite (CI runs it in .ci/run, then make test-latest)
 # Both install the locked set (requirements/lock.txt). Beside them (docs/dependencies.md):
 #   make lock          regenerate the lock from pyproject.toml's ranges (newest versions), then make test
 #   make test-latest   the compatibility subset on the newest versions the ranges allow (CI runs it too)
