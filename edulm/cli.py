@@ -66,9 +66,15 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _export(args: argparse.Namespace) -> None:
+    if args.format == "gguf":
+        from edulm.hf.gguf_export import export_gguf
+
+        out = export_gguf(args.src, args.out, dtype=args.dtype or "f32")
+        print(f"exported GGUF file: {out} ({out.stat().st_size:,} bytes)")
+        return
     from edulm.hf import export
 
-    out = export(args.src, args.out, dtype=args.dtype)
+    out = export(args.src, args.out, dtype=args.dtype or "float32")
     print(f"exported Hugging Face folder: {out}")
 
 
@@ -223,10 +229,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="resume even when the new schedule settings move the learning rate away from the checkpoint's "
                         "(e.g. a longer cosine run); without it such a resume is refused")
 
-    p = command("export", _export, "write a Hugging Face folder (safetensors, config.json, tokenizer)")
+    p = command("export", _export, "write a Hugging Face folder (safetensors, config.json, tokenizer), or one GGUF file")
     p.add_argument("src", help="a run dir, a checkpoint dir or a Hugging Face Llama folder")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"], help="weight dtype (default float32)")
+    p.add_argument("--out", required=True, help="output folder (hf), or FILE.gguf (gguf)")
+    p.add_argument("--format", default="hf", choices=["hf", "gguf"],
+                   help="hf: a Hugging Face folder (default); gguf: one file for llama.cpp, Ollama and LM Studio")
+    p.add_argument("--dtype", default=None,
+                   help="weight dtype: float32 (default), bfloat16 or float16 for hf; f32 (default), f16, bf16 or q8_0 for gguf")
 
     p = command("generate", _generate, "generate text from a prompt (KV cache; temperature 0 is greedy)")
     p.add_argument("model", help="an HF folder, a run dir or a checkpoint dir")
