@@ -17,8 +17,8 @@ from typing import Any
 
 from edulm.card_evaluation import budgets, comparison, contamination, evaluation
 from edulm.card_inputs import CardInputs, gather
-from edulm.card_sections import (intended_use_and_limitations, model_details, overview, plots, runtime_and_cost,
-                                 training_recipe, usage, validation)
+from edulm.card_sections import (intended_use_and_limitations, model_details, overview, plots, run_locally,
+                                 runtime_and_cost, training_recipe, usage, validation)
 from edulm.errors import UsageError
 
 TASK_DATASETS: dict[str, dict[str, str | None]] = {
@@ -38,7 +38,7 @@ HARNESS_URL = "https://github.com/EleutherAI/lm-evaluation-harness"
 """Where the evaluation results come from (the hub asks for a source URL with a source name)."""
 
 SECTIONS = (overview, model_details, training_recipe, runtime_and_cost, validation, evaluation, comparison,
-            budgets, contamination, intended_use_and_limitations, usage, plots)
+            budgets, contamination, intended_use_and_limitations, usage, run_locally, plots)
 """The card's sections, in order."""
 
 
@@ -46,7 +46,9 @@ def body(inputs: CardInputs) -> str:
     """The markdown body (everything after the metadata)."""
     lines: list[str] = []
     for section in SECTIONS:
-        lines += section(inputs) + [""]
+        text = section(inputs)
+        if text:  # a section with nothing to say (no GGUF file) leaves no gap
+            lines += text + [""]
     return "\n".join(lines)
 
 

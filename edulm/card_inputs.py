@@ -21,6 +21,7 @@ from edulm.errors import UsageError
 from edulm.evaluate import artifacts
 from edulm.evaluate.compare import COMPARISON_JSON
 from edulm.evaluate.compare_report import comparison_problem
+from edulm.files import sha256_file
 from edulm.layout import RunLayout
 
 if TYPE_CHECKING:
@@ -59,6 +60,8 @@ class CardInputs:
     """File names of the plots copied beside the card."""
     sources: dict[str, str] = field(default_factory=dict)
     """Artifact -> the path it was read from."""
+    gguf: list[dict[str, Any]] = field(default_factory=list)
+    """The GGUF files beside ``final/`` (``edulm release --gguf``): file name, type, bytes, SHA-256."""
 
     @property
     def evaluation(self) -> dict[str, Any] | None:
@@ -155,6 +158,9 @@ def gather(run_dir: str | Path, out: str | Path, *, eval_path: str | Path | None
         inputs.parameters = _parameters(config, summary, None)
         return inputs
 
+    for path in RunLayout.of(run_dir).gguf_files():
+        inputs.gguf.append({"file": path.name, "dtype": path.stem.rpartition("-")[2], "bytes": path.stat().st_size,
+                            "sha256": sha256_file(path)})
     eval_file = _optional(eval_path, RunLayout.of(run_dir).eval_results, "eval results file")
     if eval_file is not None:
         _read_evaluation(inputs, eval_file)

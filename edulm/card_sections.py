@@ -291,6 +291,20 @@ def usage(inputs: CardInputs) -> list[str]:
     ]
 
 
+def run_locally(inputs: CardInputs) -> list[str]:
+    """The GGUF files for llama.cpp, Ollama and LM Studio, with the commands that run them (when there are any)."""
+    if not inputs.gguf:
+        return []
+    lines = ["## Run it locally", "", "For llama.cpp, Ollama and LM Studio (`edulm export --format gguf`):", ""]
+    lines += md_table(["File", "Type", "Size", "SHA-256"],
+                      [[f"`{g['file']}`", g["dtype"], f"{g['bytes']:,} bytes", f"`{g['sha256']}`"] for g in inputs.gguf],
+                      ["---", "---", "---:", "---"])
+    first = inputs.gguf[0]["file"]
+    return lines + ["", "```bash", f'llama-cli -m {first} -p "Photosynthesis is the process" -n 64',
+                    f"printf 'FROM ./{first}\\n' > Modelfile && ollama create {inputs.name} -f Modelfile && "
+                    f"ollama run {inputs.name}", "```"]
+
+
 def plots(inputs: CardInputs) -> list[str]:
     """The training curves copied beside the card."""
     lines = ["## Training curves", ""]

@@ -153,7 +153,7 @@ def _release(args: argparse.Namespace) -> None:
 
     options = ReleaseOptions(baselines_dir=args.baselines, models=args.models, sample_docs=args.docs, shards=args.shards,
                              ngram=args.ngram, budgets=args.budgets, bpb_text=args.bpb_text, name=args.model_name,
-                             license=args.license)
+                             license=args.license, gguf=args.gguf)
     release(args.run_dir, _eval_settings(args), options)
 
 
@@ -326,6 +326,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bpb-text", default=None, help="a UTF-8 text file every model is scored on in bits per byte")
     p.add_argument("--model-name", default=None, help="name on the card (default: run.name)")
     p.add_argument("--license", default="apache-2.0", help="license id for the card's metadata (default apache-2.0)")
+    p.add_argument("--gguf", default=None, metavar="DTYPE",
+                   help="also write final/ as RUN_DIR/NAME-DTYPE.gguf for llama.cpp, Ollama and LM Studio (f32, f16, bf16, "
+                        "q8_0); the card gains a 'Run it locally' section")
     _add_eval_options(p)
     return parser
 

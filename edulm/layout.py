@@ -233,6 +233,14 @@ class RunLayout:
         """``release/``."""
         return self.root / RELEASE_DIR
 
+    def gguf(self, name: str, dtype: str) -> Path:
+        """``NAME-DTYPE.gguf`` beside ``final/``: the GGUF file ``edulm release --gguf DTYPE`` writes."""
+        return self.root / f"{name}-{dtype}.gguf"
+
+    def gguf_files(self) -> list[Path]:
+        """Every ``*.gguf`` beside ``final/``, by name."""
+        return sorted(self.root.glob("*.gguf"))
+
     @property
     def eval_results(self) -> Path:
         """``release/eval/results.json``."""

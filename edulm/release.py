@@ -72,6 +72,9 @@ class ReleaseOptions:
     """Model name on the card (default: run.name)."""
     license: str = "apache-2.0"
     """License on the card."""
+    gguf: str | None = None
+    """Also write ``final/``'s weights as one GGUF file of this type (f32, f16, bf16, q8_0) beside ``final/``, for
+    llama.cpp, Ollama and LM Studio; the card then says how to run it."""
 
     def __post_init__(self) -> None:
         for name in ("baselines_dir", "shards", "budgets", "bpb_text"):  # paths given as text become paths
@@ -124,6 +127,8 @@ class Release:
         self.options = options
         self.folder = self.layout.release
         self.final = self.layout.final
+        # NAME-DTYPE.gguf beside final/, NAME the card's (--name) or the run dir's.
+        self.gguf_file = self.layout.gguf(options.name or self.run_dir.resolve().name, options.gguf) if options.gguf else None
         self.eval_file = self.layout.eval_results
         self.baselines_dir = options.baselines_dir or self.layout.baselines
         self.sample = self.layout.training_sample
@@ -147,6 +152,10 @@ class Release:
                              f"'edulm export {self.run_dir} --out {self.final}'")
         if self.options.sample_docs < 1:
             raise UsageError(f"--docs {self.options.sample_docs}: must be at least 1")
+        from edulm.hf.gguf_export import GGUF_DTYPES
+
+        if self.options.gguf is not None and self.options.gguf not in GGUF_DTYPES:
+            raise UsageError(f"--gguf {self.options.gguf!r} is not a GGUF type; choose one of {', '.join(GGUF_DTYPES)}")
         parse_models(self.options.models)
         task_manager(self.settings.tasks, self.settings.include_path)
 
@@ -186,6 +195,7 @@ class Release:
         from edulm.data.shards import MANIFEST
         from edulm.evaluate.baselines import failure_summary, parse_models, run_baselines
         from edulm.evaluate.harness import evaluate_model
+        from edulm.hf.gguf_export import export_gguf
         from edulm.sample_text import draw_sample
         from edulm.training_text import meta_path
 
@@ -211,9 +221,12 @@ class Release:
                                      "budgets": stamp(o.budgets) if o.budgets else None,
                                      "bpb_text": stamp(o.bpb_text) if o.bpb_text else None},
                  [self.comparison_dir / COMPARISON_JSON, self.comparison_dir / COMPARISON_MD], self._compare),
+            *([Step("gguf", lambda: {"model": self._model_files(), "dtype": o.gguf}, [self.gguf_file],
+                    lambda: export_gguf(self.final, self.gguf_file, o.gguf))] if o.gguf else []),
             Step("card", lambda: {"run": [stamp(p) for p in (self.layout.config, self.layout.training)],
                                   "eval": stamp(self.eval_file), "comparison": stamp(self.comparison_dir),
                                   "contamination": stamp(self.contamination_dir / REPORT_JSON),
+                                  "gguf": [stamp(p) for p in self.layout.gguf_files()],
                                   "name": o.name, "license": o.license},
                  [self.card], self._card),
         ]
@@ -315,7 +328,8 @@ class Release:
         """What the release wrote, for the closing summary."""
         return [("eval results", self.eval_file), ("baselines", self.baselines_dir), ("training sample", self.sample),
                 ("contamination", self.contamination_dir / REPORT_MD),
-                ("comparison", self.comparison_dir / COMPARISON_MD), ("model card", self.card)]
+                ("comparison", self.comparison_dir / COMPARISON_MD),
+                *([("gguf", self.gguf_file)] if self.gguf_file else []), ("model card", self.card)]
 
 
 def release(run_dir: str | Path, settings, options: ReleaseOptions | None = None) -> dict[str, dict[str, Any]]:

@@ -159,3 +159,21 @@ def test_a_failed_eval_makes_compare_say_so_not_what_to_pass(run_copy, tiny_hf_m
     assert "[1/6] eval: failed: the eval broke" in printed
     compare = next(line for line in printed.splitlines() if "compare: failed" in line)
     assert "fix the eval step's error above" in compare and "edulm eval --out" not in compare
+
+
+def test_release_with_gguf_writes_the_file_and_the_cards_run_it_locally_section(
+        run_copy, tiny_hf_model, other_tiny_hf_model, local_tasks, capsys):
+    from edulm.files import sha256_file
+
+    argv = release_argv(run_copy, tiny_hf_model, other_tiny_hf_model, local_tasks, "--limit", "2")
+    assert main([*argv, "--gguf", "q4_k"]) == 2  # refused before any work
+    assert "--gguf 'q4_k' is not a GGUF type" in capsys.readouterr().err and not (run_copy / "release").exists()
+    assert main([*argv, "--gguf", "q8_0"]) == 0, capsys.readouterr().err
+    printed = capsys.readouterr().out
+    gguf = run_copy / "tiny-edu-q8_0.gguf"
+    assert "[6/7] gguf: running" in printed and gguf.is_file()
+    card = (run_copy / "final" / "README.md").read_text()
+    assert "## Run it locally" in card and f"`{gguf.name}` | q8_0 | {gguf.stat().st_size:,} bytes" in card
+    assert sha256_file(gguf) in card and f"llama-cli -m {gguf.name}" in card and "ollama create" in card
+    assert main([*argv, "--gguf", "q8_0"]) == 0
+    assert "[6/7] gguf: up to date, skipped" in capsys.readouterr().out
