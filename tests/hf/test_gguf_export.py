@@ -11,7 +11,7 @@ from edulm.cli import main
 from edulm.config import Config, ModelConfig, RunConfig, TokenizerConfig, save_config
 from edulm.errors import UsageError
 from edulm.hf import export
-from edulm.hf.gguf_export import export_gguf
+from edulm.hf.gguf_export import GGUF_DTYPES, export_gguf
 
 TOLERANCE = {"f32": 1e-5, "f16": 2e-3, "bf16": 1e-2, "q8_0": 3e-2}
 """Largest absolute logit difference from the float32 safetensors export, per dtype (measured on the random tiny
@@ -67,8 +67,17 @@ def test_every_key_written_reads_back(smollm2_run, tmp_path):
 
     path = export_gguf(smollm2_run, tmp_path / "model.gguf", "q8_0")
     reader = gguf.GGUFReader(str(path))
+    written = {"general.architecture", "general.name", "general.file_type", "llama.context_length",
+               "llama.embedding_length", "llama.block_count", "llama.feed_forward_length", "llama.attention.head_count",
+               "llama.attention.head_count_kv", "llama.rope.freq_base", "llama.attention.layer_norm_rms_epsilon",
+               "llama.vocab_size", "llama.rope.dimension_count", "tokenizer.ggml.model", "tokenizer.ggml.pre",
+               "tokenizer.ggml.tokens", "tokenizer.ggml.token_type", "tokenizer.ggml.merges",
+               "tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id", "tokenizer.ggml.unknown_token_id",
+               "tokenizer.ggml.add_bos_token"}
+    assert written <= set(reader.fields), written - set(reader.fields)  # every key edulm writes reads back
     fields = {name: reader.fields[name].contents() for name in reader.fields
               if not name.startswith("tokenizer.ggml.") or name in ("tokenizer.ggml.model", "tokenizer.ggml.pre")}
+    assert fields["llama.rope.freq_base"] == pytest.approx(100000.0) and fields["general.file_type"] == 7  # MOSTLY_Q8_0
     assert fields["general.architecture"] == "llama" and fields["llama.block_count"] == 2
     assert (fields["llama.embedding_length"], fields["llama.feed_forward_length"], fields["llama.context_length"]) == (
         64, 160, 64)
@@ -80,6 +89,19 @@ def test_every_key_written_reads_back(smollm2_run, tmp_path):
     kinds = {t.name: t.tensor_type.name for t in reader.tensors}
     assert kinds["blk.0.attn_q.weight"] == "Q8_0" and kinds["blk.0.attn_norm.weight"] == "F32"
     assert "output.weight" not in kinds  # tied embeddings: llama.cpp uses token_embd.weight
+
+
+def test_a_chat_template_travels_into_the_file(smollm2_run, tmp_path):
+    import json
+
+    import gguf
+
+    folder = export(smollm2_run, tmp_path / "hf")
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    template = "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    (folder / "tokenizer_config.json").write_text(json.dumps({**config, "chat_template": template}))
+    path = export_gguf(folder, tmp_path / "chat.gguf")
+    assert gguf.GGUFReader(str(path)).fields["tokenizer.chat_template"].contents() == template
 
 
 def test_a_tokenizer_trained_by_edulm_exports_with_gpt2_pre_tokenization(run_dir, tiny_model_config, tmp_path):
@@ -144,7 +166,7 @@ def test_a_failed_export_leaves_the_previous_file_and_no_temporary(smollm2_run, 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("dtype", ["f32", "q8_0"])
+@pytest.mark.parametrize("dtype", GGUF_DTYPES)
 def test_the_real_smollm2_weights_export_to_gguf(smollm2, tmp_path, dtype):
     model, folder, tokenizer = smollm2
     path = export_gguf(folder, tmp_path / f"smollm2-{dtype}.gguf", dtype)
@@ -153,7 +175,7 @@ def test_the_real_smollm2_weights_export_to_gguf(smollm2, tmp_path, dtype):
     got, want = _logits(loaded, ids), _logits(model, ids)
     # Measured on these 73 tokens (logits spanning 72): f32 exact; q8_0 up to 1.31, the same next token at 72 of 73
     # positions (f16: 0.038, bf16: 0.23, both every position).
-    assert (got - want).abs().max().item() <= {"f32": 1e-4, "q8_0": 2.0}[dtype]
-    assert (got.argmax(-1) == want.argmax(-1)).float().mean().item() >= {"f32": 1.0, "q8_0": 0.95}[dtype]
+    assert (got - want).abs().max().item() <= {"f32": 1e-4, "f16": 0.1, "bf16": 0.5, "q8_0": 2.0}[dtype]
+    assert (got.argmax(-1) == want.argmax(-1)).float().mean().item() >= {"q8_0": 0.95}.get(dtype, 1.0)
     for text in TEXTS:
         assert gguf_tokenizer(text)["input_ids"] == tokenizer(text)["input_ids"], text
