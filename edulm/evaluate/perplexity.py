@@ -23,6 +23,7 @@ from typing import Iterable
 import torch
 
 from edulm.bits_per_byte import token_byte_lengths
+from edulm.devices import resolve_device
 from edulm.errors import UsageError, first_line
 from edulm.heldout import HeldOutScore, LossFn, score_heldout
 from edulm.model.loss import IGNORE_INDEX
@@ -115,7 +116,7 @@ def text_perplexity(loss_fn: LossFn, tokenizer, text: str, seq_len: int, batch_s
 
 
 def shards_perplexity(model, tokenizer, shards_dir: str | Path, seq_len: int, batch_size: int = 4,
-                      max_tokens: int = 0, progress: bool = False) -> HeldOutScore:
+                      max_tokens: int = 0, progress: bool = False, device: torch.device | str | None = None) -> HeldOutScore:
     """Score the held-out split of prepared shards, as the trainer's validation does (a mixture's sources each
     windowed on their own, a token cap shared by weight); the shards must use the model's tokenizer."""
     from edulm.data.loader import held_out_batches, shards_held_out
@@ -129,7 +130,7 @@ def shards_perplexity(model, tokenizer, shards_dir: str | Path, seq_len: int, ba
             f"{shards_dir}: the held-out split has {held} tokens, fewer than one window of {seq_len + 1}; "
             "prepare with a larger data.val_tokens or pass a smaller --seq-len"
         )
-    return _scored(model, batches, next(model.parameters()).device, tokenizer, progress)
+    return _scored(model, batches, device or next(model.parameters()).device, tokenizer, progress)
 
 
 def _scored(loss_fn: LossFn, batches: list, device: torch.device | str, tokenizer, progress: bool) -> HeldOutScore:
@@ -171,22 +172,28 @@ def perplexity_command(model: str, text: str | Path | None = None, data: str | P
     if data is not None and not Path(data).is_dir():
         what = "is a file, not a folder" if Path(data).exists() else "no such folder"
         raise UsageError(f"{data}: {what}; pass --data with a shards dir written by 'edulm prepare' (a text file goes with --text)")
-    loaded, resolved = load_model(model, device=device, dtype=torch.float32)
-    defaults = run_defaults(resolved)
+    if Path(model).suffix == ".gguf":  # a file edulm export --format gguf wrote, read by transformers' GGUF reader
+        loaded, tokenizer, context = _gguf_model(Path(model), device)
+        defaults: dict[str, int] = {}
+    else:
+        edulm_model, resolved = load_model(model, device=device, dtype=torch.float32)
+        loaded, tokenizer = edulm_model, load_model_tokenizer(resolved)
+        context, defaults = resolved.model_config.max_seq_len, run_defaults(resolved)
     window_from = ("--seq-len" if seq_len is not None else "the run's train.seq_len" if "seq_len" in defaults
                    else "the model's context")
-    seq_len = _seq_len(seq_len if seq_len is not None else defaults.get("seq_len"), resolved.model_config.max_seq_len)
+    seq_len = _seq_len(seq_len if seq_len is not None else defaults.get("seq_len"), context)
     if max_tokens is None:
         max_tokens = defaults.get("eval_tokens", 0) if data is not None else 0
         cap_from = "the run's train.eval_tokens"
     else:
         cap_from = "--max-tokens"
-    tokenizer = load_model_tokenizer(resolved)
+    device_ = resolve_device(device)
     if contents is not None:
-        device_ = next(loaded.parameters()).device
         result = text_perplexity(loaded, tokenizer, contents, seq_len, batch_size, max_tokens, device_, progress=True)
     else:
-        result = shards_perplexity(loaded, tokenizer, data, seq_len, batch_size, max_tokens, progress=True)
+        if Path(model).suffix == ".gguf":
+            tokenizer = _shards_tokenizer_if_same(tokenizer, data, model)
+        result = shards_perplexity(loaded, tokenizer, data, seq_len, batch_size, max_tokens, progress=True, device=device_)
     cap = f", at most {max_tokens:,} ({cap_from})" if max_tokens else ""
     print(f"window: {seq_len} tokens ({window_from}){cap}; scored {result.tokens:,} tokens "
           f"({result.bytes:,} bytes) in {result.windows:,} windows", file=sys.stderr)
@@ -194,6 +201,36 @@ def perplexity_command(model: str, text: str | Path | None = None, data: str | P
     print(f"loss={result.loss:.6f} perplexity={result.perplexity:.6f} "
           f"bits_per_byte={'n/a' if bpb is None else f'{bpb:.6f}'}", flush=True)
     return result
+
+
+def _shards_tokenizer_if_same(gguf_tokenizer, shards_dir: str | Path, model: str):
+    """The shards' own tokenizer when it has the GGUF file's vocabulary (the shards hold token ids already; the
+    tokenizer only proves what they mean and counts their bytes). transformers rebuilds a GGUF file's tokenizer, so
+    its fingerprint differs from the original's even when every id is the same."""
+    from edulm.data.shards import read_manifest
+    from edulm.tokenizer import load_tokenizer
+
+    named = load_tokenizer(read_manifest(shards_dir)["tokenizer"]["name"])
+    if named.get_vocab() != gguf_tokenizer.get_vocab():
+        raise UsageError(f"{model}: its vocabulary is not that of the shards' tokenizer "
+                         f"({read_manifest(shards_dir)['tokenizer']['name']}); score it on shards of its own tokenizer")
+    return named
+
+
+def _gguf_model(path: Path, device: str):
+    """``(loss function, tokenizer, context)`` of a GGUF file, read by transformers (``gguf_file=``): what each
+    quantisation costs is then measured on the same windows as any other model."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if not path.is_file():
+        raise UsageError(f"{path}: no such GGUF file; write one with 'edulm export SRC --format gguf --out {path}'")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name, trust_remote_code=False)
+        model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32,
+                                                     trust_remote_code=False).to(resolve_device(device)).eval()
+    except (OSError, ValueError, KeyError) as err:
+        raise UsageError(f"{path}: transformers cannot read this GGUF file ({first_line(err)[:200]})") from None
+    return hf_loss(model), tokenizer, int(model.config.max_position_embeddings)
 
 
 def model_bits_per_byte(model: str, text: str, seq_len: int, batch_size: int = 2, device: str = "cpu") -> dict:

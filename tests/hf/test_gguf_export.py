@@ -179,3 +179,18 @@ def test_the_real_smollm2_weights_export_to_gguf(smollm2, tmp_path, dtype):
     assert (got.argmax(-1) == want.argmax(-1)).float().mean().item() >= {"q8_0": 0.95}.get(dtype, 1.0)
     for text in TEXTS:
         assert gguf_tokenizer(text)["input_ids"] == tokenizer(text)["input_ids"], text
+
+
+def test_edulm_perplexity_scores_a_gguf_file_like_its_folder(smollm2_run, tmp_path, capsys):
+    text = tmp_path / "text.txt"
+    text.write_text(" ".join(TEXTS) * 3)
+    folder = export(smollm2_run, tmp_path / "hf")
+    losses = {}
+    for name, model in (("folder", folder), ("f32", export_gguf(smollm2_run, tmp_path / "m-f32.gguf")),
+                        ("q8_0", export_gguf(smollm2_run, tmp_path / "m-q8_0.gguf", "q8_0"))):
+        assert main(["perplexity", str(model), "--text", str(text), "--device", "cpu"]) == 0
+        losses[name] = float(capsys.readouterr().out.split("loss=")[1].split()[0])
+    assert losses["f32"] == pytest.approx(losses["folder"], abs=1e-5)
+    assert losses["q8_0"] == pytest.approx(losses["folder"], abs=1e-2)
+    assert main(["perplexity", str(tmp_path / "missing.gguf"), "--text", str(text)]) == 2
+    assert "no such GGUF file" in capsys.readouterr().err
