@@ -132,7 +132,7 @@ def _tokenizer_metadata(writer, tok, vocab_size: int) -> None:
         writer.add_chat_template(tok.chat_template)
 
 
-def _tensor_data(name: str, tensor: torch.Tensor, dtype: str):
+def _tensor_data(tensor: torch.Tensor, dtype: str):
     """``(array, raw_shape, raw_dtype)`` of one tensor in the file's dtype (norms and vectors always f32)."""
     import gguf
 
@@ -190,7 +190,7 @@ def export_gguf(src: str | Path, out: str | Path, dtype: str = "f32") -> Path:
                 tensor = permute_for_rope(tensor, cfg.n_heads)
             elif name.endswith("k_proj.weight"):
                 tensor = permute_for_rope(tensor, cfg.n_kv_heads)
-            data, raw_shape, raw_dtype = _tensor_data(name, tensor, dtype)
+            data, raw_shape, raw_dtype = _tensor_data(tensor, dtype)
             writer.add_tensor(gguf_tensor_name(name), data, raw_shape=raw_shape, raw_dtype=raw_dtype)
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
