@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from processes import alive
 
 from edulm.errors import UsageError
 
@@ -369,14 +370,14 @@ def test_a_part_dies_with_a_gpu_check_killed_by_sigkill(tmp_path):
     pids: list[int] = []
     while time.monotonic() < deadline and not pids:  # the part, once it runs its own code
         time.sleep(0.2)
-        pids = [pid for pid in _processes_with(f"{tmp_path / 'work'}\0--run-part") if _alive(pid)]
+        pids = [pid for pid in _processes_with(f"{tmp_path / 'work'}\0--run-part") if alive(pid)]
     assert pids, "no part process was found running"
     check.kill()
     check.wait()
     deadline = time.monotonic() + 5  # the part itself runs for many seconds more
-    while time.monotonic() < deadline and any(_alive(pid) for pid in pids):
+    while time.monotonic() < deadline and any(alive(pid) for pid in pids):
         time.sleep(0.1)
-    assert not any(_alive(pid) for pid in pids)
+    assert not any(alive(pid) for pid in pids)
 
 
 def _processes_with(text: str) -> list[int]:
@@ -389,14 +390,6 @@ def _processes_with(text: str) -> list[int]:
         except OSError:
             continue
     return found
-
-
-def _alive(pid: int) -> bool:
-    """Running (a zombie waiting for a parent to reap it has ended)."""
-    try:
-        return "\nState:\tZ" not in Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return False
 
 
 @pytest.mark.parametrize("warmed_both", [False, True])

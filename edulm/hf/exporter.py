@@ -100,6 +100,13 @@ def weights_digest(resolved: ResolvedModel) -> str:
     return hashlib.sha256("".join(sha256_file(resolved.weights.parent / s) for s in shards).encode()).hexdigest()
 
 
+def refuse_nonfinite(model, resolved: ResolvedModel) -> None:
+    """A one-line UsageError when ``model`` holds NaN or infinite weights: a diverged model is exported in no format."""
+    if bad := nonfinite_tensors(model):
+        raise UsageError(f"{resolved.weights}: {len(bad)} of {len(model.state_dict())} weight tensors hold NaN or infinite "
+                         f"values ({bad[0]}, ...): a diverged model is not exported; export an earlier checkpoint")
+
+
 def export(src: str | Path, out: str | Path, dtype: str | torch.dtype = "float32") -> Path:
     """Write a Hugging Face folder for ``src`` (HF folder, run dir or checkpoint dir); returns ``out``.
 
@@ -126,9 +133,7 @@ def _export_locked(src: str | Path, out: Path, torch_dtype: torch.dtype, dtype: 
     # Read everything first: the source may be the very folder being replaced. The weights and their digest in
     # one read, so that a run's checkpoint removed meanwhile by its retention is read again whole from the newer one.
     (model, source_sha256), resolved = read_model(src, lambda r: (load_resolved(r), weights_digest(r)))
-    if bad := nonfinite_tensors(model):
-        raise UsageError(f"{resolved.weights}: {len(bad)} of {len(model.state_dict())} weight tensors hold NaN or infinite "
-                         f"values ({bad[0]}, ...): a diverged model is not exported; export an earlier checkpoint")
+    refuse_nonfinite(model, resolved)
     tokenizer = load_model_tokenizer(resolved) if resolved.tokenizer_name else None
     ids = _token_ids(resolved, tokenizer)
     hf_config = to_hf_config(resolved.model_config, dtype=dtype, **ids)

@@ -150,7 +150,8 @@ def export_gguf(src: str | Path, out: str | Path, dtype: str = "f32") -> Path:
     import gguf
 
     from edulm.hf.source import load_model, load_model_tokenizer
-    from edulm.weights import nonfinite_tensors, weights_state_dict
+    from edulm.hf.exporter import refuse_nonfinite
+    from edulm.weights import weights_state_dict
 
     if dtype not in GGUF_DTYPES:
         raise UsageError(f"--dtype {dtype!r} is not a GGUF type; choose one of {', '.join(GGUF_DTYPES)}")
@@ -160,9 +161,7 @@ def export_gguf(src: str | Path, out: str | Path, dtype: str = "f32") -> Path:
     if out.is_dir():
         raise UsageError(f"--out {out} is a folder; name a file NAME.gguf")
     model, resolved = load_model(src)
-    if bad := nonfinite_tensors(model):
-        raise UsageError(f"{resolved.weights}: {len(bad)} weight tensors hold NaN or infinite values ({bad[0]}, ...): a "
-                         "diverged model is not exported; export an earlier checkpoint")
+    refuse_nonfinite(model, resolved)
     if not resolved.tokenizer_name:
         raise UsageError(f"{resolved.path} names no tokenizer; a GGUF file needs one (llama.cpp tokenizes with it)")
     tok = load_model_tokenizer(resolved)
