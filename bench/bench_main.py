@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 from typing import Callable
 
-from edulm.errors import UsageError
+from edulm.base.errors import UsageError
 
 
 def run_main(main: Callable[[], int], failures: tuple[type[Exception], ...] = ()) -> None:

@@ -40,7 +40,7 @@ def bench_prepare(tokenizer_name: str, workers: list[int], copies: int, repeats:
     from edulm.config import Config, DataConfig, TokenizerConfig
     from edulm.data.builtin_sample import BuiltinSample
     from edulm.data.prepare import prepare
-    from edulm.tokenizer import load_tokenizer
+    from edulm.tokenizer.loading import load_tokenizer
 
     docs = BuiltinSample().documents * copies
     parquet = folder / "docs" / "part-0.parquet"
@@ -111,7 +111,7 @@ def bench_loader(total_tokens: int, seq_len: int, batch_size: int, folder: Path)
 def bench_streaming(tokenizer_name: str, seq_len: int, batch_size: int) -> None:
     from edulm.data.sources import open_source
     from edulm.data.stream_worker import INITIAL_STATE, stream_batches
-    from edulm.tokenizer import document_separator_id, load_tokenizer
+    from edulm.tokenizer.loading import document_separator_id, load_tokenizer
 
     source = open_source("builtin:sample")
     tokenizer = load_tokenizer(tokenizer_name)

@@ -71,8 +71,8 @@ import gpu_check_throughput as throughput  # noqa: E402
 from gpu_check_report import markdown_report  # noqa: E402
 
 from edulm.data.workers import kill_on_parent_death  # noqa: E402
-from edulm.errors import UsageError  # noqa: E402
-from edulm.files import write_json, write_text  # noqa: E402
+from edulm.base.errors import UsageError  # noqa: E402
+from edulm.base.files import write_json, write_text  # noqa: E402
 
 REPORT_FILES = ("gpu_check.md", "gpu_check.json", "gpu_check.log")
 """Everything the check writes in ``--out``: a folder that comes back from a lent machine holds few files."""

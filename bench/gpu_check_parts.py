@@ -134,8 +134,8 @@ def _driver_version() -> str | None:
 
 def environment(ctx: Context) -> dict:
     """Device, driver, CUDA / cuDNN / torch / triton / transformers versions, the code revision."""
-    from edulm.provenance import code_revision, versions
-    from edulm.throughput import device_info, peak_bf16_flops
+    from edulm.train.provenance import code_revision, versions
+    from edulm.train.throughput import device_info, peak_bf16_flops
 
     info = device_info(ctx.device)
     peak = peak_bf16_flops(info["name"])

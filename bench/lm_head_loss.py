@@ -4,7 +4,7 @@ Times forward + backward of ``edulm.model.loss.lm_loss`` with ``chunk_size=None`
 logits, then ``F.cross_entropy``), of chunks whose logits are recomputed in the backward pass
 (activation checkpointing: four matrix products per chunk) and of edulm's fused path (gradients in
 the forward pass: three), eager or under ``torch.compile``, steps of the variants interleaved; reports the median and, for eager runs, the peak of what each allocates
-(``edulm.memory.TensorMemoryTracker``) and the largest single tensor.
+(``edulm.base.memory.TensorMemoryTracker``) and the largest single tensor.
 
     python bench/lm_head_loss.py --tokens 1024 --d-model 576 --vocab 49152 --chunk 4096
 """
@@ -24,7 +24,7 @@ from torch.utils.checkpoint import checkpoint
 if str(Path(__file__).resolve().parent.parent) not in sys.path:  # edulm from this checkout, installed or not
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from edulm.memory import track_tensor_memory  # noqa: E402
+from edulm.base.memory import track_tensor_memory  # noqa: E402
 from edulm.model.loss import IGNORE_INDEX, compute_dtype, lm_loss
 
 

@@ -7,7 +7,7 @@ once B x seq_len fills a whole loss chunk (the fused loss's workspace is then a 
     peak(L, B) = c + B * (a + L * b)
 
 Three small real steps (bf16 autocast on CPU, the same ops and dtypes as on CUDA; tensors counted
-byte for byte by ``edulm.memory.TensorMemoryTracker``) give c, a and b; a fourth checks the fit.
+byte for byte by ``edulm.base.memory.TensorMemoryTracker``) give c, a and b; a fourth checks the fit.
 The prediction then adds what exists outside the step: the float32 weights and the optimizer's
 state, as its registry entry sizes it (``edulm.train.optim.optimizer_state_bytes``: AdamW two float32
 moments per parameter, 16 bytes per parameter with weights and gradients; Muon one momentum buffer
@@ -30,7 +30,7 @@ import sys
 import torch
 
 from edulm.config import Config, ModelConfig, load_config
-from edulm.memory import track_tensor_memory
+from edulm.base.memory import track_tensor_memory
 from edulm.model import LlamaLM, count_parameters
 from edulm.model.llama import LOSS_CHUNK_TOKENS
 from edulm.train.optim import OPTIMIZERS, optimizer_state_bytes

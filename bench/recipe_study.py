@@ -46,7 +46,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 from recipe_study_report import Crossing, best_lr, budget_to_reach, neighbour_lr, write_outputs  # noqa: E402
 
-from edulm.errors import UsageError  # noqa: E402
+from edulm.base.errors import UsageError  # noqa: E402
 
 REFERENCE_LR = 4e-4
 DECAY_FRACTION = 0.2
@@ -184,8 +184,8 @@ class Study:
         from edulm.config import config_from_dict
         from edulm.data.prepare import prepare
         from edulm.data.shards import read_manifest
-        from edulm.files import write_json, write_text
-        from edulm.tokenizer_train import train_tokenizer
+        from edulm.base.files import write_json, write_text
+        from edulm.data.tokenizer_training import train_tokenizer
 
         p = self.preset
         lowest = min(p.budgets + p.low_budgets, default=1.0)
@@ -229,7 +229,7 @@ class Study:
 
     def resume_arg(self, spec: RunSpec) -> str:
         """``auto`` (its own newest checkpoint, or a new run), or for a branch not yet started the trunk's checkpoint."""
-        from edulm.checkpoint import find_latest_good
+        from edulm.checkpoint.folders import find_latest_good
 
         if spec.budget == 1.0 or find_latest_good(self.run_dir(spec)):
             return "auto"
@@ -241,8 +241,8 @@ class Study:
 
     def result(self, spec: RunSpec) -> dict | None:
         """A completed run's figures (None when it has not completed)."""
-        from edulm.layout import RunLayout
-        from edulm.metrics import read_metrics
+        from edulm.base.layout import RunLayout
+        from edulm.base.metrics import read_metrics
 
         layout = RunLayout.of(self.run_dir(spec))
         try:
@@ -363,10 +363,10 @@ class Study:
 
 def _held_out_bytes(cfg) -> tuple[int, int]:
     """Scored tokens and the bytes they stand for, over the held-out batches every evaluation uses (for the report)."""
-    from edulm.bits_per_byte import scored_bytes, token_byte_lengths
+    from edulm.evaluate.bits_per_byte import scored_bytes, token_byte_lengths
     from edulm.data.loader import make_val_batches
     from edulm.model.loss import IGNORE_INDEX
-    from edulm.tokenizer import load_tokenizer
+    from edulm.tokenizer.loading import load_tokenizer
 
     batches = make_val_batches(cfg, cfg.train.micro_batch_size, cfg.train.eval_tokens)
     n_tokens = sum(int((targets != IGNORE_INDEX).sum()) for _, targets in batches)

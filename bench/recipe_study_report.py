@@ -143,7 +143,7 @@ def plot_study(path: Path, arms: dict[str, dict], sweeps: dict[str, dict[float, 
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from edulm.files import atomic_path
+    from edulm.base.files import atomic_path
 
     fig = Figure(figsize=(11, 4.2))
     FigureCanvasAgg(fig)
@@ -195,7 +195,7 @@ def write_outputs(out: Path, header: str, arms: dict[str, dict], sweeps: dict[st
                   runs: list[dict], extra: dict, plot_title: str) -> str:
     """``recipe_study.md`` (the tables), ``recipe_study.json`` (every run, the arms, ``extra``) and
     ``recipe_study.png`` in ``out``; returns the markdown."""
-    from edulm.files import write_json, write_text
+    from edulm.base.files import write_json, write_text
 
     win = winner_of(arms)
     (a_mean, a_spread), (w_mean, w_spread) = (mean_spread([s["val_loss"] for s in arms[k]["seeds"]]) for k in ("a", win))

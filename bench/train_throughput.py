@@ -9,12 +9,12 @@ transformers runs with ``attn_implementation="sdpa"``. The implementations' step
 (one step of each in turn) so that any slowdown of the machine hits them alike. Each case is warmed
 up (compilation happens there), then the median of ``--steps`` timed optimizer steps gives tokens/s;
 MFU counts ``edulm.model.flops_per_token`` (6N + 12·L·d·T) against
-``edulm.throughput.peak_bf16_flops`` and says "unknown" for a device not in its table.
+``edulm.train.throughput.peak_bf16_flops`` and says "unknown" for a device not in its table.
 
 Peak memory: the weights and optimizer state of that implementation plus the peak of one step on
 top of everything already allocated (activations, gradients, workspaces): on CUDA from the
 allocator's statistics over a compiled step, on CPU counted tensor by tensor
-(``edulm.memory.TensorMemoryTracker``) over an eager step. On CUDA also the peak the caching
+(``edulm.base.memory.TensorMemoryTracker``) over an eager step. On CUDA also the peak the caching
 allocator reserved during that step, for the whole process (both implementations' weights included).
 
     python bench/train_throughput.py --config tiny                     # CPU smoke figures
@@ -43,9 +43,9 @@ if str(BENCH.parent) not in sys.path:  # edulm from this checkout, installed or 
     sys.path.insert(0, str(BENCH.parent))
 
 from edulm.config import Config, apply_overrides, config_from_dict, config_to_dict, load_config
-from edulm.errors import UsageError
-from edulm.memory import track_tensor_memory
-from edulm.throughput import device_info, mfu, peak_bf16_flops
+from edulm.base.errors import UsageError
+from edulm.base.memory import track_tensor_memory
+from edulm.train.throughput import device_info, mfu, peak_bf16_flops
 from edulm.model import LlamaLM, count_parameters, flops_per_token
 from edulm.train.distributed import DistEnv
 from edulm.train.optim import build_optimizer

@@ -1,6 +1,6 @@
 """edulm: pretrain small Llama-style language models on one GPU, evaluate them honestly, publish them."""
 
-from edulm.hub import refuse_hub_kernels
+from edulm.base.hub_access import refuse_hub_kernels
 
 __version__ = "0.1.0"
 

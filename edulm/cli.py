@@ -3,7 +3,7 @@
 Heavy modules (torch, transformers, lm-eval) are imported inside the handlers so that ``--help`` and
 argument errors answer at once. Exit codes: 0 success, 2 bad usage/config/input (one line on stderr,
 no traceback unless ``--debug``), 1 any other failure, 130 interrupted. ``--quiet`` / ``--verbose``
-(before or after the command) set what the console shows of the ``edulm`` logger (:mod:`edulm.logs`).
+(before or after the command) set what the console shows of the ``edulm`` logger (:mod:`edulm.base.logs`).
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import sys
 import traceback
 from typing import Callable, Sequence
 
-from edulm.errors import DiskFullError, UsageError
-from edulm.files import NOT_WRITABLE
-from edulm.logs import console_logging, write_line
+from edulm.base.errors import DiskFullError, UsageError
+from edulm.base.files import NOT_WRITABLE
+from edulm.base.logs import console_logging, write_line
 
 
 class _Parser(argparse.ArgumentParser):
@@ -37,14 +37,14 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _info(args: argparse.Namespace) -> None:
-    from edulm.info import describe
+    from edulm.train.info import describe
 
     print(describe(args.target, args.overrides, explain=args.explain))
 
 
 def _tokenizer_train(args: argparse.Namespace) -> None:
-    from edulm.tokenizer import tokenizer_fingerprint
-    from edulm.tokenizer_train import train_tokenizer
+    from edulm.tokenizer.loading import tokenizer_fingerprint
+    from edulm.data.tokenizer_training import train_tokenizer
 
     tok = train_tokenizer(args.source, args.out, args.vocab_size, text_field=args.text_field, max_docs=args.max_docs)
     print(f"tokenizer: {len(tok):,} tokens, fingerprint {tokenizer_fingerprint(tok)} -> {args.out}")
@@ -128,28 +128,28 @@ def _compare(args: argparse.Namespace) -> None:
 
 
 def _sample_text(args: argparse.Namespace) -> None:
-    from edulm.sample_text import sample_text_command
+    from edulm.release.sample_text import sample_text_command
 
     sample_text_command(args.out, data=args.data, source=args.source, docs=args.docs, seed=args.seed,
                         tokenizer=args.tokenizer, text_field=args.text_field, max_read=args.max_read)
 
 
 def _contamination(args: argparse.Namespace) -> None:
-    from edulm.contamination import contamination_command
+    from edulm.release.contamination import contamination_command
 
     contamination_command(args.train, args.out, tasks=args.tasks, include_path=args.include_path,
                           benchmark_files=args.benchmark, n=args.ngram, examples=args.examples)
 
 
 def _card(args: argparse.Namespace) -> None:
-    from edulm.card import card_command
+    from edulm.release.card import card_command
 
     card_command(args.run_dir, args.out, eval_path=args.eval, comparison=args.comparison,
                  contamination=args.contamination, name=args.model_name, license=args.license)
 
 
 def _release(args: argparse.Namespace) -> None:
-    from edulm.release import ReleaseOptions, release
+    from edulm.release.pipeline import ReleaseOptions, release
 
     options = ReleaseOptions(baselines_dir=args.baselines, models=args.models, sample_docs=args.docs, shards=args.shards,
                              ngram=args.ngram, budgets=args.budgets, bpb_text=args.bpb_text, name=args.model_name,
@@ -348,8 +348,8 @@ def _parse(argv: list[str]) -> argparse.Namespace:
 
 
 def _console_level(args: argparse.Namespace) -> int:
-    """The console's level from ``--quiet`` / ``--verbose`` (see :mod:`edulm.logs`)."""
-    from edulm.logs import NORMAL, QUIET, VERBOSE
+    """The console's level from ``--quiet`` / ``--verbose`` (see :mod:`edulm.base.logs`)."""
+    from edulm.base.logs import NORMAL, QUIET, VERBOSE
 
     if args.quiet and args.verbose:
         raise UsageError("--quiet and --verbose contradict each other; give one of them")

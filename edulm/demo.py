@@ -28,8 +28,8 @@ def _default_config() -> Path:
 def run_demo(config_path: str | Path, overrides: list[str]) -> dict[str, float]:
     """Prepare + train + export + sample; returns ``{"first_loss", "last_loss", "val_loss"}``."""
     from edulm.config import load_config
-    from edulm.layout import RunLayout
-    from edulm.metrics import read_metrics
+    from edulm.base.layout import RunLayout
+    from edulm.base.metrics import read_metrics
     from edulm.hf.generate_command import generate_command
     from edulm.train.trainer import train
 

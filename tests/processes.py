@@ -53,7 +53,7 @@ def dead_pid() -> int:
 
 def stale_temp(path: Path) -> Path:
     """The temporary name a writer that has exited would have used for ``path`` (nothing is created)."""
-    from edulm.files import temp_path
+    from edulm.base.files import temp_path
 
     host_and_tag = temp_path(path).name.split("@", 1)[1]
     return path.with_name(f".{path.name}.tmp-{dead_pid()}@{host_and_tag}")

@@ -18,7 +18,7 @@ import torch
 import yaml
 from processes import alive
 
-from edulm.errors import UsageError
+from edulm.base.errors import UsageError
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 TINY = ["model.n_layers=1", "model.vocab_size=512", "model.d_model=64", "model.d_ff=128", "model.n_heads=2",

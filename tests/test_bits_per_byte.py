@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from edulm.bits_per_byte import bits_per_byte, is_byte_level, scored_bytes, token_byte_lengths
+from edulm.evaluate.bits_per_byte import bits_per_byte, is_byte_level, scored_bytes, token_byte_lengths
 
 MIXED = "Crème brûlée, naïve façade — 東京 🌧️ and plain ASCII.\n\tTabs, too. "
 PROSE = "The tide comes in twice a day because the Moon pulls on the oceans, and the water bulges toward it. " * 4
@@ -16,7 +16,8 @@ PROSE = "The tide comes in twice a day because the Moon pulls on the oceans, and
 @pytest.fixture(scope="module", params=["bpe", "smollm2"])
 def tokenizer(request):
     """A small byte-level BPE trained here, and the real SmolLM2 tokenizer (offline copy)."""
-    from edulm.tokenizer import load_tokenizer, train_bpe
+    from edulm.tokenizer.loading import load_tokenizer
+    from edulm.tokenizer.bpe import train_bpe
 
     if request.param == "bpe":
         return train_bpe([PROSE, MIXED * 3], vocab_size=300)

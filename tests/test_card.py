@@ -49,8 +49,8 @@ def make_run(root: Path, with_summary: bool = True) -> tuple[Path, Config]:
     run.mkdir()
     save_config(cfg, run / "config.yaml")
     if with_summary:
-        from edulm.metrics import MetricsCSV
-        from edulm.plots import plot_training
+        from edulm.base.metrics import MetricsCSV
+        from edulm.train.plots import plot_training
 
         (run / "training").mkdir()
         (run / "training" / "training_summary.json").write_text(json.dumps({**SUMMARY, "parameters": count_parameters(cfg.model)}))
@@ -101,9 +101,9 @@ def comparison_dir(path: Path) -> Path:
 
 def contamination_report(root: Path) -> Path:
     """A real report from edulm contamination on tiny files."""
-    from edulm.contamination import audit
+    from edulm.release.contamination import audit
 
-    from edulm.sample_text import write_sample
+    from edulm.release.sample_text import write_sample
 
     train = write_sample(root / "sample.jsonl", [{"text": "the quick brown fox jumps over the lazy dog again and again all day long"}],
                          {"from": "source", "total_documents": 4})
@@ -244,8 +244,8 @@ def audited_results(root: Path) -> tuple[Path, Path]:
     flags quiz_a documents 0-3 (the ones the model got right) and every quiz_b document."""
     from lm_eval.api.metrics import mean_stderr
 
-    from edulm.contamination import audit
-    from edulm.sample_text import write_sample
+    from edulm.release.contamination import audit
+    from edulm.release.sample_text import write_sample
 
     correct = [1, 1, 1, 1, 1, 1, 0, 0, 0, 0]  # quiz_a: 6 of 10 right; the 4 flagged are all right
     right_b = [1, 0, 1]
@@ -360,9 +360,9 @@ def test_a_comparison_of_the_wrong_shape_is_one_line(tmp_path, capsys, damage):
 
 
 def test_the_card_says_what_was_scored_and_what_the_model_was_trained_on():
-    from edulm.card_evaluation import protocol_sentence
-    from edulm.card_inputs import CardInputs
-    from edulm.card_sections import intended_use_and_limitations
+    from edulm.release.card_evaluation import protocol_sentence
+    from edulm.release.card_inputs import CardInputs
+    from edulm.release.card_sections import intended_use_and_limitations
 
     results = {"protocol": {"limit": 20, "num_fewshot": 0},
                "scores": {"tiny_quiz": {"n_samples": 8}, "tiny_cloze": {"n_samples": 8}}}

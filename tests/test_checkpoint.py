@@ -7,8 +7,9 @@ import os
 import pytest
 from processes import dead_pid
 
-from edulm import checkpoint, files
-from edulm.errors import UsageError
+from edulm.checkpoint import folders as checkpoint
+from edulm.base import files
+from edulm.base.errors import UsageError
 
 
 def make(run_dir, step, payload=b"weights"):

@@ -20,7 +20,7 @@ from edulm.config import (
     validate_model,
     validate_train,
 )
-from edulm.errors import UsageError
+from edulm.base.errors import UsageError
 
 
 def write(tmp_path, text: str):

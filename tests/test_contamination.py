@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from edulm.cli import main
-from edulm.contamination import normalise_words, word_ngrams
+from edulm.release.contamination import normalise_words, word_ngrams
 
 TASKS_DIR = Path(__file__).parent / "evaluate" / "tasks"
 
@@ -45,7 +45,8 @@ def shards(tmp_path_factory) -> tuple[Path, list[str]]:
     """Prepared shards of ``corpus()`` with a small BPE tokenizer, and the documents themselves."""
     from edulm.config import Config
     from edulm.data.prepare import prepare
-    from edulm.tokenizer import save_tokenizer, train_bpe
+    from edulm.tokenizer.loading import save_tokenizer
+    from edulm.tokenizer.bpe import train_bpe
 
     root = tmp_path_factory.mktemp("contamination")
     docs = corpus()
@@ -111,7 +112,7 @@ def test_sample_from_shards_is_reproducible_and_decodes_whole_documents(shards, 
 
 
 def test_shard_documents_are_the_training_documents_in_order(shards):
-    from edulm.sample_text import ShardDocuments
+    from edulm.release.sample_text import ShardDocuments
 
     shards_dir, docs = shards
     documents = ShardDocuments(shards_dir)
@@ -147,8 +148,8 @@ def test_a_sample_stopped_before_its_description_is_never_read_with_old_counts(t
     """The old .meta.json goes before the new sample is written: a draw stopped in between (here a full disk at the
     sample) leaves no description, so readers see an unfinished sample, not a new one beside another's counts.
     And one writer per sample file: a second draw into it is refused."""
-    from edulm import files
-    from edulm.lock import folder_lock
+    from edulm.base import files
+    from edulm.base.lock import folder_lock
 
     source = write_jsonl(tmp_path / "src.jsonl", corpus(20))
     out = tmp_path / "s.jsonl"
@@ -212,7 +213,7 @@ def test_finds_planted_overlap_and_nothing_in_clean_text(tmp_path, capsys):
 
 def test_short_documents_are_matched_whole_down_to_eight_words(tmp_path, capsys):
     """Under 13 words: flagged only when every word occurs, in order, in one training document; under 8: unchecked."""
-    from edulm.contamination import SHORT_MIN_WORDS
+    from edulm.release.contamination import SHORT_MIN_WORDS
 
     assert SHORT_MIN_WORDS == 8
     bench = write_jsonl(tmp_path / "short.jsonl", [

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from edulm.devices import resolve_device
-from edulm.errors import UsageError
+from edulm.base.devices import resolve_device
+from edulm.base.errors import UsageError
 
 
 def test_auto_and_named_devices():

@@ -17,7 +17,7 @@ import pytest
 
 from edulm.cli import _parse, main
 from edulm.config import load_config
-from edulm.errors import UsageError
+from edulm.base.errors import UsageError
 
 REPO = Path(__file__).resolve().parents[1]
 DOCUMENTS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]

@@ -8,8 +8,8 @@ import os
 import pytest
 from processes import dead_pid
 
-from edulm import files
-from edulm.errors import DiskFullError
+from edulm.base import files
+from edulm.base.errors import DiskFullError
 
 
 def test_write_json_replaces_whole_file_and_leaves_no_temporary(tmp_path):

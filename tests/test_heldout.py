@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from edulm.bits_per_byte import scored_bytes
-from edulm.heldout import padded_to_one_shape, score_heldout
+from edulm.evaluate.bits_per_byte import scored_bytes
+from edulm.evaluate.heldout import padded_to_one_shape, score_heldout
 from edulm.model.llama import LlamaLM
 from edulm.model.loss import IGNORE_INDEX
 

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from edulm import hub
+from edulm.base import hub_access as hub
 
 
 def closed_port() -> int:
@@ -129,7 +129,8 @@ def online_env(tmp_path, endpoint: str) -> dict[str, str]:
 SCRIPT = textwrap.dedent(
     """
     import os, sys
-    from edulm import hub, tokenizer as tk
+    from edulm.base import hub_access as hub
+    from edulm.tokenizer import loading as tk
     tok = tk.load_tokenizer("HuggingFaceTB/SmolLM2-135M")
     again = tk.load_tokenizer("HuggingFaceTB/SmolLM2-360M")  # no second probe: the process is offline now
     tk.load_tokenizer("HuggingFaceTB/SmolLM2-135M")  # its fallback was said already: not again
@@ -144,7 +145,7 @@ SCRIPT = textwrap.dedent(
 def test_no_hub_means_one_probe_then_offline_smollm2(tmp_path, hub_kind):
     """No minute of retries: one HEAD request, unanswered, and the process works offline from then on (a silent
     hub is asked exactly once, by the probe; two tokenizer loads later, nothing else has tried it)."""
-    from edulm.tokenizer import OFFLINE_SMOLLM2, load_tokenizer, tokenizer_fingerprint
+    from edulm.tokenizer.loading import OFFLINE_SMOLLM2, load_tokenizer, tokenizer_fingerprint
 
     expected = tokenizer_fingerprint(load_tokenizer(OFFLINE_SMOLLM2))  # converted (cached) before the subprocess
     with silent_hub() as silent:

@@ -122,3 +122,12 @@ def test_no_import_cycle_between_the_package_folders():
                                 "edulm.a.w": set()})) == [["edulm.a", "edulm.b"]]  # no module loop, a folder loop
     found = cycles(folders)
     assert found == [], f"import cycles between folders: {found}"
+
+
+ROOT_MODULES = {"edulm", "edulm.__main__", "edulm.cli", "edulm.demo"}
+"""What the package root holds: the command line and the demo; every other module lives in the folder of its layer."""
+
+
+def test_the_package_root_holds_only_the_command_line_and_the_demo():
+    loose = {name for name in modules() if name.count(".") == 1 and not (PACKAGE / name.split(".")[1]).is_dir()}
+    assert loose | {"edulm"} == ROOT_MODULES, f"modules lying in the package root: {sorted(loose - ROOT_MODULES)}"

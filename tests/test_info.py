@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from edulm.config import ModelConfig
-from edulm.errors import UsageError
-from edulm.info import describe
+from edulm.base.errors import UsageError
+from edulm.train.info import describe
 from edulm.model import LlamaLM, count_parameters
 
 
@@ -35,7 +35,7 @@ def test_count_matches_real_tensors(tied):
 
 def test_model_folder(tmp_path, tiny_model_config):
     from edulm.config import Config, TrainConfig, save_config
-    from edulm.weights import save_weights
+    from edulm.checkpoint.weights import save_weights
 
     ckpt = tmp_path / "ckpt"
     ckpt.mkdir()
@@ -52,7 +52,7 @@ def test_hf_folder_count_equals_its_tensors(tmp_path, tiny_model_config):
     from safetensors import safe_open
 
     from edulm.hf import to_hf_config
-    from edulm.weights import save_weights
+    from edulm.checkpoint.weights import save_weights
 
     folder = tmp_path / "hf"
     folder.mkdir()
@@ -77,7 +77,7 @@ def test_tokens_per_step_and_steps():
 
 def test_a_config_that_continues_a_model_shows_the_model_shape(tmp_path, tiny_model_config):
     from edulm.hf import to_hf_config
-    from edulm.weights import save_weights
+    from edulm.checkpoint.weights import save_weights
 
     folder = tmp_path / "hf"
     folder.mkdir()

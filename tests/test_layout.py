@@ -4,8 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from edulm import layout
-from edulm.layout import RunLayout, checkpoint_name, rank_file, step_of
+from edulm.base import layout
+from edulm.base.layout import RunLayout, checkpoint_name, rank_file, step_of
 
 
 def test_paths_of_a_run_dir(tmp_path):
@@ -27,7 +27,7 @@ def test_checkpoint_names_round_trip():
 
 
 def test_readers_of_run_dirs_need_no_torch():
-    code = ("import sys, edulm.layout, edulm.metrics, edulm.evaluate.artifacts; "
+    code = ("import sys, edulm.base.layout, edulm.base.metrics, edulm.evaluate.artifacts; "
             "sys.exit('torch' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], cwd=Path(layout.__file__).parents[1], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr or "torch was imported"
@@ -61,4 +61,4 @@ def test_no_module_spells_a_run_dir_name_of_its_own():
         docs = _docstrings(tree)
         spelled += [f"{path.relative_to(package)}:{node.lineno} {node.value!r}" for node in ast.walk(tree)
                     if isinstance(node, ast.Constant) and node.value in RUN_DIR_NAMES and id(node) not in docs]
-    assert not spelled, f"use edulm.layout's names: {spelled}"
+    assert not spelled, f"use edulm.base.layout's names: {spelled}"

@@ -10,12 +10,12 @@ import time
 
 import pytest
 
-from edulm.errors import UsageError
-from edulm.lock import FolderLock, folder_lock, lock_path, read_holder
+from edulm.base.errors import UsageError
+from edulm.base.lock import FolderLock, folder_lock, lock_path, read_holder
 
 HOLD = """
 import sys, time
-from edulm.lock import FolderLock
+from edulm.base.lock import FolderLock
 lock = FolderLock(sys.argv[1], "edulm train").acquire()
 print("held", flush=True)
 time.sleep(120)

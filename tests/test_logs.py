@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from edulm.cli import build_parser, main
-from edulm.logs import NORMAL, QUIET, VERBOSE, LogFileHandler, console_logging, console_level, logger, progress_bars
+from edulm.base.logs import NORMAL, QUIET, VERBOSE, LogFileHandler, console_logging, console_level, logger, progress_bars
 from edulm.train.console import progress_display
 
 
@@ -130,7 +130,7 @@ def test_library_progress_bars_off_for_a_block_then_as_before():
     from tqdm import std
     from tqdm.auto import tqdm as auto_tqdm
 
-    from edulm.logs import library_progress_bars
+    from edulm.base.logs import library_progress_bars
 
     before = std.tqdm.__dict__["__init__"]
     with library_progress_bars(show=False):

@@ -2,7 +2,7 @@
 
 import math
 
-from edulm.metrics import CSV_COLUMNS, MetricsCSV, perplexity, read_metrics
+from edulm.base.metrics import CSV_COLUMNS, MetricsCSV, perplexity, read_metrics
 
 
 def test_csv_rows_round_trip_and_resume_truncates(tmp_path):

@@ -2,9 +2,9 @@
 
 import math
 
-from edulm.layout import PLOT_FILES
-from edulm.metrics import MetricsCSV
-from edulm.plots import plot_training
+from edulm.base.layout import PLOT_FILES
+from edulm.base.metrics import MetricsCSV
+from edulm.train.plots import plot_training
 
 
 def test_plots_are_written(tmp_path):

@@ -2,7 +2,7 @@
 
 import torch
 
-from edulm.provenance import code_revision, cost_estimate, versions
+from edulm.train.provenance import code_revision, cost_estimate, versions
 
 
 def test_cost_formula():

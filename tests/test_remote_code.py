@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from edulm.cli import main
-from edulm.errors import UsageError
-from edulm.remote_code import refuse_remote_code
+from edulm.base.errors import UsageError
+from edulm.base.remote_code import refuse_remote_code
 
 EVIL_CODE = """
 from pathlib import Path
@@ -34,7 +34,8 @@ def evil_folder(tmp_path: Path, tiny_model_config, where: str) -> tuple[Path, Pa
     from transformers import LlamaForCausalLM
 
     from edulm.hf import to_hf_config
-    from edulm.tokenizer import save_tokenizer, train_bpe
+    from edulm.tokenizer.loading import save_tokenizer
+    from edulm.tokenizer.bpe import train_bpe
 
     folder, marker = tmp_path / f"evil-{where}", tmp_path / f"marker-{where}"
     LlamaForCausalLM(to_hf_config(tiny_model_config)).save_pretrained(str(folder))
@@ -81,7 +82,7 @@ def test_no_prompt_even_when_someone_would_answer_yes(tmp_path, tiny_model_confi
 
 
 def test_a_tokenizer_folder_naming_code_is_refused(tmp_path, tiny_model_config):
-    from edulm.tokenizer import load_tokenizer
+    from edulm.tokenizer.loading import load_tokenizer
 
     folder, marker = evil_folder(tmp_path, tiny_model_config, "tokenizer")
     with pytest.raises(UsageError, match="auto_map: AutoTokenizer"):

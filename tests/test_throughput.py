@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from edulm.throughput import device_info, mfu, peak_bf16_flops, take_peak_memory_gb
+from edulm.train.throughput import device_info, mfu, peak_bf16_flops, take_peak_memory_gb
 
 
 @pytest.mark.parametrize(

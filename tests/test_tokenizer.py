@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from edulm import tokenizer as tk
-from edulm.errors import UsageError
+from edulm.tokenizer import loading as tk
+from edulm.tokenizer.bpe import train_bpe
+from edulm.base.errors import UsageError
 
 SENTENCE = "FineWeb-Edu holds 1.3T tokens of educational web pages.\n\n  Indented code: x = f(y)"
 
@@ -73,11 +74,11 @@ def test_other_hub_ids_fail_clearly_offline():
 
 def test_train_bpe_and_local_paths(tmp_path, smollm2_tok):
     texts = [f"document {i}: the quick brown fox jumps over the lazy dog {i * 7}" for i in range(200)]
-    bpe = tk.train_bpe(texts, vocab_size=400)
+    bpe = train_bpe(texts, vocab_size=400)
     assert len(bpe) <= 400 and tk.document_separator_id(bpe) == 0
     assert bpe.decode(bpe(texts[3])["input_ids"]) == texts[3]
     assert tk.tokenizer_fingerprint(bpe) != tk.tokenizer_fingerprint(smollm2_tok)
-    assert tk.tokenizer_fingerprint(tk.train_bpe(texts, vocab_size=400)) == tk.tokenizer_fingerprint(bpe)
+    assert tk.tokenizer_fingerprint(train_bpe(texts, vocab_size=400)) == tk.tokenizer_fingerprint(bpe)
 
     tk.save_tokenizer(bpe, tmp_path / "tok")
     from_folder = tk.load_tokenizer(str(tmp_path / "tok"))
@@ -101,7 +102,7 @@ def test_bad_paths(tmp_path):
     with pytest.raises(UsageError, match="not a readable tokenizer"):
         tk.load_tokenizer(str(tmp_path / "broken" / "tokenizer.json"))
     with pytest.raises(UsageError, match="too small"):
-        tk.train_bpe(["abc"], vocab_size=10)
+        train_bpe(["abc"], vocab_size=10)
     with pytest.raises(UsageError, match=r"^tokenizer 'smollm2-ofline': no such file or folder \(did you mean 'smollm2-offline'\?\)$"):
         tk.load_tokenizer("smollm2-ofline")
 
@@ -116,7 +117,7 @@ def test_tokenizer_train_command(tmp_path):
 
 
 def test_train_tokenizer_is_a_typed_library_call(tmp_path):
-    from edulm.tokenizer_train import train_tokenizer
+    from edulm.data.tokenizer_training import train_tokenizer
 
     docs = tmp_path / "docs.jsonl"
     docs.write_text("".join(f'{{"body": "lesson {i}: plants need light and water to grow"}}\n' for i in range(50)))
@@ -154,8 +155,8 @@ def test_tokenizer_module_does_not_import_the_data_package():
         code = f"import sys, {module}; print(sorted(m for m in sys.modules if m.startswith('{prefix}')))"
         return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
 
-    assert loaded_after("edulm.tokenizer", "edulm.data") == "[]"
-    assert loaded_after("edulm.data.builtin_sample", "edulm.tokenizer") == "[]"
+    assert loaded_after("edulm.tokenizer.loading", "edulm.data") == "[]"
+    assert loaded_after("edulm.data.builtin_sample", "edulm.tokenizer.loading") == "[]"
 
 
 @pytest.mark.compat

@@ -8,7 +8,7 @@ from safetensors.torch import load_file, save_file
 
 from edulm.config import ModelConfig
 from edulm.model import LlamaLM
-from edulm.weights import TIED_HEAD, has_tied_head, load_weights, save_weights, without_tied_head
+from edulm.checkpoint.weights import TIED_HEAD, has_tied_head, load_weights, save_weights, without_tied_head
 
 
 @pytest.mark.parametrize("tied", [True, False])

@@ -7,7 +7,7 @@
 - :mod:`edulm.config.checks`: validation, one function per section, called from :func:`validate`.
 
 Unknown keys, wrong types, non-finite numbers and inconsistent shapes raise
-:class:`~edulm.errors.UsageError` with a did-you-mean where one fits.
+:class:`~edulm.base.errors.UsageError` with a did-you-mean where one fits.
 """
 
 from edulm.config.checks import (

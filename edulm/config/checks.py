@@ -12,7 +12,7 @@ import os
 from typing import Any
 
 from edulm.config.schema import Config, DataConfig, ModelConfig, RunConfig, TokenizerConfig, TrainConfig
-from edulm.errors import UsageError
+from edulm.base.errors import UsageError
 
 
 def _validate_sources(d: DataConfig, where: str) -> None:

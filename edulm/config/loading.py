@@ -1,6 +1,6 @@
 """Reading and writing configs: YAML files, dotted ``key=value`` overrides, type coercion.
 
-Unknown keys and wrong types raise :class:`~edulm.errors.UsageError` with a did-you-mean where one
+Unknown keys and wrong types raise :class:`~edulm.base.errors.UsageError` with a did-you-mean where one
 fits; the result is validated (:mod:`edulm.config.checks`) before it is returned.
 """
 
@@ -17,10 +17,10 @@ import yaml
 
 from edulm.config.checks import validate
 from edulm.config.schema import SECTIONS, Config, type_name
-from edulm.errors import UsageError
-from edulm.files import write_text
-from edulm.layout import CONFIG_FILE
-from edulm.suggest import did_you_mean
+from edulm.base.errors import UsageError
+from edulm.base.files import write_text
+from edulm.base.layout import CONFIG_FILE
+from edulm.base.suggest import did_you_mean
 
 
 def _did_you_mean(word: str, choices: list[str]) -> str:
@@ -229,7 +229,7 @@ def dump_config(cfg: Config) -> str:
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
-    """Write the config as YAML, atomically (:func:`edulm.files.write_text`)."""
+    """Write the config as YAML, atomically (:func:`edulm.base.files.write_text`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text(path, dump_config(cfg), "the run config")

@@ -26,9 +26,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from edulm.cache import cache_dir
+from edulm.base.cache import cache_dir
 from edulm.data.records import BUILTIN_SAMPLE, RecordStream, Source
-from edulm.files import remove_stale_temps, write_text
+from edulm.base.files import remove_stale_temps, write_text
 
 HARVEST_VERSION = 1
 """Bump when the harvest rules change, so caches are rebuilt."""

@@ -30,14 +30,14 @@ from edulm.data.mixture_loader import MixtureLoader
 from edulm.data.prefetch import PrefetchingLoader
 from edulm.data.shards import MANIFEST, TOKEN_DTYPE, check_fingerprint, open_shards, read_manifest, verify_shard
 from edulm.data.windows import ChecksumPass, TokenStream, batch_buffers
-from edulm.errors import UsageError
+from edulm.base.errors import UsageError
 
 log = logging.getLogger(__name__)
 
 
 @functools.lru_cache(maxsize=4)
 def _fingerprint_of(tokenizer_name: str) -> str:
-    from edulm.tokenizer import load_tokenizer, tokenizer_fingerprint
+    from edulm.tokenizer.loading import load_tokenizer, tokenizer_fingerprint
 
     return tokenizer_fingerprint(load_tokenizer(tokenizer_name))
 

@@ -2,7 +2,7 @@
 
 Valid JSON of the wrong shape — ``shards`` a string, ``tokenizer`` a list, an entry without ``crc32``,
 a file name that leaves the folder — is damage like a flipped byte: the reader says so in one line
-(:class:`~edulm.errors.UsageError`, exit 2) and never fails later with ``AttributeError`` or
+(:class:`~edulm.base.errors.UsageError`, exit 2) and never fails later with ``AttributeError`` or
 ``KeyError``. A shape is written as data: a ``dict`` of key -> shape (the keys required, others
 allowed), a one-item ``list`` (every item has that shape), a type or a tuple of types (``int`` never
 accepts ``True``), or ``object`` (anything).
@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import PurePosixPath
 from typing import Any
 
-from edulm.errors import UsageError
+from edulm.base.errors import UsageError
 
 NUMBER = (int, float)
 

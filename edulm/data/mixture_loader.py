@@ -15,7 +15,7 @@ import torch
 
 from edulm.data.mixture import DrawSequence, window_permutation
 from edulm.data.windows import ChecksumPass, TokenStream, batch_buffers
-from edulm.errors import UsageError
+from edulm.base.errors import UsageError
 
 
 class MixtureLoader:

@@ -6,7 +6,7 @@ followed by one end-of-document token; :mod:`edulm.data.prepare_folder` writes t
 manifest. A mixture (``data.source`` a list) prepares each source into its own sub-folder
 (:mod:`edulm.data.prepare_mixture`).
 
-The whole command holds ``edulm.lock.folder_lock(data.shards_dir)``: a second prepare of the same folder
+The whole command holds ``edulm.base.lock.folder_lock(data.shards_dir)``: a second prepare of the same folder
 is refused naming the holder. SIGTERM is handled like Ctrl-C: the command stops at once, keeps every
 complete shard and says how to continue (exit 143 / 130); worker processes end with it, even on SIGKILL.
 
@@ -32,10 +32,10 @@ from edulm.data.prepare_mixture import prepare_mixture
 from edulm.data.records import Source
 from edulm.data.shards import MANIFEST
 from edulm.data.sources import open_source
-from edulm.errors import DiskFullError, UsageError
-from edulm.files import disk_full_error, is_disk_full
-from edulm.layout import FOLDER_KINDS, folder_kind
-from edulm.lock import folder_lock
+from edulm.base.errors import DiskFullError, UsageError
+from edulm.base.files import disk_full_error, is_disk_full
+from edulm.base.layout import FOLDER_KINDS, folder_kind
+from edulm.base.lock import folder_lock
 
 
 class PrepareStopped(Exception):

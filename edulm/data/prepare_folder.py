@@ -31,9 +31,9 @@ from edulm.data.shards import FORMAT_VERSION, MANIFEST, MAX_VOCAB, read_manifest
 from edulm.data.records import Source
 from edulm.data.split import VAL_EVERY
 from edulm.data.workers import worker_count
-from edulm.errors import UsageError
-from edulm.files import remove_stale_temps, write_json
-from edulm.logs import progress_bars
+from edulm.base.errors import UsageError
+from edulm.base.files import remove_stale_temps, write_json
+from edulm.base.logs import progress_bars
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ class TokenizerFacts:
     json: str
     """The raw ``tokenizers`` JSON, sent to the worker processes."""
     fingerprint: str
-    """:func:`edulm.tokenizer.tokenizer_fingerprint`: equal fingerprints, identical token ids."""
+    """:func:`edulm.tokenizer.loading.tokenizer_fingerprint`: equal fingerprints, identical token ids."""
     eos_id: int
     """The separator written after every document."""
     vocab_size: int
@@ -56,7 +56,7 @@ class TokenizerFacts:
     @classmethod
     def load(cls, name: str) -> "TokenizerFacts":
         """Load tokenizer ``name``; UsageError when its ids do not fit uint16 shards."""
-        from edulm.tokenizer import document_separator_id, load_tokenizer, tokenizer_fingerprint
+        from edulm.tokenizer.loading import document_separator_id, load_tokenizer, tokenizer_fingerprint
 
         tokenizer = load_tokenizer(name)
         vocab = len(tokenizer)

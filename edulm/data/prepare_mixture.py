@@ -25,7 +25,7 @@ from edulm.data.prepare_state import STATE, load_state, remove_state, save_state
 from edulm.data.shards import FORMAT_VERSION, MANIFEST
 from edulm.data.records import Source
 from edulm.data.split import VAL_EVERY
-from edulm.files import remove_stale_temps, write_json
+from edulm.base.files import remove_stale_temps, write_json
 
 _COUNTS = ("read", "skipped_empty", "train", "val", "past_max_tokens")
 

@@ -25,8 +25,8 @@ import numpy as np
 
 from edulm.data.manifest import check_state
 from edulm.data.shards import TOKEN_DTYPE, read_header
-from edulm.errors import UsageError
-from edulm.files import fsync_path, write_json
+from edulm.base.errors import UsageError
+from edulm.base.files import fsync_path, write_json
 
 STATE = ".prepare-state.json"
 VAL_PARTIAL = ".val-partial.bin"

@@ -3,7 +3,7 @@
 A *source* is a sequence of *records*, numbered from 0 in a fixed order. ``source.open(start, token)``
 returns a :class:`RecordStream` positioned at record ``start``; its ``resume_token()`` is a small
 JSON-able value that lets a later ``open`` continue at the same record cheaply. The kinds of source
-(:mod:`edulm.data.sources`, :mod:`edulm.data.hub`, :mod:`edulm.data.builtin_sample`) build on this
+(:mod:`edulm.data.sources`, :mod:`edulm.data.hub_dataset`, :mod:`edulm.data.builtin_sample`) build on this
 module, which depends on none of them.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any, Callable, Iterator, NamedTuple
 
-from edulm.errors import UsageError
+from edulm.base.errors import UsageError
 
 BATCH_DOCS = 256
 """Documents per tokenization batch (larger batches amortise inter-process traffic)."""

@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 
 from edulm.data.manifest import REBUILD_MANIFEST, check_manifest
-from edulm.errors import UsageError
-from edulm.files import atomic_path
+from edulm.base.errors import UsageError
+from edulm.base.files import atomic_path
 
 MAGIC = b"EDULMTOK"
 FORMAT_VERSION = 1

@@ -2,7 +2,7 @@
 
 A *source* is named by one string (``data.source``):
 
-- ``hf://OWNER/NAME[/CONFIG][@SPLIT]`` — a hub dataset, streamed (see :mod:`edulm.data.hub`);
+- ``hf://OWNER/NAME[/CONFIG][@SPLIT]`` — a hub dataset, streamed (see :mod:`edulm.data.hub_dataset`);
 - ``builtin:sample`` — English prose harvested from installed docstrings (see :mod:`edulm.data.builtin_sample`);
 - a file, a folder (searched recursively) or a glob of ``.parquet``, ``.jsonl``/``.ndjson`` and ``.txt``
   files (``.jsonl.gz`` and ``.txt.gz`` too), read in sorted path order. A folder must hold one kind of
@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from edulm.data.records import BUILTIN_SAMPLE, HUB_PREFIX, RecordStream, Source, TEXT_FIELD_HINT, record_text
-from edulm.errors import UsageError
-from edulm.layout import FOLDER_KINDS, folder_kind
+from edulm.base.errors import UsageError
+from edulm.base.layout import FOLDER_KINDS, folder_kind
 
 _SUFFIXES = (".parquet", ".jsonl", ".ndjson", ".jsonl.gz", ".txt", ".txt.gz")
 
@@ -43,7 +43,7 @@ def open_source(source: str, text_field: str = "text", pattern: str = "") -> Sou
     if pattern and source.startswith((HUB_PREFIX, "builtin:")):
         raise UsageError(f"data.source '{source}' is not a folder; a pattern ('{pattern}') only applies to a folder source")
     if source.startswith(HUB_PREFIX):
-        from edulm.data.hub import HubSource
+        from edulm.data.hub_dataset import HubSource
 
         return HubSource.from_spec(source, text_field)
     if source == BUILTIN_SAMPLE:

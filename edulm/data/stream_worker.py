@@ -18,7 +18,7 @@ from edulm.data.mixture import DrawSequence
 from edulm.data.records import Source
 from edulm.data.sources import open_source
 from edulm.data.workers import exit_with_parent
-from edulm.errors import UsageError
+from edulm.base.errors import UsageError
 
 INITIAL_STATE = {"epoch": 0, "doc": 0, "skip": 0, "source_start": 0, "source_token": None, "held_out": 0}
 """Where a stream of one source starts."""

@@ -39,14 +39,14 @@ from edulm.data.mixture import held_out_shares
 from edulm.data.stream_worker import initial_state, produce
 from edulm.data.windows import batch_buffers
 from edulm.data.workers import quiet_resource_tracker, worker_count
-from edulm.errors import UsageError
+from edulm.base.errors import UsageError
 
 class StreamingLoader:
     """``(inputs, targets)`` batches tokenized on the fly by a background process; resumable to the token."""
 
     def __init__(self, cfg: Config, rank: int = 0, world_size: int = 1, prefetch: int = 8, *, micro_batch_size: int):
         """``micro_batch_size``: sequences per batch, as the run resolved them (see ``make_train_loader``)."""
-        from edulm.tokenizer import document_separator_id, load_tokenizer
+        from edulm.tokenizer.loading import document_separator_id, load_tokenizer
 
         entries = cfg.data.sources()
         for entry in entries:
@@ -155,7 +155,7 @@ class StreamingLoader:
 
 @functools.lru_cache(maxsize=4)
 def _held_out(source_name: str, text_field: str, pattern: str, tokenizer_name: str, seed: int, val_tokens: int) -> np.ndarray:
-    from edulm.tokenizer import document_separator_id, load_tokenizer
+    from edulm.tokenizer.loading import document_separator_id, load_tokenizer
 
     if val_tokens <= 0:
         return np.zeros(0, dtype=TOKEN_DTYPE)

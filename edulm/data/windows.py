@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from edulm.data.shards import verify_shard
-from edulm.errors import UsageError
+from edulm.base.errors import UsageError
 
 
 class TokenStream:

@@ -13,9 +13,9 @@ from typing import Any
 
 import yaml
 
-from edulm.errors import UsageError
-from edulm.layout import TRAINER_STATE_FILE, RunLayout
-from edulm.metrics import read_metrics
+from edulm.base.errors import UsageError
+from edulm.base.layout import TRAINER_STATE_FILE, RunLayout
+from edulm.base.metrics import read_metrics
 
 def read_json(path: str | Path, what: str = "file") -> dict[str, Any] | None:
     """A JSON object from ``path``; None when the file is absent."""

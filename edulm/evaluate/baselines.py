@@ -5,7 +5,7 @@ folder. A model is a hub id or a local folder, optionally named: ``NAME=PATH`` (
 model's name in every table and the results file's name). A model whose file is already complete for
 the requested tasks and settings is skipped, so an interrupted run picks up where it stopped; a
 model that fails is reported and the others still run. The output folder is locked while it is
-written (:func:`edulm.lock.folder_lock`), so two processes never write the same results file.
+written (:func:`edulm.base.lock.folder_lock`), so two processes never write the same results file.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edulm.errors import UsageError
+from edulm.base.errors import UsageError
 from edulm.evaluate.protocol import RESULTS_FORMAT, safe_name
 
 DEFAULT_BASELINES: list[str] = [
@@ -115,7 +115,7 @@ def run_baselines(models: list[Baseline], out_dir: str | Path, settings) -> dict
 
     Returns ``{spec: {"status": done|skipped|failed, "file", "error"}}``.
     """
-    from edulm.lock import folder_lock
+    from edulm.base.lock import folder_lock
 
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():

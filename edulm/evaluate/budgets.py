@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from edulm.errors import UsageError
+from edulm.base.errors import UsageError
 
 
 @dataclass(frozen=True)

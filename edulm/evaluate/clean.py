@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from edulm.errors import UsageError
+from edulm.base.errors import UsageError
 from edulm.evaluate.results import ModelScores
 
 
@@ -140,8 +140,8 @@ def clean_scores(results: ModelScores, flags: dict[str, set[int]]) -> dict[str, 
 
 
 def read_flags(path: str | Path) -> dict[str, set[int]]:
-    """The flagged documents of a ``contamination.json`` (see :func:`edulm.contamination_report.flagged_documents`)."""
-    from edulm.contamination_report import flagged_documents
+    """The flagged documents of a ``contamination.json`` (see :func:`edulm.evaluate.contamination_report.flagged_documents`)."""
+    from edulm.evaluate.contamination_report import flagged_documents
 
     path = Path(path)
     if not path.is_file():

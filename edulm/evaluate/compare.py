@@ -10,7 +10,7 @@ the scores, since a model that saw 200x more tokens is expected to score higher.
 
 Optional figures: with a contamination report, every model's score recomputed without the flagged
 documents (:mod:`edulm.evaluate.clean`); with ``--bpb-text FILE``, every model's bits per byte on that
-text (:mod:`edulm.bits_per_byte`), the one figure that does not depend on the tokenizer.
+text (:mod:`edulm.evaluate.bits_per_byte`), the one figure that does not depend on the tokenizer.
 
 Writes ``comparison.json`` (every number, for the model card and scripts) and ``comparison.md``
 (tables and a short written report, :mod:`edulm.evaluate.compare_report`).
@@ -23,11 +23,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from edulm.errors import UsageError
+from edulm.base.errors import UsageError
 from edulm.evaluate.budgets import Budget, format_tokens, load_budgets, lookup
 from edulm.evaluate.protocol import shown_metrics
 from edulm.evaluate.results import ModelScores, read_results
-from edulm.layout import COMPARISON_NAME, CONTAMINATION_NAME, EVAL_NAME
+from edulm.base.layout import COMPARISON_NAME, CONTAMINATION_NAME, EVAL_NAME
 
 COMPARISON_FORMAT = "edulm-comparison"
 """Value of the ``format`` key of ``comparison.json``."""
@@ -205,7 +205,7 @@ def score_bits_per_byte(models: list[ModelScores], text_file: str | Path, seq_le
     error and the others are still scored.
     """
     from edulm.evaluate.perplexity import model_bits_per_byte, read_text
-    from edulm.devices import resolve_device
+    from edulm.base.devices import resolve_device
 
     if seq_len < 2:
         raise UsageError(f"--bpb-seq-len {seq_len}: a window needs at least 2 tokens")
@@ -228,7 +228,7 @@ def score_bits_per_byte(models: list[ModelScores], text_file: str | Path, seq_le
 def write_comparison(doc: dict[str, Any], out_dir: str | Path) -> tuple[Path, Path]:
     """Write ``comparison.json`` and ``comparison.md`` atomically into ``out_dir``."""
     from edulm.evaluate.compare_report import render_markdown
-    from edulm.files import write_json, write_text
+    from edulm.base.files import write_json, write_text
 
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
@@ -251,7 +251,7 @@ def default_out(candidate: str | Path) -> Path:
 
 def default_contamination(candidate: str | Path) -> Path | None:
     """``X/contamination/contamination.json`` beside a candidate at ``X/eval/results.json``, when it exists."""
-    from edulm.contamination_report import REPORT_JSON
+    from edulm.evaluate.contamination_report import REPORT_JSON
 
     path = Path(candidate)
     found = path.parent.parent / CONTAMINATION_NAME / REPORT_JSON
@@ -266,7 +266,7 @@ def run_compare(candidate: str | Path, baselines_dir: str | Path, out: str | Pat
     ``out`` None: :func:`default_out`; ``contamination`` None: :func:`default_contamination` when present.
     """
     from edulm.evaluate.clean import read_flags
-    from edulm.lock import folder_lock
+    from edulm.base.lock import folder_lock
 
     cand = read_results(candidate)  # first: a wrong candidate is the error to report, not the --out it implies
     out_dir = Path(out) if out is not None else default_out(candidate)

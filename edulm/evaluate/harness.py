@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edulm.errors import UsageError
+from edulm.base.errors import UsageError
 from edulm.evaluate.protocol import NUM_FEWSHOT, RESULTS_FORMAT, SEEDS, parse_limit, parse_tasks
 from edulm.evaluate.results import scores_from_results
 from edulm.evaluate.tasks import load_error, load_tasks, task_manager
-from edulm.layout import FINAL_DIR, RunLayout
+from edulm.base.layout import FINAL_DIR, RunLayout
 
 DTYPE_NAMES = ("bfloat16", "float16", "float32")
 """Values accepted by ``--dtype``."""
@@ -69,7 +69,7 @@ def eval_settings(tasks: str | list[str] | None = None, include_path: str | None
     None means bfloat16 on CUDA and float32 on a CPU.
     """
     from edulm.evaluate.tasks import require_lm_eval
-    from edulm.devices import resolve_device
+    from edulm.base.devices import resolve_device
 
     require_lm_eval()
     resolved = resolve_device(device or "auto")
@@ -136,7 +136,7 @@ def write_samples(out: Path, samples: dict[str, list[dict[str, Any]]]) -> dict[s
     """Write ``<out stem>_samples_<task>.jsonl`` beside ``out``, each atomically; returns ``{task: file name}``."""
     from lm_eval.utils import handle_non_serializable
 
-    from edulm.files import atomic_path
+    from edulm.base.files import atomic_path
 
     files = {}
     for task, rows in samples.items():
@@ -169,7 +169,7 @@ def describe_model(model: str) -> dict[str, Any]:
         if not is_hub_id(model):
             raise UsageError(f"{model}: no such folder; pass an HF folder, a run dir, a checkpoint dir or a hub id")
         from edulm.evaluate.tasks import require_hub
-        from edulm.hub import hub_offline
+        from edulm.base.hub_access import hub_offline
 
         if hub_offline() and not _cached_on_hub(model):
             raise UsageError(
@@ -201,8 +201,8 @@ def describe_model(model: str) -> dict[str, Any]:
 
 def evaluate_model(model: str, out: str | Path, settings: EvalSettings, manager=None, name: str | None = None) -> dict[str, Any]:
     """Run the protocol on ``model`` (local MODEL or hub id), write ``out`` and the samples; returns the results document."""
-    from edulm.files import remove_stale_temps
-    from edulm.lock import folder_lock
+    from edulm.base.files import remove_stale_temps
+    from edulm.base.lock import folder_lock
 
     out = Path(out)
     info = describe_model(model)
@@ -235,7 +235,7 @@ def _write_results(out: Path, info: dict[str, Any], settings: EvalSettings, raw:
     import torch
     import transformers
 
-    from edulm.files import remove_path, write_json
+    from edulm.base.files import remove_path, write_json
 
     duration = time.time() - started
     samples = raw.pop("samples", {}) or {}

@@ -7,7 +7,7 @@ scores for its validation loss, ``seq_len + 1`` tokens with stride ``seq_len``, 
 the very first is scored once. Either way the loss is the mean negative log-likelihood over all
 scored tokens (a long window counts more than a short one), perplexity is ``exp(loss)``, and bits
 per byte is the summed negative log-likelihood in bits over the UTF-8 bytes of the scored tokens
-(:mod:`edulm.bits_per_byte`): a window's unscored first token adds no bytes.
+(:mod:`edulm.evaluate.bits_per_byte`): a window's unscored first token adds no bytes.
 
 When MODEL is a run dir or a checkpoint, the window defaults to the run's ``train.seq_len`` and,
 on ``--data``, the scored tokens to its ``train.eval_tokens``: the numbers of the run's own
@@ -22,10 +22,10 @@ from typing import Iterable
 
 import torch
 
-from edulm.bits_per_byte import token_byte_lengths
-from edulm.devices import resolve_device
-from edulm.errors import UsageError, first_line
-from edulm.heldout import HeldOutScore, LossFn, score_heldout
+from edulm.evaluate.bits_per_byte import token_byte_lengths
+from edulm.base.devices import resolve_device
+from edulm.base.errors import UsageError, first_line
+from edulm.evaluate.heldout import HeldOutScore, LossFn, score_heldout
 from edulm.model.loss import IGNORE_INDEX
 
 def text_windows(ids: list[int], seq_len: int, max_tokens: int = 0) -> list[list[int]]:
@@ -120,7 +120,7 @@ def shards_perplexity(model, tokenizer, shards_dir: str | Path, seq_len: int, ba
     """Score the held-out split of prepared shards, as the trainer's validation does (a mixture's sources each
     windowed on their own, a token cap shared by weight); the shards must use the model's tokenizer."""
     from edulm.data.loader import held_out_batches, shards_held_out
-    from edulm.tokenizer import tokenizer_fingerprint
+    from edulm.tokenizer.loading import tokenizer_fingerprint
 
     segments, weights = shards_held_out(shards_dir, tokenizer_fingerprint(tokenizer))
     held = sum(len(tokens) for tokens in segments)
@@ -134,7 +134,7 @@ def shards_perplexity(model, tokenizer, shards_dir: str | Path, seq_len: int, ba
 
 
 def _scored(loss_fn: LossFn, batches: list, device: torch.device | str, tokenizer, progress: bool) -> HeldOutScore:
-    """:func:`~edulm.heldout.score_heldout` in full precision with the tokenizer's bytes; nothing scored is a UsageError."""
+    """:func:`~edulm.evaluate.heldout.score_heldout` in full precision with the tokenizer's bytes; nothing scored is a UsageError."""
     result = score_heldout(loss_fn, batches, device, byte_table=token_byte_lengths(tokenizer), progress=progress)
     if result.tokens == 0:
         raise UsageError("nothing to score: the input has fewer than two tokens per window; give more text or a longer --seq-len")
@@ -208,7 +208,7 @@ def _shards_tokenizer_if_same(gguf_tokenizer, shards_dir: str | Path, model: str
     tokenizer only proves what they mean and counts their bytes). transformers rebuilds a GGUF file's tokenizer, so
     its fingerprint differs from the original's even when every id is the same."""
     from edulm.data.shards import read_manifest
-    from edulm.tokenizer import load_tokenizer
+    from edulm.tokenizer.loading import load_tokenizer
 
     named = load_tokenizer(read_manifest(shards_dir)["tokenizer"]["name"])
     if named.get_vocab() != gguf_tokenizer.get_vocab():

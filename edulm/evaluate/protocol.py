@@ -12,8 +12,8 @@ import re
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from edulm.errors import UsageError
-from edulm.layout import FINAL_DIR
+from edulm.base.errors import UsageError
+from edulm.base.layout import FINAL_DIR
 
 REFERENCE_METRICS: dict[str, str] = {
     "arc_challenge": "acc_norm",

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from edulm.data.manifest import shape_problem
-from edulm.errors import UsageError
+from edulm.base.errors import UsageError
 from edulm.evaluate.protocol import RESULTS_FORMAT, MetricValue, metric_values, reference_metric
 
 

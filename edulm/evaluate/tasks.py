@@ -6,9 +6,9 @@ import functools
 import re
 from pathlib import Path
 
-from edulm.errors import UsageError, first_line
-from edulm.hub import hub_offline, hub_reachable
-from edulm.suggest import did_you_mean
+from edulm.base.errors import UsageError, first_line
+from edulm.base.hub_access import hub_offline, hub_reachable
+from edulm.base.suggest import did_you_mean
 
 OFFLINE_HINT = (
     "the Hugging Face Hub looks unreachable: connect to it, or pass --include-path DIR with task YAMLs "

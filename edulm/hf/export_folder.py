@@ -1,6 +1,6 @@
 """The folder an export lands in: who may replace it, what of it survives a re-export, and clean-up after a crash.
 
-An export is built in a hidden temporary sibling of ``out`` (``edulm.files.temp_path``), validated,
+An export is built in a hidden temporary sibling of ``out`` (``edulm.base.files.temp_path``), validated,
 then swapped in with two renames, so ``out`` is always a complete export. Re-exporting into a folder
 replaces only the files an export writes (listed in ``edulm_export.json``); every other file and
 folder the user put there (``NOTES.md``, ``extra/eval.json``) is carried into the new folder (hard
@@ -22,9 +22,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from edulm.errors import UsageError
-from edulm.files import remove_path, remove_stale_temps, stale_temps, temp_path
-from edulm.layout import CARD_FILE
+from edulm.base.errors import UsageError
+from edulm.base.files import remove_path, remove_stale_temps, stale_temps, temp_path
+from edulm.base.layout import CARD_FILE
 
 EXPORT_MARKER = "edulm_export.json"
 """File that marks a folder as written by ``edulm export``: source, dtype, digests, the files it wrote."""

@@ -1,7 +1,7 @@
 """Export to a Hugging Face folder that validates itself, and the export cache used by lm-eval.
 
 The folder is read alike by transformers 4.x and 5.x (see :func:`edulm.hf.mapping.portable_config` and
-:func:`edulm.tokenizer.save_tokenizer`). Export holds a lock on ``out`` for its whole life, builds the
+:func:`edulm.tokenizer.loading.save_tokenizer`). Export holds a lock on ``out`` for its whole life, builds the
 folder in a temporary sibling, validates it with transformers and swaps it in; what a re-export keeps
 of the old folder (the user's files, the model card) is decided in :mod:`edulm.hf.export_folder`.
 """
@@ -15,9 +15,9 @@ from pathlib import Path
 
 import torch
 
-from edulm.cache import cache_dir
-from edulm.errors import DiskFullError, UsageError
-from edulm.files import disk_full_error, is_disk_full, remove_path, sha256_file, temp_path, write_json
+from edulm.base.cache import cache_dir
+from edulm.base.errors import DiskFullError, UsageError
+from edulm.base.files import disk_full_error, is_disk_full, remove_path, sha256_file, temp_path, write_json
 from edulm.hf.export_folder import EXPORT_MARKER, carry_over, check_out_folder, replace_folder, settle_stale_exports
 from edulm.hf.mapping import save_hf_config, to_hf_config
 from edulm.hf.source import (
@@ -33,10 +33,10 @@ from edulm.hf.source import (
     resolve_model,
     shard_files,
 )
-from edulm.layout import MODEL_FILE
-from edulm.lock import folder_lock
-from edulm.remote_code import refuse_remote_code
-from edulm.weights import nonfinite_tensors, save_weights
+from edulm.base.layout import MODEL_FILE
+from edulm.base.lock import folder_lock
+from edulm.base.remote_code import refuse_remote_code
+from edulm.checkpoint.weights import nonfinite_tensors, save_weights
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def _token_ids(resolved: ResolvedModel, tokenizer) -> dict[str, int | None]:
         return {k: resolved.hf_config.get(k) for k in ("bos_token_id", "eos_token_id", "pad_token_id")}
     if tokenizer is None:
         return {"bos_token_id": None, "eos_token_id": None, "pad_token_id": None}
-    from edulm.tokenizer import document_separator_id
+    from edulm.tokenizer.loading import document_separator_id
 
     # edulm trains on documents each followed by the separator, so the separator is what ends a
     # text, and what precedes one: the role SmolLM2's base model gives <|endoftext|> for both.
@@ -147,7 +147,7 @@ def _export_locked(src: str | Path, out: Path, torch_dtype: torch.dtype, dtype: 
         os.chmod(tmp / MODEL_FILE, (tmp / "config.json").stat().st_mode & 0o777)
         _generation_config(resolved, ids).save_pretrained(str(tmp))
         if tokenizer is not None:
-            from edulm.tokenizer import save_tokenizer
+            from edulm.tokenizer.loading import save_tokenizer
 
             save_tokenizer(tokenizer, tmp, model_max_length=resolved.model_config.max_seq_len)
         validate_hf_folder(tmp)

@@ -7,7 +7,7 @@ import sys
 
 import torch
 
-from edulm.errors import UsageError
+from edulm.base.errors import UsageError
 from edulm.model.generate import check_sampling, generate
 
 
@@ -26,13 +26,13 @@ def generate_command(
         raise UsageError(f"--max-new-tokens must be 0 or more, got {max_new_tokens}")
     check_sampling(temperature, top_p, top_k)  # before the (slow) model load
 
-    from edulm.devices import resolve_device
+    from edulm.base.devices import resolve_device
     from edulm.hf.source import load_model, load_model_tokenizer
 
     torch_device = resolve_device(device)
     model, resolved = load_model(model_path, device=torch_device)
     tokenizer = load_model_tokenizer(resolved)
-    from edulm.tokenizer import document_separator_id
+    from edulm.tokenizer.loading import document_separator_id
 
     separator = document_separator_id(tokenizer)
     # A Hugging Face model states its own end token (an instruct model's end of turn, say);

@@ -32,9 +32,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from edulm.errors import UsageError
-from edulm.files import atomic_path
-from edulm.lock import folder_lock
+from edulm.base.errors import UsageError
+from edulm.base.files import atomic_path
+from edulm.base.lock import folder_lock
 
 GGUF_DTYPES = ("f32", "f16", "bf16", "q8_0")
 """``--dtype`` values of a GGUF export."""
@@ -151,7 +151,7 @@ def export_gguf(src: str | Path, out: str | Path, dtype: str = "f32") -> Path:
 
     from edulm.hf.source import load_model, load_model_tokenizer
     from edulm.hf.exporter import refuse_nonfinite
-    from edulm.weights import weights_state_dict
+    from edulm.checkpoint.weights import weights_state_dict
 
     if dtype not in GGUF_DTYPES:
         raise UsageError(f"--dtype {dtype!r} is not a GGUF type; choose one of {', '.join(GGUF_DTYPES)}")

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from edulm.config import ModelConfig, validate_model
-from edulm.errors import UsageError
+from edulm.base.errors import UsageError
 
 
 def to_hf_config(cfg: ModelConfig, **extra: Any):
@@ -73,7 +73,7 @@ def portable_config(hf_config) -> dict[str, Any]:
 
 def save_hf_config(hf_config, folder: str | Path) -> None:
     """Write ``folder/config.json`` (see :func:`portable_config`)."""
-    from edulm.files import write_json
+    from edulm.base.files import write_json
 
     write_json(Path(folder) / "config.json", portable_config(hf_config))
 

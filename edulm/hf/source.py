@@ -11,13 +11,13 @@ import torch
 from safetensors import SafetensorError
 
 from edulm.config import ModelConfig, load_config
-from edulm.devices import resolve_device
-from edulm.errors import UsageError, first_line
+from edulm.base.devices import resolve_device
+from edulm.base.errors import UsageError, first_line
 from edulm.hf.mapping import model_config_from_hf
-from edulm.layout import CHECKPOINTS_DIR, CONFIG_FILE, FINAL_DIR, FOLDER_KINDS, MODEL_FILE, folder_kind, step_of
-from edulm.remote_code import refuse_remote_code
+from edulm.base.layout import CHECKPOINTS_DIR, CONFIG_FILE, FINAL_DIR, FOLDER_KINDS, MODEL_FILE, folder_kind, step_of
+from edulm.base.remote_code import refuse_remote_code
 from edulm.hf.export_folder import EXPORT_MARKER
-from edulm.weights import load_state, load_weights, safetensors_problem
+from edulm.checkpoint.weights import load_state, load_weights, safetensors_problem
 
 SHARD_INDEX_FILE = "model.safetensors.index.json"
 """Index of a sharded safetensors checkpoint, as transformers writes it."""
@@ -40,7 +40,7 @@ class ResolvedModel:
     model_config: ModelConfig
     """Architecture of the weights."""
     tokenizer_name: str | None
-    """What to pass to ``edulm.tokenizer.load_tokenizer``; None when nothing names a tokenizer."""
+    """What to pass to ``edulm.tokenizer.loading.load_tokenizer``; None when nothing names a tokenizer."""
     weights: Path
     """``model.safetensors`` (or a shard index) that holds the weights."""
     hf_config: dict[str, Any] | None = None
@@ -136,7 +136,7 @@ def _what_it_holds(folder: Path) -> str:
 
 def _resolve_run(run_dir: Path) -> ResolvedModel:
     # The trainer's module, imported only when needed.
-    from edulm.checkpoint import find_latest_good, list_checkpoints
+    from edulm.checkpoint.folders import find_latest_good, list_checkpoints
 
     final = run_dir / FINAL_DIR
     final_weights = hf_weights_file(final) if is_hf_folder(final) else None
@@ -176,10 +176,10 @@ HUB_MODEL_FILES = ("config.json", "*.safetensors", SHARD_INDEX_FILE, "tokenizer*
 
 def hub_model_folder(repo_id: str) -> Path:
     """The local snapshot of hub model ``repo_id`` in the Hugging Face cache (its config, safetensors and
-    tokenizer files), downloaded when the hub answers (:func:`edulm.hub.use_hub`), else the cached copy."""
+    tokenizer files), downloaded when the hub answers (:func:`edulm.base.hub_access.use_hub`), else the cached copy."""
     from huggingface_hub import snapshot_download
 
-    from edulm.hub import hub_offline, is_no_hub_error, use_hub
+    from edulm.base.hub_access import hub_offline, is_no_hub_error, use_hub
 
     use_hub()  # one quick probe: without a hub the process goes offline now instead of retrying for a minute
     try:
@@ -294,7 +294,7 @@ def load_resolved(resolved: ResolvedModel, device: str | torch.device = "cpu", d
 
 def load_model_tokenizer(src: str | Path | ResolvedModel):
     """The tokenizer that belongs to a model: its folder's own tokenizer files, else the one its run config names."""
-    from edulm.tokenizer import load_tokenizer
+    from edulm.tokenizer.loading import load_tokenizer
 
     resolved = src if isinstance(src, ResolvedModel) else resolve_model(src)
     if resolved.tokenizer_name is None:

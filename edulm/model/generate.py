@@ -12,7 +12,7 @@ from typing import Callable
 
 import torch
 
-from edulm.errors import UsageError
+from edulm.base.errors import UsageError
 
 
 def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""The batch geometry of a run (:class:`~edulm.train.train_state.BatchShape`), and
+"""The batch geometry of a run (:class:`~edulm.train.state.BatchShape`), and
 ``train.micro_batch_size: auto``: the largest micro-batch that fits, with the global batch kept.
 
 ``train.global_batch_size`` counts sequences per optimizer step over all processes (as torchtitan's
@@ -27,9 +27,9 @@ from typing import Callable
 import torch
 
 from edulm.config import Config, TrainConfig
-from edulm.errors import UsageError
+from edulm.base.errors import UsageError
 from edulm.train.optim import optimizer_state_bytes
-from edulm.train.train_state import BatchShape
+from edulm.train.state import BatchShape
 
 CPU_MAX_MICRO_BATCH = 4
 """On CPU, 'auto' means at most 4 sequences per pass: CPU throughput barely grows past a few, and host memory is not probed."""

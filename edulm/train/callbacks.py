@@ -3,7 +3,7 @@
 The training loop (:mod:`edulm.train.trainer`) only trains; everything else that happens around a
 step — evaluation, metrics rows and their sinks, the progress bar, checkpoints, retention, the
 summary, plots, the final export — is a :class:`Callback`. A new logger or an in-loop evaluation
-is one class added to the list built by :func:`edulm.train.cadence.default_callbacks`, which is
+is one class added to the list built by :func:`edulm.train.core_callbacks.default_callbacks`, which is
 also the one place that decides what runs on rank 0 only.
 
 Hooks, in the order the run calls them (every hook is optional; the base class does nothing):
@@ -29,7 +29,7 @@ resume cuts back to the checkpoint's step, so no step appears twice.
 
 **Your own callbacks** need no edit of edulm: ``train.callbacks: [mypackage.module:MyCallback]`` adds
 them on every process (:func:`configured_callbacks`; a callback that writes files checks
-``run.env.is_main``), just before the built-in checkpointing (``edulm.train.cadence.with_callbacks``):
+``run.env.is_main``), just before the built-in checkpointing (``edulm.train.core_callbacks.with_callbacks``):
 they see each step after its evaluation and metrics row, and the checkpoint of a step holds their
 state after that step. A list passed to ``train(cfg, callbacks=...)`` should place a stateful callback
 there too.
@@ -46,13 +46,13 @@ import torch
 from torch import nn
 
 from edulm.config import Config
-from edulm.layout import RunLayout
+from edulm.base.layout import RunLayout
 from edulm.train.console import Console
 from edulm.train.distributed import DistEnv
 from edulm.train.optim import Optimizers
-from edulm.train.state import Component
+from edulm.train.checkpointing import Component
 from edulm.train.step import StepResult
-from edulm.train.train_state import TrainState
+from edulm.train.state import TrainState
 
 
 class Run(Protocol):
@@ -148,10 +148,10 @@ class Callback:
 
 def configured_callbacks(names: list[str]) -> list[Callback]:
     """One instance of each ``'package.module:ClassName'`` of ``train.callbacks``; a name that does not import or
-    is not a :class:`Callback` is one :class:`~edulm.errors.UsageError` before anything is written."""
+    is not a :class:`Callback` is one :class:`~edulm.base.errors.UsageError` before anything is written."""
     import importlib
 
-    from edulm.errors import UsageError
+    from edulm.base.errors import UsageError
 
     made = []
     for name in names:

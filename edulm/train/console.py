@@ -1,6 +1,6 @@
 """A run's printed lines and its log file, silent on every rank but 0; and how progress is shown.
 
-Lines go through the ``edulm`` logger (:mod:`edulm.logs`): the console shows them at the
+Lines go through the ``edulm`` logger (:mod:`edulm.base.logs`): the console shows them at the
 verbosity the command line chose, and ``training/train.log`` receives all of them once the run dir
 is known (:meth:`Console.log_to`). Lines logged before that (a damaged checkpoint skipped while
 looking for one to resume) wait in memory and open the file's new segment, so a resumed run's log
@@ -14,8 +14,8 @@ import sys
 from logging.handlers import MemoryHandler
 from pathlib import Path
 
-from edulm.files import disk_full_error, is_disk_full
-from edulm.logs import NORMAL, LogFileHandler, console_level, ensure_console, is_terminal, logger, progress_bars
+from edulm.base.files import disk_full_error, is_disk_full
+from edulm.base.logs import NORMAL, LogFileHandler, console_level, ensure_console, is_terminal, logger, progress_bars
 
 _EARLY_LINES = 1000
 """Lines kept in memory until the log file opens (set-up logs a handful)."""

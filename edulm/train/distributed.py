@@ -23,8 +23,8 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
 )
 
-from edulm.devices import resolve_device
-from edulm.errors import DiskFullError, UsageError
+from edulm.base.devices import resolve_device
+from edulm.base.errors import DiskFullError, UsageError
 
 T = TypeVar("T")
 

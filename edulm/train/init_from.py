@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from edulm.config import SHAPE_KEYS, Config, ModelConfig, explicit_model_keys, validate
-from edulm.errors import UsageError
-from edulm.files import sha256_file
+from edulm.base.errors import UsageError
+from edulm.base.files import sha256_file
 from edulm.hf.source import SHARD_INDEX_FILE, ResolvedModel, hub_model_folder, is_hub_id, load_resolved, resolve_model
 
 ALL_MODEL_KEYS = frozenset(f.name for f in dataclasses.fields(ModelConfig))
@@ -125,7 +125,7 @@ def _run_tokenizer(cfg: Config) -> tuple[int, str, str]:
     from edulm.data.shards import MANIFEST, read_manifest
 
     if cfg.data.streaming:
-        from edulm.tokenizer import load_tokenizer, tokenizer_fingerprint
+        from edulm.tokenizer.loading import load_tokenizer, tokenizer_fingerprint
 
         tok = load_tokenizer(cfg.tokenizer.name)
         return len(tok), tokenizer_fingerprint(tok), f"tokenizer '{cfg.tokenizer.name}'"
@@ -150,7 +150,7 @@ def check_vocabulary(cfg: Config) -> str:
 def tokenizer_mismatch(source: InitSource, run_fingerprint: str) -> str | None:
     """A warning when MODEL carries a tokenizer other than the run's (its embeddings would be read with other ids)."""
     from edulm.hf.source import load_model_tokenizer
-    from edulm.tokenizer import tokenizer_fingerprint
+    from edulm.tokenizer.loading import tokenizer_fingerprint
 
     if source.resolved.tokenizer_name is None:
         return None

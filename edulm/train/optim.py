@@ -38,7 +38,7 @@ from torch import nn
 from torch.distributed.tensor import DTensor
 
 from edulm.config import TrainConfig
-from edulm.errors import UsageError
+from edulm.base.errors import UsageError
 from edulm.train.distributed import full_optimizer_state, load_optimizer_state
 from edulm.train.muon import ShardedMuon
 
@@ -100,7 +100,7 @@ class Optimizers:
         The saved hyperparameters of each group come back with it, except ``lr_scale``, which the
         config decides (and which checkpoints written before it existed do not hold). A state whose
         groups hold other parameters (another ``train.optimizer`` wrote it) is refused with a
-        :class:`~edulm.errors.UsageError`.
+        :class:`~edulm.base.errors.UsageError`.
         """
         self._check_fits(state)
         load_optimizer_state(self.model, self.optimizers, state)

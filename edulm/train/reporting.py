@@ -2,7 +2,7 @@
 TensorBoard, W&B), the summary JSON, the plots. The plain log lines and ``train.log`` are
 :mod:`edulm.train.run_log`.
 
-These callbacks are built on rank 0 only (:func:`edulm.train.cadence.default_callbacks`). A new metrics destination is one :class:`MetricsSink`
+These callbacks are built on rank 0 only (:func:`edulm.train.core_callbacks.default_callbacks`). A new metrics destination is one :class:`MetricsSink`
 class (``open``, ``write``, ``close``) handed to :class:`MetricsLogger`.
 """
 
@@ -18,12 +18,12 @@ from typing import Any, Protocol
 from tqdm.auto import tqdm
 
 from edulm.config import Config
-from edulm.errors import UsageError
-from edulm.files import write_json
-from edulm.metrics import MetricsCSV, perplexity
+from edulm.base.errors import UsageError
+from edulm.base.files import write_json
+from edulm.base.metrics import MetricsCSV, perplexity
 from edulm.model.llama import count_parameters
-from edulm.provenance import code_revision, cost_estimate, versions
-from edulm.throughput import mfu, take_peak_memory_gb
+from edulm.train.provenance import code_revision, cost_estimate, versions
+from edulm.train.throughput import mfu, take_peak_memory_gb
 from edulm.train.callbacks import Callback, Run, StepEnd
 from edulm.train.schedule import SCHEDULES
 
@@ -138,7 +138,7 @@ class WandbSink:
 
     def open(self, run: Run) -> None:
         from edulm.config import config_to_dict
-        from edulm.logs import NORMAL, console_level
+        from edulm.base.logs import NORMAL, console_level
 
         t, layout = run.cfg.train, run.layout
         layout.training.mkdir(parents=True, exist_ok=True)
@@ -372,7 +372,7 @@ class Plots(Callback):
     """``training_curves.png`` and ``loss_curve_zoom.png`` from the metrics CSV, at the end."""
 
     def on_end(self, run: Run, status: str) -> None:
-        from edulm.plots import plot_training
+        from edulm.train.plots import plot_training
 
         plot_training(run.layout.metrics, run.layout.training, warmup_steps=run.cfg.train.warmup_steps,
                       title=run.cfg.run.name)

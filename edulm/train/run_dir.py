@@ -4,9 +4,9 @@
 it lasts until the process ends:
 
 1. ``run.out_dir`` must be a folder this process can write (not a file, not read-only) that holds no
-   other kind of edulm folder (an export, a checkpoint, prepared shards: :func:`edulm.layout.folder_kind`),
+   other kind of edulm folder (an export, a checkpoint, prepared shards: :func:`edulm.base.layout.folder_kind`),
    else one line and exit 2, before any work (a refused run creates nothing but the folders above the run dir);
-2. the run dir is locked (:mod:`edulm.lock`, purpose ``edulm train``) for the run's whole life, so a
+2. the run dir is locked (:mod:`edulm.base.lock`, purpose ``edulm train``) for the run's whole life, so a
    second ``edulm train`` on the same folder, fresh or ``--resume``, is refused with one line naming
    this process's PID and host; the lock of a process that died (SIGKILL, power loss) is taken over;
 3. temporaries whose writer is gone are removed — half-written checkpoints, metrics, summary or
@@ -24,11 +24,11 @@ import errno
 from pathlib import Path
 from typing import Iterator
 
-from edulm import checkpoint
-from edulm.errors import UsageError
-from edulm.files import NOT_WRITABLE, disk_full_error, is_disk_full, remove_stale_temps, stale_temps, temp_path
-from edulm.layout import FOLDER_KINDS, RunLayout, folder_kind
-from edulm.lock import FolderLock, lock_path
+from edulm.checkpoint import folders as checkpoint
+from edulm.base.errors import UsageError
+from edulm.base.files import NOT_WRITABLE, disk_full_error, is_disk_full, remove_stale_temps, stale_temps, temp_path
+from edulm.base.layout import FOLDER_KINDS, RunLayout, folder_kind
+from edulm.base.lock import FolderLock, lock_path
 from edulm.train.distributed import DistEnv
 
 LOCK_PURPOSE = "edulm train"
@@ -43,7 +43,7 @@ def check_out_dir(out_dir: str | Path) -> Path:
     A path that is a file (or runs through one), a folder that holds something else than a run (a
     Hugging Face folder, a checkpoint, prepared shards), a read-only file system or a folder without
     write permission is a :class:`UsageError` naming the folder; a full disk is a
-    :class:`~edulm.errors.DiskFullError`.
+    :class:`~edulm.base.errors.DiskFullError`.
     """
     out = Path(out_dir).absolute()
     kind = folder_kind(out)
@@ -92,7 +92,7 @@ def remove_leftovers(run_dir: str | Path) -> list[Path]:
 def hold_run_dir(out_dir: str | Path, env: DistEnv) -> Iterator[None]:
     """Check, lock and clean the run dir on rank 0 (see the module docstring) and hold it for the block.
 
-    A refusal raises the same :class:`UsageError` (or :class:`~edulm.errors.DiskFullError`) on every rank.
+    A refusal raises the same :class:`UsageError` (or :class:`~edulm.base.errors.DiskFullError`) on every rank.
     """
     held: list[FolderLock] = []
 

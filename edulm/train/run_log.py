@@ -8,7 +8,7 @@ needs, one per metrics row (``train.log_interval``), free of carriage returns::
 
     step 20/30 | tokens 2,560 | loss 4.8123 | lr 1.000e-03 | grad_norm 0.912 | 18,532 tok/s | eta 0:00:01
 
-Both callbacks run on rank 0 only (:func:`edulm.train.cadence.default_callbacks`).
+Both callbacks run on rank 0 only (:func:`edulm.train.core_callbacks.default_callbacks`).
 """
 
 from __future__ import annotations

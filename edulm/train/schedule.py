@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from edulm.config import TrainConfig
-from edulm.errors import UsageError
+from edulm.base.errors import UsageError
 
 
 def total_steps(train: TrainConfig, step_tokens: int) -> int:

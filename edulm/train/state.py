@@ -1,267 +1,148 @@
-"""What a training checkpoint holds: a mapping of stateful components, saved and restored generically.
+"""The trainer's own state in one object: counters, batch geometry, the totals the summary needs.
 
-A component is anything with ``state_dict()`` / ``load_state_dict(state)`` (:class:`Stateful`),
-registered under a name with where its state lives (:class:`Component`):
-
-- shared (``per_rank=False``): one state for the whole run. Every process calls ``state_dict()``
-  (gathering sharded state is a collective) and rank 0 writes it to ``NAME.EXT`` in the format the
-  component names: ``safetensors`` (a flat mapping of tensors), ``json`` (plain values) or ``torch``
-  (tensors in plain containers, ``torch.save``).
-- per process (``per_rank=True``): each process's own state; all of a process's per-rank
-  components go into its ``rank-NNNNN.pt`` as ``{name: state}``.
-
-The trainer's mapping (``TrainingRun.components`` in :mod:`edulm.train.trainer`) gives these files::
-
-    model.safetensors    "model"          ModelWeights: Hugging Face names, the tied head left out
-    optimizer.pt         "optimizer"      edulm.train.optim.Optimizers: unsharded, keyed by parameter name
-    trainer_state.json   "trainer_state"  edulm.train.train_state.TrainState
-    rank-00000.pt        "loader", "rng"  the data position and every RNG state of that process
-
-plus the run's ``config.yaml``. A new stateful piece is one more entry in that mapping; nothing here
-changes. Everything loads with ``torch.load(weights_only=True)``: only tensors and plain containers.
-Before a run resumes from a checkpoint, :func:`load_problem` loads every file of it once: a file
-that holds other objects (a pickle that would run code), or JSON of the wrong shape, makes the
-checkpoint damaged, and ``--resume auto`` falls back to the previous one.
-
-A full disk while a checkpoint is written is one line (:class:`~edulm.errors.DiskFullError` naming
-the step and saying to resume) and the half-written temporary folder is removed. Torch files are
-written through a Python file object so that the disk's ``ENOSPC`` reaches
-:func:`edulm.files.is_disk_full` (``torch.save`` to a path name reports only "unexpected pos").
+:class:`TrainState` is one of the stateful components a checkpoint saves (as ``trainer_state.json``,
+see :mod:`edulm.train.checkpointing`); everything else the loop counts lives here too, so adding a counter
+is one field, saved and restored with the rest. Plain Python only (no torch).
 """
 
 from __future__ import annotations
 
-import json
-import pickle
-import random
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Literal, Mapping, Protocol
-
-import numpy as np
-import torch
-from safetensors.torch import load_file, save_file
-from torch import nn
-
-from edulm import checkpoint
-from edulm.config import Config, save_config
-from edulm.data.manifest import shape_problem
-from edulm.errors import first_line
-from edulm.files import disk_full_error, is_disk_full, remove_path, write_json
-from edulm.layout import CONFIG_FILE, RANK_FILE_PREFIX, TRAINER_STATE_FILE, rank_file
-from edulm.train.distributed import DistEnv, full_model_state
-from edulm.train.train_state import TrainState
-from edulm.weights import has_tied_head, load_state, weights_state_dict, without_tied_head
-
-Format = Literal["safetensors", "json", "torch"]
-EXTENSIONS: dict[str, str] = {"safetensors": "safetensors", "json": "json", "torch": "pt"}
-"""File extension per storage format (a shared component ``NAME`` is stored as ``NAME.EXT``)."""
-
-
-class Stateful(Protocol):
-    """Anything a checkpoint can hold."""
-
-    def state_dict(self) -> dict[str, Any]:
-        """The component's state (for a shared component: the full, unsharded state)."""
-        ...
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Put back what :meth:`state_dict` returned."""
-        ...
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
 
 
 @dataclass(frozen=True)
-class Component:
-    """A stateful piece of a run and how a checkpoint stores it."""
+class BatchShape:
+    """The batch geometry a run trains with, resolved at its start (and kept by its checkpoints)."""
 
-    state: Stateful
-    """The object whose ``state_dict`` / ``load_state_dict`` are called."""
-    per_rank: bool = False
-    """True: every process saves its own (inside ``rank-NNNNN.pt``); False: one for the run, written by rank 0."""
-    format: Format = "torch"
-    """Storage of a shared component (``NAME.EXT``); per-rank ones always go into the rank file."""
+    micro_batch_size: int
+    """Sequences per forward/backward pass on each process."""
+    grad_accum_steps: int
+    """Micro-batches accumulated into one optimizer step on each process."""
+    world_size: int
+    """Processes (one per device)."""
+    seq_len: int
+    """Tokens per sequence."""
 
+    @property
+    def sequences_per_step(self) -> int:
+        """Sequences per optimizer step over all processes (what ``train.global_batch_size`` asks for)."""
+        return self.micro_batch_size * self.grad_accum_steps * self.world_size
 
-def component_file(name: str, fmt: Format) -> str:
-    """File name of a shared component inside a checkpoint."""
-    return f"{name}.{EXTENSIONS[fmt]}"
+    @property
+    def tokens_per_step(self) -> int:
+        """Training tokens per optimizer step over all processes."""
+        return self.sequences_per_step * self.seq_len
 
-
-class ModelWeights:
-    """The model's weights as a checkpoint holds them: Hugging Face names, no tied ``lm_head.weight``.
-
-    ``sharded``: the parameters are FSDP2 shards, so saving gathers the full tensors first (a
-    collective; complete on rank 0). Loading expects the unwrapped, unsharded model: the trainer
-    restores weights before it compiles and wraps the model, so every strategy starts alike.
-    """
-
-    def __init__(self, model: nn.Module, sharded: bool = False) -> None:
-        self.model = model
-        self.sharded = sharded
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        """The full weights on CPU, contiguous, under HF names (tied head left out)."""
-        if not self.sharded:
-            return weights_state_dict(self.model)
-        state = without_tied_head(full_model_state(self.model), has_tied_head(self.model))
-        return {k: v.contiguous() for k, v in state.items()}
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        """Copy the weights in; every parameter must be present and nothing else."""
-        load_state(self.model, dict(state), "checkpoint weights")
+    def describe(self) -> str:
+        """``6 x 43 accumulation x 1 processes x 2048 tokens = 528,384 tokens/step``."""
+        return (f"{self.micro_batch_size} x {self.grad_accum_steps} accumulation x {self.world_size} processes x "
+                f"{self.seq_len} tokens = {self.tokens_per_step:,} tokens/step")
 
 
-class RNGState:
-    """Every random number generator of this process: python, numpy, torch CPU and CUDA."""
+@dataclass
+class Tally:
+    """Running totals of a run, carried across resumes in the checkpoint."""
+
+    step_time_s: float = 0.0
+    """Seconds spent in training steps (no evaluation or checkpoint writing)."""
+    step_tokens: int = 0
+    """Tokens trained in those steps."""
+    after_warmup_time_s: float = 0.0
+    """Step time after the warmup (and never a process's first step, which includes compilation)."""
+    after_warmup_tokens: int = 0
+    """Tokens of those steps."""
+    wall_time_s: float = 0.0
+    """Wall time of the run up to the last checkpoint or the end, over all resumed segments."""
+    peak_memory_gb: float = 0.0
+    """Largest memory figure reported by any row."""
+
+    def add_step(self, seconds: float, tokens: int, after_warmup: bool) -> None:
+        """Count one training step."""
+        self.step_time_s += seconds
+        self.step_tokens += tokens
+        if after_warmup:
+            self.after_warmup_time_s += seconds
+            self.after_warmup_tokens += tokens
 
     def state_dict(self) -> dict[str, Any]:
-        """The generators' states as tensors and plain values."""
-        name, keys, pos, has_gauss, cached = np.random.get_state()
-        state = {
-            "python": random.getstate(),
-            "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                      "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
-            "torch": torch.get_rng_state(),
-        }
-        if torch.cuda.is_available() and torch.cuda.is_initialized():
-            state["cuda"] = torch.cuda.get_rng_state_all()
-        return state
+        """Plain values for the checkpoint."""
+        return asdict(self)
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any]) -> "Tally":
+        """Rebuild from :meth:`state_dict` output (unknown keys ignored, missing ones default)."""
+        return cls(**{k: v for k, v in state.items() if k in cls.__dataclass_fields__})
+
+
+_BATCH_KEYS = tuple(f.name for f in fields(BatchShape))
+
+
+@dataclass
+class TrainState:
+    """Where the run stands after ``step`` optimizer steps."""
+
+    step: int = 0
+    """Optimizer steps done."""
+    tokens: int = 0
+    """Training tokens seen (all processes)."""
+    total_steps: int = 0
+    """Steps the run is set to reach."""
+    batch: BatchShape | None = None
+    """The batch geometry (None until the run resolves it)."""
+    lr: float = 0.0
+    """Learning rate of the base parameter groups at the last step."""
+    skipped_steps: int = 0
+    """Steps whose update was skipped for a non-finite loss or gradient norm."""
+    consecutive_nonfinite: int = 0
+    """Non-finite steps in a row up to now (the divergence guard)."""
+    last_loss: float | None = None
+    """Training loss of the last step."""
+    last_val_loss: float | None = None
+    """Held-out loss of the last evaluation."""
+    last_val_bpb: float | None = None
+    """Held-out bits per byte of the last evaluation (None when the scored text has no bytes)."""
+    tally: Tally = field(default_factory=Tally)
+    """Time, token and memory totals for the summary."""
+    init_from: dict[str, Any] | None = None
+    """What the run continued from (``model.init_from``; ``edulm.train.init_from.InitSource.record``), None for a fresh model."""
+    schedule_changes: list[dict[str, Any]] = field(default_factory=list)
+    """Schedule changes made by resumes, oldest first (``edulm.train.schedule_change.ScheduleChange.record``)."""
+    branched_from: list[dict[str, Any]] = field(default_factory=list)
+    """Checkpoints of other run dirs this run was resumed from (``step``, ``checkpoint``), oldest first: its
+    steps up to ``step`` were trained there (a decay run from a stable checkpoint, a run continued elsewhere)."""
+
+    def record_step(self, loss: float, finite: bool) -> None:
+        """Count one finished optimizer step (tokens, loss, non-finite counters)."""
+        self.tokens += self.batch.tokens_per_step if self.batch else 0
+        self.last_loss = loss
+        if finite:
+            self.consecutive_nonfinite = 0
+        else:
+            self.skipped_steps += 1
+            self.consecutive_nonfinite += 1
+
+    def state_dict(self) -> dict[str, Any]:
+        """A JSON-ready mapping of every field (the ``trainer_state.json`` format: the batch keys sit at the top level)."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, BatchShape):
+                out.update(asdict(value))
+            elif isinstance(value, Tally):
+                out[f.name] = value.state_dict()
+            elif f.name != "batch":
+                out[f.name] = value
+        return out
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Put the generators back where :meth:`state_dict` found them."""
-        version, internal, gauss = state["python"]
-        random.setstate((version, tuple(internal), gauss))
-        n = state["numpy"]
-        np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
-        torch.set_rng_state(state["torch"])
-        if "cuda" in state and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _torch_save(state: Any, path: Path) -> None:
-    # Through a Python file object: a full disk then surfaces as the file's OSError (see the module docstring).
-    with open(path, "wb") as f:
-        torch.save(state, f)
-
-
-def _write(path: Path, fmt: Format, state: dict[str, Any]) -> None:
-    if fmt == "safetensors":
-        save_file(state, str(path), metadata={"format": "pt"})
-    elif fmt == "json":
-        write_json(path, state)
-    else:
-        _torch_save(state, path)
-
-
-def read_component(path: str | Path, name: str, fmt: Format) -> dict[str, Any]:
-    """The saved state of shared component ``name`` from checkpoint ``path`` (on CPU)."""
-    file = Path(path) / component_file(name, fmt)
-    if fmt == "safetensors":
-        return load_file(str(file))
-    if fmt == "json":
-        return json.loads(file.read_text())
-    return torch.load(file, map_location="cpu", weights_only=True)
-
-
-def save_checkpoint(run_dir: Path, step: int, cfg: Config, components: Mapping[str, Component], env: DistEnv) -> Path | None:
-    """Write the checkpoint of ``step`` atomically; every process takes part. Returns its path on rank 0, else None.
-
-    On a full disk: :class:`~edulm.errors.DiskFullError` ("no space left on RUN/checkpoints while
-    writing checkpoint step N; free space and run again with --resume auto"), the temporary folder
-    removed (by rank 0; a rank that fails alone ends its process, and ``torchrun`` stops the others).
-    """
-    tmp = None
-    try:
-        tmp = checkpoint.begin(run_dir, step) if env.is_main else None
-        env.barrier()  # the temporary folder exists before anyone writes into it
-        tmp_path = Path(env.broadcast(str(tmp) if tmp else None))
-        own = {name: c.state.state_dict() for name, c in components.items() if c.per_rank}
-        if own:
-            _torch_save(own, tmp_path / rank_file(env.rank))
-        # Every process asks for the shared states: gathering sharded state is a collective.
-        shared = {name: c.state.state_dict() for name, c in components.items() if not c.per_rank}
-        final = None
-        if env.is_main:
-            for name, state in shared.items():
-                _write(tmp_path / component_file(name, components[name].format), components[name].format, state)
-            save_config(cfg, tmp_path / CONFIG_FILE)
-        env.barrier()  # every rank file is on disk before the folder is sealed
-        if env.is_main:
-            final = checkpoint.commit(tmp_path, step)
-        env.barrier()
-        return final
-    except BaseException as err:
-        if tmp is not None:
-            remove_path(tmp)  # gone already when the rename happened: then nothing is removed
-        if is_disk_full(err):
-            raise disk_full_error(checkpoint.checkpoints_dir(run_dir), f"checkpoint step {step}") from err  # advice: train()
-        raise
-
-
-def load_problem(path: str | Path) -> str | None:
-    """What of checkpoint ``path`` does not load safely, or None when every file does.
-
-    Every torch file must load with ``torch.load(weights_only=True)`` as a mapping (a pickle of other
-    objects, which could run code, is refused), a rank file must map component names to states,
-    every JSON file must be a mapping, ``trainer_state.json`` a trainer state, and every safetensors
-    header must read. The trainer passes this to :func:`edulm.checkpoint.resolve_resume`, so such a
-    checkpoint counts as damaged and an older one is used.
-    """
-    from safetensors import SafetensorError, safe_open
-
-    for file in sorted(Path(path).iterdir()):
-        try:
-            if file.suffix == ".pt":
-                # mmap: the tensors are not read here (restore reads them); the safe unpickler still checks every object.
-                state = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
-            elif file.suffix == ".json":
-                state = json.loads(file.read_text(encoding="utf-8"))
-            elif file.suffix == ".safetensors":
-                with safe_open(str(file), framework="pt") as f:
-                    list(f.keys())
-                continue
+        """Put back what :meth:`state_dict` returned (fields an older checkpoint lacks keep their defaults)."""
+        fresh = TrainState()
+        for f in fields(self):
+            if f.name == "batch":
+                value = BatchShape(**{k: state[k] for k in _BATCH_KEYS}) if all(k in state for k in _BATCH_KEYS) else None
+            elif f.name == "tally":
+                value = Tally.from_state_dict(state.get(f.name, {}))
             else:
-                continue
-        except pickle.UnpicklingError:
-            return f"holds objects edulm does not load (in {file.name})"
-        except (OSError, ValueError, RuntimeError, EOFError, SafetensorError) as err:
-            return f"{file.name} does not load ({first_line(err)})"
-        problem = shape_problem(state, dict, file.name)
-        if problem is None and file.name.startswith(RANK_FILE_PREFIX):  # {component name: its state}
-            problem = next(filter(None, (shape_problem(v, dict, f"{file.name}['{k}']") for k, v in state.items())), None)
-        if problem is None and file.name == TRAINER_STATE_FILE:
-            problem = _trainer_state_problem(state)
-        if problem:
-            return f"{problem} (valid, but of the wrong shape)"
-    return None
-
-
-def _trainer_state_problem(state: dict[str, Any]) -> str | None:
-    problem = shape_problem(state, {"step": int, "tokens": int}, TRAINER_STATE_FILE)
-    if problem:
-        return problem
-    try:
-        TrainState().load_state_dict(state)
-    except (AttributeError, KeyError, TypeError, ValueError) as err:
-        return f"{TRAINER_STATE_FILE} is not a trainer state ({type(err).__name__}: {err})"
-    return None
-
-
-def restore(path: str | Path, components: Mapping[str, Component], rank: int) -> None:
-    """Load every component of ``components`` from checkpoint ``path``, in the mapping's order.
-
-    Put what must come last (the RNG states: nothing may draw random numbers after them) last.
-    """
-    path = Path(path)
-    own = None
-    for name, component in components.items():
-        if component.per_rank:
-            if own is None:
-                # A process the checkpoint's run did not have (a resume on more processes) starts from rank 0's
-                # states: the data position is shared by all ranks (each loader maps it to its own share), and
-                # every rank's generators were seeded alike.
-                mine = path / rank_file(rank)
-                own = torch.load(mine if mine.is_file() else path / rank_file(0), map_location="cpu", weights_only=True)
-            component.state.load_state_dict(own[name])
-        else:
-            component.state.load_state_dict(read_component(path, name, component.format))
+                value = state.get(f.name, getattr(fresh, f.name))
+            setattr(self, f.name, value)

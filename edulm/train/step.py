@@ -1,6 +1,6 @@
 """One optimizer step: gradient accumulation, clipping, the non-finite guard.
 
-The evaluation pass is :func:`edulm.heldout.score_heldout`, shared with ``edulm perplexity``.
+The evaluation pass is :func:`edulm.evaluate.heldout.score_heldout`, shared with ``edulm perplexity``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from edulm.train.distributed import DistEnv, set_gradient_sync
-from edulm.weights import nonfinite_tensors
+from edulm.checkpoint.weights import nonfinite_tensors
 from edulm.train.optim import Optimizers
 
 

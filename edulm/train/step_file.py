@@ -4,7 +4,7 @@ A run that resumes from the checkpoint of step S has already written rows past S
 (every step until a kill, or until the stop after the checkpoint): they describe steps that will be
 trained again. :meth:`StepFile.open` keeps the rows of steps up to S (and drops a line cut short by a
 crash), rewrites the file atomically, then appends, so the file holds every step once, as an
-uninterrupted run's would. The metrics CSV follows the same rule (:class:`edulm.metrics.MetricsCSV`).
+uninterrupted run's would. The metrics CSV follows the same rule (:class:`edulm.base.metrics.MetricsCSV`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any, TextIO
 
-from edulm.files import atomic_path, disk_full_error, is_disk_full
+from edulm.base.files import atomic_path, disk_full_error, is_disk_full
 
 
 class StepFile:

@@ -3,9 +3,9 @@
 The loop does one thing: optimizer steps, each at the learning rate the schedule gives
 (:mod:`edulm.train.schedule`), with the optimizer that ``train.optimizer`` names
 (:mod:`edulm.train.optim`). After each step it hands a :class:`~edulm.train.callbacks.StepEnd` to
-the callbacks (:mod:`edulm.train.cadence`: evaluation, metrics, checkpoints, summary, plots,
+the callbacks (:mod:`edulm.train.core_callbacks`: evaluation, metrics, checkpoints, summary, plots,
 ``final/``). Everything the run must carry across a restart is in ``TrainingRun.components``,
-which checkpoints save and restore as one mapping (:mod:`edulm.train.state`), so the steps after a
+which checkpoints save and restore as one mapping (:mod:`edulm.train.checkpointing`), so the steps after a
 resume repeat the uninterrupted run exactly.
 """
 
@@ -21,15 +21,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edulm import checkpoint
+from edulm.checkpoint import folders as checkpoint
 from edulm.config import Config, load_config
-from edulm.errors import DiskFullError, UsageError
-from edulm.files import disk_full_error
-from edulm.layout import CONFIG_FILE, RunLayout
+from edulm.base.errors import DiskFullError, UsageError
+from edulm.base.files import disk_full_error
+from edulm.base.layout import CONFIG_FILE, RunLayout
 from edulm.model.llama import LlamaLM, count_parameters, flops_per_token
-from edulm.throughput import device_info, peak_bf16_flops
+from edulm.train.throughput import device_info, peak_bf16_flops
 from edulm.train.autobatch import fresh_batch_notes, kept_batch_note, regroup_batch, resolve_batch_shape
-from edulm.train.cadence import default_callbacks, with_callbacks
+from edulm.train.core_callbacks import default_callbacks, with_callbacks
 from edulm.train.callbacks import Callback, StepEnd, configured_callbacks, stateful_callbacks
 from edulm.train.distributed import DistEnv, init_distributed, teardown, wrap_model
 from edulm.train.init_from import check_vocabulary, load_initial_weights, resumed_config, start_config, tokenizer_mismatch
@@ -39,9 +39,9 @@ from edulm.train.run_dir import hold_run_dir
 from edulm.train.schedule import lr_at, total_steps
 from edulm.train.schedule_change import ScheduleChange, schedule_change, schedule_settings
 from edulm.train.signals import EXIT_CODES, GracefulStop
-from edulm.train.state import Component, ModelWeights, RNGState, component_file, load_problem, restore
+from edulm.train.checkpointing import Component, ModelWeights, RNGState, component_file, load_problem, restore
 from edulm.train.step import TrainingDiverged, autocast_dtype, train_step
-from edulm.train.train_state import TrainState
+from edulm.train.state import TrainState
 
 
 RESUME_ADVICE = "free space and run again with --resume auto"
@@ -61,7 +61,7 @@ def train(
     ``resume``: None (a new run; refused if the run dir already holds one), ``"auto"`` (the latest
     intact checkpoint of the run dir, or a new run when there is none) or a checkpoint path. After a
     SIGTERM or SIGINT the run saves a checkpoint and exits with code 143 or 130. ``callbacks``
-    replaces :func:`~edulm.train.cadence.default_callbacks` (build on that list to add one).
+    replaces :func:`~edulm.train.core_callbacks.default_callbacks` (build on that list to add one).
     ``allow_schedule_change``: resume even when the config's schedule moves the learning rate away
     from the one the checkpoint trained with (:mod:`edulm.train.schedule_change`).
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from edulm.data.hub import HubSource, RetryPolicy
+from edulm.data.hub_dataset import HubSource, RetryPolicy
 
 
 def paragraphs_from_stdlib() -> list[str]:

@@ -14,8 +14,8 @@ import textwrap
 import pytest
 
 from data_helpers import FaultyDataset, faulty_source, fineweb_rows, local_stream_opener, write_parquet
-from edulm.data.hub import SNAPSHOT_EVERY, HubSource, RetryPolicy, SourceError
-from edulm.errors import UsageError
+from edulm.data.hub_dataset import SNAPSHOT_EVERY, HubSource, RetryPolicy, SourceError
+from edulm.base.errors import UsageError
 
 
 @pytest.fixture
@@ -91,7 +91,7 @@ def test_closing_a_stream_midway_exits_cleanly(parquet_files):
     files, _ = parquet_files
     script = textwrap.dedent(f"""
         import datasets
-        from edulm.data.hub import HubSource
+        from edulm.data.hub_dataset import HubSource
         files = {[str(f) for f in files]!r}
         source = HubSource("hf://t/t", lambda: datasets.load_dataset("parquet", data_files=files, split="train", streaming=True))
         stream = source.open()

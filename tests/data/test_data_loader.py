@@ -12,7 +12,7 @@ import torch
 from edulm.data.loader import ShardLoader, make_train_loader, make_val_batches
 from edulm.data.prepare import prepare
 from edulm.data.shards import HEADER_BYTES, open_split, shard_name, write_shard
-from edulm.errors import UsageError
+from edulm.base.errors import UsageError
 
 
 @pytest.fixture
@@ -117,7 +117,8 @@ def test_validation_batches_are_fixed_and_from_the_held_out_split(prepared):
 def test_fingerprint_mismatch_is_refused(prepared, tmp_path, paragraphs):
     with pytest.raises(UsageError, match="not the run's tokenizer"):
         make_train_loader(prepared, fingerprint="0123456789abcdef")
-    from edulm.tokenizer import save_tokenizer, train_bpe
+    from edulm.tokenizer.loading import save_tokenizer
+    from edulm.tokenizer.bpe import train_bpe
 
     other = tmp_path / "other-tokenizer"
     save_tokenizer(train_bpe(paragraphs[:50], vocab_size=300), other)

@@ -18,7 +18,7 @@ from edulm.data.loader import make_train_loader, make_val_batches
 from edulm.data.mixture import DrawSequence, draws_per_source, realised_mixture, split_by_weight, window_permutation
 from edulm.data.prepare import prepare
 from edulm.data.shards import open_split
-from edulm.errors import UsageError
+from edulm.base.errors import UsageError
 
 SEQ = 32
 
@@ -266,9 +266,9 @@ def test_perplexity_of_a_mixture_folder_scores_the_trainers_validation_windows(m
     """`edulm perplexity --data` windows each source on its own and shares a token cap by weight, as the trainer."""
     from edulm.config import ModelConfig
     from edulm.evaluate.perplexity import shards_perplexity
-    from edulm.heldout import score_heldout
+    from edulm.evaluate.heldout import score_heldout
     from edulm.model import LlamaLM
-    from edulm.tokenizer import load_tokenizer
+    from edulm.tokenizer.loading import load_tokenizer
 
     cfg, _ = mixed
     tokenizer = load_tokenizer(cfg.tokenizer.name)

@@ -10,13 +10,13 @@ import pytest
 
 from data_helpers import FaultyDataset, faulty_source, fineweb_rows, local_stream_opener, write_jsonl, write_parquet
 from edulm.cli import main
-from edulm.data.hub import HubSource, SourceError
+from edulm.data.hub_dataset import HubSource, SourceError
 from edulm.data.prepare import prepare
 from edulm.data.prepare_state import STATE
 from edulm.data.shards import open_split, read_header, verify_shard
 from edulm.data.records import RecordStream, Source
 from edulm.data.sources import LocalFiles
-from edulm.errors import UsageError
+from edulm.base.errors import UsageError
 
 
 def _shard_bytes(folder: Path) -> dict[str, bytes]:
@@ -282,7 +282,7 @@ def test_a_long_record_is_tokenized_in_pieces_to_the_same_tokens(monkeypatch):
     import random
 
     from edulm.data import encode
-    from edulm.tokenizer import load_tokenizer
+    from edulm.tokenizer.loading import load_tokenizer
 
     raw = load_tokenizer("smollm2-offline").backend_tokenizer
     rng = random.Random(0)

@@ -17,8 +17,8 @@ from processes import alive, descendants, freeze_when
 from edulm.cli import main
 from edulm.data.prepare import prepare
 from edulm.data.prepare_state import STATE, VAL_PARTIAL
-from edulm.files import temp_path
-from edulm.lock import folder_lock
+from edulm.base.files import temp_path
+from edulm.base.lock import folder_lock
 
 
 def _shard_bytes(folder: Path) -> dict[str, bytes]:

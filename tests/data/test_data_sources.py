@@ -10,10 +10,10 @@ import pytest
 
 from data_helpers import fineweb_rows, write_jsonl, write_parquet
 from edulm.data.builtin_sample import BuiltinSample, clean_docstring, harvest
-from edulm.data.hub import HubSpec, is_transient, parse_hub_spec
+from edulm.data.hub_dataset import HubSpec, is_transient, parse_hub_spec
 from edulm.data.records import document_batches
 from edulm.data.sources import iter_texts, open_source
-from edulm.errors import UsageError
+from edulm.base.errors import UsageError
 
 
 def _all(source, start=0):

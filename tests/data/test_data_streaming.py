@@ -18,7 +18,7 @@ from edulm.data.shards import open_split
 from edulm.data.sources import open_source
 from edulm.data.stream_worker import INITIAL_STATE, stream_batches
 from edulm.data.streaming import held_out_segments
-from edulm.errors import UsageError
+from edulm.base.errors import UsageError
 
 
 def held_out_tokens(cfg) -> np.ndarray:

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from edulm.cli import main
-from edulm.errors import UsageError
+from edulm.base.errors import UsageError
 from edulm.evaluate.baselines import DEFAULT_BASELINES, parse_models
 from edulm.evaluate.protocol import safe_name
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from edulm.cli import main
-from edulm.errors import UsageError
+from edulm.base.errors import UsageError
 from edulm.evaluate.budgets import TRAINING_TOKENS, format_tokens, load_budgets, lookup, parse_tokens
 
 METRICS = {"arc_easy": "acc_norm", "piqa": "acc_norm", "lambada_openai": "acc", "winogrande": "acc"}

@@ -179,7 +179,7 @@ def test_cpu_default_batch_size_is_fixed():
 
 def test_a_second_eval_into_the_same_results_file_is_refused(tiny_hf_model, local_tasks, tmp_path, capsys):
     """One writer per results file: the samples of one evaluation must never sit beside the results of another."""
-    from edulm.lock import folder_lock
+    from edulm.base.lock import folder_lock
 
     out = tmp_path / "eval" / "results.json"
     with folder_lock(out, "edulm eval"):

@@ -75,7 +75,7 @@ def test_release_writes_a_complete_card_and_a_rerun_skips_finished_steps(
 
 
 def test_release_refuses_a_second_writer_and_bad_runs(run_copy, tmp_path, local_tasks, capsys):
-    from edulm.lock import folder_lock
+    from edulm.base.lock import folder_lock
 
     base = ["--tasks", "tiny_quiz", "--include-path", str(local_tasks), "--device", "cpu", "--models", "x=" + str(tmp_path)]
     with folder_lock(run_copy / "release", "edulm release"):
@@ -146,7 +146,7 @@ def test_damaged_outputs_and_a_damaged_state_file_are_redone(run_copy, tiny_hf_m
 
 def test_a_failed_eval_makes_compare_say_so_not_what_to_pass(run_copy, tiny_hf_model, local_tasks, capsys, monkeypatch):
     import edulm.evaluate.harness
-    from edulm.errors import UsageError
+    from edulm.base.errors import UsageError
 
     def eval_fails(*args, **kwargs):
         raise UsageError("the eval broke")
@@ -163,7 +163,7 @@ def test_a_failed_eval_makes_compare_say_so_not_what_to_pass(run_copy, tiny_hf_m
 
 def test_release_with_gguf_writes_the_file_and_the_cards_run_it_locally_section(
         run_copy, tiny_hf_model, other_tiny_hf_model, local_tasks, capsys):
-    from edulm.files import sha256_file
+    from edulm.base.files import sha256_file
 
     argv = release_argv(run_copy, tiny_hf_model, other_tiny_hf_model, local_tasks, "--limit", "2")
     assert main([*argv, "--gguf", "q4_k"]) == 2  # refused before any work

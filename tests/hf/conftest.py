@@ -13,7 +13,8 @@ from edulm.config import Config, RunConfig, TokenizerConfig, save_config
 @pytest.fixture(scope="session")
 def tokenizer_dir(tmp_path_factory) -> Path:
     """A 320-token BPE tokenizer folder, as edulm saves one."""
-    from edulm.tokenizer import save_tokenizer, train_bpe
+    from edulm.tokenizer.loading import save_tokenizer
+    from edulm.tokenizer.bpe import train_bpe
 
     out = tmp_path_factory.mktemp("tokenizer")
     save_tokenizer(train_bpe(TEXTS, 320), out)

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import torch
 
-from edulm import checkpoint
+from edulm.checkpoint import folders as checkpoint
 from edulm.config import ModelConfig
 from edulm.model import LlamaLM
-from edulm.layout import MODEL_FILE
-from edulm.weights import save_weights
+from edulm.base.layout import MODEL_FILE
+from edulm.checkpoint.weights import save_weights
 
 TEXTS = ["Water boils at one hundred degrees.", "Cells divide by mitosis.", "The moon orbits the earth."] * 3
 """What the tiny test tokenizer is trained on."""
@@ -20,7 +20,7 @@ IDS = torch.arange(1, 17).unsqueeze(0) * 7 % 320
 
 
 def add_checkpoint(run: Path, model: LlamaLM, step: int) -> Path:
-    """A checkpoint written the trainer's way (edulm.checkpoint: temporary folder, manifest, rename)."""
+    """A checkpoint written the trainer's way (edulm.checkpoint.folders: temporary folder, manifest, rename)."""
     tmp = checkpoint.begin(run, step)
     save_weights(model, tmp / MODEL_FILE)
     (tmp / "config.yaml").write_bytes((run / "config.yaml").read_bytes())

@@ -13,12 +13,12 @@ import pytest
 from hf_helpers import IDS, add_checkpoint, logits, tiny_model
 from processes import freeze_when, stale_temp
 
-from edulm.errors import UsageError
-from edulm.files import temp_path, temp_target
+from edulm.base.errors import UsageError
+from edulm.base.files import temp_path, temp_target
 from edulm.hf import EXPORT_MARKER, export, load_model
 from edulm.hf.export_folder import PREVIOUS_CARD_FILE, settle_stale_exports
-from edulm.lock import folder_lock
-from edulm.layout import MODEL_FILE
+from edulm.base.lock import folder_lock
+from edulm.base.layout import MODEL_FILE
 
 
 def temporaries(folder: Path) -> list[str]:

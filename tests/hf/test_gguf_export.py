@@ -9,7 +9,7 @@ from hf_helpers import add_checkpoint, tiny_model
 
 from edulm.cli import main
 from edulm.config import Config, ModelConfig, RunConfig, TokenizerConfig, save_config
-from edulm.errors import UsageError
+from edulm.base.errors import UsageError
 from edulm.hf import export
 from edulm.hf.gguf_export import GGUF_DTYPES, export_gguf
 
@@ -122,7 +122,7 @@ def test_a_tokenizer_llama_cpp_cannot_split_alike_is_refused(tmp_path, run_dir, 
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    from edulm.tokenizer import save_tokenizer
+    from edulm.tokenizer.loading import save_tokenizer
 
     core = Tokenizer(models.BPE(vocab={"a": 0, "b": 1, "<|endoftext|>": 2}, merges=[]))
     core.pre_tokenizer = pre_tokenizers.Whitespace()

@@ -8,9 +8,9 @@ import pytest
 from hf_helpers import add_checkpoint, tiny_model
 
 from edulm.cli import main
-from edulm.errors import UsageError
+from edulm.base.errors import UsageError
 from edulm.hf import EXPORT_MARKER, ensure_hf_folder, export, resolve_model, to_hf_config
-from edulm.layout import MODEL_FILE
+from edulm.base.layout import MODEL_FILE
 
 
 @pytest.mark.compat

@@ -9,7 +9,7 @@ import torch
 from hf_helpers import IDS, logits
 
 from edulm.config import ModelConfig
-from edulm.errors import UsageError
+from edulm.base.errors import UsageError
 from edulm.hf import load_model, model_config_from_hf, to_hf_config
 
 

@@ -9,9 +9,9 @@ import torch
 from hf_helpers import IDS, add_checkpoint, logits, tiny_model
 
 from edulm.config import ModelConfig
-from edulm.errors import UsageError
+from edulm.base.errors import UsageError
 from edulm.hf import export, load_model, load_model_tokenizer, resolve_model, to_hf_config
-from edulm.layout import MODEL_FILE
+from edulm.base.layout import MODEL_FILE
 
 
 @pytest.mark.compat

@@ -8,11 +8,11 @@ from typing import Callable
 import pytest
 import torch
 
-from edulm import checkpoint
+from edulm.checkpoint import folders as checkpoint
 from edulm.config import Config, ModelConfig, RunConfig, TokenizerConfig, save_config
 from edulm.model import LlamaLM
-from edulm.layout import MODEL_FILE
-from edulm.weights import save_weights
+from edulm.base.layout import MODEL_FILE
+from edulm.checkpoint.weights import save_weights
 
 def _randomize_norms(model: torch.nn.Module, seed: int) -> None:
     """Random RMSNorm weights (init makes them all 1), so a mix-up between norms changes the logits."""
@@ -80,7 +80,8 @@ TOKENIZER_TEXTS = [
 @pytest.fixture(scope="session")
 def tiny_tokenizer_dir(tmp_path_factory) -> Path:
     """A 320-token byte-level BPE tokenizer folder (fits the tiny model configs)."""
-    from edulm.tokenizer import save_tokenizer, train_bpe
+    from edulm.tokenizer.loading import save_tokenizer
+    from edulm.tokenizer.bpe import train_bpe
 
     out = tmp_path_factory.mktemp("tiny-tokenizer")
     save_tokenizer(train_bpe(TOKENIZER_TEXTS, 320), out)

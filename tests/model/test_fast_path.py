@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 import edulm.model.attention as attention
-from edulm.memory import saved_for_backward_bytes, track_tensor_memory
+from edulm.base.memory import saved_for_backward_bytes, track_tensor_memory
 from edulm.model import LlamaLM
 from edulm.model.loss import IGNORE_INDEX, lm_loss, plain_lm_loss
 

@@ -98,7 +98,7 @@ def test_generation_stops_at_the_context_length(pair, tiny_model_config):
 def test_generate_command_prints_prompt_and_greedy_continuation(
     edulm_model, checkpoint_dir, tiny_tokenizer_dir, tiny_model_config, capsys
 ):
-    from edulm.tokenizer import load_tokenizer
+    from edulm.tokenizer.loading import load_tokenizer
 
     cfg = ModelConfig(**{**tiny_model_config.__dict__, "init_std": 0.3})
     model = edulm_model(cfg, seed=6)

@@ -18,7 +18,8 @@ from edulm.config import config_from_dict
 def corpus(tmp_path_factory) -> dict[str, str]:
     """``{"tokenizer": folder, "shards": folder, "source": jsonl}``: prepared once per session."""
     from edulm.data.prepare import prepare
-    from edulm.tokenizer import save_tokenizer, train_bpe
+    from edulm.tokenizer.loading import save_tokenizer
+    from edulm.tokenizer.bpe import train_bpe
 
     root = tmp_path_factory.mktemp("corpus")
     docs = synthetic_documents(600)

@@ -171,7 +171,7 @@ def leftovers(folder: Path) -> list[str]:
 
 def assert_checkpoints_intact(run_dir: Path) -> None:
     """Every checkpoint folder of the run passes its full check."""
-    from edulm import checkpoint
+    from edulm.checkpoint import folders as checkpoint
 
     for path in checkpoint.list_checkpoints(run_dir):
         assert checkpoint.verify(path) is None, f"{path}: {checkpoint.verify(path)}"
@@ -179,7 +179,7 @@ def assert_checkpoints_intact(run_dir: Path) -> None:
 
 def losses(run_dir: Path) -> dict[int, tuple[float, float | None]]:
     """``{step: (loss, val_loss)}`` of a run's metrics CSV."""
-    from edulm.metrics import read_metrics
+    from edulm.base.metrics import read_metrics
 
     return {int(r["step"]): (r["loss"], r["val_loss"]) for r in read_metrics(run_dir / "training" / "training_metrics.csv")}
 

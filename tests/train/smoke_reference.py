@@ -64,7 +64,7 @@ def run_smoke(shards_dir: Path, out_dir: Path, steps: int = STEPS) -> dict:
     """Prepare the smoke data into ``shards_dir`` (if needed), train, and return what the fixture holds."""
     from edulm.config import load_config
     from edulm.data.prepare import prepare
-    from edulm.metrics import read_metrics
+    from edulm.base.metrics import read_metrics
     from edulm.train.trainer import train
 
     cfg = load_config(SMOKE_CONFIG, overrides(shards_dir, out_dir, steps))

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from edulm.config import config_from_dict
-from edulm.errors import UsageError
+from edulm.base.errors import UsageError
 from edulm.model import LlamaLM
 from edulm.train.autobatch import (
     CPU_MAX_MICRO_BATCH,
@@ -16,7 +16,7 @@ from edulm.train.autobatch import (
     resolve_batch_shape,
     split_global_batch,
 )
-from edulm.train.train_state import BatchShape
+from edulm.train.state import BatchShape
 
 
 def geometry(cfg, model=None, device="cpu", world_size=1, fits=None):

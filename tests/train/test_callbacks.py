@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from edulm.config import config_from_dict
-from edulm.metrics import read_metrics
-from edulm.train.cadence import CheckpointRetention, Checkpointing, Evaluation, default_callbacks
+from edulm.base.metrics import read_metrics
+from edulm.train.core_callbacks import CheckpointRetention, Checkpointing, Evaluation, default_callbacks
 from edulm.train.callbacks import Callback
 from edulm.train.reporting import CSVSink, MetricsLogger
 from edulm.train.trainer import train

@@ -14,8 +14,8 @@ from torch._dynamo.backends.debugging import aot_eager
 from train_helpers import tiny_config
 
 from edulm.config import config_from_dict
-from edulm.metrics import read_metrics
-from edulm.train.cadence import default_callbacks
+from edulm.base.metrics import read_metrics
+from edulm.train.core_callbacks import default_callbacks
 from edulm.train.callbacks import Callback
 from edulm.train.trainer import train
 

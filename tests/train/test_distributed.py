@@ -17,9 +17,9 @@ import pytest
 import torch
 from train_helpers import REPO, cli_env, run_cli, tiny_config, write_config
 
-from edulm import checkpoint
-from edulm.layout import MODEL_FILE, rank_file
-from edulm.metrics import read_metrics
+from edulm.checkpoint import folders as checkpoint
+from edulm.base.layout import MODEL_FILE, rank_file
+from edulm.base.metrics import read_metrics
 
 pytestmark = pytest.mark.slow
 
@@ -120,7 +120,7 @@ def test_a_run_resumes_on_another_number_of_processes_as_if_uninterrupted(corpus
 
 def test_a_run_dir_in_use_is_refused_on_every_rank(corpus, tmp_path):
     """Rank 0 decides and tells the others: both processes end with the one line, none waits for the other."""
-    from edulm.lock import folder_lock
+    from edulm.base.lock import folder_lock
 
     cfg = write_config(tmp_path / "pair.yaml", tiny_config(corpus, tmp_path / "pair", **COMMON))
     with folder_lock(tmp_path / "pair", "edulm train"):

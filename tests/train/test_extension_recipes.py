@@ -10,8 +10,8 @@ import signal
 import pytest
 
 from edulm.config import config_from_dict
-from edulm.errors import UsageError
-from edulm.metrics import read_metrics
+from edulm.base.errors import UsageError
+from edulm.base.metrics import read_metrics
 from edulm.train.callbacks import Callback
 from edulm.train.trainer import train
 
@@ -34,7 +34,7 @@ def _config(corpus, run_dir):
 
 
 def test_a_stateful_file_writing_callback_from_the_config_survives_a_stop_and_resume(corpus, tmp_path):
-    from edulm.train.cadence import default_callbacks
+    from edulm.train.core_callbacks import default_callbacks
 
     straight = tmp_path / "straight"
     train(_config(corpus, straight))

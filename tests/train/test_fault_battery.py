@@ -42,10 +42,10 @@ from fault_battery import (
 )
 from train_helpers import cli_env, start_cli, tiny_config, write_config
 
-from edulm import checkpoint
-from edulm.files import sha256_file, temp_target
-from edulm.layout import MANIFEST_FILE, OPTIMIZER_FILE, TRAINER_STATE_FILE, rank_file
-from edulm.lock import folder_lock, read_holder
+from edulm.checkpoint import folders as checkpoint
+from edulm.base.files import sha256_file, temp_target
+from edulm.base.layout import MANIFEST_FILE, OPTIMIZER_FILE, TRAINER_STATE_FILE, rank_file
+from edulm.base.lock import folder_lock, read_holder
 from edulm.train.callbacks import Callback
 
 REFERENCE = dict(max_steps=6, ckpt_interval=2, keep_last=5, eval_interval=3, eval_tokens=256)
@@ -106,7 +106,7 @@ class Bench:
     def signal_after_step(self, step: int, signum: int) -> None:
         """The next in-process run receives ``signum`` after ``step`` (until :meth:`no_more_faults`)."""
         from edulm.train import trainer
-        from edulm.train.cadence import default_callbacks
+        from edulm.train.core_callbacks import default_callbacks
 
         self.monkeypatch.setattr(trainer, "default_callbacks",
                                  lambda *a, **k: [*default_callbacks(*a, **k), SendSignal(step, signum)])
@@ -362,7 +362,7 @@ def _(b: Bench, race: Race) -> Outcome:
         steps = checkpoint.list_checkpoints(folder)
         assert [checkpoint.step_of(p) for p in steps] == [2, 4]
         assert all(load_config(p / "config.yaml").train.lr == want for p in steps)
-        from edulm.metrics import read_metrics
+        from edulm.base.metrics import read_metrics
 
         rows = read_metrics(folder / "training" / "training_metrics.csv")
         assert [r["step"] for r in rows] == [1, 2, 3, 4] and rows[1]["lr"] == pytest.approx(want)  # warmup ends at 2

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from edulm.card_sections import fmt_tokens
+from edulm.release.card_sections import fmt_tokens
 from edulm.config import config_from_dict
 from edulm.train.trainer import train
 
@@ -108,7 +108,7 @@ def test_a_sigterm_during_the_final_export_is_heard_after_the_run_completes(corp
     import os
     import signal
 
-    from edulm.train.cadence import FinalExport, default_callbacks
+    from edulm.train.core_callbacks import FinalExport, default_callbacks
     from edulm.train.callbacks import Callback
 
     class SigtermNow(Callback):

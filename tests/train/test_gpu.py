@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from edulm.config import Config, ModelConfig, TrainConfig
-from edulm.heldout import padded_to_one_shape, score_heldout
+from edulm.evaluate.heldout import padded_to_one_shape, score_heldout
 from edulm.model.llama import LlamaLM
 from edulm.train.autobatch import GLOBAL_BATCH_TOLERANCE, cuda_fits, resolve_batch_shape
 from edulm.train.distributed import DistEnv

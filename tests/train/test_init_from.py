@@ -10,14 +10,14 @@ import pytest
 import torch
 import yaml
 
-from edulm.card import write_card
+from edulm.release.card import write_card
 from edulm.config import config_from_dict, load_config
 from edulm.data.loader import make_train_loader
-from edulm.errors import UsageError
-from edulm.files import sha256_file
+from edulm.base.errors import UsageError
+from edulm.base.files import sha256_file
 from edulm.hf import load_model
-from edulm.metrics import read_metrics
-from edulm.train.cadence import default_callbacks
+from edulm.base.metrics import read_metrics
+from edulm.train.core_callbacks import default_callbacks
 from edulm.train.trainer import train
 
 from train_helpers import SigtermAfter, tiny_config, write_config
@@ -111,7 +111,8 @@ def test_model_keys_the_config_sets_must_agree_with_the_model(corpus, base, tmp_
 
 
 def test_a_model_with_another_tokenizer_is_continued_with_a_warning(corpus, base, tmp_path, capsys):
-    from edulm.tokenizer import save_tokenizer, train_bpe
+    from edulm.tokenizer.loading import save_tokenizer
+    from edulm.tokenizer.bpe import train_bpe
 
     model = tmp_path / "model"
     shutil.copytree(base / "final", model)

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from edulm.config import config_from_dict, load_config
 from edulm.data.loader import make_train_loader
 from edulm.data.prepare import prepare
-from edulm.metrics import read_metrics
+from edulm.base.metrics import read_metrics
 from edulm.model.loss import IGNORE_INDEX
 from edulm.train.trainer import train
 
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_smollm2_continues_with_transformers_first_loss_and_exports(smollm2, tmp_path, capsys):
-    from edulm.tokenizer import load_tokenizer
+    from edulm.tokenizer.loading import load_tokenizer
 
     hf_model, weights, _ = smollm2
     # The model folder with SmolLM2's own tokenizer (transformers' GGUF reader drops its digit splitting;

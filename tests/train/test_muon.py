@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from edulm.config import Config, TrainConfig, config_from_dict
-from edulm.errors import UsageError
+from edulm.base.errors import UsageError
 from edulm.model.llama import LlamaLM
 from edulm.train.autobatch import MEMORY_HEADROOM, step_memory_budget
 from edulm.train.distributed import DistEnv

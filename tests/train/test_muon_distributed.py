@@ -19,8 +19,8 @@ import sys
 import pytest
 from train_helpers import REPO, cli_env, run_cli, tiny_config, write_config
 
-from edulm import checkpoint
-from edulm.metrics import read_metrics
+from edulm.checkpoint import folders as checkpoint
+from edulm.base.metrics import read_metrics
 
 pytestmark = pytest.mark.slow
 

@@ -9,7 +9,7 @@ import pytest
 from test_resume import assert_clean, kill_after_next_checkpoint, losses
 from train_helpers import run_cli, start_cli, tiny_config, write_config
 
-from edulm import checkpoint
+from edulm.checkpoint import folders as checkpoint
 from edulm.config import load_config
 from edulm.train.trainer import train
 

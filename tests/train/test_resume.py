@@ -14,9 +14,9 @@ import signal
 
 import pytest
 
-from edulm import checkpoint
+from edulm.checkpoint import folders as checkpoint
 from edulm.config import load_config
-from edulm.metrics import read_metrics
+from edulm.base.metrics import read_metrics
 from edulm.train.trainer import train
 
 from processes import freeze_when

@@ -9,9 +9,9 @@ import sys
 import pytest
 import torch
 
-from edulm.errors import UsageError
-from edulm.files import temp_path
-from edulm.lock import folder_lock, lock_path
+from edulm.base.errors import UsageError
+from edulm.base.files import temp_path
+from edulm.base.lock import folder_lock, lock_path
 from edulm.train.distributed import DistEnv
 from edulm.train.run_dir import LOCK_PURPOSE, check_out_dir, hold_run_dir, remove_leftovers
 

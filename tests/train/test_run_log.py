@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from edulm.metrics import read_metrics
+from edulm.base.metrics import read_metrics
 
 from train_helpers import REPO, cli_env, tiny_config, write_config
 
@@ -91,7 +91,7 @@ def test_a_failed_run_ends_its_log_with_the_error(corpus, tmp_path):
 
 def test_a_refused_run_writes_no_log(corpus, tmp_path):
     from edulm.config import config_from_dict
-    from edulm.errors import UsageError
+    from edulm.base.errors import UsageError
     from edulm.train.trainer import train
 
     run_dir = tmp_path / "run"

@@ -6,9 +6,9 @@ import typing
 import pytest
 
 from edulm.config import TrainConfig
-from edulm.errors import UsageError
+from edulm.base.errors import UsageError
 from edulm.train.schedule import SCHEDULES, cosine, decay_start, lr_at, total_steps
-from edulm.train.train_state import BatchShape
+from edulm.train.state import BatchShape
 
 
 def tokens_per_step(t: TrainConfig, micro: int, accum: int, world_size: int = 1) -> int:

@@ -9,9 +9,9 @@ import yaml
 
 from edulm.cli import main
 from edulm.config import config_from_dict
-from edulm.errors import UsageError
-from edulm.metrics import read_metrics
-from edulm.train.cadence import default_callbacks
+from edulm.base.errors import UsageError
+from edulm.base.metrics import read_metrics
+from edulm.train.core_callbacks import default_callbacks
 from edulm.train.trainer import train
 
 from train_helpers import SigtermAfter, tiny_config, write_config

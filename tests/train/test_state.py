@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from edulm import checkpoint
+from edulm.checkpoint import folders as checkpoint
 from edulm.config import Config
-from edulm.layout import MODEL_FILE, OPTIMIZER_FILE, TRAINER_STATE_FILE, rank_file
+from edulm.base.layout import MODEL_FILE, OPTIMIZER_FILE, TRAINER_STATE_FILE, rank_file
 from edulm.model.llama import LlamaLM
 from edulm.train.distributed import DistEnv
-from edulm.train.state import Component, ModelWeights, RNGState, component_file, restore, save_checkpoint
-from edulm.train.train_state import BatchShape, Tally, TrainState
+from edulm.train.checkpointing import Component, ModelWeights, RNGState, component_file, restore, save_checkpoint
+from edulm.train.state import BatchShape, Tally, TrainState
 
 CPU = DistEnv(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"))
 

@@ -10,11 +10,11 @@ import math
 import pytest
 import torch
 
-from edulm import checkpoint
+from edulm.checkpoint import folders as checkpoint
 from edulm.config import config_from_dict, load_config
-from edulm.errors import UsageError
-from edulm.layout import CONFIG_FILE, MODEL_FILE, OPTIMIZER_FILE, TRAINER_STATE_FILE
-from edulm.metrics import CSV_COLUMNS, read_metrics
+from edulm.base.errors import UsageError
+from edulm.base.layout import CONFIG_FILE, MODEL_FILE, OPTIMIZER_FILE, TRAINER_STATE_FILE
+from edulm.base.metrics import CSV_COLUMNS, read_metrics
 from edulm.train.trainer import TrainingDiverged, train
 
 from train_helpers import synthetic_documents, tiny_config
@@ -69,10 +69,10 @@ def test_tiny_run_learns_and_writes_the_run_dir(corpus, tmp_path):
 
 def _assert_val_bpb_is_the_loss_over_the_scored_bytes(cfg, rows):
     """val_bpb = val_loss x scored tokens / (ln 2 x scored bytes), the tokens and bytes counted here from the held-out batches."""
-    from edulm.bits_per_byte import scored_bytes, token_byte_lengths
+    from edulm.evaluate.bits_per_byte import scored_bytes, token_byte_lengths
     from edulm.data.loader import make_val_batches
     from edulm.model.loss import IGNORE_INDEX
-    from edulm.tokenizer import load_tokenizer
+    from edulm.tokenizer.loading import load_tokenizer
 
     batches = make_val_batches(cfg, cfg.train.micro_batch_size, cfg.train.eval_tokens)
     n_tokens = sum(int((targets != IGNORE_INDEX).sum()) for _, targets in batches)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from edulm.card_inputs import CardInputs
-from edulm.card_sections import fmt_int, fmt_tokens, md_table
+from edulm.release.card_inputs import CardInputs
+from edulm.release.card_sections import fmt_int, fmt_tokens, md_table
 from edulm.evaluate.compare_report import CLEAR_MARK, score_text
 from edulm.evaluate.protocol import shown_metrics
 
@@ -184,7 +184,7 @@ def contamination(inputs: CardInputs) -> list[str]:
         return lines + ["Not run: no n-gram overlap audit between the evaluation benchmarks and the training data was made "
                         "(run `edulm sample-text` and `edulm contamination`, or `edulm release`). Scores may be inflated if "
                         "benchmark text is in the training data."]
-    from edulm.contamination_report import coverage_sentence, method_sentence
+    from edulm.evaluate.contamination_report import coverage_sentence, method_sentence
 
     rows = [[task, f"{t['contaminated']:,} / {t['documents']:,}", f"{t['fraction']:.2%}" if t.get("fraction") is not None else "n/a",
              fmt_int(t.get("matched_whole")), fmt_int(t.get("too_short"))] for task, t in report.get("tasks", {}).items()]

@@ -17,7 +17,7 @@ apart and never flagged, so a low fraction is never mistaken for a clean bill on
 Every flagged document is listed by number (``flagged_documents``); for an lm-eval task the number
 is lm-eval's ``doc_id``, so the flags join with the per-example samples of ``edulm eval`` and
 ``edulm baselines`` (:mod:`edulm.evaluate.clean` recomputes each score without them). The training
-text is read by :mod:`edulm.training_text`; the report's format is :mod:`edulm.contamination_report`.
+text is read by :mod:`edulm.release.training_text`; the report's format is :mod:`edulm.evaluate.contamination_report`.
 """
 
 from __future__ import annotations
@@ -33,10 +33,10 @@ from typing import Any, Iterator
 
 from tqdm.auto import tqdm
 
-from edulm.contamination_report import DOCUMENT_IDS, FORMAT, FORMAT_VERSION, REPORT_MD, coverage_sentence, write_report
-from edulm.errors import UsageError
-from edulm.logs import progress_bars
-from edulm.training_text import TrainingText, open_training_text
+from edulm.evaluate.contamination_report import DOCUMENT_IDS, FORMAT, FORMAT_VERSION, REPORT_MD, coverage_sentence, write_report
+from edulm.base.errors import UsageError
+from edulm.base.logs import progress_bars
+from edulm.release.training_text import TrainingText, open_training_text
 
 _TRANSLATION = str.maketrans(string.ascii_uppercase, string.ascii_lowercase, string.punctuation)
 """lm-eval Janitor's table: upper- to lower-case ASCII letters, ASCII punctuation deleted."""
@@ -332,7 +332,7 @@ def audit(train_spec: str, out: str | Path, *, tasks: str | list[str] | None = N
     Benchmarks are lm-eval ``tasks`` (a list or ``a,b`` text; None: the reference six) or local
     ``benchmark_files`` (``NAME=PATH`` or ``PATH``). Returns the report.
     """
-    from edulm.lock import folder_lock
+    from edulm.base.lock import folder_lock
 
     if n < 1:
         raise UsageError(f"--ngram {n}: must be at least 1")

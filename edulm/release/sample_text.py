@@ -1,7 +1,7 @@
 """``edulm sample-text``: a reproducible sample of training documents, as JSONL.
 
 From prepared shards (``--data``): the documents of the training split
-(:class:`edulm.training_text.ShardDocuments`). ``--docs`` document numbers are drawn without replacement from ``numpy.random.default_rng(seed)``
+(:class:`edulm.release.training_text.ShardDocuments`). ``--docs`` document numbers are drawn without replacement from ``numpy.random.default_rng(seed)``
 and the documents decoded with the tokenizer the manifest records. From a source (``--source``):
 reservoir sampling over the source's documents in their fixed order, with ``random.Random(seed)``.
 Either way the same inputs and seed give the same sample.
@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from edulm.errors import UsageError
-from edulm.logs import progress_bars
-from edulm.training_text import ShardDocuments, meta_path
+from edulm.base.errors import UsageError
+from edulm.base.logs import progress_bars
+from edulm.release.training_text import ShardDocuments, meta_path
 
 # ---------------------------------------------------------------------------------------------
 # Documents in prepared shards
@@ -88,7 +88,7 @@ def write_sample(out: str | Path, records: list[dict], meta: dict[str, Any]) -> 
     The old description goes first: a process stopped between the two files leaves a sample without one (drawn
     again by the next run), never a new sample beside the counts of an old one.
     """
-    from edulm.files import remove_path, write_json, write_text
+    from edulm.base.files import remove_path, write_json, write_text
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -112,7 +112,7 @@ def draw_sample(out: str | Path, data: str | Path | None = None, source: str | N
     if Path(out).suffix.lower() != ".jsonl":  # also keeps a slip of the shell (--out SHARDS/manifest.json) from overwriting it
         raise UsageError(f"--out {out}: the sample file must end in .jsonl (one JSON document per line), "
                          f"such as {Path(out).with_suffix('.jsonl')}")
-    from edulm.lock import folder_lock
+    from edulm.base.lock import folder_lock
 
     with folder_lock(out, "edulm sample-text"):  # one writer: two draws into one file would mix sample and counts
         if data is not None:

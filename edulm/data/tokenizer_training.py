@@ -1,6 +1,6 @@
 """``edulm tokenizer train``: a small byte-level BPE trained on a text source, saved as a tokenizer folder.
 
-It lives apart from :mod:`edulm.tokenizer` because it reads text through the data package, which
+It lives apart from :mod:`edulm.tokenizer.loading` because it reads text through the data package, which
 itself needs the tokenizer: keeping it here keeps the import graph one-way.
 """
 
@@ -10,8 +10,8 @@ import itertools
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from edulm.errors import UsageError
-from edulm.layout import FOLDER_KINDS, folder_kind
+from edulm.base.errors import UsageError
+from edulm.base.layout import FOLDER_KINDS, folder_kind
 
 
 def train_tokenizer(source: str, out: str | Path, vocab_size: int = 4096, text_field: str = "text", max_docs: int = 0):
@@ -24,7 +24,8 @@ def train_tokenizer(source: str, out: str | Path, vocab_size: int = 4096, text_f
     """
     from edulm.data.shards import MAX_VOCAB
     from edulm.data.sources import iter_texts
-    from edulm.tokenizer import save_tokenizer, train_bpe
+    from edulm.tokenizer.loading import save_tokenizer
+    from edulm.tokenizer.bpe import train_bpe
 
     if vocab_size > MAX_VOCAB:
         raise UsageError(f"--vocab-size {vocab_size}: edulm shards store uint16 ids, so at most {MAX_VOCAB:,}")

@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 
 from edulm.config import Config, ModelConfig, dump_config, explain, load_config
-from edulm.errors import UsageError
+from edulm.base.errors import UsageError
 from edulm.model.llama import count_parameters, flops_per_token
 
 

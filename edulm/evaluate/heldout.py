@@ -2,7 +2,7 @@
 
 :func:`score_heldout` runs a model (or any :data:`LossFn`) over fixed ``(inputs, targets)`` batches
 without gradients and returns the summed negative log-likelihood, the number of scored tokens and,
-given a tokenizer's byte table (:func:`edulm.bits_per_byte.token_byte_lengths`), the UTF-8 bytes those
+given a tokenizer's byte table (:func:`edulm.evaluate.bits_per_byte.token_byte_lengths`), the UTF-8 bytes those
 tokens stand for. Targets equal to ``IGNORE_INDEX`` are not scored; every batch's mean loss is
 weighted by its scored tokens, so the result is the token-weighted mean over all of them.
 
@@ -22,9 +22,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from edulm.bits_per_byte import bits_per_byte, scored_bytes
-from edulm.logs import progress_bars
-from edulm.metrics import perplexity
+from edulm.evaluate.bits_per_byte import bits_per_byte, scored_bytes
+from edulm.base.logs import progress_bars
+from edulm.base.metrics import perplexity
 from edulm.model.loss import IGNORE_INDEX
 
 Batch = tuple[torch.Tensor, torch.Tensor]

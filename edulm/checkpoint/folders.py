@@ -1,7 +1,7 @@
 """Checkpoint folders on disk: atomic writes, integrity manifests, retention, finding the latest good one.
 
-A checkpoint is ``RUN/checkpoints/step-0001000/`` (names: :mod:`edulm.layout`). It is written into a
-hidden temporary folder named by :func:`edulm.files.temp_path` and renamed once every file is on
+A checkpoint is ``RUN/checkpoints/step-0001000/`` (names: :mod:`edulm.base.layout`). It is written into a
+hidden temporary folder named by :func:`edulm.base.files.temp_path` and renamed once every file is on
 disk, so a folder named ``step-*`` is never half-written. Its ``manifest.json``, written last, records the size and SHA-256 of every other
 file; :func:`verify` checks them, so a truncated or damaged checkpoint (a full disk, a bad copy) is
 noticed and :func:`find_latest_good` falls back to the previous one with a warning. Valid JSON of
@@ -10,7 +10,7 @@ the wrong shape (``files`` a list, an entry without ``bytes``) is damage like a 
 do not load safely), so a damaged checkpoint is skipped, never a crash, and retention never counts it.
 
 What goes inside (weights, optimizer, RNG, data position) is the trainer's business
-(:mod:`edulm.train.state`); this module only moves folders and checks files.
+(:mod:`edulm.train.checkpointing`); this module only moves folders and checks files.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from edulm.data.manifest import inside_folder, shape_problem
-from edulm.errors import UsageError
-from edulm.files import fsync_path, remove_path, remove_stale_temps, sha256_file, temp_path, temp_target
-from edulm.layout import CHECKPOINTS_DIR, MANIFEST_FILE, checkpoint_name, step_of
+from edulm.base.errors import UsageError
+from edulm.base.files import fsync_path, remove_path, remove_stale_temps, sha256_file, temp_path, temp_target
+from edulm.base.layout import CHECKPOINTS_DIR, MANIFEST_FILE, checkpoint_name, step_of
 
 __all__ = [
     "begin", "commit", "verify", "manifest_problem", "problem_of", "Check", "find_latest_good", "resolve_resume",

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from edulm.errors import UsageError
+from edulm.base.errors import UsageError
 
 REPORT_JSON = "contamination.json"
 REPORT_MD = "contamination.md"
@@ -101,7 +101,7 @@ def render_markdown(report: dict[str, Any]) -> str:
 
 def write_report(report: dict[str, Any], out: str | Path) -> tuple[Path, Path]:
     """Write ``contamination.json`` and ``contamination.md`` into ``out``, each atomically."""
-    from edulm.files import write_json, write_text
+    from edulm.base.files import write_json, write_text
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from edulm.data.records import HUB_PREFIX, RecordStream, Source, TEXT_FIELD_HINT, record_text
-from edulm.errors import UsageError
-from edulm.hub import use_hub
+from edulm.base.errors import UsageError
+from edulm.base.hub_access import use_hub
 
 log = logging.getLogger(__name__)
 

@@ -1,15 +1,15 @@
 """The metrics a run records: the columns of ``training_metrics.csv``, its writer and reader, and
 perplexity from a loss (no torch: readers such as the model card import it cheaply).
 
-Columns (what the numbers mean is defined once, in :mod:`edulm.throughput` for speed and memory):
+Columns (what the numbers mean is defined once, in :mod:`edulm.train.throughput` for speed and memory):
 
 - ``step``, ``tokens``: optimizer steps done and training tokens seen (all processes).
 - ``loss``: mean training loss of the step; ``grad_norm``: global gradient norm before clipping;
   ``lr``: the learning rate of the base parameter groups (``train.lr`` times the schedule).
-- ``tokens_per_s``, ``mfu``, ``memory``: see :mod:`edulm.throughput`.
+- ``tokens_per_s``, ``mfu``, ``memory``: see :mod:`edulm.train.throughput`.
 - ``elapsed``: seconds of wall time since the run started, summed over resumed segments.
 - ``val_loss``, ``val_ppl``, ``val_bpb``: held-out loss, its perplexity and its bits per byte (the summed
-  loss in bits over the UTF-8 bytes of the scored tokens, :mod:`edulm.bits_per_byte`), on evaluation
+  loss in bits over the UTF-8 bytes of the scored tokens, :mod:`edulm.evaluate.bits_per_byte`), on evaluation
   rows only.
 - ``skipped``: steps skipped so far for a non-finite loss.
 """
@@ -21,7 +21,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from edulm.files import atomic_path, disk_full_error, is_disk_full
+from edulm.base.files import atomic_path, disk_full_error, is_disk_full
 
 CSV_COLUMNS = [
     "step", "tokens", "loss", "lr", "grad_norm", "tokens_per_s", "mfu", "memory", "elapsed",
@@ -72,7 +72,7 @@ class MetricsCSV:
     def write(self, row: dict[str, Any]) -> None:
         """Append one row (missing columns and None are left empty, other keys ignored; floats keep full precision).
 
-        A full disk is :class:`~edulm.errors.DiskFullError`; a row cut short by it is dropped on resume.
+        A full disk is :class:`~edulm.base.errors.DiskFullError`; a row cut short by it is dropped on resume.
         """
         try:
             self._writer.writerow({k: _cell(row.get(k)) for k in CSV_COLUMNS})

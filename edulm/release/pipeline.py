@@ -3,7 +3,7 @@
 Six steps, each the library call of the command of the same name, all writing under
 ``RUN_DIR/release/`` except the card. The whole command holds ``RUN_DIR`` (as ``edulm train`` does: a
 release of a run in training, or a resume during a release, is refused) and ``RUN_DIR/release/``
-(:func:`edulm.lock.folder_lock`):
+(:func:`edulm.base.lock.folder_lock`):
 
 1. ``eval``: the protocol on ``RUN_DIR/final`` -> ``release/eval/results.json`` (+ samples);
 2. ``baselines``: the same protocol on the baselines -> ``release/baselines/`` (or ``--baselines DIR``),
@@ -35,11 +35,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from edulm.contamination_report import REPORT_JSON, REPORT_MD
-from edulm.errors import UsageError
+from edulm.evaluate.contamination_report import REPORT_JSON, REPORT_MD
+from edulm.base.errors import UsageError
 from edulm.evaluate import artifacts
 from edulm.evaluate.compare import COMPARISON_JSON, COMPARISON_MD
-from edulm.layout import MODEL_FILE, RunLayout
+from edulm.base.layout import MODEL_FILE, RunLayout
 
 log = logging.getLogger("edulm")
 
@@ -196,8 +196,8 @@ class Release:
         from edulm.evaluate.baselines import failure_summary, parse_models, run_baselines
         from edulm.evaluate.harness import evaluate_model
         from edulm.hf.gguf_export import export_gguf
-        from edulm.sample_text import draw_sample
-        from edulm.training_text import meta_path
+        from edulm.release.sample_text import draw_sample
+        from edulm.release.training_text import meta_path
 
         o, s = self.options, self.settings
 
@@ -232,7 +232,7 @@ class Release:
         ]
 
     def _contamination(self) -> Any:
-        from edulm.contamination import audit
+        from edulm.release.contamination import audit
 
         s = self.settings
         return audit(str(self.sample), self.contamination_dir, tasks=list(s.tasks), include_path=s.include_path,
@@ -249,11 +249,11 @@ class Release:
                            report if report.is_file() else None, self.options.bpb_text, device=self.settings.device)
 
     def _card(self) -> Any:
-        from edulm.card import write_card
-        from edulm.lock import folder_lock
+        from edulm.release.card import write_card
+        from edulm.base.lock import folder_lock
 
         # The card reads the run's evaluation, comparison and contamination report from where this release
-        # wrote them (edulm.layout), whichever exist.
+        # wrote them (edulm.base.layout), whichever exist.
         with folder_lock(self.final, "edulm release (model card)"):
             return write_card(self.run_dir, self.card, name=self.options.name, license=self.options.license)
 
@@ -287,8 +287,8 @@ class Release:
 
     def run(self) -> dict[str, dict[str, Any]]:
         """Run (or skip) every step under the release folder's lock; returns ``{step: {status, seconds, error}}``."""
-        from edulm.files import remove_stale_temps, write_json
-        from edulm.lock import folder_lock
+        from edulm.base.files import remove_stale_temps, write_json
+        from edulm.base.lock import folder_lock
 
         self.check()
         # The run dir too, as `edulm train` holds it: a release beside a live run would pair the training records of

@@ -21,17 +21,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edulm import checkpoint
-from edulm.bits_per_byte import bits_per_byte
+from edulm.checkpoint import folders as checkpoint
+from edulm.evaluate.bits_per_byte import bits_per_byte
 from edulm.config import save_config
 from edulm.data.split import VAL_EVERY
-from edulm.heldout import padded_to_one_shape, score_heldout
-from edulm.metrics import perplexity
+from edulm.evaluate.heldout import padded_to_one_shape, score_heldout
+from edulm.base.metrics import perplexity
 from edulm.train.callbacks import Callback, Run, StepEnd
 from edulm.train.console import progress_display
 from edulm.train.reporting import MetricsLogger, Plots, ProgressBar, SummaryFile, metrics_sinks
 from edulm.train.run_log import StepLines, TrainLog
-from edulm.train.state import save_checkpoint
+from edulm.train.checkpointing import save_checkpoint
 from edulm.train.step import check_weights_finite
 
 
@@ -40,10 +40,10 @@ class Evaluation(Callback):
     ``val_bpb`` to the step's values and sets ``run.state.last_val_loss`` and ``run.state.last_val_bpb``.
 
     The held-out batches are built once, at the start: the loader's fixed windows
-    (:func:`edulm.data.loader.make_val_batches`) padded to one shape (:func:`edulm.heldout.padded_to_one_shape`),
+    (:func:`edulm.data.loader.make_val_batches`) padded to one shape (:func:`edulm.evaluate.heldout.padded_to_one_shape`),
     so a compiled model compiles its evaluation graph once rather than once more for a smaller last
     batch. The bytes their scored targets stand for are counted once too, from the run tokenizer's
-    byte table (:mod:`edulm.bits_per_byte`); each evaluation then only sums the loss. The model
+    byte table (:mod:`edulm.evaluate.bits_per_byte`); each evaluation then only sums the loss. The model
     evaluated is ``run.wrapped``, the module the steps call (compiled as it is, under DDP too).
     """
 
@@ -55,9 +55,9 @@ class Evaluation(Callback):
         t = run.cfg.train
         if t.eval_interval <= 0 or t.eval_tokens <= 0:
             return  # evaluation is off: no batches, so on_step_end does nothing
-        from edulm.bits_per_byte import scored_bytes, token_byte_lengths
+        from edulm.evaluate.bits_per_byte import scored_bytes, token_byte_lengths
         from edulm.data.loader import make_val_batches
-        from edulm.tokenizer import load_tokenizer
+        from edulm.tokenizer.loading import load_tokenizer
 
         batches = make_val_batches(run.cfg, run.state.batch.micro_batch_size, run.cfg.train.eval_tokens)
         self._batches = padded_to_one_shape(batches)
@@ -137,7 +137,7 @@ class FinalExport(Callback):
 
 class FinalCard(Callback):
     """After ``final/`` is exported: a model card for its weights, ``final/README.md``, from the run's
-    training artifacts (:func:`edulm.card.write_card`, evaluation left for ``edulm release``).
+    training artifacts (:func:`edulm.release.card.write_card`, evaluation left for ``edulm release``).
 
     A card is never left describing other weights: the export keeps ``final/README.md`` only when the
     weights are the same ones (then it is left as it is, evaluation included), and otherwise sets it
@@ -148,9 +148,9 @@ class FinalCard(Callback):
     def on_end(self, run: Run, status: str) -> None:
         if status != "completed" or not run.layout.final.is_dir():
             return
-        from edulm.card import write_card
-        from edulm.files import remove_path
-        from edulm.layout import PLOT_FILES
+        from edulm.release.card import write_card
+        from edulm.base.files import remove_path
+        from edulm.base.layout import PLOT_FILES
 
         card = run.layout.card
         if card.exists():

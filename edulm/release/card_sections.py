@@ -1,7 +1,7 @@
 """The model card's sections about the model and its training, one function per section, and the formatting
-helpers every section uses (the evaluation sections are in :mod:`edulm.card_evaluation`).
+helpers every section uses (the evaluation sections are in :mod:`edulm.release.card_evaluation`).
 
-Every number is read from the run's artifacts (:mod:`edulm.card_inputs`); a section whose artifact is
+Every number is read from the run's artifacts (:mod:`edulm.release.card_inputs`); a section whose artifact is
 missing says so.
 """
 
@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from edulm.card_inputs import CardInputs
+from edulm.release.card_inputs import CardInputs
 from edulm.evaluate.budgets import format_tokens
 
 NOT_RECORDED = "not recorded"

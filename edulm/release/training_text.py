@@ -19,8 +19,8 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 from tqdm.auto import tqdm
 
-from edulm.errors import UsageError
-from edulm.logs import progress_bars
+from edulm.base.errors import UsageError
+from edulm.base.logs import progress_bars
 
 META_SUFFIX = ".meta.json"
 """Appended to a sample file's name for its description."""
@@ -34,7 +34,7 @@ class ShardDocuments:
 
     def __init__(self, shards_dir: str | Path, tokenizer_name: str | None = None, split: str = "train") -> None:
         from edulm.data.shards import open_split, read_manifest
-        from edulm.tokenizer import load_tokenizer, tokenizer_fingerprint
+        from edulm.tokenizer.loading import load_tokenizer, tokenizer_fingerprint
 
         self.shards_dir = Path(shards_dir)
         if not self.shards_dir.is_dir():
@@ -58,7 +58,7 @@ class ShardDocuments:
         self.starts = np.concatenate([[0], self.ends[:-1] + 1]).astype(np.int64)
 
     def _separator(self) -> int:
-        from edulm.tokenizer import document_separator_id
+        from edulm.tokenizer.loading import document_separator_id
 
         return document_separator_id(self.tokenizer)
 

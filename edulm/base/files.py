@@ -7,7 +7,7 @@ complete (``os.replace`` is atomic on POSIX file systems). The name records whic
 so :func:`remove_stale_temps` can delete exactly the temporaries whose writer is gone (killed,
 crashed, out of power) and leave those of a live writer alone.
 
-A full disk (``ENOSPC``, or ``EDQUOT`` for a quota) becomes :class:`~edulm.errors.DiskFullError`,
+A full disk (``ENOSPC``, or ``EDQUOT`` for a quota) becomes :class:`~edulm.base.errors.DiskFullError`,
 one line that names the folder and what was being written; the half-written temporary is removed.
 """
 
@@ -25,7 +25,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
-from edulm.errors import DiskFullError
+from edulm.base.errors import DiskFullError
 
 _TEMP = re.compile(r"^\.(?P<target>.+)\.tmp-(?P<pid>\d+)@(?P<host>[A-Za-z0-9._-]*)-(?P<tag>[0-9a-f]{8})$")
 _SPACE_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
@@ -182,7 +182,7 @@ def atomic_path(path: str | Path, what: str | None = None, fsync: bool = False) 
     """Yield a temporary sibling of ``path`` to write; on success it is renamed over ``path``.
 
     On any error the temporary is removed and ``path`` is left as it was; a full disk is reported as
-    :class:`~edulm.errors.DiskFullError` naming ``what`` (default: the file's name). ``fsync`` flushes
+    :class:`~edulm.base.errors.DiskFullError` naming ``what`` (default: the file's name). ``fsync`` flushes
     the data before the rename (for files whose loss after a power cut would matter).
     """
     path = Path(path)

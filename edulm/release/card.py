@@ -1,12 +1,12 @@
 """``edulm card RUN_DIR --out README.md``: the model card, built only from the run's artifacts.
 
-What it reads is gathered by :mod:`edulm.card_inputs`; whatever is missing is stated as not run or
+What it reads is gathered by :mod:`edulm.release.card_inputs`; whatever is missing is stated as not run or
 not recorded, and no number on the card comes from anywhere else. The card opens with Hugging Face
 metadata (license, library_name, datasets, pipeline_tag, tags and a ``model-index`` with the
 evaluation results, each contaminated task marked in its name) written by
 ``huggingface_hub.ModelCardData``, so the hub and ``huggingface_hub.ModelCard`` read it back. The
-markdown body's sections are in :mod:`edulm.card_sections` (the model and its training) and
-:mod:`edulm.card_evaluation` (scores, baselines, contamination).
+markdown body's sections are in :mod:`edulm.release.card_sections` (the model and its training) and
+:mod:`edulm.release.card_evaluation` (scores, baselines, contamination).
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from edulm.card_evaluation import budgets, comparison, contamination, evaluation
-from edulm.card_inputs import CardInputs, gather
-from edulm.card_sections import (intended_use_and_limitations, model_details, overview, plots, run_locally,
+from edulm.release.card_evaluation import budgets, comparison, contamination, evaluation
+from edulm.release.card_inputs import CardInputs, gather
+from edulm.release.card_sections import (intended_use_and_limitations, model_details, overview, plots, run_locally,
                                  runtime_and_cost, training_recipe, usage, validation)
-from edulm.errors import UsageError
+from edulm.base.errors import UsageError
 
 TASK_DATASETS: dict[str, dict[str, str | None]] = {
     # Where each reference task's documents come from (the task YAMLs of lm-evaluation-harness 0.4).
@@ -111,8 +111,8 @@ def _dataset_from_config(task: str, cfg: dict[str, Any]) -> dict[str, str | None
 
 def copy_plots(inputs: CardInputs) -> list[str]:
     """Copy the run's plots beside the card (so the folder is self-contained); returns their file names."""
-    from edulm.files import atomic_path
-    from edulm.layout import PLOT_FILES, RunLayout
+    from edulm.base.files import atomic_path
+    from edulm.base.layout import PLOT_FILES, RunLayout
 
     names = []
     for name in PLOT_FILES:
@@ -135,7 +135,7 @@ def render_card(inputs: CardInputs) -> str:
 
 def write_card(run_dir: str | Path, out: str | Path, **options: Any) -> CardInputs:
     """Gather, copy the plots beside ``out`` and write the card there atomically (options: see :func:`gather`)."""
-    from edulm.files import write_text
+    from edulm.base.files import write_text
 
     out = Path(out)
     if out.is_dir():

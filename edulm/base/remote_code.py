@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from edulm.errors import UsageError
+from edulm.base.errors import UsageError
 
 CODE_NAMING_FILES = ("config.json", "tokenizer_config.json", "processor_config.json", "preprocessor_config.json")
 """Files of a model folder in which an ``auto_map`` entry points transformers at the folder's own code."""

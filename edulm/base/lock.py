@@ -2,7 +2,7 @@
 
 ``edulm train`` holds its run dir, ``edulm prepare`` its shards dir and ``edulm export`` its output
 folder. A second process that asks for a held folder — a fresh run, a ``--resume``, a second export —
-is refused at once with :class:`~edulm.errors.UsageError` (exit 2) naming the holder's PID, host and
+is refused at once with :class:`~edulm.base.errors.UsageError` (exit 2) naming the holder's PID, host and
 command.
 
 The lock is ``fcntl.flock`` on a hidden file beside the folder (``PARENT/.NAME.lock``), so it also
@@ -26,9 +26,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edulm.errors import UsageError
-from edulm.files import NOT_WRITABLE, process_alive
-from edulm.files import is_disk_full
+from edulm.base.errors import UsageError
+from edulm.base.files import NOT_WRITABLE, process_alive
+from edulm.base.files import is_disk_full
 
 _NO_FLOCK = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS}
 

@@ -10,9 +10,9 @@ from pathlib import Path
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from edulm.files import atomic_path
-from edulm.layout import CURVES_FILE, ZOOM_FILE
-from edulm.metrics import read_metrics
+from edulm.base.files import atomic_path
+from edulm.base.layout import CURVES_FILE, ZOOM_FILE
+from edulm.base.metrics import read_metrics
 
 
 def _series(rows: list[dict], key: str, min_step: float = -1) -> tuple[list[float], list[float]]:

@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edulm.contamination_report import REPORT_JSON
-from edulm.errors import UsageError
+from edulm.evaluate.contamination_report import REPORT_JSON
+from edulm.base.errors import UsageError
 from edulm.evaluate import artifacts
 from edulm.evaluate.compare import COMPARISON_JSON
 from edulm.evaluate.compare_report import comparison_problem
-from edulm.files import sha256_file
-from edulm.layout import RunLayout
+from edulm.base.files import sha256_file
+from edulm.base.layout import RunLayout
 
 if TYPE_CHECKING:
     from edulm.evaluate.clean import CleanScore
@@ -126,7 +126,7 @@ def _read_evaluation(inputs: CardInputs, eval_file: Path) -> None:
 
 def _join_contamination(inputs: CardInputs) -> None:
     """Clean-subset scores of the eval results, when both they and the contamination flags are there."""
-    from edulm.contamination_report import flagged_documents
+    from edulm.evaluate.contamination_report import flagged_documents
     from edulm.evaluate.clean import clean_scores
 
     if inputs.results is None or inputs.contamination is None:
