@@ -26,7 +26,8 @@ SUMMARY = {
     "run": "edu-tiny", "status": "completed", "flops_per_token": 123456, "steps": 1000, "total_steps": 1000,
     "tokens": 2_048_000_000, "tokens_per_step": 2_048_000,
     "batch": {"micro_batch_size": 8, "grad_accum_steps": 125, "world_size": 1, "seq_len": 2048, "global_batch_size": 1000},
-    "optimizer": "adamw", "schedule": "cosine", "schedule_description": "cosine decay to 0.1 × peak",
+    "optimizer": "adamw", "optimizer_description": "AdamW, weight decay 0.1 on 210 matrices",
+    "schedule": "cosine", "schedule_description": "cosine decay to 0.1 × peak",
     "data": {"shards_dir": "data/shards", "held_out": {"requested_tokens": 1_000_000, "tokens": 1_000_417, "documents": 893,
                                                        "short": False}, "mixture": None},
     "skipped_steps": 0, "final_train_loss": 3.3012, "final_val_loss": 3.2468, "final_val_ppl": math.exp(3.2468),
@@ -150,7 +151,8 @@ def test_full_card_numbers_come_from_the_run(tmp_path, capsys):
     assert "2,048,000,000 (2.05B)" in text
     assert "held out for validation: 1,000,417 tokens in 893 documents)" in text  # as prepared, not as asked
     assert "| Batch | 8 sequences × 125 accumulation steps × 1 process(es) = 1,000 sequences, 2,048,000 tokens per step |" in text
-    assert "| Optimizer | AdamW (β1 0.9, β2 0.95, ε 1e-08, weight decay 0.1 on matrices), gradient clipping 1.0 |" in text
+    assert ("| Optimizer | AdamW, weight decay 0.1 on 210 matrices (AdamW β1 0.9, β2 0.95, ε 1e-08), gradient clipping 1.0 |"
+            in text)  # the optimizer's own words, as the run recorded them
     assert "cosine decay to 0.1 × peak" in text
     assert "45,678 tokens/s" in text and "47,001 tokens/s" in text and "37.1%" in text
     assert "21.38 GiB" in text and "1 × NVIDIA L20 (44.5 GiB each)" in text
@@ -332,8 +334,8 @@ def test_the_recipe_is_what_the_run_used_mixture_optimizer_schedule_held_out(tmp
     assert card.data.datasets == ["HuggingFaceFW/fineweb-edu", "mlfoundations/dclm-baseline-1.0"]
     assert "tokens of a mixture of 2 sources with edulm" in text
     assert "held out for validation: 6,391 tokens in 3 documents, fewer than the 10,000 asked" in text
-    assert "| Optimizer | Muon on 14 matrices (lr 0.02); Adam on 6 tensors, gradient clipping 1.0 |" in text
-    assert "AdamW" not in text and "cosine" not in text
+    assert "| Optimizer | Muon on 14 matrices (lr 0.02); Adam on 6 tensors (AdamW β1 0.9, β2 0.95, ε 1e-08), gradient clipping 1.0 |" in text
+    assert "cosine" not in text  # nothing of the reference defaults
     assert "decay to 0.1 × peak over the last 0.2 of the steps (warmup-stable-decay)" in text
     assert "| Batch | 8 sequences × 6 accumulation steps × 2 process(es) = 96 sequences, 196,608 tokens per step |" in text
     assert "| `hf://HuggingFaceFW/fineweb-edu/sample-10BT` | 0.7 (70.0%) | 137,035,776 (137M) | 69.7% | 0.27 |" in text

@@ -85,8 +85,8 @@ def load_config_from(raw):
         ("train.lr=.inf", "train.lr: must be a finite number"),
         ("train.grad_clip=-.inf", "train.grad_clip: must be a finite number"),
         ("model.rope_theta=inf", "model.rope_theta: must be a finite number"),
-        ("train.optimizer=sgd", "is not one of 'adamw'"),
-        ("train.schedule=linear", "is not one of 'cosine'"),
+        ("train.optimizer_settings=5", "train.optimizer_settings: expected a mapping"),
+        ("train.lr.peak=1", "train.lr is not a mapping"),
         ("train.global_batch_size=10", "not a multiple of train.micro_batch_size"),
     ],
 )
@@ -180,7 +180,8 @@ def test_fast_config_is_the_reference_model_and_data_with_the_winning_recipe():
     assert fast.model == ref.model and count_parameters(fast.model) == 134_515_008
     assert (fast.tokenizer, fast.data) == (ref.tokenizer, ref.data)  # the same shards and held-out split
     t = fast.train
-    assert (t.optimizer, t.schedule, t.decay_fraction, t.muon_adjust_lr, t.lr) == ("muon", "wsd", 0.2, "match_rms_adamw", 3e-3)
+    assert (t.optimizer, t.schedule, t.decay_fraction, t.optimizer_settings["adjust_lr"], t.lr) == (
+        "muon", "wsd", 0.2, "match_rms_adamw", 3e-3)
     assert (t.grad_checkpointing, t.micro_batch_size, t.global_batch_size) == (False, "auto", 258)
     assert t.token_budget == 6_000_000_000 == round(0.6 * ref.train.token_budget, -9)
     assert (t.seq_len, t.warmup_steps, t.precision, t.compile) == (ref.train.seq_len, 1000, "bf16", True)

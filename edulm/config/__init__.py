@@ -23,6 +23,7 @@ from edulm.config.checks import (
 )
 from edulm.config.loading import (
     apply_overrides,
+    coerce,
     config_from_dict,
     config_to_dict,
     dump_config,
@@ -46,7 +47,7 @@ from edulm.config.schema import (
 
 __all__ = [
     "SECTIONS", "SHAPE_KEYS", "Config", "DataConfig", "ModelConfig", "RunConfig", "SourceEntry", "TokenizerConfig",
-    "TrainConfig", "apply_overrides", "config_from_dict", "config_to_dict", "dump_config", "explain",
+    "TrainConfig", "apply_overrides", "coerce", "config_from_dict", "config_to_dict", "dump_config", "explain",
     "explicit_model_keys", "field_docs", "load_config", "parse_override", "read_yaml", "save_config", "shape_pending",
     "validate", "validate_data", "validate_model", "validate_run", "validate_tokenizer", "validate_train",
 ]

@@ -138,19 +138,6 @@ def validate_data(d: DataConfig, source: str = "config") -> None:
     _not_empty(source, "data", d, "text_field", "shards_dir")
 
 
-def _validate_muon(t: TrainConfig, source: str) -> None:
-    """Muon's keys: a rate and a decay that are not negative, 1 to 99 Newton-Schulz steps, and an
-    explicit muon_lr with 'original' scaling (whose updates are far smaller than AdamW's at the same lr)."""
-    _non_negative(source, "train", t, "muon_lr", "muon_weight_decay")
-    if not 1 <= t.muon_ns_steps < 100:
-        raise UsageError(f"{source}: train.muon_ns_steps must be between 1 and 99, got {t.muon_ns_steps}")
-    if t.optimizer == "muon" and t.muon_adjust_lr == "original" and t.muon_lr == 0:
-        raise UsageError(
-            f"{source}: train.muon_adjust_lr=original needs its own train.muon_lr (about 0.02; sharing train.lr={t.lr} "
-            "would make Muon's updates far smaller than AdamW's); set train.muon_lr, or use muon_adjust_lr=match_rms_adamw"
-        )
-
-
 def validate_train(t: TrainConfig, m: ModelConfig, source: str = "config") -> None:
     """Sizes and rates are in range and finite; sequences fit the model (``m``); the batch keys agree."""
     _finite(source, "train", t)
@@ -165,10 +152,9 @@ def validate_train(t: TrainConfig, m: ModelConfig, source: str = "config") -> No
     for name in ("min_lr_ratio", "decay_fraction"):
         if not 0 <= getattr(t, name) <= 1:
             raise UsageError(f"{source}: train.{name} must be between 0 and 1, got {getattr(t, name)}")
-    for name in ("beta1", "beta2", "muon_momentum"):
+    for name in ("beta1", "beta2"):
         if not 0 <= getattr(t, name) < 1:
             raise UsageError(f"{source}: train.{name} must be in [0, 1), got {getattr(t, name)}")
-    _validate_muon(t, source)
     if t.micro_batch_size != "auto" and t.global_batch_size % t.micro_batch_size:
         raise UsageError(
             f"{source}: train.global_batch_size ({t.global_batch_size}) is not a multiple of train.micro_batch_size "

@@ -16,7 +16,7 @@ from typing import Any, Literal, Union
 import yaml
 
 from edulm.config.checks import validate
-from edulm.config.schema import SECTIONS, Config, type_name
+from edulm.config.schema import MOVED_KEYS, SECTIONS, Config, type_name
 from edulm.base.errors import UsageError
 from edulm.base.files import write_text
 from edulm.base.layout import CONFIG_FILE
@@ -28,9 +28,16 @@ def _did_you_mean(word: str, choices: list[str]) -> str:
     return did_you_mean(word, choices, known_up_to=len(choices))
 
 
-def _coerce(value: Any, tp: Any, where: str) -> Any:
-    """Check ``value`` against the annotation ``tp``; return it (ints are accepted for floats)."""
+def coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; return it (ints are accepted for floats, a mapping for a
+    dataclass is built into one). ``where`` starts the :class:`~edulm.base.errors.UsageError` of a wrong value."""
     origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin is dict:
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise UsageError(f"{where}: expected a mapping of names to values, got {value!r}")
+        return dict(value)
     if origin is Literal:
         allowed = typing.get_args(tp)
         if value in allowed:
@@ -39,7 +46,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if origin in (Union, types.UnionType):
         for option in typing.get_args(tp):
             try:
-                return _coerce(value, option, where)
+                return coerce(value, option, where)
             except UsageError:
                 if isinstance(value, list) and typing.get_origin(option) is list:
                     raise  # a list can only be meant for the list option: its own message says what is wrong
@@ -49,7 +56,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if not isinstance(value, list):
             raise UsageError(f"{where}: expected a list, got {value!r}")
         (item,) = typing.get_args(tp)
-        return [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+        return [coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
     if dataclasses.is_dataclass(tp):
         names = [f.name for f in dataclasses.fields(tp)]
         if not isinstance(value, dict):
@@ -58,7 +65,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         for key in value:
             if key not in hints:
                 raise UsageError(f"{where}: unknown key '{key}'{_did_you_mean(str(key), names)}")
-        return tp(**{key: _coerce(v, hints[key], f"{where}.{key}") for key, v in value.items()})
+        return tp(**{key: coerce(v, hints[key], f"{where}.{key}") for key, v in value.items()})
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -102,8 +109,30 @@ def _build_section(cls: type, values: dict[str, Any], section: str, source: str)
     for key, value in values.items():
         if key not in names:  # fields only: a class attribute (such as ModelConfig.given_keys) is no key
             raise UsageError(f"{source}: unknown key '{section}.{key}'{_did_you_mean(str(key), names)}")
-        kwargs[key] = _coerce(value, hints[key], f"{source}: {section}.{key}")
+        kwargs[key] = coerce(value, hints[key], f"{source}: {section}.{key}")
     return cls(**kwargs)
+
+
+def _moved(path: list[str]) -> list[str]:
+    """The key path where a key of an earlier version (:data:`~edulm.config.schema.MOVED_KEYS`) lives now."""
+    return MOVED_KEYS.get(".".join(path), ".".join(path)).split(".")
+
+
+def _move_old_keys(raw: dict[str, Any], source: str) -> dict[str, Any]:
+    """``raw`` with the keys of earlier versions moved to where they live now (a key given both ways is refused)."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
+    for old in MOVED_KEYS:
+        section, key = old.split(".")
+        values = out.get(section)
+        if not isinstance(values, dict) or key not in values:
+            continue
+        new = _moved([section, key])
+        holder = values.setdefault(new[1], {})
+        if not isinstance(holder, dict) or new[2] in holder:
+            raise UsageError(f"{source}: {old} and {'.'.join(new)} are the same setting; keep only {'.'.join(new)}")
+        holder = values[new[1]] = dict(holder)
+        holder[new[2]] = values.pop(key)
+    return out
 
 
 def config_from_dict(raw: dict[str, Any], source: str = "config") -> Config:
@@ -112,6 +141,7 @@ def config_from_dict(raw: dict[str, Any], source: str = "config") -> Config:
         raw = {}
     if not isinstance(raw, dict):
         raise UsageError(f"{source}: expected a mapping with sections {', '.join(SECTIONS)}")
+    raw = _move_old_keys(raw, source)
     for key in raw:
         if key not in SECTIONS:
             raise UsageError(f"{source}: unknown section '{key}'{_did_you_mean(str(key), list(SECTIONS))}")
@@ -124,12 +154,13 @@ def config_from_dict(raw: dict[str, Any], source: str = "config") -> Config:
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
-    """Split ``section.key=value`` into its key path and a YAML-parsed value."""
+    """Split ``section.key=value`` (or ``section.key.name=value`` for a mapping key such as
+    ``train.optimizer_settings``) into its key path and a YAML-parsed value."""
     if "=" not in text:
         raise UsageError(f"override '{text}' is not of the form section.key=value (for example train.max_steps=100)")
     key, _, raw_value = text.partition("=")
-    path = key.strip().split(".")
-    if len(path) != 2 or not all(path):
+    path = _moved(key.strip().split("."))
+    if len(path) not in (2, 3) or not all(path):
         raise UsageError(f"override '{text}': the key must be section.key, for example train.lr=3e-4")
     try:
         value = yaml.safe_load(raw_value) if raw_value.strip() else ""
@@ -142,8 +173,10 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     """Return a copy of the nested mapping ``raw`` with each ``section.key=value`` applied."""
     # Sections that are not mappings are kept as they are for config_from_dict to reject.
     out = {k: dict(v or {}) if isinstance(v, dict) or v is None else v for k, v in (raw or {}).items()}
+    out = _move_old_keys(out, "config")
     for text in overrides:
-        (section, key), value = parse_override(text)
+        path, value = parse_override(text)
+        section, key = path[:2]
         if section not in SECTIONS:
             raise UsageError(f"override '{text}': unknown section '{section}'{_did_you_mean(section, list(SECTIONS))}")
         names = [f.name for f in dataclasses.fields(SECTIONS[section])]
@@ -151,8 +184,18 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             raise UsageError(f"override '{text}': unknown key '{section}.{key}'{_did_you_mean(key, names)}")
         if not isinstance(out.get(section, {}), dict):
             raise UsageError(f"override '{text}': section '{section}' in the config file is not a mapping")
+        hint = typing.get_type_hints(SECTIONS[section])[key]
+        if len(path) == 3:
+            if typing.get_origin(hint) is not dict:
+                raise UsageError(f"override '{text}': {section}.{key} is not a mapping; give {section}.{key}=VALUE")
+            holder = (out.get(section) or {}).get(key) or {}
+            if not isinstance(holder, dict):
+                raise UsageError(f"override '{text}': {section}.{key} in the config file is not a mapping")
+            holder = {**holder, path[2]: value}
+            out.setdefault(section, {})[key] = holder
+            continue
         # Its type is checked here, so that a bad value is blamed on the override, not on the config file.
-        _coerce(value, typing.get_type_hints(SECTIONS[section])[key], f"override '{text}': {section}.{key}")
+        coerce(value, hint, f"override '{text}': {section}.{key}")
         out.setdefault(section, {})[key] = value
     return out
 

@@ -135,10 +135,14 @@ class TrainConfig:
     """Optimizer steps to run; 0 means derive them from token_budget."""
     token_budget: int = 0
     """Training tokens to see; steps = ceil(token_budget / tokens per step). Used when max_steps is 0."""
-    optimizer: Literal["adamw", "muon"] = "adamw"
-    """Optimizer: 'adamw' (AdamW; weight decay on the linear weight matrices only), or 'muon' (Muon, momentum orthogonalised by Newton-Schulz, on the weight matrices inside the blocks, with the muon_* keys; AdamW as above on the embedding, the norms and anything else)."""
-    schedule: Literal["cosine", "wsd", "constant"] = "cosine"
-    """Learning-rate schedule, each after a linear warmup over warmup_steps: 'cosine' (a half cosine down to min_lr_ratio x lr at the last step), 'wsd' (warmup-stable-decay: lr until the last decay_fraction of the steps, then a straight line down to min_lr_ratio x lr at the last step; extend a run in its stable phase by raising max_steps and --resume auto) or 'constant' (lr to the end)."""
+    optimizer: str = "adamw"
+    """Optimizer: 'adamw' (AdamW; weight decay on the linear weight matrices only), 'muon' (Muon, momentum orthogonalised by Newton-Schulz, on the weight matrices inside the blocks; AdamW as above on the embedding, the norms and anything else; its keys in optimizer_settings), or 'package.module:Name' of your own edulm.train.optim.OptimizerKind (docs/architecture.md)."""
+    optimizer_settings: dict[str, Any] = field(default_factory=dict)
+    """The optimizer's own keys, beside the shared lr, beta1, beta2, eps and weight_decay; for 'muon': lr (0 = train.lr), adjust_lr ('match_rms_adamw' | 'original'), momentum (0.95), nesterov (true), ns_steps (5), weight_decay (0.1). Set one with train.optimizer_settings.KEY=VALUE; edulm info --explain train.optimizer_settings lists each optimizer's."""
+    schedule: str = "cosine"
+    """Learning-rate schedule, each after a linear warmup over warmup_steps: 'cosine' (a half cosine down to min_lr_ratio x lr at the last step), 'wsd' (warmup-stable-decay: lr until the last decay_fraction of the steps, then a straight line down to min_lr_ratio x lr at the last step; extend a run in its stable phase by raising max_steps and --resume auto) or 'constant' (lr to the end), or 'package.module:Name' of your own edulm.train.schedule.ScheduleKind (docs/architecture.md)."""
+    schedule_settings: dict[str, Any] = field(default_factory=dict)
+    """The schedule's own keys, for a schedule of your own that has some (the built-in ones read min_lr_ratio and decay_fraction); set one with train.schedule_settings.KEY=VALUE."""
     lr: float = 4e-4
     """Peak learning rate."""
     min_lr_ratio: float = 0.1
@@ -155,18 +159,6 @@ class TrainConfig:
     """AdamW beta2."""
     eps: float = 1e-8
     """AdamW epsilon."""
-    muon_lr: float = 0.0
-    """Peak learning rate of the Muon matrices (train.optimizer=muon); 0 means train.lr, the natural choice with muon_adjust_lr='match_rms_adamw'. The schedule scales it like train.lr."""
-    muon_adjust_lr: Literal["match_rms_adamw", "original"] = "match_rms_adamw"
-    """How Muon sizes each matrix's update: 'match_rms_adamw' multiplies the lr by 0.2 x sqrt(max(rows, cols)) so updates have AdamW's RMS and share its lr and weight decay (Moonshot AI, 'Muon is Scalable for LLM Training', 2025); 'original' by sqrt(max(1, rows / cols)) (Keller Jordan's Muon; set muon_lr, about 0.02)."""
-    muon_momentum: float = 0.95
-    """Muon's momentum coefficient (Keller Jordan's Muon, Moonshot's Moonlight and torch.optim.Muon use 0.95)."""
-    muon_nesterov: bool = True
-    """Use Nesterov momentum in Muon (as Keller Jordan's Muon and torch.optim.Muon do by default)."""
-    muon_ns_steps: int = 5
-    """Newton-Schulz iterations that orthogonalise each Muon update (5 in Keller Jordan's Muon and torch.optim.Muon)."""
-    muon_weight_decay: float = 0.1
-    """Decoupled weight decay of the Muon matrices (the lr times this each step); 0.1 as in Moonlight, matching train.weight_decay."""
     grad_clip: float = 1.0
     """Clip the global gradient norm to this value; 0 disables clipping."""
     precision: Literal["auto", "bf16", "fp32"] = "auto"
@@ -265,4 +257,14 @@ def type_name(tp: Any) -> str:
         return " | ".join(repr(a) for a in typing.get_args(tp))
     if origin in (Union, types.UnionType):
         return " | ".join(type_name(a) for a in typing.get_args(tp))
+    if origin is dict:
+        return "mapping"
     return getattr(tp, "__name__", str(tp))
+
+
+MOVED_KEYS: dict[str, str] = {
+    **{f"train.muon_{key}": f"train.optimizer_settings.{key}"
+       for key in ("lr", "adjust_lr", "momentum", "nesterov", "ns_steps", "weight_decay")},
+}
+"""Keys of earlier versions -> where they live now: a config (or a run's config.yaml) that names one still loads."""
+

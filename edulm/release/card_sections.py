@@ -179,12 +179,11 @@ def _batch(summary: dict[str, Any], t: dict[str, Any]) -> str:
 
 
 def _optimizer(summary: dict[str, Any], t: dict[str, Any]) -> str:
-    """The optimizer the run used (the summary's, else the config's ``train.optimizer``)."""
+    """The optimizer the run used, in its own words as the run recorded them (else its name), with the AdamW
+    settings every built-in optimizer shares."""
     name = summary.get("optimizer") or t.get("optimizer") or "adamw"  # runs from before the key trained with AdamW
-    if name == "adamw":
-        return (f"AdamW (β1 {t.get('beta1', '?')}, β2 {t.get('beta2', '?')}, ε {t.get('eps', '?')}, "
-                f"weight decay {t.get('weight_decay', '?')} on matrices)")
-    return str(summary.get("optimizer_description") or f"`{name}`")
+    words = summary.get("optimizer_description") or f"`{name}`"
+    return f"{words} (AdamW β1 {t.get('beta1', '?')}, β2 {t.get('beta2', '?')}, ε {t.get('eps', '?')})"
 
 
 def _schedule(summary: dict[str, Any], t: dict[str, Any]) -> str:

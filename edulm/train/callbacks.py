@@ -46,6 +46,7 @@ import torch
 from torch import nn
 
 from edulm.config import Config
+from edulm.base.errors import UsageError
 from edulm.base.layout import RunLayout
 from edulm.train.console import Console
 from edulm.train.distributed import DistEnv
@@ -149,23 +150,19 @@ class Callback:
 def configured_callbacks(names: list[str]) -> list[Callback]:
     """One instance of each ``'package.module:ClassName'`` of ``train.callbacks``; a name that does not import or
     is not a :class:`Callback` is one :class:`~edulm.base.errors.UsageError` before anything is written."""
-    import importlib
-
-    from edulm.base.errors import UsageError
+    from edulm.base.plugins import import_named
 
     made = []
     for name in names:
-        module, _, attr = name.partition(":")
-        try:
-            cls = getattr(importlib.import_module(module), attr) if attr else None
-        except (ImportError, AttributeError) as err:
-            raise UsageError(f"train.callbacks: cannot import {name!r} ({err}); give 'package.module:ClassName' of a "
-                             "module importable from where edulm runs") from None
-        if not (isinstance(cls, type) and issubclass(cls, Callback)):
-            raise UsageError(f"train.callbacks: {name!r} is not an edulm.train.callbacks.Callback subclass "
-                             "('package.module:ClassName')")
+        cls = import_named(name, "train.callbacks", Callback)
+        if not isinstance(cls, type):
+            raise UsageError(f"train.callbacks: {name!r} is a Callback instance; give its class ('package.module:ClassName')")
         made.append(cls())
     return made
+
+
+CALLBACK_PREFIX = "callback."
+"""The checkpoint component names of the callbacks' states start with this."""
 
 
 def stateful_callbacks(callbacks: list[Callback]) -> dict[str, Component]:
@@ -173,7 +170,7 @@ def stateful_callbacks(callbacks: list[Callback]) -> dict[str, Component]:
     out: dict[str, Component] = {}
     for callback in callbacks:
         if callable(getattr(callback, "state_dict", None)) and callable(getattr(callback, "load_state_dict", None)):
-            name = f"callback.{getattr(callback, 'state_name', type(callback).__name__)}"
+            name = f"{CALLBACK_PREFIX}{getattr(callback, 'state_name', type(callback).__name__)}"
             if name in out:
                 raise ValueError(f"two callbacks keep their state as {name}: give one of them its own state_name")
             out[name] = Component(callback, format="json")

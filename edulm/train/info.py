@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import typing
 from pathlib import Path
 
-from edulm.config import Config, ModelConfig, dump_config, explain, load_config
+from edulm.config import Config, ModelConfig, dump_config, explain, field_docs, load_config
+from edulm.config.schema import type_name
 from edulm.base.errors import UsageError
 from edulm.model.llama import count_parameters, flops_per_token
 
@@ -99,4 +102,19 @@ def _continued_shape(cfg: Config, lines: list[str]) -> tuple[Config, bool]:
 
 
 def _explain_text() -> str:
-    return "config keys (section.key, type, default, meaning):\n" + explain()
+    from edulm.train.optim import OPTIMIZERS
+    from edulm.train.schedule import SCHEDULES
+
+    lines = ["config keys (section.key, type, default, meaning):", explain()]
+    for key, kinds in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES)):
+        for name, kind in kinds.items():
+            if kind.Settings is not None:
+                lines += [f"train.{key}_settings of train.{key}={name}:", explain_settings(kind.Settings)]
+    return "\n".join(lines)
+
+
+def explain_settings(settings: type) -> str:
+    """The keys of an optimizer's or schedule's settings dataclass with their type, default and documentation."""
+    docs, hints = field_docs(settings), typing.get_type_hints(settings)
+    return "\n".join(f"  {f.name} ({type_name(hints[f.name])}, default {f.default!r})\n      {docs.get(f.name, '')}"
+                     for f in dataclasses.fields(settings))

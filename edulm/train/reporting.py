@@ -25,7 +25,7 @@ from edulm.model.llama import count_parameters
 from edulm.train.provenance import code_revision, cost_estimate, versions
 from edulm.train.throughput import mfu, take_peak_memory_gb
 from edulm.train.callbacks import Callback, Run, StepEnd
-from edulm.train.schedule import SCHEDULES
+from edulm.train.schedule import schedule_kind
 
 
 class ProgressBar(Callback):
@@ -301,7 +301,7 @@ def write_summary(run: Run, status: str, manifest: dict[str, Any] | None, proven
         "optimizer_description": run.optimizer.description,
         "schedule": cfg.train.schedule,
         # The schedule's own words after its warmup, for the card (which reads runs, not edulm.train).
-        "schedule_description": SCHEDULES[cfg.train.schedule].describe(dataclasses.asdict(cfg.train)),
+        "schedule_description": schedule_kind(cfg.train.schedule).describe(dataclasses.asdict(cfg.train)),
         "data": data_report(cfg, manifest, state.tokens),
         "schedule_changes": state.schedule_changes,
         "branched_from": state.branched_from,

@@ -1,8 +1,9 @@
 """A resume whose schedule differs from the checkpoint's: what changed, and whether it may go on.
 
 A run resumed from step ``S`` may be given other schedule settings (``train.max_steps`` or
-``token_budget``, ``lr``, ``schedule``, ``warmup_steps``, ``min_lr_ratio``, ``decay_fraction``; for Muon
-``muon_lr``, whose change moves Muon's rate at every step to come). The rule:
+``token_budget``, ``lr``, ``schedule``, ``warmup_steps``, ``min_lr_ratio``, ``decay_fraction``, the schedule's own
+settings; and the ``lr_scales`` of an optimizer whose groups train at other rates, such as Muon's matrices, whose
+change moves that group's rate at every step to come). The rule:
 
 - the change is *continuous* when the new schedule gives step ``S`` the rate it trained with: the
   run goes on from where it is, without a jump. Extending a WSD (or constant) run in its stable
@@ -22,7 +23,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from edulm.config import TrainConfig
-from edulm.train.schedule import SCHEDULES, lr_at
+from edulm.train.optim import optimizer_kind
+from edulm.train.schedule import lr_at, schedule_kind
 
 SCHEDULE_KEYS = ("schedule", "lr", "warmup_steps", "min_lr_ratio", "decay_fraction")
 """The ``train.*`` keys the schedules read (with the run's step count, ``total_steps``)."""
@@ -32,17 +34,29 @@ LR_TOLERANCE = 1e-9
 
 
 def schedule_settings(train: TrainConfig, total_steps: int) -> dict[str, Any]:
-    """Everything that decides the rate of every step: the schedule keys and the step count, and for a
-    Muon run ``muon_lr``, the peak of its matrices (``train.muon_lr``, or ``train.lr`` when that is 0)."""
+    """Everything that decides the rate of every step: the schedule keys, its own settings (when it has any),
+    the step count, and the optimizer's ``lr_scales`` (its groups that train at another multiple of the
+    schedule's rate, e.g. ``{"Muon": 1.0}``; absent when every group follows the schedule)."""
     settings = {"total_steps": total_steps, **{key: getattr(train, key) for key in SCHEDULE_KEYS}}
-    if train.optimizer == "muon":
-        settings["muon_lr"] = train.muon_lr if train.muon_lr > 0 else train.lr
+    if train.schedule_settings:
+        settings["schedule_settings"] = dict(train.schedule_settings)
+    scales = optimizer_kind(train.optimizer).lr_scales(train)
+    if scales:
+        settings["lr_scales"] = scales
     return settings
 
 
-def _muon_scale(settings: dict[str, Any]) -> float | None:
-    """Muon's rate as a multiple of the schedule's (None for a run without Muon)."""
-    return settings["muon_lr"] / settings["lr"] if "muon_lr" in settings else None
+def _lr_scales(settings: dict[str, Any]) -> dict[str, float]:
+    """The ``lr_scales`` of a record of :func:`schedule_settings` (records written before the key held the Muon
+    matrices' peak as ``muon_lr``)."""
+    if "muon_lr" in settings:
+        return {"Muon": settings["muon_lr"] / settings["lr"]}
+    return dict(settings.get("lr_scales") or {})
+
+
+def _scales_differ(old: dict[str, float], new: dict[str, float]) -> bool:
+    """True when a group present in both records trains at another multiple of the schedule's rate."""
+    return any(not math.isclose(old[group], new[group], rel_tol=LR_TOLERANCE) for group in old.keys() & new.keys())
 
 
 @dataclass(frozen=True)
@@ -65,16 +79,16 @@ class ScheduleChange:
     """The rate the new schedule gives step ``step + 1``."""
 
     @property
-    def muon_scale_changed(self) -> bool:
-        """True when Muon's rate moves against the schedule's (another ``train.muon_lr``): at every step to come."""
-        old, new = _muon_scale(self.old), _muon_scale(self.new)
+    def scale_changed(self) -> bool:
+        """True when a group's rate moves against the schedule's (another ``lr_scale``, e.g. Muon's
+        ``train.optimizer_settings.lr``): at every step to come."""
         steps_to_come = self.new["total_steps"] > self.step
-        return steps_to_come and old is not None and new is not None and not math.isclose(old, new, rel_tol=LR_TOLERANCE)
+        return steps_to_come and _scales_differ(_lr_scales(self.old), _lr_scales(self.new))
 
     @property
     def continuous(self) -> bool:
         """True when the new schedule passes through the rate the run trained its last step with (Muon's too)."""
-        return math.isclose(self.lr_new_at_step, self.lr_trained, rel_tol=LR_TOLERANCE) and not self.muon_scale_changed
+        return math.isclose(self.lr_new_at_step, self.lr_trained, rel_tol=LR_TOLERANCE) and not self.scale_changed
 
     def differences(self) -> str:
         """``total_steps 20 -> 40, schedule cosine -> wsd``: the settings that differ."""
@@ -88,11 +102,14 @@ class ScheduleChange:
 
     def refusal(self, where: str) -> str:
         """The one-line reason a discontinuous change is refused without ``--allow-schedule-change``."""
-        if self.muon_scale_changed:
-            return (f"{where}: the schedule differs from the checkpoint's ({self.differences()}) and would move Muon's "
-                    f"learning rate from {_muon_scale(self.old):g} to {_muon_scale(self.new):g} x the schedule's at "
-                    f"every step to come; resume with the checkpoint's train.muon_lr, or pass --allow-schedule-change "
-                    "to continue with the new one")
+        if self.scale_changed:
+            old, new = _lr_scales(self.old), _lr_scales(self.new)
+            moves = ", ".join(f"{group} {old[group]:g} -> {new[group]:g}" for group in old.keys() & new.keys()
+                              if old[group] != new[group])
+            return (f"{where}: the schedule differs from the checkpoint's ({self.differences()}) and would move the "
+                    f"learning rate of the optimizer's groups against the schedule's ({moves} x the schedule's) at "
+                    "every step to come; resume with the checkpoint's optimizer rates, or pass --allow-schedule-change "
+                    "to continue with the new ones")
         return (f"{where}: the schedule differs from the checkpoint's ({self.differences()}) and would move the "
                 f"learning rate: step {self.step:,} trained at {self.lr_trained:.3e}, the new schedule gives it "
                 f"{self.lr_new_at_step:.3e} and step {self.step + 1:,} {self.next_lr_new:.3e} (the old schedule: "
@@ -102,9 +119,10 @@ class ScheduleChange:
     def _longer_hint(self) -> str:
         """How to train longer (or decay) without a jump, from where this run is."""
         old = _train_with(self.old)
-        stable_end = SCHEDULES[old.schedule].stable_end(self.old["total_steps"], old)
+        kind = schedule_kind(old.schedule)
+        stable_end = kind.stable_end(self.old["total_steps"], old)
         if stable_end is None:
-            return (f"every rate of a {old.schedule} run depends on its length: to train longer without a jump, use a "
+            return (f"every rate of a {kind.name} run depends on its length: to train longer without a jump, use a "
                     "schedule with a stable phase (train.schedule=wsd) and extend it while it is in that phase")
         if self.step <= stable_end:
             # The checkpoint is at the peak: the jump comes from the new settings (another lr or warmup, or
@@ -113,7 +131,7 @@ class ScheduleChange:
             return (f"step {s} is in the stable phase, so keeping train.lr and train.warmup_steps continues it "
                     f"without a jump; a decay of {d} steps from it needs train.schedule=wsd, "
                     f"train.max_steps={s} + {d} and train.decay_fraction={d} / ({s} + {d}) or a little less")
-        return (f"this {old.schedule} run left its stable phase after step {stable_end:,}: to train longer without a "
+        return (f"this {kind.name} run left its stable phase after step {stable_end:,}: to train longer without a "
                 f"jump, resume a checkpoint of step {stable_end:,} or earlier into a new run.out_dir with --resume PATH")
 
     def record(self, allowed_by_flag: bool) -> dict[str, Any]:
@@ -123,7 +141,8 @@ class ScheduleChange:
 
 
 def _train_with(settings: dict[str, Any]) -> TrainConfig:
-    return TrainConfig(**{key: settings[key] for key in SCHEDULE_KEYS})
+    return TrainConfig(**{key: settings[key] for key in SCHEDULE_KEYS},
+                       schedule_settings=dict(settings.get("schedule_settings") or {}))
 
 
 def schedule_change(old: dict[str, Any], new: dict[str, Any], step: int, lr_trained: float) -> ScheduleChange | None:
@@ -137,8 +156,8 @@ def schedule_change(old: dict[str, Any], new: dict[str, Any], step: int, lr_trai
     same_rates = all(
         lr_at(s, old_train, old_total) == lr_at(s, new_train, new_total) for s in range(step + 1, max(old_total, new_total) + 1)
     )
-    same_muon = _muon_scale(old) == _muon_scale(new) or new_total <= step
-    if old_total == new_total and same_rates and same_muon:
+    same_scales = not _scales_differ(_lr_scales(old), _lr_scales(new)) or new_total <= step
+    if old_total == new_total and same_rates and same_scales:
         return None
     return ScheduleChange(
         step=step, old=dict(old), new=dict(new), lr_trained=lr_trained,

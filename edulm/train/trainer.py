@@ -30,13 +30,13 @@ from edulm.model.llama import LlamaLM, count_parameters, flops_per_token
 from edulm.train.throughput import device_info, peak_bf16_flops
 from edulm.train.autobatch import fresh_batch_notes, kept_batch_note, regroup_batch, resolve_batch_shape
 from edulm.train.core_callbacks import default_callbacks, with_callbacks
-from edulm.train.callbacks import Callback, StepEnd, configured_callbacks, stateful_callbacks
+from edulm.train.callbacks import CALLBACK_PREFIX, Callback, StepEnd, configured_callbacks, stateful_callbacks
 from edulm.train.distributed import DistEnv, init_distributed, teardown, wrap_model
 from edulm.train.init_from import check_vocabulary, load_initial_weights, resumed_config, start_config, tokenizer_mismatch
-from edulm.train.optim import build_optimizer, check_resumed_optimizer
+from edulm.train.optim import build_optimizer, check_resumed_optimizer, optimizer_kind
 from edulm.train.console import Console
 from edulm.train.run_dir import hold_run_dir
-from edulm.train.schedule import lr_at, total_steps
+from edulm.train.schedule import lr_at, schedule_kind, total_steps
 from edulm.train.schedule_change import ScheduleChange, schedule_change, schedule_settings
 from edulm.train.signals import EXIT_CODES, GracefulStop
 from edulm.train.checkpointing import Component, ModelWeights, RNGState, component_file, load_problem, restore
@@ -102,6 +102,12 @@ def train(
     return Path(cfg.run.out_dir)
 
 
+def check_recipe(train_cfg) -> None:
+    """The optimizer and the schedule ``train`` names exist and accept their settings (one line if not)."""
+    optimizer_kind(train_cfg.optimizer).validate(train_cfg)
+    schedule_kind(train_cfg.schedule).validate(train_cfg)
+
+
 class TrainingRun:
     """One training process: its config, components, counters and callbacks (what callbacks read of
     it is :class:`~edulm.train.callbacks.Run`)."""
@@ -122,6 +128,7 @@ class TrainingRun:
         self.state = TrainState()
         self.loader = None
         self.resumed_from: Path | None = None
+        self.notes: list[str] = []  # lines for the start-up announcement
         self.last_checkpoint: Path | None = None
         self.started_at = datetime.now(timezone.utc)
         self._segment_start = time.perf_counter()
@@ -161,24 +168,76 @@ class TrainingRun:
                              "choose a new run.out_dir")
 
     def setup(self, resume: str | None) -> None:
-        """Build or restore everything the loop needs; then ``on_start`` of every callback."""
-        env, state = self.env, self.state
-        self.notes: list[str] = []
+        """Check, build, restore: everything the loop needs, then ``on_start`` of every callback.
+
+        1. :meth:`_check_before_building`: the config settled (a resume's, or MODEL's shape) and every check a
+           resume or a config can fail, before anything is built or written;
+        2. :meth:`_build`: model, batch geometry, wrapping, optimizer, loader, the components a checkpoint holds;
+        3. :meth:`_restore_and_start`: the rest of a checkpoint, the callbacks' start, the random state last.
+        """
         ckpt = self.resumed_from = self._find_checkpoint(resume)
+        source, run_fingerprint = self._check_before_building(ckpt)
+        self._build(ckpt, source, run_fingerprint)
+        self._restore_and_start(ckpt)
+
+    def _check_before_building(self, ckpt: Path | None):
+        """Settle the config and refuse, with nothing built or written, what cannot run: an optimizer or schedule
+        that does not exist or whose settings are wrong, token ids past the embedding, and for a resume a
+        checkpoint whose batch, length, optimizer or schedule the config contradicts. Returns MODEL (for
+        ``model.init_from``, else None) and the run's tokenizer fingerprint."""
+        env, state = self.env, self.state
         ckpt_cfg = load_config(ckpt / CONFIG_FILE) if ckpt else None
-        # The model section is settled first: a resume takes the checkpoint's (MODEL is not read again),
-        # a fresh run with model.init_from reads MODEL's shape. Nothing is written before this.
+        # A resume takes the checkpoint's model section (MODEL is not read again); a fresh run with
+        # model.init_from reads MODEL's shape.
         source = None
         if ckpt_cfg:
             self.cfg = resumed_config(self.cfg, ckpt_cfg, ckpt)
         elif self.cfg.model.init_from:
             self.cfg, source = start_config(self.cfg)
         cfg = self.cfg
-        run_fingerprint = check_vocabulary(cfg)  # before any work: a token id past the embedding table fails only mid-step
+        check_recipe(cfg.train)
+        run_fingerprint = check_vocabulary(cfg)  # a token id past the embedding table would fail only mid-step
+        if not ckpt:
+            return source, run_fingerprint
+        restore(ckpt, {"trainer_state": Component(state, format="json")}, env.rank)  # counters and batch geometry
+        self._wall_before = state.tally.wall_time_s
+        if ckpt.resolve().parent.parent != self.layout.root.resolve():  # its metrics and log stay over there
+            state.branched_from.append({"step": state.step, "checkpoint": str(ckpt.resolve())})
+        if state.batch is None:
+            raise UsageError(f"{ckpt}: its trainer state records no batch geometry; resume another checkpoint")
+        if state.batch.world_size != env.world_size:  # the same global batch, regrouped over these processes
+            before = state.batch
+            state.batch = regroup_batch(before, env.world_size, str(ckpt))
+            self.notes.append(f"resumed on {env.world_size} processes from a checkpoint of {before.world_size}: "
+                              f"{before.describe()} is now {state.batch.describe()}, the same "
+                              f"{state.batch.sequences_per_step} sequences per step")
+        if state.batch.seq_len != cfg.train.seq_len:  # the loader would refuse it, but only after the log and sinks started
+            raise UsageError(
+                f"{ckpt} was trained with train.seq_len={state.batch.seq_len}, the config says {cfg.train.seq_len}; "
+                f"resume with train.seq_len={state.batch.seq_len} (the data position counts windows of that length), "
+                f"or start a new run from its weights with model.init_from={ckpt}"
+            )
+        if note := kept_batch_note(cfg, state.batch):
+            self.notes.append(note)
+        resumed_total, state.total_steps = state.total_steps, total_steps(cfg.train, state.batch.tokens_per_step)
+        if state.total_steps < state.step:  # not a schedule change: no step is left to change
+            raise UsageError(
+                f"{ckpt}: the checkpoint is at step {state.step:,}, past the {state.total_steps:,} steps that "
+                "train.max_steps / train.token_budget now give, so nothing would be trained; set train.max_steps "
+                f"to {state.step:,} or more, or resume an earlier checkpoint into a new run.out_dir"
+            )
+        check_resumed_optimizer(ckpt_cfg.train, cfg.train, str(ckpt))
+        self._check_schedule_change(ckpt, schedule_settings(ckpt_cfg.train, resumed_total))
+        return source, run_fingerprint
+
+    def _build(self, ckpt: Path | None, source, run_fingerprint: str) -> None:
+        """The model (fresh, MODEL's weights, or the checkpoint's, loaded before it is moved, compiled and wrapped, so
+        every strategy starts from the same tensors), the batch geometry of a fresh run, the optimizer, the loader,
+        and the components a checkpoint holds (the stateful callbacks' among them)."""
+        cfg, env, state = self.cfg, self.env, self.state
         random.seed(cfg.run.seed)
         np.random.seed(cfg.run.seed % 2**32)
         torch.manual_seed(cfg.run.seed)
-
         if source is not None:  # continued pretraining: MODEL's weights, a fresh optimizer and schedule
             model = load_initial_weights(source, cfg.model)
             state.init_from = env.broadcast(source.record() if env.is_main else None)  # rank 0 checksums the weights
@@ -187,52 +246,19 @@ class TrainingRun:
         else:
             model = LlamaLM(cfg.model)  # initialised on CPU: the same weights whatever the device
         self.sharded = env.distributed and cfg.train.distributed == "fsdp"
-        # Components are registered as they come into being. The first two are restored at once:
-        # the checkpoint's batch geometry shapes the loader, and the weights go into the model
-        # before it is moved, compiled and wrapped, so every strategy starts from the same tensors.
         self.components: dict[str, Component] = {
             "model": Component(ModelWeights(model, self.sharded), format="safetensors"),
             "trainer_state": Component(state, format="json"),
         }
         if ckpt:
-            restore(ckpt, self.components, env.rank)
-            self._wall_before = state.tally.wall_time_s
-            if ckpt.resolve().parent.parent != self.layout.root.resolve():  # its metrics and log stay over there
-                state.branched_from.append({"step": state.step, "checkpoint": str(ckpt.resolve())})
-            if state.batch is None:
-                raise UsageError(f"{ckpt}: its trainer state records no batch geometry; resume another checkpoint")
-            if state.batch.world_size != env.world_size:  # the same global batch, regrouped over these processes
-                before = state.batch
-                state.batch = regroup_batch(before, env.world_size, str(ckpt))
-                self.notes.append(f"resumed on {env.world_size} processes from a checkpoint of {before.world_size}: "
-                                  f"{before.describe()} is now {state.batch.describe()}, the same "
-                                  f"{state.batch.sequences_per_step} sequences per step")
-            if state.batch.seq_len != cfg.train.seq_len:  # the loader would refuse it, but only after the log and sinks started
-                raise UsageError(
-                    f"{ckpt} was trained with train.seq_len={state.batch.seq_len}, the config says {cfg.train.seq_len}; "
-                    f"resume with train.seq_len={state.batch.seq_len} (the data position counts windows of that length), "
-                    f"or start a new run from its weights with model.init_from={ckpt}"
-                )
+            restore(ckpt, {"model": self.components["model"]}, env.rank)
         model.grad_checkpointing = cfg.train.grad_checkpointing
         model.fused_loss = cfg.train.fused_loss
         model.to(env.device)
-
-        if ckpt:
-            if note := kept_batch_note(cfg, state.batch):
-                self.notes.append(note)
-        else:  # rank 0's answer for everyone (each rank probes its own device on CUDA)
+        if not ckpt:  # rank 0's answer for everyone (each rank probes its own device on CUDA)
             state.batch = env.broadcast(resolve_batch_shape(cfg, model, env.device, env.world_size))
             self.notes += fresh_batch_notes(cfg.train, state.batch, env.device.type)
-        resumed_total, state.total_steps = state.total_steps, total_steps(cfg.train, state.batch.tokens_per_step)
-        if ckpt and state.total_steps < state.step:  # not a schedule change: no step is left to change
-            raise UsageError(
-                f"{ckpt}: the checkpoint is at step {state.step:,}, past the {state.total_steps:,} steps that "
-                "train.max_steps / train.token_budget now give, so nothing would be trained; set train.max_steps "
-                f"to {state.step:,} or more, or resume an earlier checkpoint into a new run.out_dir"
-            )
-        if ckpt:
-            check_resumed_optimizer(ckpt_cfg.train, cfg.train, str(ckpt))
-            self._check_schedule_change(ckpt, schedule_settings(ckpt_cfg.train, resumed_total))
+            state.total_steps = total_steps(cfg.train, state.batch.tokens_per_step)
         if 0 < state.total_steps <= cfg.train.warmup_steps:  # e.g. train.max_steps=20 on a config that warms up for 30
             self.notes.append(f"train.warmup_steps ({cfg.train.warmup_steps:,}) is not below the run's {state.total_steps:,} "
                               f"steps: the learning rate warms up for the whole run and never follows its {cfg.train.schedule} "
@@ -248,12 +274,13 @@ class TrainingRun:
 
         self.loader = make_train_loader(cfg, rank=env.rank, world_size=env.world_size,
                                         micro_batch_size=state.batch.micro_batch_size)
-        later = {
+        self.components.update({
             "optimizer": Component(self.optimizer),
             "loader": Component(self.loader, per_rank=True),
             "rng": Component(RNGState(), per_rank=True),  # last: nothing may draw random numbers after it
-        }
-        self.components.update(later)
+        })
+        # Callbacks that keep state across a restart: saved with every checkpoint, restored before on_start.
+        self.components.update(stateful_callbacks(self.callbacks))
 
         self.amp_dtype = autocast_dtype(cfg.train.precision, env.device)
         self.device_info = device_info(env.device)
@@ -261,20 +288,22 @@ class TrainingRun:
         bf16_peak = peak_bf16_flops(self.device_info["name"]) if env.device.type == "cuda" else None
         self.peak_flops = bf16_peak if self.amp_dtype == torch.bfloat16 else None
 
-        # Callbacks that keep state across a restart: saved with every checkpoint, restored before on_start; one that
-        # the checkpoint predates starts as constructed.
-        stateful = stateful_callbacks(self.callbacks)
-        self.components.update(stateful)
-        if ckpt:  # before any callback writes (train.log, config.yaml, the metrics sinks): a state that does not
-            # fit this config (another run.seed, other data, another optimizer) is refused with nothing written
-            restore(ckpt, {name: later[name] for name in ("optimizer", "loader")}, env.rank)
-            restore(ckpt, {name: c for name, c in stateful.items() if (ckpt / component_file(name, c.format)).is_file()},
+    def _restore_and_start(self, ckpt: Path | None) -> None:
+        """The optimizer, loader and callback states of a checkpoint (before any callback writes: a state that does
+        not fit this config, such as another run.seed or other data, is refused with nothing written; a callback the
+        checkpoint predates starts as constructed), every callback's ``on_start``, the announcement, and the
+        random state last (the callbacks may draw random numbers)."""
+        env = self.env
+        if ckpt:
+            kept = {name: c for name, c in self.components.items() if name not in ("model", "trainer_state", "rng")}
+            restore(ckpt, {name: c for name, c in kept.items()
+                           if not name.startswith(CALLBACK_PREFIX) or (ckpt / component_file(name, c.format)).is_file()},
                     env.rank)
         for callback in self.callbacks:
             callback.on_start(self)
         self._announce()
         if ckpt:
-            restore(ckpt, {"rng": later["rng"]}, env.rank)  # last: the callbacks above may draw random numbers
+            restore(ckpt, {"rng": self.components["rng"]}, env.rank)
 
     def _check_schedule_change(self, ckpt: Path, resumed: dict) -> None:
         """Compare the schedule with the checkpoint's (``resumed``): refuse a jump in the learning rate

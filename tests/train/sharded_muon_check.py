@@ -8,7 +8,7 @@ import torch.distributed as dist
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.tensor import Shard, distribute_tensor
 
-from edulm.train.muon import ShardedMuon
+from edulm.train.optim.muon_update import ShardedMuon
 
 SHAPES = [(7, 5), (5, 9), (6, 6), (3, 4)]  # odd row counts: shards of unequal size, and one of 1 row
 

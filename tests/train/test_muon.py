@@ -16,7 +16,7 @@ from edulm.base.errors import UsageError
 from edulm.model.llama import LlamaLM
 from edulm.train.autobatch import MEMORY_HEADROOM, step_memory_budget
 from edulm.train.distributed import DistEnv
-from edulm.train.muon import NS_COEFFICIENTS, ShardedMuon, newton_schulz, update_scale
+from edulm.train.optim.muon_update import NS_COEFFICIENTS, ShardedMuon, newton_schulz, update_scale
 from edulm.train.optim import Optimizers, adamw_over, block_matrices, build_optimizer, optimizer_state_bytes, param_groups
 from edulm.train.step import train_step
 
@@ -26,8 +26,8 @@ CPU = DistEnv(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"))
 MATRICES_PER_BLOCK = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
-def muon_config(**overrides) -> TrainConfig:
-    return TrainConfig(optimizer="muon", lr=3e-3, **overrides)
+def muon_config(settings: dict | None = None, **overrides) -> TrainConfig:
+    return TrainConfig(optimizer="muon", lr=3e-3, optimizer_settings=settings or {}, **overrides)
 
 
 def spectral_reference(matrix: torch.Tensor, steps: int) -> torch.Tensor:
@@ -92,7 +92,7 @@ def test_update_scale_follows_the_two_published_rules():
 
 def test_muon_takes_the_block_matrices_and_adamw_the_rest(tiny_model_config):
     model = LlamaLM(tiny_model_config)
-    opt = build_optimizer(model, muon_config(muon_lr=0.012))
+    opt = build_optimizer(model, muon_config({"lr": 0.012}))
     muon, adamw = opt.optimizers
     assert isinstance(muon, torch.optim.Muon) and type(muon) is torch.optim.Muon  # torch's own on plain tensors
     names = {id(p): n for n, p in model.named_parameters()}
@@ -147,7 +147,7 @@ def test_state_is_keyed_by_name_and_restores_the_next_update(tiny_model_config):
         groups = param_groups(twin, 0.1, leave_out=matrices)
         train = muon_config()
         twin_opt = Optimizers(twin, [muon_class([{"params": matrices, "lr_scale": 1.0}], lr=train.lr,
-                                                weight_decay=train.muon_weight_decay, adjust_lr_fn=train.muon_adjust_lr),
+                                                weight_decay=0.1, adjust_lr_fn="match_rms_adamw"),
                                      adamw_over(groups, train)], "twin")
         twin_opt.load_state_dict(copy.deepcopy(state))
         _step(twin, twin_opt, ids)
@@ -204,23 +204,44 @@ def test_autobatch_leaves_room_for_the_configured_optimizer(tiny_model_config):
 
 
 @pytest.mark.parametrize(("key", "value", "message"), [
-    ("muon_momentum", 1.0, "train.muon_momentum must be in [0, 1)"),
-    ("muon_ns_steps", 0, "train.muon_ns_steps must be between 1 and 99"),
-    ("muon_lr", -0.01, "train.muon_lr must be 0 or more"),
-    ("muon_weight_decay", -0.1, "train.muon_weight_decay must be 0 or more"),
-    ("muon_adjust_lr", "original", "needs its own train.muon_lr"),
-    ("muon_adjust_lr", "spectral", "muon_adjust_lr"),
+    ("momentum", 1.0, "train.optimizer_settings.momentum must be in [0, 1)"),
+    ("ns_steps", 0, "train.optimizer_settings.ns_steps must be between 1 and 99"),
+    ("lr", -0.01, "train.optimizer_settings.lr must not be negative"),
+    ("weight_decay", -0.1, "train.optimizer_settings.weight_decay must not be negative"),
+    ("adjust_lr", "original", "needs its own train.optimizer_settings.lr"),
+    ("adjust_lr", "spectral", "train.optimizer_settings.adjust_lr: 'spectral' is not one of"),
+    ("momentun", 0.9, "train.optimizer_settings: unknown key 'momentun'.*momentum"),
 ])
-def test_bad_muon_keys_are_one_clear_error(key, value, message):
+def test_bad_muon_settings_are_one_clear_error_from_the_optimizer_itself(key, value, message):
+    """Muon validates its own settings: the config layer knows nothing of them."""
+    from edulm.train.trainer import check_recipe
+
+    cfg = config_from_dict({"train": {"optimizer": "muon", "optimizer_settings": {key: value}}})
     with pytest.raises(UsageError, match=message.replace("[", r"\[").replace(")", r"\)")):
-        config_from_dict({"train": {"optimizer": "muon", key: value}})
-    config_from_dict({"train": {"optimizer": "muon", "muon_adjust_lr": "original", "muon_lr": 0.02}})  # fine
+        check_recipe(cfg.train)
+    check_recipe(config_from_dict({"train": {"optimizer": "muon", "optimizer_settings": {"adjust_lr": "original",
+                                                                                         "lr": 0.02}}}).train)  # fine
+
+
+def test_the_keys_of_earlier_versions_still_load_where_they_live_now():
+    """A run's config.yaml from before optimizer_settings (train.muon_*) resumes; an override of the old name too."""
+    from edulm.config import apply_overrides
+
+    old = {"train": {"optimizer": "muon", "muon_lr": 0.02, "muon_adjust_lr": "original"}}
+    assert config_from_dict(old).train.optimizer_settings == {"lr": 0.02, "adjust_lr": "original"}
+    assert apply_overrides(old, ["train.muon_momentum=0.9"])["train"]["optimizer_settings"]["momentum"] == 0.9
+    assert apply_overrides({}, ["train.optimizer_settings.lr=0.01"])["train"]["optimizer_settings"] == {"lr": 0.01}
+    with pytest.raises(UsageError, match="train.muon_lr and train.optimizer_settings.lr are the same setting"):
+        config_from_dict({"train": {"muon_lr": 0.02, "optimizer_settings": {"lr": 0.01}}})
+    with pytest.raises(UsageError, match="train.optimizer: unknown optimizer 'mun'.*muon"):
+        from edulm.train.trainer import check_recipe
+        check_recipe(config_from_dict({"train": {"optimizer": "mun"}}).train)
 
 
 def _fresh(cfg, **train):
     torch.manual_seed(0)
     model = LlamaLM(cfg)
-    return model, build_optimizer(model, muon_config(**train))
+    return model, build_optimizer(model, muon_config({"momentum": 0.95}, **train))
 
 
 def test_accumulation_matches_one_big_batch(tiny_model_config):
@@ -241,7 +262,7 @@ def test_accumulation_matches_one_big_batch(tiny_model_config):
 
 
 def test_clipped_gradient_is_what_muon_and_adamw_see(tiny_model_config):
-    model, opt = _fresh(tiny_model_config, beta1=0.9, muon_momentum=0.95)
+    model, opt = _fresh(tiny_model_config, beta1=0.9)
     clip = 0.05
     result = train_step(model, opt, iter(random_batches(1, 2, 16, tiny_model_config.vocab_size)), 1, clip, CPU, None)
     assert result.grad_norm > clip

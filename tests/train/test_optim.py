@@ -3,7 +3,6 @@ one object that holds several torch optimizers with per-group learning-rate mult
 
 import copy
 import dataclasses
-import typing
 
 import torch
 
@@ -33,9 +32,15 @@ def test_untied_head_is_decayed(tiny_model_config):
     assert "model.embed_tokens.weight" in no_decay["names"]
 
 
-def test_every_config_value_has_a_builder_and_back():
-    hint = typing.get_type_hints(TrainConfig)["optimizer"]
-    assert set(typing.get_args(hint)) == set(OPTIMIZERS)
+def test_every_module_of_the_folder_that_defines_an_optimizer_is_a_value_of_train_optimizer():
+    import pkgutil
+
+    import edulm.train.optim as optim
+
+    defined = {m.name for m in pkgutil.iter_modules(optim.__path__)
+               if hasattr(__import__(f"edulm.train.optim.{m.name}", fromlist=["x"]), "OPTIMIZER")}
+    assert defined == {"adamw", "muon"} and set(OPTIMIZERS) == {"adamw", "muon"}
+    assert all(optim.optimizer_kind(name) is kind and kind.name == name for name, kind in OPTIMIZERS.items())
 
 
 def test_adamw_groups_lr_and_decay(tiny_model_config):

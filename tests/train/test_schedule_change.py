@@ -94,22 +94,36 @@ def test_wsd_to_constant_in_the_stable_phase_is_continuous():
 MUON = TrainConfig(**{**WSD.__dict__, "optimizer": "muon"})
 
 
+def _muon(**settings) -> TrainConfig:
+    return TrainConfig(**{**MUON.__dict__, "optimizer_settings": settings})
+
+
 def test_another_muon_lr_moves_muons_rate_and_needs_the_flag():
-    # muon_lr was not compared: a resume with another one changed Muon's rate at every later step without a word.
-    faster = TrainConfig(**{**MUON.__dict__, "muon_lr": 0.02})
+    # Muon's own rate was not compared once: a resume with another one changed Muon's rate at every later step
+    # without a word. The optimizer says which of its groups train at another rate (its lr_scales).
+    faster = _muon(lr=0.02)
     found = change(MUON, 1000, faster, 1000, 500)
-    assert found is not None and not found.continuous and "muon_lr 0.003 -> 0.02" in found.differences()
-    assert "would move Muon's learning rate from 1 to 6.66667 x the schedule's" in found.refusal("ckpt")
-    assert found.record(allowed_by_flag=True)["new"]["muon_lr"] == 0.02
-    # muon_lr 0 is train.lr: writing it out is no change, and nor is an AdamW run's muon_lr.
-    assert change(MUON, 1000, TrainConfig(**{**MUON.__dict__, "muon_lr": 3e-3}), 1000, 500) is None
-    assert change(WSD, 1000, TrainConfig(**{**WSD.__dict__, "muon_lr": 0.02}), 1000, 500) is None
+    assert found is not None and not found.continuous and "lr_scales {'Muon': 1.0} -> {'Muon': 6.66" in found.differences()
+    assert "would move the learning rate of the optimizer's groups against the schedule's (Muon 1 -> 6.66667" in found.refusal("ckpt")
+    assert found.record(allowed_by_flag=True)["new"]["lr_scales"]["Muon"] == pytest.approx(0.02 / 3e-3)
+    # Muon's lr 0 is train.lr: writing it out is no change.
+    assert change(MUON, 1000, _muon(lr=3e-3), 1000, 500) is None
     # With no step left to train, nothing moves.
     assert change(MUON, 1000, faster, 1000, 1000) is None
 
 
+def test_a_record_written_before_lr_scales_reads_as_the_same_rates():
+    """A checkpoint of an earlier version recorded Muon's peak as ``muon_lr``: resuming it with the same rate is no change."""
+    from edulm.train.schedule_change import schedule_change, schedule_settings
+    from edulm.train.schedule import lr_at
+
+    new = schedule_settings(MUON, 1000)
+    old = {key: value for key, value in new.items() if key != "lr_scales"} | {"muon_lr": MUON.lr}
+    assert schedule_change(old, new, 500, lr_at(500, MUON, 1000)) is None
+
+
 def test_a_longer_muon_run_with_its_own_muon_lr_in_its_stable_phase_is_continuous():
-    own = TrainConfig(**{**MUON.__dict__, "muon_lr": 0.02, "muon_adjust_lr": "original"})
+    own = _muon(lr=0.02, adjust_lr="original")
     found = change(own, 1000, own, 5000, 700)
     assert found is not None and found.continuous
 
@@ -119,14 +133,16 @@ def test_a_schedule_added_to_the_registry_is_extended_by_what_it_says_of_itself(
     from edulm.train import schedule
     from edulm.train.schedule_change import schedule_change, schedule_settings
 
-    def linear(step, last, train):
-        rate = schedule.warmup_rate(step, train)
-        floor = train.lr * train.min_lr_ratio
-        return rate if rate is not None else max(floor, train.lr - (train.lr - floor) * (step - train.warmup_steps)
-                                                  / max(1, last - train.warmup_steps))
+    class Linear(schedule.ScheduleKind):
+        name = "linear"
 
-    monkeypatch.setitem(schedule.SCHEDULES, "linear", schedule.ScheduleKind(linear, lambda total, t: None,
-                                                                            lambda t: "linear decay"))
+        def rate(self, step, last, train):
+            rate = schedule.warmup_rate(step, train)
+            floor = train.lr * train.min_lr_ratio
+            return rate if rate is not None else max(floor, train.lr - (train.lr - floor) * (step - train.warmup_steps)
+                                                      / max(1, last - train.warmup_steps))
+
+    monkeypatch.setitem(schedule.SCHEDULES, "linear", Linear())
     old = TrainConfig(schedule="linear", lr=1e-3, warmup_steps=2, max_steps=10)
     change = schedule_change(schedule_settings(old, 10), schedule_settings(old, 20), step=8,
                              lr_trained=schedule.lr_at(8, old, 10))

@@ -146,8 +146,9 @@ def test_a_decay_run_from_a_stable_checkpoint_into_a_new_run_dir(corpus, tmp_pat
 @pytest.mark.parametrize("optimizer, override, named", [
     ("adamw", "train.optimizer=muon", "train.optimizer=adamw, the config says muon"),
     ("adamw", "train.weight_decay=0.05", "train.weight_decay 0.1 -> 0.05"),
-    ("muon", "train.muon_momentum=0.5", "train.muon_momentum 0.95 -> 0.5"),
-    ("muon", "train.muon_adjust_lr=original", "train.muon_adjust_lr match_rms_adamw -> original"),
+    ("muon", "train.optimizer_settings.momentum=0.5", "train.optimizer_settings.momentum 0.95 -> 0.5"),
+    ("muon", "train.optimizer_settings.adjust_lr=original",
+     "train.optimizer_settings.adjust_lr match_rms_adamw -> original"),
 ])
 def test_a_resume_with_other_optimizer_settings_is_refused_before_anything_is_written(
         corpus, tmp_path, capsys, optimizer, override, named):
@@ -159,13 +160,13 @@ def test_a_resume_with_other_optimizer_settings_is_refused_before_anything_is_wr
     assert main(["train", str(cfg)]) == 0
     before = snapshot(run_dir)
     capsys.readouterr()
-    extra = ["train.muon_lr=0.02"] if override.endswith("original") else []
+    extra = ["train.optimizer_settings.lr=0.02"] if override.endswith("original") else []
     assert main(["train", str(cfg), "train.max_steps=8", override, *extra, "--resume", "auto"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and named in err[0] and "model.init_from=" in err[0], err
     assert snapshot(run_dir) == before
-    if optimizer == "muon":  # the learning rates follow the config, so another muon_lr is no optimizer change
-        assert main(["train", str(cfg), "train.muon_lr=0.004", "--resume", "auto"]) == 0
+    if optimizer == "muon":  # the learning rates follow the config, so another Muon lr is no optimizer change
+        assert main(["train", str(cfg), "train.optimizer_settings.lr=0.004", "--resume", "auto"]) == 0
 
 
 @pytest.mark.parametrize("override, named", [

@@ -1,4 +1,5 @@
-"""Optimizers keyed by ``train.optimizer``, behind one object the loop and the checkpoints use.
+"""What every optimizer shares: the :class:`Optimizers` object the loop and the checkpoints use, the
+:class:`OptimizerKind` each value of ``train.optimizer`` is, and the parameter groups.
 
 :class:`Optimizers` holds one or more torch optimizers (an optimizer that treats matrices and the
 other parameters differently is two of them) and offers what the loop needs: ``step``,
@@ -7,40 +8,26 @@ other parameters differently is two of them) and offers what the loop needs: ``s
 
 Every parameter group carries ``lr_scale``, its learning rate as a multiple of the schedule's:
 ``set_lr(lr)`` sets ``group["lr"] = lr * group["lr_scale"]``, where ``lr`` is the schedule's value
-for the base groups (``train.lr`` at the peak). AdamW's groups all have ``lr_scale`` 1.
+for the base groups (``train.lr`` at the peak).
 
-Adding an optimizer: write ``build_NAME(model, train) -> Optimizers`` and ``NAME_state_bytes(model,
-train) -> int`` below, add ``"NAME": OptimizerKind(build_NAME, NAME_state_bytes)`` to
-:data:`OPTIMIZERS`, and add ``"NAME"`` to the ``Literal`` of ``TrainConfig.optimizer`` (its docstring
-says what it does).
-
-AdamW's groups: weight decay on the linear weight matrices only. Decayed: every 2-D weight of an
-``nn.Linear`` (attention and MLP projections, and an untied LM head). Not decayed: RMSNorm weights
-(1-D) and embedding matrices. With tied embeddings the one matrix that is both the input embedding
-and the LM head counts as an embedding and is *not* decayed: decaying it would pull the token
+AdamW's groups (:func:`param_groups`): weight decay on the linear weight matrices only. Decayed: every
+2-D weight of an ``nn.Linear`` (attention and MLP projections, and an untied LM head). Not decayed:
+RMSNorm weights (1-D) and embedding matrices. With tied embeddings the one matrix that is both the input
+embedding and the LM head counts as an embedding and is *not* decayed: decaying it would pull the token
 representations themselves toward zero.
-
-Muon's groups (``train.optimizer: muon``): Muon (:mod:`edulm.train.muon`) on the weight matrices
-inside the decoder blocks (attention q/k/v/o, MLP gate/up/down), with ``train.muon_*``
-hyperparameters and ``lr_scale = muon_lr / lr``; AdamW, exactly as above, on everything else (the
-embedding and tied head, the norms, an untied head), at ``train.lr``. Muon is for the hidden
-layers' matrices only: the embedding is a lookup table, not a linear map of its input, and the
-head is tied to it or better served by Adam (Keller Jordan's Muon write-up).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable, Collection, Iterable, Sequence
+import dataclasses
+from typing import Any, ClassVar, Collection, Iterable, Sequence
 
 import torch
 from torch import nn
-from torch.distributed.tensor import DTensor
 
-from edulm.config import TrainConfig
+from edulm.config import TrainConfig, coerce
 from edulm.base.errors import UsageError
 from edulm.train.distributed import full_optimizer_state, load_optimizer_state
-from edulm.train.muon import ShardedMuon
 
 
 class Optimizers:
@@ -174,7 +161,8 @@ def describe_groups(groups: list[dict], tied: bool) -> str:
     )
 
 
-def _is_tied(model: nn.Module) -> bool:
+def is_tied(model: nn.Module) -> bool:
+    """True when the model's LM head is its input embedding (one matrix)."""
     return bool(getattr(getattr(model, "config", None), "tie_embeddings", False))
 
 
@@ -192,123 +180,73 @@ def adamw_over(groups: list[dict], train: TrainConfig) -> torch.optim.AdamW:
     )
 
 
-def build_adamw(model: nn.Module, train: TrainConfig) -> Optimizers:
-    """AdamW over :func:`param_groups`; the fused CUDA kernel when every parameter is on CUDA, else foreach."""
-    groups = param_groups(model, train.weight_decay)
-    return Optimizers(model, [adamw_over(groups, train)], f"AdamW, {describe_groups(groups, _is_tied(model))}")
-
-
-def muon_lr_scale(train: TrainConfig) -> float:
-    """The Muon group's learning rate as a multiple of the schedule's: ``muon_lr / lr``, or 1 when
-    ``train.muon_lr`` is 0 (Muon shares ``train.lr``)."""
-    return train.muon_lr / train.lr if train.muon_lr > 0 else 1.0
-
-
-def build_muon(model: nn.Module, train: TrainConfig) -> Optimizers:
-    """Muon on :func:`block_matrices`, AdamW (as :func:`build_adamw`) on everything else.
-
-    ``torch.optim.Muon`` on plain tensors (one process, DDP); :class:`~edulm.train.muon.ShardedMuon`
-    when FSDP2 has made the matrices DTensors. Both have the same state, so checkpoints move between them.
-    """
-    matrices = block_matrices(model)
-    if not matrices:
-        raise UsageError("train.optimizer=muon: the model has no weight matrices inside its blocks; use adamw")
-    sharded = any(isinstance(p, DTensor) for p in matrices.values())
-    muon_class = ShardedMuon if sharded else torch.optim.Muon
-    scale = muon_lr_scale(train)
-    muon = muon_class(
-        [{"params": list(matrices.values()), "lr_scale": scale}],
-        lr=train.lr * scale,
-        weight_decay=train.muon_weight_decay,
-        momentum=train.muon_momentum,
-        nesterov=train.muon_nesterov,
-        ns_steps=train.muon_ns_steps,
-        adjust_lr_fn=train.muon_adjust_lr,
-    )
-    groups = param_groups(model, train.weight_decay, leave_out=matrices.values())
-    n_matrices = sum(p.numel() for p in matrices.values())
-    description = (
-        f"Muon on {len(matrices)} block matrices ({n_matrices:,} params; lr {scale:g} x the schedule's, "
-        f"momentum {train.muon_momentum}{' Nesterov' if train.muon_nesterov else ''}, {train.muon_ns_steps} Newton-Schulz "
-        f"steps, {train.muon_adjust_lr} update scale, weight decay {train.muon_weight_decay}; "
-        f"{'edulm ShardedMuon' if sharded else 'torch.optim.Muon'}); "
-        f"AdamW on the rest: {describe_groups(groups, _is_tied(model))}"
-    )
-    return Optimizers(model, [muon, adamw_over(groups, train)], description)
-
-
-def _state_size(params: Iterable[nn.Parameter], copies: int) -> int:
+def state_size(params: Iterable[nn.Parameter], copies: int) -> int:
+    """Bytes of ``copies`` buffers shaped like each of ``params``, in its dtype."""
     return copies * sum(p.numel() * p.element_size() for p in params)
 
 
-def adamw_state_bytes(model: nn.Module, train: TrainConfig) -> int:
-    """AdamW's state: two moments (``exp_avg``, ``exp_avg_sq``) per trained parameter, in its dtype."""
-    return _state_size((p for p in model.parameters() if p.requires_grad), 2)
+RESUME_KEPT_TRAIN_KEYS = ("beta1", "beta2", "eps", "weight_decay")
+"""The shared ``train`` keys the AdamW groups of every built-in optimizer hold (a resume keeps the checkpoint's)."""
 
 
-def muon_state_bytes(model: nn.Module, train: TrainConfig) -> int:
-    """Muon's state: one momentum buffer per block matrix, plus AdamW's two moments for every other
-    parameter. (The Newton-Schulz iteration's bf16 work matrices live one matrix at a time: a few
-    MiB, left to the headroom.)"""
-    matrices = block_matrices(model).values()
-    muon_ids = {id(p) for p in matrices}
-    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in muon_ids]
-    return _state_size(matrices, 1) + _state_size(rest, 2)
-
-
-OptimizerBuilder = Callable[[nn.Module, TrainConfig], Optimizers]
-"""``(model, train config) -> Optimizers``; called after the model is on its device and wrapped."""
-
-
-@dataclass(frozen=True)
 class OptimizerKind:
-    """What the trainer needs to know of one value of ``train.optimizer``."""
+    """One value of ``train.optimizer``: everything edulm knows of an optimizer, in one object.
 
-    build: OptimizerBuilder
-    """Builds the optimizer over the model's parameters."""
-    state_bytes: Callable[[nn.Module, TrainConfig], int]
-    """Bytes of state the optimizer will keep for the (unsharded) model: what ``micro_batch_size: auto``
-    and ``bench/memory_estimate.py`` leave room for."""
-    settings: tuple[str, ...]
-    """The ``train`` keys held in its parameter groups, which a resume takes from the checkpoint (every
-    hyperparameter but the learning rates, which follow the config through ``set_lr``)."""
-
-
-ADAMW_SETTINGS = ("beta1", "beta2", "eps", "weight_decay")
-MUON_SETTINGS = ADAMW_SETTINGS + ("muon_adjust_lr", "muon_momentum", "muon_nesterov", "muon_ns_steps", "muon_weight_decay")
-
-OPTIMIZERS: dict[str, OptimizerKind] = {
-    "adamw": OptimizerKind(build_adamw, adamw_state_bytes, ADAMW_SETTINGS),
-    "muon": OptimizerKind(build_muon, muon_state_bytes, MUON_SETTINGS),
-}
-"""``train.optimizer`` value -> its builder, state size and the settings a checkpoint keeps."""
-
-
-def check_resumed_optimizer(saved: TrainConfig, train: TrainConfig, checkpoint: str) -> None:
-    """Refuse, before anything is written, a resume whose optimizer is not the checkpoint's (``saved``).
-
-    A resume loads the optimizer's parameter groups with their hyperparameters, so another
-    ``train.optimizer`` cannot load at all, and other values of its settings (betas, weight decay,
-    the ``muon_*`` keys but ``muon_lr``) would be silently replaced by the checkpoint's while the
-    start-up line, the run's config.yaml and the card showed the config's. One line names them.
+    A subclass sets :attr:`name` and :attr:`Settings` and writes :meth:`build` and :meth:`state_bytes`;
+    the rest has defaults that fit an optimizer whose groups all follow the schedule. No module outside
+    the optimizer's own branches on its name: the trainer, ``micro_batch_size: auto``, the resume checks,
+    the schedule-change rules and the summary ask this object.
     """
-    fresh_start = f"or start a new run from its weights with model.init_from={checkpoint} (a fresh optimizer)"
-    if saved.optimizer != train.optimizer:
-        raise UsageError(f"{checkpoint}: the checkpoint was trained with train.optimizer={saved.optimizer}, the config "
-                         f"says {train.optimizer}; resume with train.optimizer={saved.optimizer}, {fresh_start}")
-    changed = [k for k in OPTIMIZERS[train.optimizer].settings if getattr(saved, k) != getattr(train, k)]
-    if changed:
-        moves = ", ".join(f"train.{k} {getattr(saved, k)} -> {getattr(train, k)}" for k in changed)
-        raise UsageError(f"{checkpoint}: the config changes the optimizer's settings ({moves}), but a resume keeps "
-                         "the checkpoint's (only train.lr and train.muon_lr follow the config); resume with the "
-                         f"checkpoint's values, {fresh_start}")
 
+    name: ClassVar[str] = ""
+    """The value of ``train.optimizer`` that selects it."""
+    Settings: ClassVar[type | None] = None
+    """A dataclass of its own keys, read from ``train.optimizer_settings`` (a docstring under each field, a
+    ``check(self, train)`` method for its ranges); None when it has none."""
+    kept_train_keys: ClassVar[tuple[str, ...]] = RESUME_KEPT_TRAIN_KEYS
+    """The ``train`` keys its parameter groups hold: a resume takes them from the checkpoint, so changing one
+    on resume is refused."""
+    settings_following_config: ClassVar[tuple[str, ...]] = ()
+    """Its settings that a resume takes from the config (rates, through ``lr_scale``), not the checkpoint."""
 
-def build_optimizer(model: nn.Module, train: TrainConfig) -> Optimizers:
-    """The optimizer ``train.optimizer`` names, over the parameters of ``model``."""
-    return OPTIMIZERS[train.optimizer].build(model, train)
+    def settings(self, train: TrainConfig) -> Any:
+        """``train.optimizer_settings`` as :attr:`Settings` (defaults filled in); an unknown key, a wrong type or
+        a value out of range is one :class:`~edulm.base.errors.UsageError`."""
+        if self.Settings is None:
+            if train.optimizer_settings:
+                raise UsageError(f"train.optimizer_settings: train.optimizer={train.optimizer} has no settings of "
+                                 f"its own, got {', '.join(sorted(train.optimizer_settings))}")
+            return None
+        settings = coerce(dict(train.optimizer_settings), self.Settings, "train.optimizer_settings")
+        check = getattr(settings, "check", None)
+        if check is not None:
+            check(train)
+        return settings
 
+    def validate(self, train: TrainConfig) -> None:
+        """Refuse settings this optimizer cannot run with (by default: what :meth:`settings` refuses)."""
+        self.settings(train)
 
-def optimizer_state_bytes(model: nn.Module, train: TrainConfig) -> int:
-    """Bytes of state the optimizer ``train.optimizer`` names keeps for ``model``."""
-    return OPTIMIZERS[train.optimizer].state_bytes(model, train)
+    def build(self, model: nn.Module, train: TrainConfig) -> Optimizers:
+        """The optimizer over the parameters of ``model`` (on its device, wrapped for DDP/FSDP2)."""
+        raise NotImplementedError
+
+    def state_bytes(self, model: nn.Module, train: TrainConfig) -> int:
+        """Bytes of state it will keep for the (unsharded) model: what ``micro_batch_size: auto`` and
+        ``bench/memory_estimate.py`` leave room for."""
+        raise NotImplementedError
+
+    def lr_scales(self, train: TrainConfig) -> dict[str, float]:
+        """``{group tag: lr_scale}`` of the groups that do not train at the schedule's rate (none by default).
+        A resume that changes one moves that group's rate at every step to come (see ``schedule_change``)."""
+        return {}
+
+    def kept_on_resume(self, train: TrainConfig) -> dict[str, Any]:
+        """``{key: value}`` of what a resume takes from the checkpoint: :attr:`kept_train_keys` and its settings
+        but those in :attr:`settings_following_config`."""
+        kept = {f"train.{key}": getattr(train, key) for key in self.kept_train_keys}
+        settings = self.settings(train)
+        if settings is not None:
+            kept.update({f"train.optimizer_settings.{f.name}": getattr(settings, f.name)
+                         for f in dataclasses.fields(settings) if f.name not in self.settings_following_config})
+        return kept
