@@ -161,7 +161,7 @@ def test_no_hub_means_one_probe_then_offline_smollm2(tmp_path, hub_kind):
 
 
 def test_a_reachable_hub_stays_online(tmp_path):
-    code = "from edulm import hub; print(hub.use_hub(), hub.hub_offline())"
+    code = "from edulm.base import hub_access as hub; print(hub.use_hub(), hub.hub_offline())"
     with answering_server(200) as url:
         done = subprocess.run([sys.executable, "-c", code], env=online_env(tmp_path, url), capture_output=True,
                               text=True, timeout=60)
