@@ -21,7 +21,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from edulm.base.files import atomic_path, disk_full_error, is_disk_full
+from edulm.base.step_file import CsvRows, StepFile
 
 CSV_COLUMNS = [
     "step", "tokens", "loss", "lr", "grad_norm", "tokens_per_s", "mfu", "memory", "elapsed",
@@ -41,56 +41,25 @@ def perplexity(loss: float) -> float:
 class MetricsCSV:
     """``training_metrics.csv``: one row per logged step, appended and flushed as it is written.
 
-    On resume the file is cut back to the rows at or before the checkpoint's step, so the rows a
-    crashed run wrote after its last checkpoint are not repeated when those steps run again.
+    On resume the file is cut back to the rows at or before the checkpoint's step (a
+    :class:`~edulm.base.step_file.StepFile`), so the rows a crashed run wrote after its last checkpoint are not
+    repeated when those steps run again.
     """
 
     def __init__(self, path: str | Path, resume_step: int | None = None) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        kept = self._rows_up_to(resume_step) if resume_step is not None else []
-        with atomic_path(self.path, "the metrics CSV") as tmp, tmp.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
-            writer.writeheader()
-            writer.writerows(kept)
-        self._file = self.path.open("a", newline="")
-        self._writer = csv.DictWriter(self._file, fieldnames=CSV_COLUMNS)
-
-    def _rows_up_to(self, step: int) -> list[dict[str, str]]:
-        if not self.path.is_file():
-            return []
-        kept = []
-        with self.path.open(newline="") as f:
-            for row in csv.DictReader(f):
-                try:
-                    if int(row["step"]) <= step and None not in row.values():
-                        kept.append({k: row.get(k, "") for k in CSV_COLUMNS})
-                except (KeyError, TypeError, ValueError):
-                    continue  # a line cut short by a crash
-        return kept
+        self._file = StepFile(self.path, CsvRows(CSV_COLUMNS), "the metrics CSV").open(resume_step)
 
     def write(self, row: dict[str, Any]) -> None:
         """Append one row (missing columns and None are left empty, other keys ignored; floats keep full precision).
 
         A full disk is :class:`~edulm.base.errors.DiskFullError`; a row cut short by it is dropped on resume.
         """
-        try:
-            self._writer.writerow({k: _cell(row.get(k)) for k in CSV_COLUMNS})
-            self._file.flush()
-        except OSError as err:
-            if is_disk_full(err):
-                raise disk_full_error(self.path.parent, "the metrics CSV") from err
-            raise
+        self._file.write({k: _cell(row.get(k)) for k in CSV_COLUMNS})
 
     def close(self) -> None:
-        """Flush and close the file (a full disk was reported by :meth:`write` already; closing then
-        drops the unwritten rest of the row instead of raising a second time)."""
-        if not self._file.closed:
-            try:
-                self._file.close()
-            except OSError as err:
-                if not is_disk_full(err):
-                    raise
+        """Flush and close the file."""
+        self._file.close()
 
 
 def _cell(value: Any) -> str:

@@ -24,7 +24,7 @@ nothing of it but what its docstring says.
 ``load_state_dict(state)`` keeps its state across a restart: every checkpoint saves it (as
 ``callback.NAME.json``, NAME its ``state_name`` or its class name) and a resume restores it before
 ``on_start``; a checkpoint from before the callback existed leaves it as constructed. A callback that
-keeps a file of one row per step writes it through :class:`edulm.train.step_file.StepFile`, which a
+keeps a file of one row per step writes it through :class:`edulm.base.step_file.StepFile`, which a
 resume cuts back to the checkpoint's step, so no step appears twice.
 
 **Your own callbacks** need no edit of edulm: ``train.callbacks: [mypackage.module:MyCallback]`` adds

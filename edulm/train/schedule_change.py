@@ -47,10 +47,7 @@ def schedule_settings(train: TrainConfig, total_steps: int) -> dict[str, Any]:
 
 
 def _lr_scales(settings: dict[str, Any]) -> dict[str, float]:
-    """The ``lr_scales`` of a record of :func:`schedule_settings` (records written before the key held the Muon
-    matrices' peak as ``muon_lr``)."""
-    if "muon_lr" in settings:
-        return {"Muon": settings["muon_lr"] / settings["lr"]}
+    """The ``lr_scales`` of :func:`schedule_settings` (empty when every group follows the schedule)."""
     return dict(settings.get("lr_scales") or {})
 
 
@@ -87,7 +84,7 @@ class ScheduleChange:
 
     @property
     def continuous(self) -> bool:
-        """True when the new schedule passes through the rate the run trained its last step with (Muon's too)."""
+        """True when the new schedule passes through the rate the run trained its last step with, for every group."""
         return math.isclose(self.lr_new_at_step, self.lr_trained, rel_tol=LR_TOLERANCE) and not self.scale_changed
 
     def differences(self) -> str:

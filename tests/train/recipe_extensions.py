@@ -12,7 +12,7 @@ from edulm.train.callbacks import Callback
 from edulm.train.optim import OptimizerKind, Optimizers, param_groups
 from edulm.train.optim.base import state_size
 from edulm.train.schedule import ScheduleKind, warmup_rate
-from edulm.train.step_file import StepFile
+from edulm.base.step_file import StepFile
 
 
 @dataclass

@@ -112,16 +112,6 @@ def test_another_muon_lr_moves_muons_rate_and_needs_the_flag():
     assert change(MUON, 1000, faster, 1000, 1000) is None
 
 
-def test_a_record_written_before_lr_scales_reads_as_the_same_rates():
-    """A checkpoint of an earlier version recorded Muon's peak as ``muon_lr``: resuming it with the same rate is no change."""
-    from edulm.train.schedule_change import schedule_change, schedule_settings
-    from edulm.train.schedule import lr_at
-
-    new = schedule_settings(MUON, 1000)
-    old = {key: value for key, value in new.items() if key != "lr_scales"} | {"muon_lr": MUON.lr}
-    assert schedule_change(old, new, 500, lr_at(500, MUON, 1000)) is None
-
-
 def test_a_longer_muon_run_with_its_own_muon_lr_in_its_stable_phase_is_continuous():
     own = _muon(lr=0.02, adjust_lr="original")
     found = change(own, 1000, own, 5000, 700)
