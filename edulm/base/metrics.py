@@ -46,16 +46,17 @@ class MetricsCSV:
     repeated when those steps run again.
     """
 
-    def __init__(self, path: str | Path, resume_step: int | None = None) -> None:
+    def __init__(self, path: str | Path, resume_step: int | None = None, extra_columns: list[str] | None = None) -> None:
         self.path = Path(path)
-        self._file = StepFile(self.path, CsvRows(CSV_COLUMNS), "the metrics CSV").open(resume_step)
+        self.columns = CSV_COLUMNS + list(extra_columns or [])  # extra: the run's own, e.g. its downstream scores
+        self._file = StepFile(self.path, CsvRows(self.columns), "the metrics CSV").open(resume_step)
 
     def write(self, row: dict[str, Any]) -> None:
         """Append one row (missing columns and None are left empty, other keys ignored; floats keep full precision).
 
         A full disk is :class:`~edulm.base.errors.DiskFullError`; a row cut short by it is dropped on resume.
         """
-        self._file.write({k: _cell(row.get(k)) for k in CSV_COLUMNS})
+        self._file.write({k: _cell(row.get(k)) for k in self.columns})
 
     def close(self) -> None:
         """Flush and close the file."""

@@ -145,7 +145,10 @@ def validate_train(t: TrainConfig, m: ModelConfig, source: str = "config") -> No
     if t.micro_batch_size != "auto":
         _positive(source, "train", t, "micro_batch_size")
     _non_negative(source, "train", t, "global_batch_size", "max_steps", "token_budget", "warmup_steps", "weight_decay",
-                  "grad_clip", "eval_interval", "eval_tokens", "ckpt_interval", "min_lr_ratio", "eps")
+                  "grad_clip", "eval_interval", "eval_tokens", "ckpt_interval", "min_lr_ratio", "eps",
+                  "downstream_interval")
+    if t.downstream:
+        _positive(source, "train", t, "downstream_limit", "downstream_batch_size")
     _not_empty(source, "train", t, "wandb_project")
     if t.seq_len > m.max_seq_len and not (shape_pending(m) and "max_seq_len" not in explicit_model_keys(m)):
         raise UsageError(f"{source}: train.seq_len ({t.seq_len}) is longer than model.max_seq_len ({m.max_seq_len})")

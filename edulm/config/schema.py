@@ -175,6 +175,16 @@ class TrainConfig:
     """Evaluate on the held-out split every this many steps (and at the last step); 0 disables."""
     eval_tokens: int = 1_048_576
     """Held-out tokens scored at each evaluation."""
+    downstream: list[str] = field(default_factory=list)
+    """lm-eval tasks scored on the model in memory during training (zero-shot, the harness's own prompts and metrics; acc and acc_norm with standard errors join the metrics as downstream/TASK/METRIC): built-in names (their data from the hub or its cache) or tasks defined by YAML files in train.downstream_include_path. Empty: none. A task that cannot be loaded stops the run at its start."""
+    downstream_limit: int = 500
+    """Examples scored per downstream task: the task's first ones, the same at every evaluation (lm-eval's --limit)."""
+    downstream_interval: int = 0
+    """Score the downstream tasks every this many steps (and at the last step); 0 means with every held-out evaluation (train.eval_interval)."""
+    downstream_include_path: str = ""
+    """Folder of lm-eval task YAMLs for train.downstream (as edulm eval --include-path); empty: built-in tasks only."""
+    downstream_batch_size: int = 16
+    """Sequences per forward pass of the downstream scoring."""
     ckpt_interval: int = 1000
     """Write a checkpoint every this many steps (and at the last step); 0 disables periodic checkpoints."""
     keep_last: int = 2

@@ -96,6 +96,8 @@ class Run(Protocol):
     """The checkpoint this process started from, or None for a fresh run."""
     last_checkpoint: Path | None
     """The newest checkpoint written (rank 0)."""
+    downstream_subsets: list[dict[str, Any]]
+    """``train.downstream``'s tasks as scored: task, examples, chance level (rank 0; empty without downstream tasks)."""
 
     def elapsed(self) -> float:
         """Wall seconds of the whole run, earlier segments included."""

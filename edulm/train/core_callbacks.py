@@ -29,6 +29,7 @@ from edulm.evaluate.heldout import padded_to_one_shape, score_heldout
 from edulm.base.metrics import perplexity
 from edulm.train.callbacks import Callback, Run, StepEnd
 from edulm.train.console import progress_display
+from edulm.train.downstream import DownstreamEvaluation
 from edulm.train.reporting import MetricsLogger, Plots, ProgressBar, SummaryFile, metrics_sinks
 from edulm.train.run_log import StepLines, TrainLog
 from edulm.train.checkpointing import save_checkpoint
@@ -172,13 +173,14 @@ def default_callbacks(tensorboard: bool, wandb: bool, is_main: bool) -> list[Cal
     (:func:`~edulm.train.console.progress_display`); ``train.log`` always gets the lines.
     """
     if not is_main:
-        return [Evaluation(), Checkpointing()]
+        return [Evaluation(), DownstreamEvaluation(), Checkpointing()]
     sinks = metrics_sinks(tensorboard, wandb)  # first: a missing package stops the run before anything is written
     bar, lines = progress_display()
     return [
         TrainLog(),
         RunRecord(),
         Evaluation(),
+        DownstreamEvaluation(),
         MetricsLogger(sinks),
         StepLines(console=lines),
         *([ProgressBar()] if bar else []),

@@ -20,7 +20,8 @@ from tqdm.auto import tqdm
 from edulm.config import Config
 from edulm.base.errors import UsageError
 from edulm.base.files import write_json
-from edulm.base.metrics import MetricsCSV, perplexity
+from edulm.base.metrics import MetricsCSV, perplexity, read_metrics
+from edulm.evaluate.in_loop import score_names
 from edulm.model.llama import count_parameters
 from edulm.train.provenance import code_revision, cost_estimate, versions
 from edulm.train.throughput import mfu, take_peak_memory_gb
@@ -78,7 +79,8 @@ class CSVSink:
 
     def open(self, run: Run) -> None:
         resume_step = run.state.step if run.resumed_from else None
-        self._csv = MetricsCSV(run.layout.metrics, resume_step=resume_step)
+        self._csv = MetricsCSV(run.layout.metrics, resume_step=resume_step,
+                               extra_columns=score_names(run.cfg.train.downstream))
 
     def write(self, row: dict[str, Any]) -> None:
         self._csv.write(row)
@@ -311,6 +313,7 @@ def write_summary(run: Run, status: str, manifest: dict[str, Any] | None, proven
         "final_val_loss": state.last_val_loss,
         "final_val_ppl": perplexity(state.last_val_loss) if state.last_val_loss is not None else None,
         "final_val_bpb": state.last_val_bpb,
+        "downstream": downstream_report(run, wall) if cfg.train.downstream else None,
         "mean_tokens_per_s": tally.step_tokens / tally.step_time_s if tally.step_time_s > 0 else None,
         "mean_tokens_per_s_after_warmup": after,
         "mfu_after_warmup": mfu(after, run.flops_per_token, run.peak_flops, env.world_size) if after else None,
@@ -328,6 +331,30 @@ def write_summary(run: Run, status: str, manifest: dict[str, Any] | None, proven
     if failure is not None:
         summary["failure"] = failure
     write_json(run.layout.summary, summary, "the training summary")
+
+
+def downstream_report(run: Run, wall: float) -> dict[str, Any]:
+    """``train.downstream`` for the summary: each task's subset (examples, chance level), the scores of every
+    scoring (step, tokens, values) from the metrics CSV, the tokens after which each score stood above chance by
+    two standard errors, and the time the scoring took (seconds and share of the run's wall time)."""
+    from edulm.evaluate.in_loop import DOWNSTREAM_METRICS, score_names
+
+    names = [n for n in score_names(run.cfg.train.downstream) if not n.endswith("_stderr")]
+    rows = read_metrics(run.layout.metrics) if run.layout.metrics.is_file() else []
+    curve = [{"step": int(r["step"]), "tokens": int(r["tokens"]) if r.get("tokens") is not None else None,
+              "scores": {n: r.get(n) for n in names}} for r in rows if any(r.get(n) is not None for n in names)]
+    chance = {s["task"]: s["chance"] for s in run.downstream_subsets}
+    above = {}
+    for name in names:
+        task = name.split("/")[1]
+        level = chance.get(task)
+        above[name] = None if level is None else next(
+            (r["tokens"] for r in rows if r.get(name) is not None
+             and r[name] - 2 * (r.get(f"{name}_stderr") or 0.0) > level), None)
+    seconds = run.state.tally.downstream_time_s
+    return {"tasks": run.downstream_subsets, "metrics": list(DOWNSTREAM_METRICS), "curve": curve,
+            "final": curve[-1]["scores"] if curve else None, "above_chance_after_tokens": above,
+            "time_s": round(seconds, 3), "time_share": round(seconds / wall, 6) if wall > 0 else None}
 
 
 class SummaryFile(Callback):

@@ -56,6 +56,8 @@ class Tally:
     """Wall time of the run up to the last checkpoint or the end, over all resumed segments."""
     peak_memory_gb: float = 0.0
     """Largest memory figure reported by any row."""
+    downstream_time_s: float = 0.0
+    """Seconds spent scoring the downstream tasks (``train.downstream``)."""
 
     def add_step(self, seconds: float, tokens: int, after_warmup: bool) -> None:
         """Count one training step."""

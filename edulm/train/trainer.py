@@ -32,6 +32,7 @@ from edulm.train.autobatch import fresh_batch_notes, kept_batch_note, regroup_ba
 from edulm.train.core_callbacks import default_callbacks, with_callbacks
 from edulm.train.callbacks import CALLBACK_PREFIX, Callback, StepEnd, configured_callbacks, stateful_callbacks
 from edulm.train.distributed import DistEnv, init_distributed, teardown, wrap_model
+from edulm.train.downstream import check_downstream
 from edulm.train.init_from import check_vocabulary, load_initial_weights, resumed_config, start_config, tokenizer_mismatch
 from edulm.train.optim import build_optimizer, check_resumed_optimizer, optimizer_kind
 from edulm.train.console import Console
@@ -129,6 +130,7 @@ class TrainingRun:
         self.loader = None
         self.resumed_from: Path | None = None
         self.notes: list[str] = []  # lines for the start-up announcement
+        self.downstream_subsets: list[dict] = []  # train.downstream's tasks as scored (set by DownstreamEvaluation)
         self.last_checkpoint: Path | None = None
         self.started_at = datetime.now(timezone.utc)
         self._segment_start = time.perf_counter()
@@ -196,6 +198,7 @@ class TrainingRun:
             self.cfg, source = start_config(self.cfg)
         cfg = self.cfg
         check_recipe(cfg.train)
+        env.decide_on_main(lambda: check_downstream(cfg.train, cfg.tokenizer.name))  # tasks found, their data read
         run_fingerprint = check_vocabulary(cfg)  # a token id past the embedding table would fail only mid-step
         if not ckpt:
             return source, run_fingerprint
