@@ -66,6 +66,8 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _export(args: argparse.Namespace) -> None:
+    if args.format == "gguf" and args.chat_template:
+        raise UsageError("--chat-template applies to --format hf; a GGUF file carries the chat template of its source")
     if args.format == "gguf":
         from edulm.hf.gguf_export import export_gguf
 
@@ -74,7 +76,7 @@ def _export(args: argparse.Namespace) -> None:
         return
     from edulm.hf import export
 
-    out = export(args.src, args.out, dtype=args.dtype or "float32")
+    out = export(args.src, args.out, dtype=args.dtype or "float32", chat_template=args.chat_template)
     print(f"exported Hugging Face folder: {out}")
 
 
@@ -236,6 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="hf: a Hugging Face folder (default); gguf: one file for llama.cpp, Ollama and LM Studio")
     p.add_argument("--dtype", default=None,
                    help="weight dtype: float32 (default), bfloat16 or float16 for hf; f32 (default), f16, bf16 or q8_0 for gguf")
+    p.add_argument("--chat-template", default=None, metavar="NAME",
+                   help="write this chat template (chatml) into the tokenizer, with <|im_end|> as eos (a fine-tuning "
+                        "run's exports carry its data.chat_template without it)")
 
     p = command("generate", _generate, "generate text from a prompt (KV cache; temperature 0 is greedy)")
     p.add_argument("model", help="an HF folder, a run dir or a checkpoint dir")

@@ -45,6 +45,9 @@ class ResolvedModel:
     """``model.safetensors`` (or a shard index) that holds the weights."""
     hf_config: dict[str, Any] | None = None
     """The source ``config.json`` when the weights sit in a Hugging Face folder."""
+    chat_template: str | None = None
+    """The chat template name of a fine-tuning run's checkpoint (its ``data.chat_template`` when
+    ``train.objective`` is ``sft``), which its exports carry; None otherwise."""
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -98,7 +101,9 @@ def _resolve_hf(folder: Path, kind: str, path: Path, fallback_tokenizer: str | N
 
 def _resolve_checkpoint(folder: Path, kind: str, path: Path) -> ResolvedModel:
     run_cfg = load_config(folder / CONFIG_FILE)
-    return ResolvedModel(kind, path, run_cfg.model, run_cfg.tokenizer.name, folder / MODEL_FILE)  # type: ignore[arg-type]
+    chat = run_cfg.data.chat_template if run_cfg.train.objective == "sft" else None
+    return ResolvedModel(kind, path, run_cfg.model, run_cfg.tokenizer.name, folder / MODEL_FILE,  # type: ignore[arg-type]
+                         chat_template=chat)
 
 
 def resolve_model(src: str | Path) -> ResolvedModel:

@@ -153,3 +153,13 @@ def prompt_ids(tok, messages: Sequence[dict[str, str]]) -> list[int]:
     chat_token_ids(tok)
     text, _ = render(check_messages(messages), add_generation_prompt=True)
     return list(tok(text, add_special_tokens=False)["input_ids"])
+
+
+def as_chat_tokenizer(tok, name: str):
+    """``tok`` set up for chat with template ``name``: its ``chat_template``, and ``<|im_end|>`` as its eos
+    token (what ends a reply, so pipelines and ``generate`` stop there); returns it and the end id."""
+    template = template_for(name)
+    _, end = chat_token_ids(tok)
+    tok.chat_template = template
+    tok.eos_token = TURN_END
+    return tok, end
