@@ -144,12 +144,16 @@ def _cached_chat_set(source: str, pattern: str, field: str, tokenizer: str, seq_
     chats = build_chat_set(read_conversations(source, field, pattern), load_tokenizer(tokenizer), seq_len, seed, val_tokens)
     if chats.report["conversations"] == 0:
         raise UsageError(f"data.source '{source}' holds no chat records")
-    line = describe(chats.report)
-    if chats.report["truncated"] or chats.report["no_reply"]:
-        log.warning("%s (the longest has %s tokens; raise train.seq_len to keep more)", line, f"{chats.report['longest']:,}")
+    return chats
+
+
+def say_what_was_cut(report: dict[str, Any]) -> None:
+    """The set's line at the start of a run: a warning when conversations were cut or left out, so it is never silent."""
+    line = describe(report)
+    if report["truncated"] or report["no_reply"]:
+        log.warning("%s (the longest has %s tokens; raise train.seq_len to keep more)", line, f"{report['longest']:,}")
     else:
         log.info(line)
-    return chats
 
 
 def chat_set(cfg) -> ChatSet:

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from edulm.base.errors import UsageError
-from edulm.data.chat_data import ChatRows, chat_set
+from edulm.data.chat_data import ChatRows, chat_set, say_what_was_cut
 
 log = logging.getLogger(__name__)
 
@@ -133,8 +133,11 @@ class ChatLoader:
 
 
 def make_chat_loader(cfg, rank: int = 0, world_size: int = 1, micro_batch_size: int = 1) -> ChatLoader:
-    """The training rows of a fine-tuning config (``train.objective: sft``)."""
+    """The training rows of a fine-tuning config (``train.objective: sft``); says what was cut or left out."""
     chats = chat_set(cfg)
+    say_what_was_cut(chats.report)
+    if not cfg.model.init_from:
+        log.warning("train.objective sft on a freshly initialised model: set model.init_from to fine-tune a pretrained one")
     return ChatLoader(chats.train, cfg.train.seq_len, micro_batch_size, cfg.run.seed, rank, world_size, chats.report)
 
 

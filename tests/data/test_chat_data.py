@@ -15,7 +15,7 @@ import torch
 from edulm.base.errors import UsageError
 from edulm.config import config_from_dict
 from edulm.data import chat_loader
-from edulm.data.chat_data import build_chat_set, chat_set
+from edulm.data.chat_data import build_chat_set, chat_set, say_what_was_cut
 from edulm.data.chat_loader import ChatLoader, PAD_ID, chat_val_batches, fill_row
 from edulm.data.chat_records import read_conversations
 from edulm.data.prefetch import PrefetchingLoader
@@ -118,7 +118,7 @@ def test_the_loss_of_a_row_is_the_loss_of_its_replies(tok):
         torch.testing.assert_close(model(changed, y), expected)
 
 
-def test_truncated_and_replyless_conversations_are_counted(tok):
+def test_truncated_and_replyless_conversations_are_counted_and_said(tok, caplog):
     tokenizer, _ = tok
     long_reply = {"role": "assistant", "content": " ".join(["water is worth a look"] * 30)}
     late_reply = [{"role": "user", "content": " ".join(["tell me about the moon"] * 30)}, long_reply]
@@ -129,6 +129,10 @@ def test_truncated_and_replyless_conversations_are_counted(tok):
     assert report["truncated"] == 2 and report["truncated_tokens"] > 0 and report["longest"] > 41
     assert report["no_reply"] == 2  # the late reply starts after the cut; the last has no reply at all
     assert len(chats.train) == 2 and max(len(chats.train.row(i)[0]) for i in range(2)) == 41
+    with caplog.at_level(logging.INFO, logger="edulm"):
+        say_what_was_cut(report)
+    assert caplog.records[-1].levelname == "WARNING"
+    assert "2 truncated to 41 tokens" in caplog.text and "2 left out with no assistant token" in caplog.text
 
 
 def _config(tmp_path, tok_dir, **data):
@@ -148,8 +152,13 @@ def _config(tmp_path, tok_dir, **data):
 def test_held_out_split_is_whole_conversations_and_deterministic(tmp_path, tok, caplog):
     _, tok_dir = tok
     with caplog.at_level(logging.INFO, logger="edulm"):
-        chats = chat_set(_config(tmp_path, tok_dir, val_tokens=300))
-    assert "chat data: 200 conversations" in caplog.text
+        chat_loader.make_chat_loader(_config(tmp_path, tok_dir, val_tokens=300), micro_batch_size=3)
+    chats = chat_set(_config(tmp_path, tok_dir, val_tokens=300))
+    said = {r.getMessage(): r.levelname for r in caplog.records}
+    assert chats.report["truncated"] > 0  # the three-turn conversations are longer than 65 tokens
+    line = f"chat data: 200 conversations, {chats.report['held_out']} held out; {chats.report['truncated']} truncated to 65 tokens"
+    assert [level for m, level in said.items() if m.startswith(line)] == ["WARNING"]
+    assert said["train.objective sft on a freshly initialised model: set model.init_from to fine-tune a pretrained one"] == "WARNING"
     assert 0 < chats.report["held_out"] == len(chats.val) < 40 and len(chats.train) + len(chats.val) == 200
     train_rows = {tuple(chats.train.row(i)[0]) for i in range(len(chats.train))}
     assert not any(tuple(chats.val.row(i)[0]) in train_rows for i in range(len(chats.val)))
