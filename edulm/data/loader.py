@@ -166,7 +166,7 @@ class ShardLoader:
 
 
 _KINDS = {"stream": "a streaming run (data.streaming=true)", "mixture": "a mixture of sources",
-          "shards": "prepared shards of one source"}
+          "shards": "prepared shards of one source", "chat": "fine-tuning rows (train.objective sft)"}
 """How a loader state's ``kind`` is named in messages."""
 
 

@@ -19,6 +19,7 @@ from edulm.base.metrics import read_metrics
 from edulm.checkpoint import folders as checkpoint
 from edulm.checkpoint.weights import save_weights
 from edulm.config import ModelConfig, config_from_dict
+from edulm.hf import export
 from edulm.model import LlamaLM
 from edulm.tokenizer.bpe import train_bpe
 from edulm.tokenizer.chat_template import CHATML_TEMPLATE
@@ -115,9 +116,11 @@ def test_sft_stops_resumes_and_repeats_the_uninterrupted_run(sft_corpus, tmp_pat
     assert 0 < chat["trained_token_share"] < 0.5  # prompts, headers and padding are not trained
     assert chat["trained_tokens"] == round(chat["trained_token_share"] * chat["rows_trained"] * 48)
 
-    tok_config = json.loads((stopped / "final" / "tokenizer_config.json").read_text())
-    assert tok_config["chat_template"] == CHATML_TEMPLATE
-    assert json.loads((stopped / "final" / "generation_config.json").read_text())["eos_token_id"] == 2
+    # final/, and an export of the run dir (which reads final/), end a reply at <|im_end|> (id 2).
+    for folder in (stopped / "final", export(stopped, tmp_path / "exported")):
+        assert json.loads((folder / "tokenizer_config.json").read_text())["chat_template"] == CHATML_TEMPLATE
+        assert json.loads((folder / "generation_config.json").read_text())["eos_token_id"] == 2
+        assert json.loads((folder / "config.json").read_text())["eos_token_id"] == 2
 
 
 def test_sft_learns_the_replies(sft_corpus, tmp_path):
