@@ -116,6 +116,10 @@ def test_sft_stops_resumes_and_repeats_the_uninterrupted_run(sft_corpus, tmp_pat
     assert 0 < chat["trained_token_share"] < 0.5  # prompts, headers and padding are not trained
     assert chat["trained_tokens"] == round(chat["trained_token_share"] * chat["rows_trained"] * 48)
 
+    card = (stopped / "final" / "README.md").read_text()
+    assert f"| Fine-tuning | supervised, loss on the assistant replies only: 160 conversations ({chat['held_out']} held out), " \
+           f"{chat['truncated']} truncated to 49 tokens" in card
+
     # final/, and an export of the run dir (which reads final/), end a reply at <|im_end|> (id 2).
     for folder in (stopped / "final", export(stopped, tmp_path / "exported")):
         assert json.loads((folder / "tokenizer_config.json").read_text())["chat_template"] == CHATML_TEMPLATE
