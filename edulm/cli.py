@@ -66,6 +66,8 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _export(args: argparse.Namespace) -> None:
+    if args.format == "gguf" and args.chat_template:
+        raise UsageError("--chat-template applies to --format hf; a GGUF file carries the chat template of its source")
     if args.format == "gguf":
         from edulm.hf.gguf_export import export_gguf
 
@@ -74,8 +76,15 @@ def _export(args: argparse.Namespace) -> None:
         return
     from edulm.hf import export
 
-    out = export(args.src, args.out, dtype=args.dtype or "float32")
+    out = export(args.src, args.out, dtype=args.dtype or "float32", chat_template=args.chat_template)
     print(f"exported Hugging Face folder: {out}")
+
+
+def _chat(args: argparse.Namespace) -> None:
+    from edulm.hf.chat_command import chat_command
+
+    chat_command(args.model, system=args.system, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                 top_p=args.top_p, top_k=args.top_k, seed=args.seed, device=args.device)
 
 
 def _generate(args: argparse.Namespace) -> None:
@@ -90,6 +99,7 @@ def _generate(args: argparse.Namespace) -> None:
         top_k=args.top_k,
         seed=args.seed,
         device=args.device,
+        chat=args.chat,
     )
 
 
@@ -236,6 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="hf: a Hugging Face folder (default); gguf: one file for llama.cpp, Ollama and LM Studio")
     p.add_argument("--dtype", default=None,
                    help="weight dtype: float32 (default), bfloat16 or float16 for hf; f32 (default), f16, bf16 or q8_0 for gguf")
+    p.add_argument("--chat-template", default=None, metavar="NAME",
+                   help="write this chat template (chatml) into the tokenizer, with <|im_end|> as eos (a fine-tuning "
+                        "run's exports carry its data.chat_template without it)")
 
     p = command("generate", _generate, "generate text from a prompt (KV cache; temperature 0 is greedy)")
     p.add_argument("model", help="an HF folder, a run dir or a checkpoint dir")
@@ -246,6 +259,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling mass (default 0.95; 1 disables)")
     p.add_argument("--top-k", type=int, default=0, help="keep the k most likely tokens (default 0: off)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampling, for a repeatable output (default 0)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--chat", action="store_true",
+                   help="the prompt is one user message in the model's chat template; print the reply only")
+
+    p = command("chat", _chat, "talk to a model in the terminal: multi-turn, with its chat template (/reset, /quit)")
+    p.add_argument("model", help="an HF folder, a run dir or a checkpoint dir (of a fine-tuned model)")
+    p.add_argument("--system", default="", help="system prompt that opens every conversation (default: none)")
+    p.add_argument("--max-new-tokens", type=int, default=256, help="tokens per reply at most (default 256)")
+    p.add_argument("--temperature", type=float, default=0.8, help="0 means greedy (default 0.8)")
+    p.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling mass (default 0.95; 1 disables)")
+    p.add_argument("--top-k", type=int, default=0, help="keep the k most likely tokens (default 0: off)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampling, for a repeatable conversation (default 0)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
 
     p = command("perplexity", _perplexity, "loss, perplexity and bits per byte on a text file or held-out shards")

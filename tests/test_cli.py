@@ -92,7 +92,7 @@ def test_bad_usage_exits_2(argv, capsys):
 def test_help_lists_every_command():
     out = run("--help")
     assert out.returncode == 0
-    for command in ("info", "prepare", "train", "export", "generate", "perplexity", "eval", "baselines",
+    for command in ("info", "prepare", "train", "export", "generate", "chat", "perplexity", "eval", "baselines",
                     "compare", "sample-text", "contamination", "card", "release", "tokenizer"):
         assert command in out.stdout
 

@@ -45,6 +45,7 @@ def validate(cfg: Config, source: str = "config") -> None:
     validate_tokenizer(cfg.tokenizer, source)
     validate_data(cfg.data, source)
     validate_train(cfg.train, cfg.model, source)
+    validate_objective(cfg, source)
 
 
 def _positive(source: str, section: str, obj: Any, *names: str) -> None:
@@ -163,3 +164,15 @@ def validate_train(t: TrainConfig, m: ModelConfig, source: str = "config") -> No
             f"{source}: train.global_batch_size ({t.global_batch_size}) is not a multiple of train.micro_batch_size "
             f"({t.micro_batch_size}); change one of them or set train.micro_batch_size=auto"
         )
+
+
+def validate_objective(cfg: Config, source: str = "config") -> None:
+    """Supervised fine-tuning reads one source of chat records from local files: no mixture, no streaming."""
+    if cfg.train.objective != "sft":
+        return
+    if cfg.data.is_mixture:
+        raise UsageError(f"{source}: train.objective sft reads one data.source of chat records, not a mixture; "
+                         "combine the conversations into one folder of jsonl or parquet files")
+    if cfg.data.streaming:
+        raise UsageError(f"{source}: train.objective sft reads its chat records whole at the start; set data.streaming=false")
+    _not_empty(source, "data", cfg.data, "messages_field")

@@ -104,6 +104,10 @@ class DataConfig:
     """Train straight from data.source, tokenizing on the fly, instead of reading prepared shards."""
     prefetch: int = 2
     """Training batches a background thread reads ahead of the training loop (pinned on CUDA); 0 reads them in the loop."""
+    messages_field: str = "messages"
+    """For train.objective 'sft': the field of each chat record (a jsonl line, a parquet row) that holds its conversation, a list of {role, content} messages (roles system, user, assistant)."""
+    chat_template: Literal["chatml"] = "chatml"
+    """For train.objective 'sft': how a conversation becomes tokens ('chatml': <|im_start|>ROLE, newline, content, <|im_end|>; the tokenizer must have both markers, as SmolLM2's does). The run's exports carry it as their chat template."""
 
     @property
     def is_mixture(self) -> bool:
@@ -123,6 +127,8 @@ class TrainConfig:
     # Not a field: the train keys the YAML file and overrides named, set by config_from_dict (None for a config
     # built in code). The trainer names the reference defaults a hand-written config leaves in effect.
 
+    objective: Literal["pretrain", "sft"] = "pretrain"
+    """What the run trains on: 'pretrain' (the next token at every position of packed windows of the prepared shards) or 'sft' (supervised fine-tuning: the chat records of data.source read directly, no prepare, one conversation per row padded to seq_len, loss on the assistant replies only; usually with model.init_from; see docs/training.md)."""
     seq_len: int = 2048
     """Tokens per training sequence."""
     micro_batch_size: Union[int, Literal["auto"]] = 6

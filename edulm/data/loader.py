@@ -166,7 +166,7 @@ class ShardLoader:
 
 
 _KINDS = {"stream": "a streaming run (data.streaming=true)", "mixture": "a mixture of sources",
-          "shards": "prepared shards of one source"}
+          "shards": "prepared shards of one source", "chat": "fine-tuning rows (train.objective sft)"}
 """How a loader state's ``kind`` is named in messages."""
 
 
@@ -183,6 +183,11 @@ def make_train_loader(cfg: Config, rank: int = 0, world_size: int = 1, fingerpri
     otherwise. With ``data.prefetch`` above 0 a background thread reads that many batches ahead.
     """
     size = _micro_batch_size(cfg, micro_batch_size)
+    if cfg.train.objective == "sft":  # chat records, one conversation per row (no shards)
+        from edulm.data.chat_loader import make_chat_loader
+
+        chats: Any = make_chat_loader(cfg, rank=rank, world_size=world_size, micro_batch_size=size)
+        return PrefetchingLoader(chats, cfg.data.prefetch) if cfg.data.prefetch > 0 else chats
     if cfg.data.streaming:
         from edulm.data.streaming import StreamingLoader
 
@@ -290,8 +295,13 @@ def make_val_batches(cfg: Config, batch_size: int, max_tokens: int = 0) -> list[
     Windows are consecutive and non-overlapping, so the same batches come back on every call. For a
     mixture, each source's held-out tokens are windowed on their own and ``max_tokens`` is shared
     among the sources by weight, so the loss is over the mixture. With ``data.streaming`` the
-    held-out documents are read and tokenized from the source.
+    held-out documents are read and tokenized from the source. A fine-tuning run (``train.objective: sft``)
+    scores its held-out conversations (:func:`edulm.data.chat_loader.chat_val_batches`).
     """
+    if cfg.train.objective == "sft":
+        from edulm.data.chat_loader import chat_val_batches
+
+        return chat_val_batches(cfg, batch_size, max_tokens)
     if cfg.data.streaming:
         from edulm.data.streaming import held_out_segments
 

@@ -75,6 +75,9 @@ def prepare(cfg: Config, source: Source | Sequence[Source] | None = None) -> dic
     scripts that read from elsewhere.
     """
     d = cfg.data
+    if cfg.train.objective == "sft":
+        raise UsageError("train.objective is sft: fine-tuning reads its chat records (data.source) directly, with nothing "
+                         "to prepare; run 'edulm train' with this config")
     out = Path(d.shards_dir)
     kind = folder_kind(out)
     if kind not in (None, "shards"):  # shards written among a run's or a model's files would be mixed with them

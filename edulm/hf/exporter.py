@@ -58,13 +58,16 @@ def _token_ids(resolved: ResolvedModel, tokenizer) -> dict[str, int | None]:
     return {"bos_token_id": sep, "eos_token_id": sep, "pad_token_id": None}
 
 
-def _generation_config(resolved: ResolvedModel, ids: dict[str, int | None]):
+def _generation_config(resolved: ResolvedModel, ids: dict[str, int | None], chat: bool = False):
     from transformers import GenerationConfig
 
     source = resolved.weights.parent / "generation_config.json"
     if resolved.kind == "hf" and source.is_file():
         # Read as data (from_dict), not with from_pretrained, whose keyword arguments end up in the saved file.
-        return GenerationConfig.from_dict(read_json(source))
+        config = GenerationConfig.from_dict(read_json(source))
+        if chat:  # a reply ends at the end of its turn
+            config.eos_token_id = ids["eos_token_id"]
+        return config
     return GenerationConfig(**{k: v for k, v in ids.items() if v is not None}, **GENERATION_DEFAULTS)
 
 
@@ -107,7 +110,7 @@ def refuse_nonfinite(model, resolved: ResolvedModel) -> None:
                          f"values ({bad[0]}, ...): a diverged model is not exported; export an earlier checkpoint")
 
 
-def export(src: str | Path, out: str | Path, dtype: str | torch.dtype = "float32") -> Path:
+def export(src: str | Path, out: str | Path, dtype: str | torch.dtype = "float32", chat_template: str | None = None) -> Path:
     """Write a Hugging Face folder for ``src`` (HF folder, run dir or checkpoint dir); returns ``out``.
 
     The folder holds ``config.json``, ``model.safetensors`` in ``dtype``, ``generation_config.json``,
@@ -115,27 +118,43 @@ def export(src: str | Path, out: str | Path, dtype: str | torch.dtype = "float32
     before it replaces anything. A second process exporting into ``out`` meanwhile is refused
     (:class:`UsageError` naming it). Re-exporting keeps the other files of ``out``; see
     :mod:`edulm.hf.export_folder` for those and for the model card.
+
+    ``chat_template`` (a name of :data:`edulm.tokenizer.chat_template.CHAT_TEMPLATES`), or by default the
+    template of a fine-tuning run's checkpoint (``train.objective: sft``): written into
+    ``tokenizer_config.json``, with ``<|im_end|>`` as the eos token of the tokenizer, ``config.json`` and
+    ``generation_config.json``, so that a reply stops at the end of its turn.
     """
     torch_dtype = as_dtype(dtype)
     dtype = str(torch_dtype).removeprefix("torch.")
     out = Path(out)
+    if chat_template is not None:
+        from edulm.tokenizer.chat_template import template_for
+
+        template_for(chat_template)  # a wrong name is refused before the model is read
     check_out_folder(out)  # at once, before the lock and the (slow) model load
     with folder_lock(out, "edulm export"):
         settle_stale_exports(out)
         check_out_folder(out)
-        note = _export_locked(src, out, torch_dtype, dtype)
+        note = _export_locked(src, out, torch_dtype, dtype, chat_template)
     if note:
         log.warning(note)
     return out
 
 
-def _export_locked(src: str | Path, out: Path, torch_dtype: torch.dtype, dtype: str) -> str | None:
+def _export_locked(src: str | Path, out: Path, torch_dtype: torch.dtype, dtype: str, chat_template: str | None) -> str | None:
     # Read everything first: the source may be the very folder being replaced. The weights and their digest in
     # one read, so that a run's checkpoint removed meanwhile by its retention is read again whole from the newer one.
     (model, source_sha256), resolved = read_model(src, lambda r: (load_resolved(r), weights_digest(r)))
     refuse_nonfinite(model, resolved)
     tokenizer = load_model_tokenizer(resolved) if resolved.tokenizer_name else None
     ids = _token_ids(resolved, tokenizer)
+    chat = chat_template or resolved.chat_template
+    if chat:
+        if tokenizer is None:
+            raise UsageError(f"{resolved.path} names no tokenizer, so it cannot carry the chat template '{chat}'")
+        from edulm.tokenizer.chat_template import as_chat_tokenizer
+
+        tokenizer, ids["eos_token_id"] = as_chat_tokenizer(tokenizer, chat)
     hf_config = to_hf_config(resolved.model_config, dtype=dtype, **ids)
 
     tmp = temp_path(out)
@@ -145,7 +164,7 @@ def _export_locked(src: str | Path, out: Path, torch_dtype: torch.dtype, dtype: 
         save_weights(model, tmp / MODEL_FILE, dtype=torch_dtype)
         # safetensors creates its file owner-only; give it the permissions every other file here gets.
         os.chmod(tmp / MODEL_FILE, (tmp / "config.json").stat().st_mode & 0o777)
-        _generation_config(resolved, ids).save_pretrained(str(tmp))
+        _generation_config(resolved, ids, chat=bool(chat)).save_pretrained(str(tmp))
         if tokenizer is not None:
             from edulm.tokenizer.loading import save_tokenizer
 

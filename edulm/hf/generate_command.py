@@ -20,8 +20,12 @@ def generate_command(
     top_k: int = 0,
     seed: int = 0,
     device: str = "auto",
+    chat: bool = False,
 ) -> str:
-    """``edulm generate``: print the prompt and stream its continuation to stdout; returns the whole text."""
+    """``edulm generate``: print the prompt and stream its continuation to stdout; returns the whole text.
+
+    ``chat``: the prompt is one user message, rendered with the model's chat template
+    (:mod:`edulm.hf.chat_command`); only the reply is printed and returned, ending at the end of its turn."""
     if max_new_tokens < 0:
         raise UsageError(f"--max-new-tokens must be 0 or more, got {max_new_tokens}")
     check_sampling(temperature, top_p, top_k)  # before the (slow) model load
@@ -42,6 +46,11 @@ def generate_command(
     ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     # Every training document follows a separator, so an empty prompt starts from one: "a new document".
     ids = ids or [separator]
+    if chat:
+        from edulm.hf.chat_command import chat_prompt_ids, end_of_turn_id
+
+        ids, eos = chat_prompt_ids(tokenizer, [{"role": "user", "content": prompt}]), end_of_turn_id(tokenizer, resolved.hf_config)
+        prompt = ""  # the reply alone is printed
     context = model.config.max_seq_len
     if len(ids) >= context:
         raise UsageError(f"the prompt is {len(ids)} tokens long; the model's context is {context} tokens, shorten it")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,9 @@ class ResolvedModel:
     """``model.safetensors`` (or a shard index) that holds the weights."""
     hf_config: dict[str, Any] | None = None
     """The source ``config.json`` when the weights sit in a Hugging Face folder."""
+    chat_template: str | None = None
+    """The chat template name of a fine-tuning run's checkpoint (its ``data.chat_template`` when
+    ``train.objective`` is ``sft``), which its exports carry; None otherwise."""
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -98,7 +102,13 @@ def _resolve_hf(folder: Path, kind: str, path: Path, fallback_tokenizer: str | N
 
 def _resolve_checkpoint(folder: Path, kind: str, path: Path) -> ResolvedModel:
     run_cfg = load_config(folder / CONFIG_FILE)
-    return ResolvedModel(kind, path, run_cfg.model, run_cfg.tokenizer.name, folder / MODEL_FILE)  # type: ignore[arg-type]
+    return ResolvedModel(kind, path, run_cfg.model, run_cfg.tokenizer.name, folder / MODEL_FILE,  # type: ignore[arg-type]
+                         chat_template=_run_chat_template(run_cfg))
+
+
+def _run_chat_template(run_cfg) -> str | None:
+    """A fine-tuning run's chat template name (its exports carry it), None for other runs."""
+    return run_cfg.data.chat_template if run_cfg.train.objective == "sft" else None
 
 
 def resolve_model(src: str | Path) -> ResolvedModel:
@@ -153,8 +163,9 @@ def _resolve_run(run_dir: Path) -> ResolvedModel:
     listed = list_checkpoints(run_dir)
     checkpoint = find_latest_good(run_dir) if newer_than_final(listed[-1] if listed else None) else None
     if final_weights is not None and not newer_than_final(checkpoint):
-        run_tokenizer = load_config(run_dir / CONFIG_FILE).tokenizer.name
-        return _resolve_hf(final, "run", run_dir, fallback_tokenizer=run_tokenizer)
+        run_cfg = load_config(run_dir / CONFIG_FILE)
+        resolved = _resolve_hf(final, "run", run_dir, fallback_tokenizer=run_cfg.tokenizer.name)
+        return dataclasses.replace(resolved, chat_template=_run_chat_template(run_cfg))
     if checkpoint is None:
         raise UsageError(
             f"{run_dir}: run dir has no complete final/ folder and no intact checkpoint yet; "

@@ -148,11 +148,23 @@ def training_recipe(inputs: CardInputs) -> list[str]:
         ["Seed", str(run.get("seed", NOT_RECORDED))],
         ["Steps skipped (non-finite loss)", fmt_int(summary.get("skipped_steps"))],
     ]
+    if isinstance(data.get("chat"), dict):
+        rows.insert(2, ["Fine-tuning", _fine_tuning(data["chat"])])
     lines = ["## Training recipe", ""] + md_table(["", ""], rows)
     lines += _mixture(data.get("mixture"))
     lines += ["", "<details><summary>Full training config (config.yaml)</summary>", "", "```yaml",
               yaml.safe_dump(inputs.config, sort_keys=False).rstrip(), "```", "", "</details>"]
     return lines
+
+
+def _fine_tuning(chat: dict[str, Any]) -> str:
+    """A fine-tuning run's chat rows (the summary's ``data.chat``): conversations, held out, cut, trained share."""
+    share = chat.get("trained_token_share")
+    return (f"supervised, loss on the assistant replies only: {fmt_int(chat.get('conversations'))} conversations "
+            f"({fmt_int(chat.get('held_out'))} held out), {fmt_int(chat.get('truncated'))} truncated to "
+            f"{fmt_int((chat.get('seq_len') or 0) + 1)} tokens, {fmt_int(chat.get('no_reply'))} left out with no reply "
+            f"to learn; {fmt_int(chat.get('rows_trained'))} rows trained, "
+            + (f"{share:.1%} of their positions trained targets" if isinstance(share, float) else "no row trained yet"))
 
 
 def _held_out(data: dict[str, Any], d: dict[str, Any]) -> str:

@@ -229,6 +229,8 @@ PORTABLE_TOKENIZER_CLASS = "PreTrainedTokenizerFast"
 """The class ``tokenizer_config.json`` names. transformers 4.x knows it, and 5.x maps it to its tokenizers
 backend; both then read ``tokenizer.json`` as it is. (5.x's own name, ``TokenizersBackend``, does not
 exist in 4.x, whose ``AutoTokenizer`` then fails.)"""
+CHAT_TEMPLATE_FILE = "chat_template.jinja"
+"""Where transformers 5 saves a chat template on its own file (older 4.x releases read only tokenizer_config.json)."""
 LOAD_TIME_KEYS = ("is_local", "local_files_only", "trust_remote_code", "_commit_hash", "name_or_path")
 """Keys transformers 5 copies from a ``from_pretrained`` call into the saved config; they describe that
 call, not the tokenizer, so they are left out."""
@@ -239,7 +241,11 @@ def save_tokenizer(tok, out_dir: str | Path, model_max_length: int | None = None
     so that transformers 4.x and 5.x load the same tokenizer (same ids, same special tokens).
 
     ``model_max_length``: the context of the model the tokenizer is saved with (an export), so that
-    ``tokenizer(..., truncation=True)`` and pipelines stop there instead of at transformers' "no limit" (1e30)."""
+    ``tokenizer(..., truncation=True)`` and pipelines stop there instead of at transformers' "no limit" (1e30).
+
+    A chat template (``tok.chat_template``) goes into ``tokenizer_config.json``, where every transformers
+    version that knows chat templates reads it; 5.x's separate ``chat_template.jinja`` is not kept, so the
+    folder holds one copy."""
     from edulm.base.files import write_json
 
     out = Path(out_dir)
@@ -254,5 +260,9 @@ def save_tokenizer(tok, out_dir: str | Path, model_max_length: int | None = None
     config.update(special)
     if model_max_length is not None:
         config["model_max_length"] = model_max_length
+    template = getattr(tok, "chat_template", None)
+    if isinstance(template, str):
+        config["chat_template"] = template
+        (out / CHAT_TEMPLATE_FILE).unlink(missing_ok=True)
     write_json(config_file, dict(sorted(config.items())))
     write_json(out / "special_tokens_map.json", special)

@@ -121,10 +121,10 @@ def load_initial_weights(source: InitSource, model_cfg: ModelConfig):
 
 def _run_tokenizer(cfg: Config) -> tuple[int, str, str]:
     """``(token ids, fingerprint, description)`` of what the run will feed the model: the prepared shards'
-    tokenizer (from their manifest), or the tokenizer itself when streaming."""
+    tokenizer (from their manifest), or the tokenizer itself when streaming or fine-tuning on chat records."""
     from edulm.data.shards import MANIFEST, read_manifest
 
-    if cfg.data.streaming:
+    if cfg.data.streaming or cfg.train.objective == "sft":
         from edulm.tokenizer.loading import load_tokenizer, tokenizer_fingerprint
 
         tok = load_tokenizer(cfg.tokenizer.name)

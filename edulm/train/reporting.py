@@ -237,7 +237,7 @@ class MetricsLogger(Callback):
 
 def shards_manifest(cfg: Config) -> dict[str, Any] | None:
     """The run's shards manifest (read once per process for the summary); None when streaming or unreadable."""
-    if cfg.data.streaming:
+    if cfg.data.streaming or cfg.train.objective == "sft":
         return None
     from edulm.data.shards import read_manifest
 
@@ -247,7 +247,18 @@ def shards_manifest(cfg: Config) -> dict[str, Any] | None:
         return None  # the loader read it at start-up; a summary never fails the run over it
 
 
-def data_report(cfg: Config, manifest: dict[str, Any] | None, tokens: int) -> dict[str, Any]:
+def chat_report(loader_state: dict[str, Any], seq_len: int) -> dict[str, Any]:
+    """What a fine-tuning run's rows were (from the chat loader's state, :mod:`edulm.data.chat_loader`): the set's
+    counts (conversations, held out, truncated, left out), the rows trained so far and the share of their
+    positions that were trained targets (the rest: prompts, headers, padding)."""
+    positions = loader_state["rows_seen"] * seq_len
+    return {**loader_state["report"], "rows_trained": loader_state["rows_seen"],
+            "trained_tokens": loader_state["trained_tokens"],
+            "trained_token_share": loader_state["trained_tokens"] / positions if positions else None}
+
+
+def data_report(cfg: Config, manifest: dict[str, Any] | None, tokens: int,
+                loader_state: dict[str, Any] | None = None) -> dict[str, Any]:
     """What the run's data really was, for the summary: the held-out split as prepared (the shards
     ``manifest``'s ``held_out``: tokens, documents, requested, short) and, for a mixture, what the run drew
     from each source (:func:`edulm.data.mixture.realised_mixture` for ``tokens``: tokens, share, epochs).
@@ -258,6 +269,9 @@ def data_report(cfg: Config, manifest: dict[str, Any] | None, tokens: int) -> di
     """
     from edulm.data.mixture import realised_mixture, streamed_mixture
 
+    if cfg.train.objective == "sft":  # chat records, read directly: no shards, no mixture
+        chat = chat_report(loader_state, cfg.train.seq_len) if loader_state and loader_state.get("kind") == "chat" else None
+        return {"shards_dir": None, "held_out": None, "mixture": None, "chat": chat}
     report: dict[str, Any] = {"shards_dir": None if cfg.data.streaming else cfg.data.shards_dir,
                               "held_out": None, "mixture": None}
     if cfg.data.streaming and cfg.data.is_mixture:
@@ -304,7 +318,7 @@ def write_summary(run: Run, status: str, manifest: dict[str, Any] | None, proven
         "schedule": cfg.train.schedule,
         # The schedule's own words after its warmup, for the card (which reads runs, not edulm.train).
         "schedule_description": schedule_kind(cfg.train.schedule).describe(dataclasses.asdict(cfg.train)),
-        "data": data_report(cfg, manifest, state.tokens),
+        "data": data_report(cfg, manifest, state.tokens, run.loader.state_dict() if run.loader is not None else None),
         "schedule_changes": state.schedule_changes,
         "branched_from": state.branched_from,
         "init_from": state.init_from,
