@@ -114,7 +114,8 @@ def _eval_settings(args: argparse.Namespace):
     from edulm.evaluate.harness import eval_settings
 
     return eval_settings(tasks=args.tasks, include_path=args.include_path, limit=args.limit,
-                         batch_size=args.batch_size, device=args.device, dtype=args.dtype)
+                         batch_size=args.batch_size, device=args.device, dtype=args.dtype,
+                         apply_chat_template=args.apply_chat_template)
 
 
 def _eval(args: argparse.Namespace) -> None:
@@ -180,6 +181,8 @@ def _add_eval_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", default=None, help="an integer or 'auto' (default: auto on CUDA, 8 on a CPU)")
     p.add_argument("--device", default=None, help="cuda, cuda:N or cpu (default: cuda when available)")
     p.add_argument("--dtype", default=None, help="bfloat16, float16 or float32 (default: bfloat16 on CUDA, float32 on CPU)")
+    p.add_argument("--apply-chat-template", action="store_true",
+                   help="wrap each prompt in the model's chat template (lm-eval's apply_chat_template), for fine-tuned chat models")
 
 
 def _add_global_flags(p: argparse.ArgumentParser, hidden: bool = True) -> None:

@@ -18,6 +18,7 @@
         train.log                     the plain log lines (LOG_FILE)
         training_curves.png           (CURVES_FILE)
         loss_curve_zoom.png           (ZOOM_FILE)
+        downstream_curves.png         (DOWNSTREAM_PLOT_FILE; with train.downstream)
         tensorboard/                  (TENSORBOARD_DIR, when train.tensorboard is on)
         wandb/                        W&B's files (WANDB_DIR, when train.wandb is on)
         wandb_run.json                the W&B run id a resume continues (WANDB_RUN_FILE)
@@ -80,6 +81,8 @@ ZOOM_FILE = "loss_curve_zoom.png"
 """Loss after the warmup, under ``training/``."""
 PLOT_FILES = (CURVES_FILE, ZOOM_FILE)
 """Every plot the trainer draws, in the order a reader shows them."""
+DOWNSTREAM_PLOT_FILE = "downstream_curves.png"
+"""The downstream scores against tokens with their chance levels, under ``training/`` (runs with ``train.downstream``)."""
 TENSORBOARD_DIR = "tensorboard"
 """TensorBoard event files, under ``training/``."""
 WANDB_DIR = "wandb"
@@ -202,6 +205,11 @@ class RunLayout:
     def plots(self) -> tuple[Path, ...]:
         """``training/training_curves.png`` and ``training/loss_curve_zoom.png``."""
         return tuple(self.training / name for name in PLOT_FILES)
+
+    @property
+    def downstream_plot(self) -> Path:
+        """``training/downstream_curves.png``."""
+        return self.training / DOWNSTREAM_PLOT_FILE
 
     @property
     def tensorboard(self) -> Path:

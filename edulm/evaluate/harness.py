@@ -49,6 +49,8 @@ class EvalSettings:
     """Torch device the harness runs on."""
     dtype: str = "float32"
     """Weight dtype: bfloat16, float16 or float32."""
+    apply_chat_template: bool = False
+    """Wrap every prompt in the model's chat template (lm-eval's ``apply_chat_template``), as a chat model is used."""
 
 
 def _parse_batch_size(text: str | int) -> str | int:
@@ -61,7 +63,8 @@ def _parse_batch_size(text: str | int) -> str | int:
 
 
 def eval_settings(tasks: str | list[str] | None = None, include_path: str | None = None, limit: float | None = None,
-                  batch_size: str | int | None = None, device: str | None = None, dtype: str | None = None) -> EvalSettings:
+                  batch_size: str | int | None = None, device: str | None = None, dtype: str | None = None,
+                  apply_chat_template: bool = False) -> EvalSettings:
     """Validate the eval options into :class:`EvalSettings` (a :class:`UsageError` names a bad one).
 
     ``tasks`` is a list or ``a,b`` text (None: the reference six); ``batch_size`` None means ``auto``
@@ -85,6 +88,7 @@ def eval_settings(tasks: str | list[str] | None = None, include_path: str | None
         batch_size=_parse_batch_size(batch_size),
         device=str(resolved),
         dtype=dtype,
+        apply_chat_template=apply_chat_template,
     )
 
 
@@ -97,6 +101,9 @@ def run_harness(pretrained: str, settings: EvalSettings, manager=None) -> dict[s
     """
     import lm_eval
 
+    if settings.apply_chat_template and not has_chat_template(pretrained):
+        raise UsageError(f"{pretrained}: --apply-chat-template, but its tokenizer has no chat template; evaluate it "
+                         "without the flag, or export a fine-tuned model (its folder carries the template)")
     manager = manager or task_manager(settings.tasks, settings.include_path)
     tasks = load_tasks(manager, settings.tasks)
     try:
@@ -113,6 +120,7 @@ def run_harness(pretrained: str, settings: EvalSettings, manager=None) -> dict[s
                 limit=settings.limit,
                 log_samples=True,
                 task_manager=manager,
+                apply_chat_template=settings.apply_chat_template,
                 **SEEDS,
             )
     except Exception as err:  # noqa: BLE001 - only fetch failures are translated; the rest propagate
@@ -123,6 +131,20 @@ def run_harness(pretrained: str, settings: EvalSettings, manager=None) -> dict[s
     if results is None:  # only non-zero ranks get None; edulm runs the harness in one process
         raise RuntimeError("lm-eval returned no results")
     return results
+
+
+def has_chat_template(pretrained: str) -> bool:
+    """True when the tokenizer of ``pretrained`` (an HF folder or hub id) has a chat template (in
+    ``tokenizer_config.json`` or transformers 5's ``chat_template.jinja``)."""
+    from transformers import AutoTokenizer
+
+    folder = Path(pretrained)
+    if folder.is_dir():
+        config = folder / "tokenizer_config.json"
+        if (folder / "chat_template.jinja").is_file():
+            return True
+        return config.is_file() and bool(json.loads(config.read_text(encoding="utf-8")).get("chat_template"))
+    return bool(getattr(AutoTokenizer.from_pretrained(pretrained, trust_remote_code=False), "chat_template", None))
 
 
 def _jsonable(obj: Any) -> Any:
@@ -255,6 +277,7 @@ def _write_results(out: Path, info: dict[str, Any], settings: EvalSettings, raw:
             "seeds": dict(SEEDS),
             "limit": settings.limit,
             "include_path": str(Path(settings.include_path).resolve()) if settings.include_path else None,
+            "apply_chat_template": settings.apply_chat_template,
             "bootstrap_iters": config.get("bootstrap_iters"),
         },
         "runtime": {

@@ -150,11 +150,32 @@ def training_recipe(inputs: CardInputs) -> list[str]:
     ]
     if isinstance(data.get("chat"), dict):
         rows.insert(2, ["Fine-tuning", _fine_tuning(data["chat"])])
+    if isinstance(summary.get("downstream"), dict):
+        rows.append(["Benchmarks during training", _downstream(summary["downstream"])])
     lines = ["## Training recipe", ""] + md_table(["", ""], rows)
     lines += _mixture(data.get("mixture"))
     lines += ["", "<details><summary>Full training config (config.yaml)</summary>", "", "```yaml",
               yaml.safe_dump(inputs.config, sort_keys=False).rstrip(), "```", "", "</details>"]
     return lines
+
+
+def _downstream(report: dict[str, Any]) -> str:
+    """What the in-loop scores (the summary's ``downstream``) say: per task and metric, after how many tokens it
+    stood above chance by two standard errors, or that it did not; the scoring's share of the run's time."""
+    above = report.get("above_chance_after_tokens") or {}
+    tasks = {t.get("task"): t for t in report.get("tasks") or [] if isinstance(t, dict)}
+    parts = []
+    for name, tokens in above.items():
+        task, metric = name.split("/")[1:3]
+        if (tasks.get(task) or {}).get("chance") is None:
+            continue
+        examples = fmt_int(tasks[task].get("examples"))
+        parts.append(f"{task} {metric} rose above chance after {fmt_tokens(tokens)} tokens ({examples} examples)"
+                     if tokens is not None else f"{task} {metric} stayed within two standard errors of chance "
+                                                f"({examples} examples)")
+    share = report.get("time_share")
+    cost = f"scoring took {share:.2%} of the run's time" if isinstance(share, (int, float)) else ""
+    return "; ".join(p for p in [*parts, cost] if p) or NOT_RECORDED
 
 
 def _fine_tuning(chat: dict[str, Any]) -> str:

@@ -164,7 +164,10 @@ class Release:
     def _settings_record(self) -> dict[str, Any]:
         s = self.settings
         include = Path(s.include_path) if s.include_path else None
-        return {"tasks": s.tasks, "limit": s.limit, "dtype": s.dtype, "include_path": stamp(include) if include else None}
+        record = {"tasks": s.tasks, "limit": s.limit, "dtype": s.dtype, "include_path": stamp(include) if include else None}
+        if s.apply_chat_template:  # only when asked: the releases made before the option keep their fingerprints
+            record["apply_chat_template"] = True
+        return record
 
     def _sample_source(self) -> dict[str, Any]:
         """Where the training sample comes from: ``{"data": shards}`` or ``{"source": spec}``."""

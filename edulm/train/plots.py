@@ -1,4 +1,5 @@
-"""Training plots from ``training_metrics.csv``: ``training_curves.png`` and ``loss_curve_zoom.png``.
+"""Training plots from ``training_metrics.csv``: ``training_curves.png``, ``loss_curve_zoom.png`` and, for a run with
+``train.downstream``, ``downstream_curves.png``.
 
 Drawn with matplotlib's object API on the Agg canvas (no pyplot, no global state, no display needed).
 """
@@ -11,7 +12,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from edulm.base.files import atomic_path
-from edulm.base.layout import CURVES_FILE, ZOOM_FILE
+from edulm.base.layout import CURVES_FILE, DOWNSTREAM_PLOT_FILE, ZOOM_FILE
 from edulm.base.metrics import read_metrics
 
 
@@ -70,3 +71,35 @@ def plot_training(csv_path: str | Path, out_dir: str | Path, warmup_steps: int =
     zoom = out_dir / ZOOM_FILE
     _save(fig, zoom)
     return [curves, zoom]
+
+
+def plot_downstream(csv_path: str | Path, out_dir: str | Path, tasks: list[dict], title: str = "") -> Path | None:
+    """``downstream_curves.png``: one panel per task of ``train.downstream``, acc and acc_norm against training tokens
+    (bars: one standard error), the chance level dashed (``tasks``: the summary's subsets). None when no row has a
+    downstream score."""
+    rows = read_metrics(csv_path)
+    drawn = [t for t in tasks if any(r.get(f"downstream/{t['task']}/acc") is not None for r in rows)]
+    if not drawn:
+        return None
+    fig = Figure(figsize=(6 * min(len(drawn), 3), 4 * ((len(drawn) + 2) // 3)))
+    axes = fig.subplots((len(drawn) + 2) // 3, min(len(drawn), 3), squeeze=False).flatten()
+    for ax, task in zip(axes, drawn):
+        for metric in ("acc", "acc_norm"):
+            key = f"downstream/{task['task']}/{metric}"
+            pts = [(r["tokens"], r[key], r.get(f"{key}_stderr") or 0.0) for r in rows if r.get(key) is not None]
+            if pts:
+                ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts], fmt="o-", ms=3,
+                            capsize=2, label=metric)
+        if task.get("chance") is not None:
+            ax.axhline(task["chance"], ls="--", color="grey", label=f"chance {task['chance']:.3f}")
+        ax.set(xlabel="training tokens", ylabel="score", title=f"{task['task']} ({task['examples']} examples)")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    for ax in axes[len(drawn):]:
+        ax.set_visible(False)
+    if title:
+        fig.suptitle(title)
+    path = Path(out_dir) / DOWNSTREAM_PLOT_FILE
+    _save(fig, path)
+    return path
+

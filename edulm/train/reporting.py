@@ -410,10 +410,14 @@ class SummaryFile(Callback):
 
 
 class Plots(Callback):
-    """``training_curves.png`` and ``loss_curve_zoom.png`` from the metrics CSV, at the end."""
+    """``training_curves.png``, ``loss_curve_zoom.png`` (and ``downstream_curves.png``) from the metrics CSV, at the end."""
 
     def on_end(self, run: Run, status: str) -> None:
         from edulm.train.plots import plot_training
 
         plot_training(run.layout.metrics, run.layout.training, warmup_steps=run.cfg.train.warmup_steps,
                       title=run.cfg.run.name)
+        if run.downstream_subsets:
+            from edulm.train.plots import plot_downstream
+
+            plot_downstream(run.layout.metrics, run.layout.training, run.downstream_subsets, title=run.cfg.run.name)

@@ -225,3 +225,28 @@ def test_an_eval_killed_while_writing_leaves_no_results_that_disagree_with_the_s
     doc = json.loads(out.read_text())
     assert doc["model"]["path"] == str(tiny_hf_model.resolve())
     assert sorted(p.name for p in out.parent.iterdir()) == sorted(["results.json", *doc["samples_files"].values()])
+
+
+def test_apply_chat_template_wraps_the_prompts_and_is_recorded(tiny_hf_model, local_tasks, tmp_path, capsys):
+    """`--apply-chat-template` hands lm-eval the model's template (a model without one is one line, exit 2)."""
+    import shutil
+
+    from edulm.tokenizer.chat_template import CHATML_TEMPLATE
+
+    out = tmp_path / "plain" / "results.json"
+    args = ["--tasks", "tiny_quiz", "--include-path", str(local_tasks), "--limit", "3", "--apply-chat-template"]
+    assert main(["eval", str(tiny_hf_model), "--out", str(out), *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--apply-chat-template, but its tokenizer has no chat template" in err[0], err
+    assert not out.exists()
+
+    chat = tmp_path / "chat-model"
+    shutil.copytree(tiny_hf_model, chat)
+    config = json.loads((chat / "tokenizer_config.json").read_text())
+    (chat / "tokenizer_config.json").write_text(json.dumps({**config, "chat_template": CHATML_TEMPLATE}))
+    out = tmp_path / "chat" / "results.json"
+    assert main(["eval", str(chat), "--out", str(out), *args]) == 0, capsys.readouterr().err
+    doc = json.loads(out.read_text())
+    assert doc["protocol"]["apply_chat_template"] is True
+    samples = (out.parent / "results_samples_tiny_quiz.jsonl").read_text()
+    assert "<|im_start|>user" in samples  # the prompt the model scored was the chat-wrapped one

@@ -117,3 +117,12 @@ def test_a_scoring_that_fails_during_the_run_is_one_warning_and_training_goes_on
     assert json.loads((run_dir / "training" / "training_summary.json").read_text())["status"] == "completed"
     assert "step 3: downstream scoring failed (RuntimeError: the task's data went away); training goes on" in (
         run_dir / "training" / "train.log").read_text()
+
+
+def test_the_card_and_the_plot_tell_what_the_in_loop_scores_say(corpus, tmp_path, task_dir):
+    run_dir = train(config_from_dict(_raw(corpus, tmp_path / "run", task_dir, max_steps=3)))
+    assert (run_dir / "training" / "downstream_curves.png").stat().st_size > 0
+    card = (run_dir / "final" / "README.md").read_text()
+    row = next(line for line in card.splitlines() if line.startswith("| Benchmarks during training |"))
+    assert "tiny_quiz acc" in row and "(5 examples)" in row and "of the run's time" in row
+    assert "tiny_cloze" not in row  # no choices, so no chance level to rise above
