@@ -7,9 +7,13 @@ project can add a callback, an optimizer or a schedule in its own module without
 from __future__ import annotations
 
 import importlib
-from typing import Any
+import pkgutil
+from typing import Any, Iterable, TypeVar
 
 from edulm.base.errors import UsageError
+from edulm.base.suggest import did_you_mean
+
+K = TypeVar("K")
 
 
 def is_import_path(value: str) -> bool:
@@ -32,3 +36,30 @@ def import_named(value: str, key: str, expected: type) -> Any:
                          "or a subclass of it)")
     return found
 
+
+
+def builtin_kinds(package: str, path: Iterable[str], attr: str, kind: type[K]) -> dict[str, K]:
+    """``{name: instance}`` of every module of the folder ``package`` (at ``path``) that defines ``attr`` as an
+    instance of ``kind``: a built-in optimizer or schedule is one module, found without a list to edit."""
+    found = {}
+    for module in pkgutil.iter_modules(path):
+        value = getattr(importlib.import_module(f"{package}.{module.name}"), attr, None)
+        if isinstance(value, kind):
+            found[value.name] = value
+    return dict(sorted(found.items()))
+
+
+def kind_named(value: str, builtins: dict[str, K], key: str, kind: type[K]) -> K:
+    """The kind a config value names: a built-in name, or ``'package.module:Name'`` of a ``kind`` subclass (made
+    with no arguments) or instance; anything else is one :class:`~edulm.base.errors.UsageError` naming ``key``."""
+    if is_import_path(value):
+        found = import_named(value, key, kind)
+        made = found() if isinstance(found, type) else found
+        if not made.name:
+            raise UsageError(f"{key}: {value!r} has no name (set the class attribute 'name')")
+        return made
+    if value not in builtins:
+        what = kind.__name__.removesuffix("Kind").lower()
+        raise UsageError(f"{key}: unknown {what} {value!r}{did_you_mean(value, list(builtins))} (built in: "
+                         f"{', '.join(builtins)}; or 'package.module:Name' of your own {kind.__name__})")
+    return builtins[value]

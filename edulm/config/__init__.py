@@ -28,6 +28,7 @@ from edulm.config.loading import (
     config_to_dict,
     dump_config,
     load_config,
+    own_settings,
     parse_override,
     read_yaml,
     save_config,
@@ -48,6 +49,6 @@ from edulm.config.schema import (
 __all__ = [
     "SECTIONS", "SHAPE_KEYS", "Config", "DataConfig", "ModelConfig", "RunConfig", "SourceEntry", "TokenizerConfig",
     "TrainConfig", "apply_overrides", "coerce", "config_from_dict", "config_to_dict", "dump_config", "explain",
-    "explicit_model_keys", "field_docs", "load_config", "parse_override", "read_yaml", "save_config", "shape_pending",
+    "explicit_model_keys", "field_docs", "load_config", "own_settings", "parse_override", "read_yaml", "save_config", "shape_pending",
     "validate", "validate_data", "validate_model", "validate_run", "validate_tokenizer", "validate_train",
 ]

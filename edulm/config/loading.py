@@ -100,6 +100,21 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
     raise TypeError(f"unsupported config type {tp!r} at {where}")
 
 
+def own_settings(settings: type | None, values: dict[str, Any], key: str, owner: str, train: Any) -> Any:
+    """``values`` (a mapping key such as ``train.optimizer_settings``) as the dataclass ``settings`` of ``owner``
+    (``train.optimizer=muon``), defaults filled in and its ``check(train)`` run; None for an owner without settings.
+    An unknown key, a wrong type or a value out of range is one :class:`~edulm.base.errors.UsageError`."""
+    if settings is None:
+        if values:
+            raise UsageError(f"{key}: {owner} has no settings of its own, got {', '.join(sorted(values))}")
+        return None
+    made = coerce(dict(values), settings, key)
+    check = getattr(made, "check", None)
+    if check is not None:
+        check(train)
+    return made
+
+
 def _build_section(cls: type, values: dict[str, Any], section: str, source: str) -> Any:
     if not isinstance(values, dict):
         raise UsageError(f"{source}: section '{section}' must be a mapping of keys to values")

@@ -7,14 +7,10 @@ one to edulm is one module here plus its test: ``docs/architecture.md`` "Extendi
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
-
 from torch import nn
 
 from edulm.base.errors import UsageError
-from edulm.base.plugins import import_named, is_import_path
-from edulm.base.suggest import did_you_mean
+from edulm.base.plugins import builtin_kinds, kind_named
 from edulm.config import TrainConfig
 from edulm.train.optim.base import (OptimizerKind, Optimizers, adamw_over, block_matrices, describe_groups,
                                     param_groups)
@@ -23,33 +19,14 @@ __all__ = ["OPTIMIZERS", "OptimizerKind", "Optimizers", "adamw_over", "block_mat
            "check_resumed_optimizer", "describe_groups", "optimizer_kind", "optimizer_state_bytes", "param_groups"]
 
 
-def _builtin_optimizers() -> dict[str, OptimizerKind]:
-    """``{name: kind}`` of every module of this folder that defines ``OPTIMIZER``."""
-    found = {}
-    for module in pkgutil.iter_modules(__path__):
-        kind = getattr(importlib.import_module(f"{__name__}.{module.name}"), "OPTIMIZER", None)
-        if isinstance(kind, OptimizerKind):
-            found[kind.name] = kind
-    return dict(sorted(found.items()))
-
-
-OPTIMIZERS: dict[str, OptimizerKind] = _builtin_optimizers()
+OPTIMIZERS: dict[str, OptimizerKind] = builtin_kinds(__name__, __path__, "OPTIMIZER", OptimizerKind)
 """The built-in values of ``train.optimizer`` and their kinds."""
 
 
 def optimizer_kind(name: str) -> OptimizerKind:
     """The kind ``train.optimizer`` names: a built-in name or ``'package.module:Name'``; anything else is one
     :class:`~edulm.base.errors.UsageError`."""
-    if is_import_path(name):
-        found = import_named(name, "train.optimizer", OptimizerKind)
-        kind = found() if isinstance(found, type) else found
-        if not kind.name:
-            raise UsageError(f"train.optimizer: {name!r} has no name (set the class attribute 'name')")
-        return kind
-    if name not in OPTIMIZERS:
-        raise UsageError(f"train.optimizer: unknown optimizer {name!r}{did_you_mean(name, list(OPTIMIZERS))} "
-                         f"(built in: {', '.join(OPTIMIZERS)}; or 'package.module:Name' of your own OptimizerKind)")
-    return OPTIMIZERS[name]
+    return kind_named(name, OPTIMIZERS, "train.optimizer", OptimizerKind)
 
 
 def build_optimizer(model: nn.Module, train: TrainConfig) -> Optimizers:

@@ -25,7 +25,7 @@ from typing import Any, ClassVar, Collection, Iterable, Sequence
 import torch
 from torch import nn
 
-from edulm.config import TrainConfig, coerce
+from edulm.config import TrainConfig, own_settings
 from edulm.base.errors import UsageError
 from edulm.train.distributed import full_optimizer_state, load_optimizer_state
 
@@ -212,16 +212,8 @@ class OptimizerKind:
     def settings(self, train: TrainConfig) -> Any:
         """``train.optimizer_settings`` as :attr:`Settings` (defaults filled in); an unknown key, a wrong type or
         a value out of range is one :class:`~edulm.base.errors.UsageError`."""
-        if self.Settings is None:
-            if train.optimizer_settings:
-                raise UsageError(f"train.optimizer_settings: train.optimizer={train.optimizer} has no settings of "
-                                 f"its own, got {', '.join(sorted(train.optimizer_settings))}")
-            return None
-        settings = coerce(dict(train.optimizer_settings), self.Settings, "train.optimizer_settings")
-        check = getattr(settings, "check", None)
-        if check is not None:
-            check(train)
-        return settings
+        return own_settings(self.Settings, train.optimizer_settings, "train.optimizer_settings", f"train.optimizer={train.optimizer}",
+                            train)
 
     def validate(self, train: TrainConfig) -> None:
         """Refuse settings this optimizer cannot run with (by default: what :meth:`settings` refuses)."""

@@ -7,46 +7,24 @@ instance). Adding one to edulm is one module here plus its test: ``docs/architec
 
 from __future__ import annotations
 
-import importlib
 import math
-import pkgutil
 
 from edulm.base.errors import UsageError
-from edulm.base.plugins import import_named, is_import_path
-from edulm.base.suggest import did_you_mean
+from edulm.base.plugins import builtin_kinds, kind_named
 from edulm.config import TrainConfig
 from edulm.train.schedule.base import ScheduleKind, warmup_rate
 
 __all__ = ["SCHEDULES", "ScheduleKind", "lr_at", "schedule_kind", "total_steps", "warmup_rate"]
 
 
-def _builtin_schedules() -> dict[str, ScheduleKind]:
-    """``{name: kind}`` of every module of this folder that defines ``SCHEDULE``."""
-    found = {}
-    for module in pkgutil.iter_modules(__path__):
-        kind = getattr(importlib.import_module(f"{__name__}.{module.name}"), "SCHEDULE", None)
-        if isinstance(kind, ScheduleKind):
-            found[kind.name] = kind
-    return dict(sorted(found.items()))
-
-
-SCHEDULES: dict[str, ScheduleKind] = _builtin_schedules()
+SCHEDULES: dict[str, ScheduleKind] = builtin_kinds(__name__, __path__, "SCHEDULE", ScheduleKind)
 """The built-in values of ``train.schedule`` and their kinds."""
 
 
 def schedule_kind(name: str) -> ScheduleKind:
     """The kind ``train.schedule`` names: a built-in name or ``'package.module:Name'``; anything else is one
     :class:`~edulm.base.errors.UsageError`."""
-    if is_import_path(name):
-        found = import_named(name, "train.schedule", ScheduleKind)
-        kind = found() if isinstance(found, type) else found
-        if not kind.name:
-            raise UsageError(f"train.schedule: {name!r} has no name (set the class attribute 'name')")
-        return kind
-    if name not in SCHEDULES:
-        raise UsageError(f"train.schedule: unknown schedule {name!r}{did_you_mean(name, list(SCHEDULES))} "
-                         f"(built in: {', '.join(SCHEDULES)}; or 'package.module:Name' of your own ScheduleKind)")
-    return SCHEDULES[name]
+    return kind_named(name, SCHEDULES, "train.schedule", ScheduleKind)
 
 
 def total_steps(train: TrainConfig, step_tokens: int) -> int:

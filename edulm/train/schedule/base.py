@@ -12,8 +12,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Mapping
 
-from edulm.base.errors import UsageError
-from edulm.config import TrainConfig, coerce
+from edulm.config import TrainConfig, own_settings
 
 
 def warmup_rate(step: int, train: TrainConfig) -> float | None:
@@ -47,16 +46,8 @@ class ScheduleKind:
     def settings(self, train: TrainConfig) -> Any:
         """``train.schedule_settings`` as :attr:`Settings` (defaults filled in); an unknown key, a wrong type or a
         value out of range is one :class:`~edulm.base.errors.UsageError`."""
-        if self.Settings is None:
-            if train.schedule_settings:
-                raise UsageError(f"train.schedule_settings: train.schedule={train.schedule} has no settings of its "
-                                 f"own, got {', '.join(sorted(train.schedule_settings))}")
-            return None
-        settings = coerce(dict(train.schedule_settings), self.Settings, "train.schedule_settings")
-        check = getattr(settings, "check", None)
-        if check is not None:
-            check(train)
-        return settings
+        return own_settings(self.Settings, train.schedule_settings, "train.schedule_settings", f"train.schedule={train.schedule}",
+                            train)
 
     def validate(self, train: TrainConfig) -> None:
         """Refuse settings this schedule cannot run with (by default: what :meth:`settings` refuses)."""
