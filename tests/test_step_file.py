@@ -36,3 +36,15 @@ def test_the_metrics_csv_is_a_step_file_and_reads_on_from_an_earlier_column_set(
     rows = read_metrics(path)
     assert [(r["step"], r["loss"], r["val_bpb"]) for r in rows] == [(1, 1.5, None), (2, 1.5, None), (3, 2.5, 1.25)]
     assert path.read_text().splitlines()[0] == ",".join(CSV_COLUMNS)
+
+
+def test_a_resume_keeps_the_columns_of_scores_it_no_longer_asks_for(tmp_path):
+    path = tmp_path / "training_metrics.csv"
+    first = MetricsCSV(path, extra_columns=["downstream/a/acc"])
+    first.write({"step": 1, "loss": 2.0, "downstream/a/acc": 0.5})
+    first.close()
+    again = MetricsCSV(path, resume_step=1, extra_columns=["downstream/b/acc"])  # task a dropped, b added
+    again.write({"step": 2, "loss": 1.5, "downstream/b/acc": 0.75})
+    again.close()
+    rows = read_metrics(path)
+    assert [(r["downstream/a/acc"], r["downstream/b/acc"]) for r in rows] == [(0.5, None), (None, 0.75)]

@@ -48,7 +48,10 @@ class MetricsCSV:
 
     def __init__(self, path: str | Path, resume_step: int | None = None, extra_columns: list[str] | None = None) -> None:
         self.path = Path(path)
-        self.columns = CSV_COLUMNS + list(extra_columns or [])  # extra: the run's own, e.g. its downstream scores
+        # Extra columns: the run's own, e.g. its downstream scores. A resumed file keeps the ones it has, so the
+        # scores of tasks a resume no longer asks for stay in the rows before it.
+        kept = _extra_columns(self.path) if resume_step else []
+        self.columns = CSV_COLUMNS + kept + [c for c in extra_columns or [] if c not in kept]
         self._file = StepFile(self.path, CsvRows(self.columns), "the metrics CSV").open(resume_step)
 
     def write(self, row: dict[str, Any]) -> None:
@@ -61,6 +64,16 @@ class MetricsCSV:
     def close(self) -> None:
         """Flush and close the file."""
         self._file.close()
+
+
+def _extra_columns(path: Path) -> list[str]:
+    """The columns of the file's header beyond :data:`CSV_COLUMNS` (none for a missing or empty file)."""
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            header = next(csv.reader(f), [])
+    except FileNotFoundError:
+        return []
+    return [c for c in header if c not in CSV_COLUMNS]
 
 
 def _cell(value: Any) -> str:

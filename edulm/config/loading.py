@@ -130,23 +130,30 @@ def _build_section(cls: type, values: dict[str, Any], section: str, source: str)
 
 def _moved(path: list[str]) -> list[str]:
     """The key path where a key of an earlier version (:data:`~edulm.config.schema.MOVED_KEYS`) lives now."""
-    return MOVED_KEYS.get(".".join(path), ".".join(path)).split(".")
+    name = ".".join(path)
+    return MOVED_KEYS[name][0].split(".") if name in MOVED_KEYS else path
 
 
 def _move_old_keys(raw: dict[str, Any], source: str) -> dict[str, Any]:
-    """``raw`` with the keys of earlier versions moved to where they live now (a key given both ways is refused)."""
+    """``raw`` with the keys of earlier versions moved to where they live now, or dropped where they never counted
+    (a key given both ways is refused)."""
     out = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
-    for old in MOVED_KEYS:
+    for old, (new_path, only_when) in MOVED_KEYS.items():
         section, key = old.split(".")
         values = out.get(section)
         if not isinstance(values, dict) or key not in values:
             continue
-        new = _moved([section, key])
-        holder = values.setdefault(new[1], {})
+        given = values.pop(key)
+        if only_when is not None:
+            when_key, when_value = only_when
+            default = getattr(SECTIONS[section](), when_key)
+            if values.get(when_key, default) != when_value:
+                continue  # e.g. train.muon_lr of an AdamW run: it did nothing then, so it does nothing now
+        new = new_path.split(".")
+        holder = values.get(new[1]) or {}
         if not isinstance(holder, dict) or new[2] in holder:
-            raise UsageError(f"{source}: {old} and {'.'.join(new)} are the same setting; keep only {'.'.join(new)}")
-        holder = values[new[1]] = dict(holder)
-        holder[new[2]] = values.pop(key)
+            raise UsageError(f"{source}: {old} and {new_path} are the same setting; keep only {new_path}")
+        values[new[1]] = {**holder, new[2]: given}
     return out
 
 
@@ -188,7 +195,6 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     """Return a copy of the nested mapping ``raw`` with each ``section.key=value`` applied."""
     # Sections that are not mappings are kept as they are for config_from_dict to reject.
     out = {k: dict(v or {}) if isinstance(v, dict) or v is None else v for k, v in (raw or {}).items()}
-    out = _move_old_keys(out, "config")
     for text in overrides:
         path, value = parse_override(text)
         section, key = path[:2]
@@ -208,6 +214,9 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
                 raise UsageError(f"override '{text}': {section}.{key} in the config file is not a mapping")
             holder = {**holder, path[2]: value}
             out.setdefault(section, {})[key] = holder
+            for old, (new_path, _) in MOVED_KEYS.items():  # the override wins over the file's old spelling of it
+                if new_path == ".".join(path) and old.startswith(f"{section}."):
+                    out[section].pop(old.split(".")[1], None)
             continue
         # Its type is checked here, so that a bad value is blamed on the override, not on the config file.
         coerce(value, hint, f"override '{text}': {section}.{key}")

@@ -278,9 +278,10 @@ def type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
-MOVED_KEYS: dict[str, str] = {
-    **{f"train.muon_{key}": f"train.optimizer_settings.{key}"
+MOVED_KEYS: dict[str, tuple[str, tuple[str, str] | None]] = {
+    **{f"train.muon_{key}": (f"train.optimizer_settings.{key}", ("optimizer", "muon"))
        for key in ("lr", "adjust_lr", "momentum", "nesterov", "ns_steps", "weight_decay")},
 }
-"""Keys of earlier versions -> where they live now: a config (or a run's config.yaml) that names one still loads."""
-
+"""Keys of earlier versions -> ``(where they live now, (key, value))``: a config (or a run's config.yaml) that names
+one still loads. With a ``(key, value)``, the old key counts only when the section's ``key`` has that value (earlier
+versions wrote every ``muon_*`` key into every run's config.yaml, and ignored them unless the optimizer was Muon)."""

@@ -76,8 +76,9 @@ class DownstreamScorer:
         self.limit = limit
         self.batch_size = batch_size
         self.tokenizer = tokenizer
-        self.manager = task_manager(self.names, include_path or None)
-        self.tasks = load_tasks(self.manager, self.names)
+        with _kept_random_state(torch.device("cpu")):  # building the tasks draws random numbers too
+            self.manager = task_manager(self.names, include_path or None)
+            self.tasks = load_tasks(self.manager, self.names)
         self.subsets = [_subset(task, limit) for task in self.tasks if not isinstance(task, str)]
         groups = [task for task in self.tasks if isinstance(task, str)]
         if groups:
@@ -97,8 +98,10 @@ class DownstreamScorer:
         model = transformers_view(state, cfg, device)
         lm = HFLM(pretrained=model, tokenizer=self.tokenizer, batch_size=self.batch_size, max_length=cfg.max_seq_len)
         amp = torch.autocast(device.type, dtype=autocast) if autocast is not None else contextlib.nullcontext()
-        # lm-eval prints progress notes to stdout and logs a warning per call about the model given as an object.
-        with amp, contextlib.redirect_stdout(sys.stderr), _quiet("lm-eval", "lm_eval"):
+        # lm-eval prints progress notes to stdout and logs a warning per call about the model given as an object;
+        # it seeds Python's, numpy's and torch's generators, which belong to the training run (_kept_random_state).
+        with _kept_random_state(device), _no_worker_processes(), amp, contextlib.redirect_stdout(sys.stderr), \
+                _quiet("lm-eval", "lm_eval"):
             results = lm_eval.simple_evaluate(model=lm, tasks=self.tasks, num_fewshot=NUM_FEWSHOT, limit=self.limit,
                                               task_manager=self.manager, log_samples=False, **SEEDS)
         out: dict[str, float | None] = {}
@@ -125,6 +128,41 @@ def _subset(task, limit: int) -> TaskSubset:
             chances.append(1.0 / len(choices))
     name = task.config.task
     return TaskSubset(name, len(docs), sum(chances) / len(chances) if chances and len(chances) == len(docs) else None)
+
+
+@contextlib.contextmanager
+def _kept_random_state(device: torch.device):
+    """Every random generator of the process as it was before the block: the harness seeds them for its own
+    sampling, and the training run must draw the same numbers whether or not it scores downstream tasks."""
+    import random
+
+    import numpy as np
+
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        try:
+            yield
+        finally:
+            random.setstate(python_state)
+            np.random.set_state(numpy_state)
+
+
+@contextlib.contextmanager
+def _no_worker_processes():
+    """lm-eval's bootstrap of a standard error (perplexity's, say) forks a process pool unless ``DISABLE_MULTIPROC`` is
+    set; a fork of a training process whose threads (the prefetching loader's, torch's) may hold locks can leave the
+    pool waiting forever. The bootstrap then runs in this process (acc and acc_norm have closed-form errors)."""
+    import os
+
+    before = os.environ.get("DISABLE_MULTIPROC")
+    os.environ["DISABLE_MULTIPROC"] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("DISABLE_MULTIPROC", None)
+        else:
+            os.environ["DISABLE_MULTIPROC"] = before
 
 
 @contextlib.contextmanager

@@ -5,6 +5,7 @@ from __future__ import annotations
 from edulm.config import config_from_dict
 from edulm.base.metrics import read_metrics
 from edulm.train.core_callbacks import CheckpointRetention, Checkpointing, Evaluation, default_callbacks
+from edulm.train.downstream import DownstreamEvaluation
 from edulm.train.callbacks import Callback
 from edulm.train.reporting import CSVSink, MetricsLogger
 from edulm.train.trainer import train
@@ -85,7 +86,7 @@ def test_only_rank_zero_writes():
         return [type(c) for c in callbacks]
 
     others = default_callbacks(tensorboard=False, wandb=False, is_main=False)
-    assert kinds(others) == [Evaluation, Checkpointing]  # the collectives, nothing that writes or prints
+    assert kinds(others) == [Evaluation, DownstreamEvaluation, Checkpointing]  # the collectives, nothing that writes or prints
     main = kinds(default_callbacks(tensorboard=False, wandb=False, is_main=True))
     assert main.index(Evaluation) < main.index(MetricsLogger) < main.index(Checkpointing) < main.index(CheckpointRetention)
     logger = next(c for c in default_callbacks(False, False, True) if isinstance(c, MetricsLogger))

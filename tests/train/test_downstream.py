@@ -126,3 +126,33 @@ def test_the_card_and_the_plot_tell_what_the_in_loop_scores_say(corpus, tmp_path
     row = next(line for line in card.splitlines() if line.startswith("| Benchmarks during training |"))
     assert "tiny_quiz acc" in row and "(5 examples)" in row and "of the run's time" in row
     assert "tiny_cloze" not in row  # no choices, so no chance level to rise above
+
+
+class Draws(Callback):
+    """Draws from each generator after every step (after the downstream scoring), as a sampling callback would."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple] = []
+
+    def on_step_end(self, run, event) -> None:
+        import random
+
+        import numpy as np
+        import torch
+
+        self.seen.append((random.random(), float(np.random.rand()), float(torch.rand(1))))
+
+
+def test_the_scoring_leaves_the_runs_random_numbers_as_they_were(corpus, tmp_path, task_dir):
+    """lm-eval seeds every generator of the process; the training run draws the same numbers with or without it."""
+    from edulm.train.core_callbacks import default_callbacks
+
+    draws = {}
+    for downstream in (True, False):
+        raw = _raw(corpus, tmp_path / str(downstream), task_dir, max_steps=4, eval_interval=2)
+        if not downstream:
+            raw["train"]["downstream"] = []
+        recorder = Draws()
+        train(config_from_dict(raw), callbacks=[*default_callbacks(False, False, True), recorder])
+        draws[downstream] = recorder.seen
+    assert draws[True] == draws[False]

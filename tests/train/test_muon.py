@@ -232,7 +232,18 @@ def test_the_keys_of_earlier_versions_still_load_where_they_live_now():
     assert apply_overrides(old, ["train.muon_momentum=0.9"])["train"]["optimizer_settings"]["momentum"] == 0.9
     assert apply_overrides({}, ["train.optimizer_settings.lr=0.01"])["train"]["optimizer_settings"] == {"lr": 0.01}
     with pytest.raises(UsageError, match="train.muon_lr and train.optimizer_settings.lr are the same setting"):
-        config_from_dict({"train": {"muon_lr": 0.02, "optimizer_settings": {"lr": 0.01}}})
+        config_from_dict({"train": {"optimizer": "muon", "muon_lr": 0.02, "optimizer_settings": {"lr": 0.01}}})
+    # The override wins over the file's old spelling of the same key.
+    both = apply_overrides(old, ["train.optimizer_settings.lr=0.03"])
+    assert config_from_dict(both).train.optimizer_settings == {"lr": 0.03, "adjust_lr": "original"}
+    # Earlier versions wrote every muon_* key into every run's config.yaml and ignored them for AdamW: they still do
+    # nothing there, so an AdamW run of an earlier version resumes.
+    from edulm.train.trainer import check_recipe
+
+    adamw = {"train": {"optimizer": "adamw", "muon_lr": 0.0, "muon_momentum": 0.95, "muon_nesterov": True}}
+    assert config_from_dict(adamw).train.optimizer_settings == {}
+    check_recipe(config_from_dict(adamw).train)
+    assert config_from_dict({"train": {"muon_lr": 0.0}}).train.optimizer_settings == {}  # adamw by default
     with pytest.raises(UsageError, match="train.optimizer: unknown optimizer 'mun'.*muon"):
         from edulm.train.trainer import check_recipe
         check_recipe(config_from_dict({"train": {"optimizer": "mun"}}).train)

@@ -11,6 +11,7 @@ from edulm.cli import main
 from edulm.config import config_from_dict
 from edulm.base.errors import UsageError
 from edulm.base.metrics import read_metrics
+from edulm.base.files import sha256_file
 from edulm.train.core_callbacks import default_callbacks
 from edulm.train.trainer import train
 
@@ -198,3 +199,26 @@ def test_a_resume_warns_when_it_keeps_another_global_batch_than_the_config_asks(
     assert ("the config asks for train.global_batch_size=8; continuing with the checkpoint's 2 x 2 accumulation x "
             "1 processes = 4 sequences per step") in captured.err
     assert summary(run_dir)["batch"]["global_batch_size"] == 4
+
+
+def test_a_run_of_an_earlier_version_with_every_muon_key_in_its_config_resumes(corpus, tmp_path):
+    """Earlier versions wrote all six train.muon_* keys into every run's config.yaml (an AdamW run's too); such a
+    checkpoint resumes: the keys move to train.optimizer_settings for a Muon run and count for nothing otherwise."""
+    old_keys = {"muon_lr": 0.0, "muon_adjust_lr": "match_rms_adamw", "muon_momentum": 0.95, "muon_nesterov": True,
+                "muon_ns_steps": 5, "muon_weight_decay": 0.1}
+    for optimizer in ("adamw", "muon"):
+        run_dir = tmp_path / optimizer
+        cfg = write_config(tmp_path / f"{optimizer}.yaml", wsd(corpus, run_dir, max_steps=4, optimizer=optimizer))
+        assert main(["train", str(cfg)]) == 0
+        for saved in [run_dir / "config.yaml", *run_dir.glob("checkpoints/step-*/config.yaml")]:
+            raw = yaml.safe_load(saved.read_text())
+            raw["train"].update(old_keys)  # as an earlier version wrote it
+            saved.write_text(yaml.safe_dump(raw, sort_keys=False))
+            manifest = saved.parent / "manifest.json"
+            if manifest.is_file():  # a checkpoint of that version: its manifest sealed that file
+                sealed = json.loads(manifest.read_text())
+                sealed["files"]["config.yaml"] = {"bytes": saved.stat().st_size, "sha256": sha256_file(saved)}
+                manifest.write_text(json.dumps(sealed))
+        assert main(["train", str(run_dir / "config.yaml"), "train.max_steps=6", "--resume", "auto",
+                     "--allow-schedule-change"]) == 0
+        assert json.loads((run_dir / "training" / "training_summary.json").read_text())["steps"] == 6
