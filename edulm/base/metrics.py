@@ -12,6 +12,9 @@ Columns (what the numbers mean is defined once, in :mod:`edulm.train.throughput`
   loss in bits over the UTF-8 bytes of the scored tokens, :mod:`edulm.evaluate.bits_per_byte`), on evaluation
   rows only.
 - ``skipped``: steps skipped so far for a non-finite loss.
+
+A run may add its own columns after these (``extra_columns``): ``downstream/TASK/METRIC`` and their standard
+errors for ``train.downstream`` (:mod:`edulm.evaluate.in_loop`).
 """
 
 from __future__ import annotations

@@ -144,7 +144,7 @@ class TrainConfig:
     optimizer: str = "adamw"
     """Optimizer: 'adamw' (AdamW; weight decay on the linear weight matrices only), 'muon' (Muon, momentum orthogonalised by Newton-Schulz, on the weight matrices inside the blocks; AdamW as above on the embedding, the norms and anything else; its keys in optimizer_settings), or 'package.module:Name' of your own edulm.train.optim.OptimizerKind (docs/architecture.md)."""
     optimizer_settings: dict[str, Any] = field(default_factory=dict)
-    """The optimizer's own keys, beside the shared lr, beta1, beta2, eps and weight_decay; for 'muon': lr (0 = train.lr), adjust_lr ('match_rms_adamw' | 'original'), momentum (0.95), nesterov (true), ns_steps (5), weight_decay (0.1). Set one with train.optimizer_settings.KEY=VALUE; edulm info --explain train.optimizer_settings lists each optimizer's."""
+    """The optimizer's own keys, beside the shared lr, beta1, beta2, eps and weight_decay; for 'muon': lr (0 = train.lr), adjust_lr ('match_rms_adamw' | 'original'), momentum (0.95), nesterov (true), ns_steps (5), weight_decay (0.1). Set one with train.optimizer_settings.KEY=VALUE; edulm info --explain lists each optimizer's."""
     schedule: str = "cosine"
     """Learning-rate schedule, each after a linear warmup over warmup_steps: 'cosine' (a half cosine down to min_lr_ratio x lr at the last step), 'wsd' (warmup-stable-decay: lr until the last decay_fraction of the steps, then a straight line down to min_lr_ratio x lr at the last step; extend a run in its stable phase by raising max_steps and --resume auto) or 'constant' (lr to the end), or 'package.module:Name' of your own edulm.train.schedule.ScheduleKind (docs/architecture.md)."""
     schedule_settings: dict[str, Any] = field(default_factory=dict)
@@ -261,9 +261,14 @@ def explain() -> str:
         docs = field_docs(cls)
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
-            lines.append(f"  {f.name} ({type_name(hints[f.name])}, default {f.default!r})")
+            lines.append(f"  {f.name} ({type_name(hints[f.name])}, default {default_of(f)!r})")
             lines.append(f"      {docs.get(f.name, '')}")
     return "\n".join(lines)
+
+
+def default_of(f: dataclasses.Field) -> Any:
+    """A field's default value (a fresh one for a field with a default factory)."""
+    return f.default_factory() if f.default is dataclasses.MISSING else f.default
 
 
 def type_name(tp: Any) -> str:

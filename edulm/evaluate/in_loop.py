@@ -5,7 +5,8 @@ The weights are handed to the harness's own ``hf`` model class (``HFLM``) as a t
 device). The harness then builds the prompts, tokenizes, batches and scores exactly as it does for
 ``edulm eval`` on an exported checkpoint, so the score at step S equals ``edulm eval`` of the checkpoint of step S
 with the same tasks and ``--limit`` (``tests/train/test_downstream.py``), to the floating-point differences of
-batching. The subset is the first ``limit`` examples of each task (lm-eval's ``--limit``): the same ones at
+batching. A bf16 run scores under its autocast (float32 weights, bf16 matmuls): compare it with ``edulm eval
+--dtype bfloat16``, to bf16's precision. The subset is the first ``limit`` examples of each task (lm-eval's ``--limit``): the same ones at
 every evaluation, so the curve follows the model, not the sample.
 """
 

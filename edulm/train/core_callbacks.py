@@ -5,7 +5,9 @@ rank 0 only.
 Cadence at the end of step ``s`` (callbacks in list order, see :mod:`edulm.train.callbacks`):
 
 1. :class:`Evaluation` on the held-out split when ``s`` is a multiple of ``train.eval_interval`` or
-   the last step (every process: the forward pass may be sharded);
+   the last step (every process: the forward pass may be sharded), then
+   :class:`~edulm.train.downstream.DownstreamEvaluation` of ``train.downstream`` when due (rank 0 scores; with
+   FSDP2 every process gathers the weights);
 2. :class:`~edulm.train.reporting.MetricsLogger` writes a metrics row when one is due, its plain
    line goes to ``train.log`` (:class:`~edulm.train.run_log.StepLines`), then the progress bar
    moves (rank 0);

@@ -6,7 +6,7 @@ that step's metrics row (CSV columns ``downstream/TASK/METRIC``, TensorBoard, W&
 summary (each task's subset and chance level, the last scores, the share of the run's time they took) and the
 plots. Rank 0 scores: with DDP it holds a whole replica; with FSDP2 every process first gathers the weights
 (a collective), which rank 0 then scores. A task that fails during the run is one warning and training goes on;
-a task that cannot be loaded stops the run before anything is built (:func:`check_downstream`).
+a task that cannot be loaded stops the run before anything is built (the trainer loads them in its checks).
 """
 
 from __future__ import annotations
@@ -30,12 +30,6 @@ def downstream_scorer(train: TrainConfig, tokenizer_name: str) -> DownstreamScor
         raise UsageError(f"train.downstream: {err}") from None
 
 
-def check_downstream(train: TrainConfig, tokenizer_name: str) -> None:
-    """Before a run is built: every task of ``train.downstream`` loads (its data found, its kind scorable)."""
-    if train.downstream:
-        downstream_scorer(train, tokenizer_name)
-
-
 class DownstreamEvaluation(Callback):
     """Scores ``train.downstream`` on the model in memory; adds ``downstream/TASK/METRIC`` to the step's values."""
 
@@ -47,10 +41,12 @@ class DownstreamEvaluation(Callback):
         t = run.cfg.train
         self.active = bool(t.downstream)
         if self.active and run.env.is_main:
-            self.scorer = downstream_scorer(t, run.cfg.tokenizer.name)
+            # Loaded by the trainer's checks before the run was built (a script's run without them loads them here).
+            self.scorer = getattr(run, "downstream_scorer", None) or downstream_scorer(t, run.cfg.tokenizer.name)
             run.downstream_subsets = self.scorer.describe()
             subsets = ", ".join(f"{s['task']} ({s['examples']} examples)" for s in run.downstream_subsets)
-            run.console.info(f"downstream tasks: {subsets}, scored every {self.interval(t)} steps and at the last")
+            when = f"every {self.interval(t):,} steps and at the last step" if self.interval(t) > 0 else "at the last step"
+            run.console.info(f"downstream tasks: {subsets}, scored {when}")
 
     @staticmethod
     def interval(train: TrainConfig) -> int:

@@ -8,7 +8,7 @@ import typing
 from pathlib import Path
 
 from edulm.config import Config, ModelConfig, dump_config, explain, field_docs, load_config
-from edulm.config.schema import type_name
+from edulm.config.schema import default_of, type_name
 from edulm.base.errors import UsageError
 from edulm.model.llama import count_parameters, flops_per_token
 
@@ -64,6 +64,9 @@ def describe(target: str | None, overrides: list[str], explain: bool = False) ->
         raise UsageError(f"{target}: no such file or folder; pass a YAML config or a model folder")
     if path.is_file():
         cfg = load_config(path, overrides)
+        from edulm.train.trainer import check_recipe
+
+        check_recipe(cfg.train)  # the optimizer and schedule named exist and accept their settings, as train checks
         lines = [f"config: {path}"]
         if cfg.model.init_from:
             cfg, shape_known = _continued_shape(cfg, lines)
@@ -116,5 +119,5 @@ def _explain_text() -> str:
 def explain_settings(settings: type) -> str:
     """The keys of an optimizer's or schedule's settings dataclass with their type, default and documentation."""
     docs, hints = field_docs(settings), typing.get_type_hints(settings)
-    return "\n".join(f"  {f.name} ({type_name(hints[f.name])}, default {f.default!r})\n      {docs.get(f.name, '')}"
+    return "\n".join(f"  {f.name} ({type_name(hints[f.name])}, default {default_of(f)!r})\n      {docs.get(f.name, '')}"
                      for f in dataclasses.fields(settings))

@@ -32,7 +32,7 @@ from edulm.train.autobatch import fresh_batch_notes, kept_batch_note, regroup_ba
 from edulm.train.core_callbacks import default_callbacks, with_callbacks
 from edulm.train.callbacks import CALLBACK_PREFIX, Callback, StepEnd, configured_callbacks, stateful_callbacks
 from edulm.train.distributed import DistEnv, init_distributed, teardown, wrap_model
-from edulm.train.downstream import check_downstream
+from edulm.train.downstream import downstream_scorer
 from edulm.train.init_from import check_vocabulary, load_initial_weights, resumed_config, start_config, tokenizer_mismatch
 from edulm.train.optim import build_optimizer, check_resumed_optimizer, optimizer_kind
 from edulm.train.console import Console
@@ -131,6 +131,7 @@ class TrainingRun:
         self.resumed_from: Path | None = None
         self.notes: list[str] = []  # lines for the start-up announcement
         self.downstream_subsets: list[dict] = []  # train.downstream's tasks as scored (set by DownstreamEvaluation)
+        self.downstream_scorer = None  # their scorer, loaded by the checks (rank 0)
         self.last_checkpoint: Path | None = None
         self.started_at = datetime.now(timezone.utc)
         self._segment_start = time.perf_counter()
@@ -184,10 +185,10 @@ class TrainingRun:
 
     def _check_before_building(self, ckpt: Path | None):
         """Settle the config and refuse, with nothing built or written, what cannot run: an optimizer or schedule
-        that does not exist or whose settings are wrong, token ids past the embedding, and for a resume a
-        checkpoint whose batch, length, optimizer or schedule the config contradicts. Returns MODEL (for
-        ``model.init_from``, else None) and the run's tokenizer fingerprint."""
-        env, state = self.env, self.state
+        that does not exist or whose settings are wrong, token ids past the embedding, for a resume a checkpoint
+        whose batch, length, optimizer or schedule the config contradicts, and a downstream task that cannot be
+        loaded. Returns MODEL (for ``model.init_from``, else None) and the run's tokenizer fingerprint."""
+        env = self.env
         ckpt_cfg = load_config(ckpt / CONFIG_FILE) if ckpt else None
         # A resume takes the checkpoint's model section (MODEL is not read again); a fresh run with
         # model.init_from reads MODEL's shape.
@@ -198,10 +199,22 @@ class TrainingRun:
             self.cfg, source = start_config(self.cfg)
         cfg = self.cfg
         check_recipe(cfg.train)
-        env.decide_on_main(lambda: check_downstream(cfg.train, cfg.tokenizer.name))  # tasks found, their data read
         run_fingerprint = check_vocabulary(cfg)  # a token id past the embedding table would fail only mid-step
-        if not ckpt:
-            return source, run_fingerprint
+        if ckpt:
+            self._check_resume(ckpt, ckpt_cfg)
+        env.decide_on_main(self._load_downstream_tasks)  # last: it reads the tasks' data
+        return source, run_fingerprint
+
+    def _load_downstream_tasks(self) -> None:
+        """``train.downstream``'s tasks loaded once, on rank 0 (the one that scores them): a task that cannot be is
+        refused here, before anything is built."""
+        train_cfg = self.cfg.train
+        self.downstream_scorer = downstream_scorer(train_cfg, self.cfg.tokenizer.name) if train_cfg.downstream else None
+
+    def _check_resume(self, ckpt: Path, ckpt_cfg: Config) -> None:
+        """The checkpoint's trainer state against the config: batch geometry, sequence length, step count, optimizer
+        settings and schedule (see :meth:`_check_before_building`)."""
+        cfg, env, state = self.cfg, self.env, self.state
         restore(ckpt, {"trainer_state": Component(state, format="json")}, env.rank)  # counters and batch geometry
         self._wall_before = state.tally.wall_time_s
         if ckpt.resolve().parent.parent != self.layout.root.resolve():  # its metrics and log stay over there
@@ -231,7 +244,6 @@ class TrainingRun:
             )
         check_resumed_optimizer(ckpt_cfg.train, cfg.train, str(ckpt))
         self._check_schedule_change(ckpt, schedule_settings(ckpt_cfg.train, resumed_total))
-        return source, run_fingerprint
 
     def _build(self, ckpt: Path | None, source, run_fingerprint: str) -> None:
         """The model (fresh, MODEL's weights, or the checkpoint's, loaded before it is moved, compiled and wrapped, so
