@@ -75,17 +75,22 @@ def sft_corpus(tmp_path_factory):
 
 
 def sft_config(corpus, run_dir, **train):
+    return config_from_dict(sft_raw(corpus, run_dir, **train))
+
+
+def sft_raw(corpus, run_dir, **train) -> dict:
+    """The config mapping of a fine-tuning run of the tiny model."""
     settings = {"objective": "sft", "seq_len": 48, "micro_batch_size": 2, "grad_accum_steps": 2, "max_steps": STEPS,
                 "lr": 3e-3, "warmup_steps": 2, "eval_interval": 4, "eval_tokens": 200, "ckpt_interval": 4, "keep_last": 2,
                 "log_interval": 1, "device": "cpu"}
     settings.update(train)
-    return config_from_dict({
+    return {
         "run": {"name": "tiny-sft", "out_dir": str(run_dir), "seed": 3},
         "model": {"init_from": corpus["init"]},
         "tokenizer": {"name": corpus["tokenizer"]},
         "data": {"source": corpus["records"], "val_tokens": 300},
         "train": settings,
-    })
+    }
 
 
 def test_sft_stops_resumes_and_repeats_the_uninterrupted_run(sft_corpus, tmp_path):
@@ -125,6 +130,28 @@ def test_sft_stops_resumes_and_repeats_the_uninterrupted_run(sft_corpus, tmp_pat
         assert json.loads((folder / "tokenizer_config.json").read_text())["chat_template"] == CHATML_TEMPLATE
         assert json.loads((folder / "generation_config.json").read_text())["eos_token_id"] == 2
         assert json.loads((folder / "config.json").read_text())["eos_token_id"] == 2
+
+
+def test_sft_killed_with_sigkill_mid_epoch_resumes_exactly(sft_corpus, tmp_path):
+    """A fine-tuning run killed outright (no checkpoint at the kill) resumes from its last checkpoint, in the middle
+    of an epoch, and logs the uninterrupted run's losses bit for bit."""
+    from test_resume import kill_after_next_checkpoint
+    from train_helpers import run_cli, start_cli
+
+    straight = tmp_path / "straight"
+    train(sft_config(sft_corpus, straight))
+    killed = tmp_path / "killed"
+    cfg = tmp_path / "killed.yaml"
+    cfg.write_text(yaml.safe_dump(sft_raw(sft_corpus, killed)))
+    kill_after_next_checkpoint(start_cli("train", str(cfg)), killed, after=0, every=4)
+    assert checkpoint.step_of(checkpoint.find_latest_good(killed)) == 4
+    done = run_cli("train", str(cfg), "--resume", "auto")
+    assert done.returncode == 0, done.stderr
+    got = read_metrics(killed / "training" / "training_metrics.csv")
+    want = read_metrics(straight / "training" / "training_metrics.csv")
+    assert [r["step"] for r in got] == list(range(1, STEPS + 1))
+    assert [r["loss"] for r in got] == [r["loss"] for r in want]  # bit for bit
+    assert (killed / "final" / MODEL_FILE).read_bytes() == (straight / "final" / MODEL_FILE).read_bytes()
 
 
 def test_sft_learns_the_replies(sft_corpus, tmp_path):
