@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import sys
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +24,11 @@ from edulm.base.errors import UsageError
 from edulm.config import ModelConfig
 from edulm.evaluate.protocol import NUM_FEWSHOT, SEEDS, metric_values
 from edulm.evaluate.tasks import load_tasks, task_manager
+
+BOOTSTRAP_ITERS = 2
+"""Resamples of lm-eval's bootstrap, which it runs for a metric without a closed-form standard error (a cloze task's
+perplexity, which is not recorded here): 2 is the fewest it accepts, where its default 100,000 would cost seconds at
+every scoring. ``acc`` and ``acc_norm`` have closed-form errors, the same whatever this is."""
 
 DOWNSTREAM_METRICS = ("acc", "acc_norm")
 """The metrics recorded per task (with their standard errors); a task that reports neither is refused."""
@@ -97,14 +102,16 @@ class DownstreamScorer:
         from lm_eval.models.huggingface import HFLM
 
         model = transformers_view(state, cfg, device)
-        lm = HFLM(pretrained=model, tokenizer=self.tokenizer, batch_size=self.batch_size, max_length=cfg.max_seq_len)
         amp = torch.autocast(device.type, dtype=autocast) if autocast is not None else contextlib.nullcontext()
-        # lm-eval prints progress notes to stdout and logs a warning per call about the model given as an object;
-        # it seeds Python's, numpy's and torch's generators, which belong to the training run (_kept_random_state).
-        with _kept_random_state(device), _no_worker_processes(), amp, contextlib.redirect_stdout(sys.stderr), \
-                _quiet("lm-eval", "lm_eval"):
+        # lm-eval prints progress notes to stdout and logs a warning per call about the model given as an object
+        # (neither says anything a training log needs); it seeds Python's, numpy's and torch's generators, which belong
+        # to the training run (_kept_random_state).
+        with _kept_random_state(device), _no_worker_processes(), amp, open(os.devnull, "w") as sink, \
+                contextlib.redirect_stdout(sink), _quiet("lm-eval", "lm_eval"):
+            lm = HFLM(pretrained=model, tokenizer=self.tokenizer, batch_size=self.batch_size, max_length=cfg.max_seq_len)
             results = lm_eval.simple_evaluate(model=lm, tasks=self.tasks, num_fewshot=NUM_FEWSHOT, limit=self.limit,
-                                              task_manager=self.manager, log_samples=False, **SEEDS)
+                                              task_manager=self.manager, log_samples=False,
+                                              bootstrap_iters=BOOTSTRAP_ITERS, **SEEDS)
         out: dict[str, float | None] = {}
         for task in self.names:
             values = metric_values(results["results"].get(task, {}))
@@ -153,8 +160,6 @@ def _no_worker_processes():
     """lm-eval's bootstrap of a standard error (perplexity's, say) forks a process pool unless ``DISABLE_MULTIPROC`` is
     set; a fork of a training process whose threads (the prefetching loader's, torch's) may hold locks can leave the
     pool waiting forever. The bootstrap then runs in this process (acc and acc_norm have closed-form errors)."""
-    import os
-
     before = os.environ.get("DISABLE_MULTIPROC")
     os.environ["DISABLE_MULTIPROC"] = "1"
     try:
