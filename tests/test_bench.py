@@ -282,7 +282,8 @@ def test_a_stopped_gpu_check_keeps_the_report_of_every_part_it_finished(tmp_path
     report = json.loads((out / "gpu_check.json").read_text())
     assert report["stopped"].startswith("the check was stopped")
     assert report["parts"]["environment"]["status"] == "skipped" and report["parts"]["precision"]["status"] == "ok"
-    assert report["parts"]["throughput"]["status"] == "stopped"
+    # Stopped while running, or (a signal between two parts) never started: either way named, never silent.
+    assert (report["parts"].get("throughput", {}).get("status") == "stopped") != ("throughput" in report["not_reached"])
     assert "stopped" in (out / "gpu_check.md").read_text().lower()
 
 
