@@ -131,6 +131,16 @@ def _baselines(args: argparse.Namespace) -> None:
 
 
 def _compare(args: argparse.Namespace) -> None:
+    if args.runs is not None:
+        if args.candidate is not None or args.baselines_dir is not None:
+            raise UsageError("edulm compare takes either --runs RUN_DIR RUN_DIR ... or CANDIDATE BASELINES_DIR, not both")
+        from edulm.evaluate.compare_runs import compare_runs_command
+
+        compare_runs_command(args.runs, out=args.out)
+        return
+    if args.candidate is None or args.baselines_dir is None:
+        raise UsageError("edulm compare needs CANDIDATE and BASELINES_DIR (a results JSON and the baselines folder), "
+                         "or --runs RUN_DIR RUN_DIR ... to put training runs side by side")
     from edulm.evaluate.compare import compare_command
 
     compare_command(args.candidate, args.baselines_dir, out=args.out, budgets=args.budgets,
@@ -299,11 +309,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated hub ids or folders, each optionally NAME=PATH (default: the seven reference baselines)")
     _add_eval_options(p)
 
-    p = command("compare", _compare, "score table, win rates, error bars and contamination-aware scores against baselines")
-    p.add_argument("candidate", help="the candidate's results JSON (from edulm eval)")
-    p.add_argument("baselines_dir", help="folder of baseline results (from edulm baselines)")
+    p = command("compare", _compare, "score table, win rates, error bars and contamination-aware scores against "
+                                      "baselines; or training runs' loss and benchmark curves side by side (--runs)")
+    p.add_argument("candidate", nargs="?", help="the candidate's results JSON (from edulm eval)")
+    p.add_argument("baselines_dir", nargs="?", help="folder of baseline results (from edulm baselines)")
+    p.add_argument("--runs", nargs="+", metavar="RUN_DIR", default=None,
+                   help="instead: two or more training run dirs, whose held-out loss and train.downstream curves are "
+                        "drawn side by side with their final scores compared (runs_comparison.md, .json and .png)")
     p.add_argument("--out", default=None,
-                   help="output folder for comparison.md and comparison.json (default: X/comparison for a candidate at X/eval/results.json)")
+                   help="output folder for comparison.md and comparison.json (default: X/comparison for a candidate at "
+                        "X/eval/results.json); with --runs, for runs_comparison.* (default: ./runs_comparison)")
     p.add_argument("--budgets", default=None, help="YAML/JSON mapping of model -> training tokens, extending the built-in table")
     p.add_argument("--contamination", default=None,
                    help="contamination.json whose flagged documents are left out of the clean-subset scores "

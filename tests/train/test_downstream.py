@@ -156,3 +156,33 @@ def test_the_scoring_leaves_the_runs_random_numbers_as_they_were(corpus, tmp_pat
         train(config_from_dict(raw), callbacks=[*default_callbacks(False, False, True), recorder])
         draws[downstream] = recorder.seen
     assert draws[True] == draws[False]
+
+
+def test_edulm_compare_runs_puts_two_recipes_curves_side_by_side(corpus, tmp_path, task_dir, capsys):
+    adamw = train(config_from_dict(_raw(corpus, tmp_path / "adamw", task_dir)))
+    muon = train(config_from_dict(_raw(corpus, tmp_path / "muon", task_dir, optimizer="muon", schedule="wsd")))
+    plain = train(config_from_dict(_raw(corpus, tmp_path / "plain", task_dir, max_steps=3, downstream=[])))
+    out = tmp_path / "compared"
+    assert main(["compare", "--runs", str(adamw), str(muon), str(plain), "--out", str(out)]) == 0, capsys.readouterr().err
+    doc = json.loads((out / "runs_comparison.json").read_text())
+    first, second, third = doc["runs"]
+    assert (first["optimizer"].startswith("AdamW"), second["optimizer"].startswith("Muon")) == (True, True)
+    # The curves are the runs' own CSV rows; the final score is the last one, the difference second minus first.
+    assert [p[1] for p in first["downstream"]["downstream/tiny_quiz/acc"]["curve"]] == \
+        [r["downstream/tiny_quiz/acc"] for r in _downstream_rows(adamw)]
+    quiz = next(d for d in doc["differences"] if d["metric"] == "downstream/tiny_quiz/acc")
+    assert quiz["difference"] == pytest.approx(second["downstream"]["downstream/tiny_quiz/acc"]["final"]
+                                               - first["downstream"]["downstream/tiny_quiz/acc"]["final"])
+    assert third["downstream"] == {} and third["final_val_loss"] is not None  # no downstream columns: the loss alone
+    table = (out / "runs_comparison.md").read_text()
+    assert [r["name"] for r in doc["runs"]] == ["adamw", "muon", "plain"]  # one run.name for all: their folders tell them apart
+    assert "tiny_quiz/acc" in table and "| plain |" in table
+    assert (out / "runs_comparison.png").stat().st_size > 10_000
+    printed = capsys.readouterr().out
+    assert "wrote" in printed and "tiny_quiz/acc" in printed
+    # Bad usage: one line, exit 2, nothing written.
+    for argv in (["compare", "--runs", str(adamw)], ["compare", "--runs", str(adamw), str(tmp_path / "missing")],
+                 ["compare", str(out), str(out), "--runs", str(adamw), str(muon)], ["compare"]):
+        assert main([*argv, "--out", str(tmp_path / "refused")]) == 2
+        assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    assert not (tmp_path / "refused").exists()

@@ -1,0 +1,177 @@
+"""``edulm compare --runs RUN_DIR RUN_DIR ...``: training runs side by side, the recipe question answered.
+
+Did Muon or a WSD schedule buy benchmark points, or only loss? Each run's metrics CSV holds its held-out loss
+and, with ``train.downstream``, its benchmark scores during training (``downstream/TASK/METRIC`` and their
+standard errors). This reads them back and writes, into the output folder:
+
+- ``runs_comparison.png``: held-out loss against training tokens, and one panel per downstream task and metric
+  the runs share, every run a line (bars: one standard error), the task's chance level dashed;
+- ``runs_comparison.md`` and ``.json``: each run's recipe, tokens, final loss and final scores (with their
+  standard errors and the tokens after which each stood above chance by two of them), and every later run's
+  final score against the first run's: the difference, and whether it exceeds the combined standard error
+  ``sqrt(se_1^2 + se_2^2)`` (as ``edulm compare`` judges a win against a baseline).
+
+Runs with different tasks or subset sizes are compared on what they share; a run without downstream columns
+still shows its loss.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from edulm.base.errors import UsageError
+from edulm.base.layout import RunLayout
+from edulm.base.metrics import read_metrics
+
+RUNS_JSON = "runs_comparison.json"
+RUNS_MD = "runs_comparison.md"
+RUNS_PLOT = "runs_comparison.png"
+DOWNSTREAM_PREFIX = "downstream/"
+
+
+def read_run(run_dir: str | Path) -> dict[str, Any]:
+    """One run's name, recipe, loss curve, downstream curves and final figures, from its metrics CSV and summary."""
+    layout = RunLayout.of(run_dir)
+    if not layout.metrics.is_file():
+        raise UsageError(f"{run_dir}: no {layout.metrics.name} under it; pass the run dir of an edulm train run")
+    try:
+        summary = json.loads(layout.summary.read_text())
+    except (OSError, ValueError):
+        summary = {}
+    rows = read_metrics(layout.metrics, finite_only=True)
+    names = sorted({k for r in rows for k, v in r.items() if k.startswith(DOWNSTREAM_PREFIX) and not k.endswith("_stderr")
+                    and v is not None})
+    downstream = {}
+    for name in names:
+        points = [(r["tokens"], r[name], r.get(f"{name}_stderr")) for r in rows if r.get(name) is not None]
+        downstream[name] = {"curve": points, "final": points[-1][1], "final_stderr": points[-1][2]}
+    tasks = (summary.get("downstream") or {}).get("tasks") or []
+    above = (summary.get("downstream") or {}).get("above_chance_after_tokens") or {}
+    for name, entry in downstream.items():
+        entry["above_chance_after_tokens"] = above.get(name)
+    return {
+        "run_dir": str(run_dir),
+        "name": summary.get("run") or Path(run_dir).resolve().name,
+        "status": summary.get("status"),
+        "optimizer": summary.get("optimizer_description") or summary.get("optimizer"),
+        "schedule": summary.get("schedule_description") or summary.get("schedule"),
+        "tokens": summary.get("tokens"),
+        "final_val_loss": summary.get("final_val_loss"),
+        "val_curve": [(r["tokens"], r["val_loss"]) for r in rows if r.get("val_loss") is not None],
+        "chance": {t["task"]: t.get("chance") for t in tasks},
+        "downstream": downstream,
+    }
+
+
+def differences(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every later run's final score on each shared downstream metric against the first run's."""
+    from edulm.evaluate.compare import combined_stderr
+
+    first, out = runs[0], []
+    for other in runs[1:]:
+        for name in sorted(set(first["downstream"]) & set(other["downstream"])):
+            a, b = first["downstream"][name], other["downstream"][name]
+            noise = combined_stderr(a["final_stderr"], b["final_stderr"])
+            diff = b["final"] - a["final"]
+            out.append({"run": other["name"], "against": first["name"], "metric": name, "difference": diff,
+                        "combined_stderr": noise, "beyond_stderr": noise is not None and abs(diff) > noise})
+    return out
+
+
+def render_markdown(doc: dict[str, Any]) -> str:
+    """The tables of ``runs_comparison.md``."""
+    runs = doc["runs"]
+    names = sorted({n for r in runs for n in r["downstream"]})
+    header = "| run | optimizer | schedule | tokens | final val loss | " + " | ".join(n[len(DOWNSTREAM_PREFIX):] for n in names) + " |"
+    lines = ["# Runs compared", "", header, "|---|---|---|---:|---:|" + "---:|" * len(names)]
+    for r in runs:
+        cells = []
+        for n in names:
+            d = r["downstream"].get(n)
+            cells.append("" if d is None else f"{d['final']:.4f}" + (f" +- {d['final_stderr']:.4f}" if d["final_stderr"] else ""))
+        loss = f"{r['final_val_loss']:.4f}" if r["final_val_loss"] is not None else "-"
+        tokens = f"{r['tokens']:,}" if r["tokens"] is not None else "-"
+        lines.append(f"| {r['name']} | {r['optimizer'] or '-'} | {r['schedule'] or '-'} | {tokens} | {loss} | " + " | ".join(cells) + " |")
+    lines += ["", "Scores are the last scoring's, +- one standard error."]
+    if doc["differences"]:
+        lines += ["", f"Against {runs[0]['name']} (beyond noise: the difference exceeds the combined standard error):", "",
+                  "| run | metric | difference | combined standard error | beyond noise |", "|---|---|---:|---:|---|"]
+        for d in doc["differences"]:
+            noise = f"{d['combined_stderr']:.4f}" if d["combined_stderr"] is not None else "-"
+            lines.append(f"| {d['run']} | {d['metric'][len(DOWNSTREAM_PREFIX):]} | {d['difference']:+.4f} | {noise} "
+                         f"| {'yes' if d['beyond_stderr'] else 'no'} |")
+    above = [(r["name"], n, d["above_chance_after_tokens"]) for r in runs for n, d in r["downstream"].items()]
+    if above:
+        lines += ["", "Above chance by two standard errors after (training tokens):", ""]
+        lines += [f"- {run}, {n[len(DOWNSTREAM_PREFIX):]}: " + (f"{int(t):,}" if t is not None else "not yet")
+                  for run, n, t in above]
+    return "\n".join(lines) + "\n"
+
+
+def plot_runs(runs: list[dict[str, Any]], path: Path) -> None:
+    """``runs_comparison.png``: the loss panel, then one panel per downstream metric, a line per run."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from edulm.base.files import atomic_path
+
+    names = sorted({n for r in runs for n in r["downstream"]})
+    panels = 1 + len(names)
+    cols = min(panels, 3)
+    fig = Figure(figsize=(5.5 * cols, 4 * ((panels + cols - 1) // cols)))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots((panels + cols - 1) // cols, cols, squeeze=False).flatten()
+    for r in runs:
+        if r["val_curve"]:
+            tokens, losses = zip(*r["val_curve"])
+            axes[0].plot(tokens, losses, "-", label=r["name"])
+    axes[0].set(xlabel="training tokens", ylabel="held-out loss", title="held-out loss")
+    for ax, name in zip(axes[1:], names):
+        task = name.split("/")[1]
+        for r in runs:
+            d = r["downstream"].get(name)
+            if d:
+                ax.errorbar([p[0] for p in d["curve"]], [p[1] for p in d["curve"]], yerr=[p[2] or 0.0 for p in d["curve"]],
+                            fmt="o-", ms=3, capsize=2, label=r["name"])
+        chance = next((r["chance"].get(task) for r in runs if r["chance"].get(task) is not None), None)
+        if chance is not None:
+            ax.axhline(chance, ls="--", color="grey", label=f"chance {chance:.3f}")
+        ax.set(xlabel="training tokens", ylabel="score", title=name[len(DOWNSTREAM_PREFIX):])
+    for ax in axes[:panels]:
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax in axes[panels:]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    with atomic_path(path, "the runs comparison plot") as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
+
+
+def compare_runs_command(run_dirs: list[str], out: str | Path | None = None) -> dict[str, Any]:
+    """Read the runs, write the plot and tables into ``out`` (default ``runs_comparison`` in the current folder),
+    print the final scores and where the files are."""
+    from edulm.base.files import write_json, write_text
+    from edulm.base.lock import folder_lock
+
+    if len(run_dirs) < 2:
+        raise UsageError(f"--runs takes two or more run dirs, got {len(run_dirs)}")
+    runs = [read_run(d) for d in run_dirs]  # every run read before anything is written
+    if len({r["name"] for r in runs}) < len(runs):  # the same run.name twice: each is told apart by its folder
+        for r in runs:
+            r["name"] = Path(r["run_dir"]).resolve().name
+    out_dir = Path(out) if out is not None else Path("runs_comparison")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"--out {out_dir}: is a file; pass a folder")
+    doc = {"format": "edulm-runs-comparison", "runs": runs, "differences": differences(runs)}
+    with folder_lock(out_dir, "edulm compare --runs"):
+        write_json(out_dir / RUNS_JSON, doc)
+        write_text(out_dir / RUNS_MD, render_markdown(doc))
+        plot_runs(runs, out_dir / RUNS_PLOT)
+    for r in runs:
+        scores = ", ".join(f"{n[len(DOWNSTREAM_PREFIX):]} {d['final']:.4f}" for n, d in r["downstream"].items())
+        loss = f"{r['final_val_loss']:.4f}" if r["final_val_loss"] is not None else "-"
+        print(f"{r['name']:<32} val loss {loss}" + (f"; {scores}" if scores else ""))
+    print(f"wrote {out_dir / RUNS_MD}, {RUNS_JSON} and {RUNS_PLOT}")
+    return doc
