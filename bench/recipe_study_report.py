@@ -75,108 +75,96 @@ def neighbour_lr(grid: Sequence[float], edge: float) -> float:
     return float(f"{beyond:.3g}")  # 0.016, not 0.016000000000000004: the same lr as another arm's 1.6e-2
 
 
-def mean_spread(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and spread (half the range: with two seeds, each seed lies at mean +- spread)."""
-    return statistics.fmean(values), (max(values) - min(values)) / 2
+T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228)
+"""Two-sided 95% quantiles of Student's t for 1 ... 10 degrees of freedom (seeds - 1)."""
 
 
-def _fmt_seeds(values: Sequence[float], digits: int = 4) -> str:
+def interval(values: Sequence[float]) -> tuple[float, float | None]:
+    """Mean and the half-width of its 95% Student-t interval (None for one value; more than 11 values: t ~ 2)."""
+    mean = statistics.fmean(values)
     if len(values) < 2:
-        return f"{values[0]:.{digits}f}" if values else "-"
-    mean, spread = mean_spread(values)
-    return f"{mean:.{digits}f} +- {spread:.{digits}f} ({len(values)} seeds)"
+        return mean, None
+    t = T_975[len(values) - 2] if len(values) - 1 <= len(T_975) else 2.0
+    return mean, t * statistics.stdev(values) / math.sqrt(len(values))
 
 
-def arm_table(arms: dict[str, dict]) -> str:
-    """The headline table: one row per arm (its best lr)."""
+def fmt_interval(values: Sequence[float | None], digits: int = 4) -> str:
+    """``mean +- half-width`` of the 95% interval, or ``-`` when a value is missing."""
+    if not values or any(v is None for v in values):
+        return "-"
+    mean, half = interval(values)
+    return f"{mean:.{digits}f}" if half is None else f"{mean:.{digits}f} +- {half:.{digits}f}"
+
+
+def fractions(arm: dict) -> list[float | None]:
+    """Each seed's fraction of (a)'s tokens (None where only a bound was measured)."""
+    return [s["crossing"]["fraction"] for s in arm["seeds"]]
+
+
+def trend_table(widths: dict[str, dict]) -> str:
+    """The headline: one row per width and arm (its rate chosen on the mean over seeds)."""
     lines = [
-        "| arm | recipe | best lr | final val loss (seed 1) | val loss over seeds | bits per byte (seed 1) "
-        "| tokens to reach (a)'s loss, fraction of (a)'s (seed 1) | fraction over seeds |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| width | parameters | tokens | arm | lr | final val loss | next-word acc | tokens to reach (a)'s loss, "
+        "each seed | fraction, mean |",
+        "|---|---:|---:|---|---:|---:|---:|---|---:|",
     ]
-    for key, arm in arms.items():
-        seeds = arm["seeds"]
-        first = seeds[0]
-        fractions = [s["crossing"]["fraction"] for s in seeds]
-        over = _fmt_seeds(fractions, 2) if all(f is not None for f in fractions) else \
-            ", ".join(s["crossing"]["text"] for s in seeds)
-        edge = " (grid edge)" if arm["lr_at_edge"] else ""
-        lines.append(
-            f"| ({key}) | {arm['title']} | {arm['lr']:.1e}{edge} | {first['val_loss']:.4f} "
-            f"| {_fmt_seeds([s['val_loss'] for s in seeds])} | {first['val_bpb']:.4f} "
-            f"| {first['crossing']['text']} | {over} |"
-        )
+    for name, arms in widths.items():
+        for key, arm in arms.items():
+            seeds = arm["seeds"]
+            edge = " (edge)" if arm["lr_at_edge"] else ""
+            each = ", ".join(s["crossing"]["text"] for s in seeds)
+            lines.append(
+                f"| {name} | {seeds[0]['parameters']:,} | {seeds[0]['tokens']:,} | ({key}) {arm['title']} "
+                f"| {arm['lr']:.1e}{edge} | {fmt_interval([s['val_loss'] for s in seeds])} "
+                f"| {fmt_interval([s['next_word_acc'] for s in seeds], 3)} | {each} | {fmt_interval(fractions(arm), 2)} |")
     return "\n".join(lines)
 
 
-def sweep_table(sweeps: dict[str, dict[float, float]], titles: dict[str, str]) -> str:
-    """Final validation loss of every swept lr (seed 1), best in bold."""
-    lrs = sorted({lr for losses in sweeps.values() for lr in losses})
-    lines = ["| arm | " + " | ".join(f"lr {lr:.1e}" for lr in lrs) + " |", "|---|" + "---:|" * len(lrs)]
-    for key, losses in sweeps.items():
-        best = min(losses, key=losses.get)
-        cells = [("**%.4f**" if lr == best else "%.4f") % losses[lr] if lr in losses else "" for lr in lrs]
-        lines.append(f"| ({key}) {titles[key]} | " + " | ".join(cells) + " |")
+def sweep_table(widths: dict[str, dict]) -> str:
+    """Mean final validation loss over the seeds of every swept lr, per width and arm; the chosen one in bold."""
+    lrs = sorted({lr for arms in widths.values() for arm in arms.values() for lr in arm["sweep"]})
+    lines = ["| width, arm | " + " | ".join(f"{lr:.1e}" for lr in lrs) + " |", "|---|" + "---:|" * len(lrs)]
+    for name, arms in widths.items():
+        for key, arm in arms.items():
+            means = {lr: statistics.fmean(v) for lr, v in arm["sweep"].items()}
+            cells = [("**%.4f**" if lr == arm["lr"] else "%.4f") % means[lr] if lr in means else "" for lr in lrs]
+            lines.append(f"| {name} ({key}) | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def branch_table(arms: dict[str, dict]) -> str:
-    """The decayed loss of every budget of the WSD arms (each seed), against each seed's target."""
-    budgets = sorted({b for arm in arms.values() for s in arm["seeds"] for b, _ in s.get("branches", [])})
+def branch_table(widths: dict[str, dict]) -> str:
+    """The decayed loss of every budget of the WSD arms (each width and seed), against each seed's target."""
+    budgets = sorted({b for arms in widths.values() for arm in arms.values() for s in arm["seeds"]
+                      for b, _ in s.get("branches", [])})
     if not budgets:
         return ""
-    lines = ["| arm, seed | target ((a)'s loss) | " + " | ".join(f"{b:.1f}" for b in budgets) + " | reached at |",
+    lines = ["| width, arm, seed | target ((a)'s loss) | " + " | ".join(f"{b:.1f}" for b in budgets) + " | reached at |",
              "|---|---:|" + "---:|" * len(budgets) + "---:|"]
-    for key, arm in arms.items():
-        for s in arm["seeds"]:
-            if not s.get("branches"):
-                continue
-            by_budget = dict(s["branches"])
-            cells = [f"{by_budget[b]:.4f}" if b in by_budget else "" for b in budgets]
-            lines.append(f"| ({key}) seed {s['seed']} | {s['target']:.4f} | " + " | ".join(cells)
-                         + f" | {s['crossing']['text']} |")
+    for name, arms in widths.items():
+        for key, arm in arms.items():
+            for s in arm["seeds"]:
+                if not s.get("branches"):
+                    continue
+                by_budget = dict(s["branches"])
+                cells = [f"{by_budget[b]:.4f}" if b in by_budget else "" for b in budgets]
+                lines.append(f"| {name} ({key}) seed {s['seed']} | {s['target']:.4f} | " + " | ".join(cells)
+                             + f" | {s['crossing']['text']} |")
     return "\n".join(lines)
 
 
-def plot_study(path: Path, arms: dict[str, dict], sweeps: dict[str, dict[float, float]], title: str) -> None:
-    """Validation loss against tokens (each arm's best run, seed 1; decayed branch end-points marked) and the lr sweeps."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+def embedding_table(embedding: dict) -> str:
+    """Muon's arm with its AdamW part (embedding, norms) at other rates than its matrices."""
+    lines = ["| AdamW part's lr (x Muon's) | AdamW part's lr | final val loss | next-word acc |", "|---:|---:|---:|---:|"]
+    for factor, row in sorted(embedding["factors"].items(), key=lambda kv: float(kv[0])):
+        lines.append(f"| {float(factor):g} | {row['adamw_lr']:.1e} | {fmt_interval(row['val_loss'])} "
+                     f"| {fmt_interval(row['next_word_acc'], 3)} |")
+    return "\n".join(lines)
 
-    from edulm.base.files import atomic_path
 
-    fig = Figure(figsize=(11, 4.2))
-    FigureCanvasAgg(fig)
-    ax, ax_lr = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
-    colors = {"a": "tab:blue", "b": "tab:orange", "c": "tab:green"}
-    target = None
-    for key, arm in arms.items():
-        first = arm["seeds"][0]
-        color = colors.get(key)
-        tokens, losses = zip(*first["curve"])
-        ax.plot([t / 1e6 for t in tokens], losses, "-", lw=1.4, color=color, label=f"({key}) {arm['title']}, lr {arm['lr']:.0e}")
-        if first.get("branch_points"):
-            bt, bl = zip(*first["branch_points"])
-            ax.plot([t / 1e6 for t in bt], bl, "x", ms=7, mew=1.8, color=color,
-                    label=f"({key}) decayed at shorter budgets")
-        if key == "a":
-            target = first["val_loss"]
-        ax_lr.plot(sorted(sweeps[key]), [sweeps[key][lr] for lr in sorted(sweeps[key])], "o-", color=color, label=f"({key})")
-    if target is not None:
-        ax.axhline(target, color="gray", ls="--", lw=0.8, label=f"(a)'s final val loss {target:.3f}")
-    # The interesting range: every end-point (branches included) with a margin, not the first steps' losses.
-    ends = [loss for arm in arms.values() for _, loss in arm["seeds"][0].get("branch_points", [])]
-    ends += [arm["seeds"][0]["val_loss"] for arm in arms.values()]
-    span = max(ends) - min(ends) or 0.5
-    ax.set_ylim(min(ends) - 0.1 * span, max(ends) + 0.25 * span)
-    ax.set(xlabel="training tokens (millions)", ylabel="validation loss", title=title)
-    ax.legend(fontsize=7)
-    ax_lr.set_xscale("log")
-    ax_lr.set(xlabel="peak learning rate", ylabel="final validation loss (seed 1)", title="learning-rate sweeps")
-    ax_lr.legend(fontsize=7)
-    fig.tight_layout()
-    with atomic_path(path, "the study's plot") as tmp:
-        fig.savefig(tmp, dpi=90, format="png")
+def paired_gap(arms: dict[str, dict], a: str, b: str) -> tuple[float, float | None]:
+    """(a)'s final loss minus ``b``'s, seed by seed (the same seed: the same initialisation and data order), as a
+    mean and 95% interval."""
+    return interval([x["val_loss"] - y["val_loss"] for x, y in zip(arms[a]["seeds"], arms[b]["seeds"])])
 
 
 def winner_of(arms: dict[str, dict]) -> str:
@@ -185,40 +173,109 @@ def winner_of(arms: dict[str, dict]) -> str:
 
     def key(arm: str) -> tuple[float, float]:
         seeds = arms[arm]["seeds"]
-        fractions = [s["crossing"]["fraction"] or s["crossing"]["below"] or 2 * (s["crossing"]["above"] or 1) for s in seeds]
-        return statistics.fmean(fractions), statistics.fmean(s["val_loss"] for s in seeds)
+        values = [s["crossing"]["fraction"] or s["crossing"]["below"] or 2 * (s["crossing"]["above"] or 1) for s in seeds]
+        return statistics.fmean(values), statistics.fmean(s["val_loss"] for s in seeds)
 
     return min(arms, key=key)
 
 
-def write_outputs(out: Path, header: str, arms: dict[str, dict], sweeps: dict[str, dict[float, float]],
-                  runs: list[dict], extra: dict, plot_title: str) -> str:
-    """``recipe_study.md`` (the tables), ``recipe_study.json`` (every run, the arms, ``extra``) and
+def plot_study(path: Path, widths: dict[str, dict], title: str) -> None:
+    """Left: each WSD arm's fraction of (a)'s tokens against parameters (95% intervals); middle: validation loss
+    against tokens at the largest width (seed 1, decayed branch end-points marked); right: the lr sweeps."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from edulm.base.files import atomic_path
+
+    fig = Figure(figsize=(14, 4.2))
+    FigureCanvasAgg(fig)
+    ax_trend, ax, ax_lr = fig.subplots(1, 3, gridspec_kw={"width_ratios": [2, 3, 2]})
+    colors = {"a": "tab:blue", "b": "tab:orange", "c": "tab:green"}
+    styles = ["o:", "s--", "^-", "v-."]
+    for key in ("b", "c"):
+        xs, ys, errs = [], [], []
+        for arms in widths.values():
+            values = fractions(arms[key])
+            if all(v is not None for v in values):
+                mean, half = interval(values)
+                xs.append(arms[key]["seeds"][0]["parameters"])
+                ys.append(mean)
+                errs.append(half or 0.0)
+        if xs:
+            ax_trend.errorbar(xs, ys, yerr=errs, fmt="o-", capsize=4, color=colors[key], label=f"({key})")
+    ax_trend.axhline(1.0, color="tab:blue", ls="--", lw=0.8, label="(a) = 1")
+    ax_trend.set_xscale("log")
+    ax_trend.set(xlabel="parameters", ylabel="fraction of (a)'s tokens", title="tokens to reach (a)'s loss")
+    ax_trend.legend(fontsize=7)
+    largest = list(widths)[-1]
+    ends = []
+    for key, arm in widths[largest].items():
+        first = arm["seeds"][0]
+        tokens, losses = zip(*first["curve"])
+        ax.plot([t / 1e6 for t in tokens], losses, "-", lw=1.4, color=colors.get(key),
+                label=f"({key}) {arm['title']}, lr {arm['lr']:.0e}")
+        if first.get("branch_points"):
+            bt, bl = zip(*first["branch_points"])
+            ax.plot([t / 1e6 for t in bt], bl, "x", ms=7, mew=1.8, color=colors.get(key),
+                    label=f"({key}) decayed at shorter budgets")
+            ends += list(bl)
+        ends.append(first["val_loss"])
+        if key == "a":
+            ax.axhline(first["val_loss"], color="gray", ls="--", lw=0.8, label=f"(a)'s final val loss {first['val_loss']:.3f}")
+    span = max(ends) - min(ends) or 0.5  # the end-points with a margin, not the first steps' losses
+    ax.set_ylim(min(ends) - 0.1 * span, max(ends) + 0.25 * span)
+    ax.set(xlabel="training tokens (millions)", ylabel="validation loss", title=f"{largest}, seed 1")
+    ax.legend(fontsize=7)
+    for (name, arms), style in zip(widths.items(), styles):
+        for key, arm in arms.items():
+            lrs = sorted(arm["sweep"])
+            ax_lr.plot(lrs, [statistics.fmean(arm["sweep"][lr]) for lr in lrs], style, color=colors.get(key),
+                       label=f"{name} ({key})", ms=4)
+    ax_lr.set_xscale("log")
+    ax_lr.set(xlabel="peak learning rate", ylabel="final val loss, mean over seeds", title="learning-rate sweeps")
+    ax_lr.legend(fontsize=6, ncol=2)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path, "the study's plot") as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
+
+
+def write_outputs(out: Path, header: str, results: dict, runs: list[dict], extra: dict, plot_title: str) -> str:
+    """``recipe_study.md`` (the tables), ``recipe_study.json`` (every run, the widths' arms, ``extra``) and
     ``recipe_study.png`` in ``out``; returns the markdown."""
     from edulm.base.files import write_json, write_text
 
-    win = winner_of(arms)
-    (a_mean, a_spread), (w_mean, w_spread) = (mean_spread([s["val_loss"] for s in arms[k]["seeds"]]) for k in ("a", win))
-    gap = a_mean - w_mean
-    verdict = "exceeds" if abs(gap) > a_spread + w_spread else "does not exceed"
+    widths = results["widths"]
+    verdicts = []
+    for name, arms in widths.items():
+        win = winner_of(arms)
+        if win == "a":
+            verdicts.append(f"- {name}: (a) itself needed the fewest tokens.")
+            continue
+        gap, half = paired_gap(arms, "a", win)
+        sure = "" if half is None else (" (the interval excludes 0)" if abs(gap) > half else " (the interval includes 0)")
+        needed = fmt_interval(fractions(arms[win]), 2)
+        if needed == "-":  # a bound for some seed: each seed's as measured
+            needed = ", ".join(s["crossing"]["text"] for s in arms[win]["seeds"])
+        verdicts.append(f"- {name}: ({win}) {arms[win]['title']} needed {needed} of (a)'s "
+                        f"tokens; at the full budget its loss is {gap:.4f}" + ("" if half is None else f" +- {half:.4f}")
+                        + f" below (a)'s, seed for seed{sure}.")
     lines = [
-        header,
-        "",
-        arm_table(arms),
-        "",
-        f"Winner: ({win}) {arms[win]['title']}. Final val loss of (a) {a_mean:.4f} +- {a_spread:.4f}, of ({win}) "
-        f"{w_mean:.4f} +- {w_spread:.4f}: the gap {gap:.4f} {verdict} the seed spread.",
-        "",
-        "Learning-rate sweeps (final validation loss, seed 1; best in bold):",
-        "",
-        sweep_table(sweeps, {k: v["title"] for k, v in arms.items()}),
-        "",
-        "Decayed loss at each budget (fraction of (a)'s tokens; each a WSD run branched from the stable phase):",
-        "",
-        branch_table(arms),
+        header, "",
+        "Figures over seeds: mean +- the half-width of the 95% Student-t interval.", "",
+        trend_table(widths), "",
+        "Winner per width (fewest of (a)'s tokens, mean over seeds):", "", *verdicts, "",
+        "Learning-rate sweeps (final validation loss, mean over seeds; the chosen rate in bold):", "",
+        sweep_table(widths), "",
+        "Decayed loss at each budget (fraction of (a)'s tokens; each a WSD run branched from the stable phase):", "",
+        branch_table(widths),
     ]
+    if results.get("embedding"):
+        emb = results["embedding"]
+        lines += ["", f"{emb['width']}, (c) Muon + WSD with Muon's matrices at {emb['muon_lr']:.1e} and the AdamW part "
+                  "(embedding, norms) at another rate:", "", embedding_table(emb)]
     text = "\n".join(lines) + "\n"
     write_text(out / "recipe_study.md", text)
-    write_json(out / "recipe_study.json", {**extra, "winner": win, "arms": arms, "runs": runs})
-    plot_study(out / "recipe_study.png", arms, sweeps, plot_title)
+    write_json(out / "recipe_study.json", {**extra, "widths": widths, "embedding": results.get("embedding"), "runs": runs})
+    plot_study(out / "recipe_study.png", widths, plot_title)
     return text

@@ -322,37 +322,50 @@ def test_recipe_study_budget_interpolation_and_lr_grid():
     assert report.best_lr({1e-3: 3.0, 2e-3: 2.9, 4e-3: 2.8}) == (4e-3, True)
     assert report.neighbour_lr([1e-3, 2e-3, 4e-3], 4e-3) == pytest.approx(8e-3)
     assert report.neighbour_lr([4e-4, 2e-3, 4e-3], 4e-4) == pytest.approx(8e-5)
-    assert report.mean_spread([3.0, 3.2]) == pytest.approx((3.1, 0.1))
+    # 95% Student-t intervals: t(0.975, 2) = 4.303 for three seeds; one value has no interval.
+    mean, half = report.interval([3.0, 3.1, 3.2])
+    assert mean == pytest.approx(3.1) and half == pytest.approx(4.303 * 0.1 / 3 ** 0.5)
+    assert report.interval([3.0]) == (3.0, None)
+    assert report.fmt_interval([0.5, 0.6, None]) == "-"
 
 
 @pytest.mark.slow
-def test_recipe_study_quick_runs_every_arm_and_reuses_finished_runs(tmp_path, capsys):
+def test_recipe_study_quick_runs_every_width_arm_and_seed_and_reuses_finished_runs(tmp_path, capsys):
     study = _load("recipe_study")
     out = tmp_path / "study"
     assert study.main(["--quick", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     result = json.loads((out / "recipe_study.json").read_text())
     runs = result["runs"]
-    # Both optimizers and both schedules, through edulm train itself.
-    assert {r["schedule"] for r in runs} == {"cosine", "wsd"}
+    # Both optimizers and both schedules, through edulm train itself, at both widths.
+    assert {r["schedule"] for r in runs} == {"cosine", "wsd"} and {r["width"] for r in runs} == {"w16", "w32"}
     assert any(r["optimizer"].startswith("Muon") for r in runs) and any(r["optimizer"].startswith("AdamW") for r in runs)
-    # (a)'s sweep has the reference lr and three points; every arm has two seeds of its best lr.
-    assert sorted(result["arms"]["a"]["grid"]) == [4e-4, 2e-3, 1e-2]
-    for key, arm in result["arms"].items():
-        assert [s["seed"] for s in arm["seeds"]] == [1, 2]
-        sweep = {r["lr"]: r["val_loss"] for r in runs if r["arm"] == key and r["seed"] == 1 and r["budget"] == 1.0}
-        assert set(sweep) == set(arm["grid"]) and arm["lr"] == min(sweep, key=sweep.get)
+    assert sorted(result["widths"]["w16"]["a"]["grid"]) == [4e-4, 2e-3, 1e-2]
+    for width, arms in result["widths"].items():
+        for key, arm in arms.items():
+            # Every lr of the sweep on every seed; the rate chosen is the lowest mean over the seeds.
+            full = [r for r in runs if r["width"] == width and r["arm"] == key and r["budget"] == 1.0 and r["embedding"] == 1.0]
+            assert {(r["lr"], r["seed"]) for r in full} == {(lr, s) for lr in arm["grid"] for s in (1, 2)}
+            means = {lr: sum(r["val_loss"] for r in full if r["lr"] == lr) / 2 for lr in arm["grid"]}
+            assert arm["lr"] == min(means, key=means.get) and [s["seed"] for s in arm["seeds"]] == [1, 2]
+            # The next-word task, scored in the loop on every run, lands beside the loss.
+            assert all(0 <= s["next_word_acc"] <= 1 for s in arm["seeds"])
     # Branches: decay runs of half the steps, resumed from the trunk's stable phase.
     branches = [r for r in runs if r["budget"] < 1]
     assert branches and all(r["steps"] == 25 and r["tokens"] == 25 * 8 * 64 for r in branches)
     for key in ("b", "c"):
-        for seed in result["arms"][key]["seeds"]:
+        for seed in result["widths"]["w32"][key]["seeds"]:
             assert [b for b, _ in seed["branches"]] == [0.5, 1.0] and seed["crossing"]["text"]
-    assert result["arms"]["a"]["seeds"][0]["crossing"]["fraction"] == 1.0
-    assert all(0 < s["val_bpb"] < 8 for arm in result["arms"].values() for s in arm["seeds"])
+    assert result["widths"]["w16"]["a"]["seeds"][0]["crossing"]["fraction"] == 1.0
+    # The AdamW part of Muon's arm at twice the matrices' rate, at the largest width, every seed.
+    emb = result["embedding"]
+    assert emb["width"] == "w32" and set(emb["factors"]) == {"1.0", "2.0"}
+    assert all(len(row["val_loss"]) == 2 for row in emb["factors"].values())
+    task = [json.loads(line) for line in (out / "downstream" / "study_next_word.jsonl").read_text().splitlines()]
+    assert len(task) == 40 and all(len(set(e["choices"])) == 4 and 0 <= e["answer"] < 4 for e in task)
     assert (out / "recipe_study.png").stat().st_size > 10_000
     table = (out / "recipe_study.md").read_text()
-    assert "| (c) | Muon + WSD |" in table and table in printed
+    assert "| w32 | " in table and "(c) Muon + WSD |" in table and "95% Student-t" in table and table in printed
     # A rerun with the same settings trains nothing.
     assert study.main(["--quick", "--out", str(out)]) == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[")]
@@ -360,6 +373,18 @@ def test_recipe_study_quick_runs_every_arm_and_reuses_finished_runs(tmp_path, ca
     with pytest.raises(UsageError, match="other settings"):
         study.main(["--quick", "--out", str(out), "--source", str(tmp_path / "elsewhere")])
 
+
+def test_recipe_study_next_word_examples_are_fixed_and_true():
+    task = _load("recipe_study_task")
+    docs = ["the quick brown fox jumps over lazy dogs while seven wizards quietly judge boxing matches " * 12,
+            "Returns the number of items, 42 of them, in the given list or tuple; see also len() for that " * 9]
+    first = task.next_word_examples(docs, 50)
+    assert first == task.next_word_examples(docs, 50) and len(first) > 10  # the same examples for the same text
+    for e in first:
+        answer = e["choices"][e["answer"]]
+        assert len(e["context"].split()) == task.CONTEXT_WORDS and len(set(e["choices"])) == 4
+        assert all(c.isalpha() and len(c) >= 3 for c in e["choices"])  # words only: no numbers, code or punctuation
+        assert any(f"{e['context']} {answer} " in doc for doc in docs)  # the answer is the word that follows
 
 
 def test_a_part_dies_with_a_gpu_check_killed_by_sigkill(tmp_path):
