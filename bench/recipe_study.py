@@ -52,7 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # recipe_study_report 
 REPO = Path(__file__).resolve().parents[1]
 
 from recipe_study_report import Crossing, best_lr, budget_to_reach, neighbour_lr, write_outputs  # noqa: E402
-from recipe_study_task import TASK_NAME, write_task  # noqa: E402
+from recipe_study_task import CHOICES, CONTEXT_WORDS, STRIDE_WORDS, TASK_NAME, write_task  # noqa: E402
 
 from edulm.base.errors import UsageError  # noqa: E402
 
@@ -197,7 +197,9 @@ class Study:
 
     def settings(self) -> dict:
         """What a cached run must have been trained with (compared on every rerun)."""
-        return {"preset": dataclasses.asdict(self.preset), "source": self.source}
+        return {"preset": dataclasses.asdict(self.preset), "source": self.source, "arms": ARMS,
+                "decay_fraction": DECAY_FRACTION, "ckpt_granularity": CKPT_GRANULARITY,
+                "task": {"context_words": CONTEXT_WORDS, "stride_words": STRIDE_WORDS, "choices": CHOICES}}
 
     def width(self, name: str) -> Width:
         return next(w for w in self.preset.widths if w.name == name)
@@ -460,7 +462,8 @@ def report(study: Study, results: dict, wall_s: float) -> str:
     header = (
         f"Preset `{p.name}`: widths {shapes}; vocabulary {p.vocab_size}; steps of {p.micro_batch} x {p.seq_len} "
         f"tokens; data `{study.source}`, {study.val_bytes[0]:,} held-out tokens; seeds {', '.join(map(str, p.seeds))}; "
-        f"next-word task: {study.task['examples']} examples from the held-out text, chance {study.task['chance']:.2f}; "
+        f"next-word task: {study.task['examples']} examples from the held-out text, chance {study.task['chance']:.2f}, "
+        f"a context-blind guess of the most frequent choice {study.task['frequency_guess_acc']:.3f}; "
         f"{len(study.done)} runs; this invocation trained {study.trained} of them ({study.jobs} at a time) in "
         f"{wall_s / 60:.1f} min."
     )

@@ -75,16 +75,17 @@ def neighbour_lr(grid: Sequence[float], edge: float) -> float:
     return float(f"{beyond:.3g}")  # 0.016, not 0.016000000000000004: the same lr as another arm's 1.6e-2
 
 
-T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228)
-"""Two-sided 95% quantiles of Student's t for 1 ... 10 degrees of freedom (seeds - 1)."""
+T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+"""Two-sided 95% quantiles of Student's t for 1 ... 30 degrees of freedom (seeds - 1)."""
 
 
 def interval(values: Sequence[float]) -> tuple[float, float | None]:
-    """Mean and the half-width of its 95% Student-t interval (None for one value; more than 11 values: t ~ 2)."""
+    """Mean and the half-width of its 95% Student-t interval (None for one value; beyond 31 values the normal 1.96)."""
     mean = statistics.fmean(values)
     if len(values) < 2:
         return mean, None
-    t = T_975[len(values) - 2] if len(values) - 1 <= len(T_975) else 2.0
+    t = T_975[len(values) - 2] if len(values) - 1 <= len(T_975) else 1.96
     return mean, t * statistics.stdev(values) / math.sqrt(len(values))
 
 
@@ -153,10 +154,15 @@ def branch_table(widths: dict[str, dict]) -> str:
 
 
 def embedding_table(embedding: dict) -> str:
-    """Muon's arm with its AdamW part (embedding, norms) at other rates than its matrices."""
-    lines = ["| AdamW part's lr (x Muon's) | AdamW part's lr | final val loss | next-word acc |", "|---:|---:|---:|---:|"]
-    for factor, row in sorted(embedding["factors"].items(), key=lambda kv: float(kv[0])):
-        lines.append(f"| {float(factor):g} | {row['adamw_lr']:.1e} | {fmt_interval(row['val_loss'])} "
+    """Muon's arm with its AdamW part (embedding, norms) at other rates than its matrices; each against the shared
+    rate (factor 1) seed for seed."""
+    rows = {float(f): row for f, row in embedding["factors"].items()}
+    shared = rows[1.0]["val_loss"]
+    lines = ["| AdamW part's lr (x Muon's) | AdamW part's lr | final val loss | minus the shared rate's, seed for seed "
+             "| next-word acc |", "|---:|---:|---:|---:|---:|"]
+    for factor, row in sorted(rows.items()):
+        gap = "" if factor == 1.0 else fmt_interval([x - y for x, y in zip(row["val_loss"], shared)])
+        lines.append(f"| {factor:g} | {row['adamw_lr']:.1e} | {fmt_interval(row['val_loss'])} | {gap} "
                      f"| {fmt_interval(row['next_word_acc'], 3)} |")
     return "\n".join(lines)
 
@@ -195,14 +201,24 @@ def plot_study(path: Path, widths: dict[str, dict], title: str) -> None:
     for key in ("b", "c"):
         xs, ys, errs = [], [], []
         for arms in widths.values():
+            params = arms[key]["seeds"][0]["parameters"]
+            for s in arms[key]["seeds"]:  # every seed: a measured fraction as a dot, a bound as a triangle
+                c = s["crossing"]
+                if c["fraction"] is not None:
+                    ax_trend.plot(params, c["fraction"], ".", color=colors[key], alpha=0.5)
+                elif c["below"] is not None:
+                    ax_trend.plot(params, c["below"], "v", color=colors[key], alpha=0.5)
+                else:
+                    ax_trend.plot(params, c["above"], "^", color=colors[key], alpha=0.5)
             values = fractions(arms[key])
             if all(v is not None for v in values):
                 mean, half = interval(values)
-                xs.append(arms[key]["seeds"][0]["parameters"])
+                xs.append(params)
                 ys.append(mean)
                 errs.append(half or 0.0)
         if xs:
-            ax_trend.errorbar(xs, ys, yerr=errs, fmt="o-", capsize=4, color=colors[key], label=f"({key})")
+            ax_trend.errorbar(xs, ys, yerr=errs, fmt="o-", capsize=4, color=colors[key],
+                              label=f"({key}) mean, 95% interval (dots: seeds; triangles: bounds)")
     ax_trend.axhline(1.0, color="tab:blue", ls="--", lw=0.8, label="(a) = 1")
     ax_trend.set_xscale("log")
     ax_trend.set(xlabel="parameters", ylabel="fraction of (a)'s tokens", title="tokens to reach (a)'s loss")
@@ -262,7 +278,9 @@ def write_outputs(out: Path, header: str, results: dict, runs: list[dict], extra
                         + f" below (a)'s, seed for seed{sure}.")
     lines = [
         header, "",
-        "Figures over seeds: mean +- the half-width of the 95% Student-t interval.", "",
+        "Figures over seeds: mean +- the half-width of the 95% Student-t interval. Each arm's rate and each width's "
+        "winner are chosen on these same seeds, which flatters them a little; the seeds pair the arms (the same "
+        "initialisation and data order), so differences are taken seed for seed.", "",
         trend_table(widths), "",
         "Winner per width (fewest of (a)'s tokens, mean over seeds):", "", *verdicts, "",
         "Learning-rate sweeps (final validation loss, mean over seeds; the chosen rate in bold):", "",

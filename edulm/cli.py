@@ -134,6 +134,10 @@ def _compare(args: argparse.Namespace) -> None:
     if args.runs is not None:
         if args.candidate is not None or args.baselines_dir is not None:
             raise UsageError("edulm compare takes either --runs RUN_DIR RUN_DIR ... or CANDIDATE BASELINES_DIR, not both")
+        ignored = [flag for flag, value in (("--budgets", args.budgets), ("--contamination", args.contamination),
+                                            ("--bpb-text", args.bpb_text)) if value is not None]
+        if ignored:
+            raise UsageError(f"{', '.join(ignored)} compare(s) evaluated models, not training runs; leave it out with --runs")
         from edulm.evaluate.compare_runs import compare_runs_command
 
         compare_runs_command(args.runs, out=args.out)

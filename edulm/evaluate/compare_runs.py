@@ -17,7 +17,7 @@ still shows its loss.
 
 from __future__ import annotations
 
-import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -31,42 +31,56 @@ RUNS_PLOT = "runs_comparison.png"
 DOWNSTREAM_PREFIX = "downstream/"
 
 
+def _above_chance(points: list[tuple], chance: float | None) -> float | None:
+    """Tokens of the first scoring that stood above ``chance`` by two standard errors (None: never, or no chance level)."""
+    if chance is None:
+        return None
+    return next((tokens for tokens, value, stderr in points if value - 2 * (stderr or 0.0) > chance), None)
+
+
 def read_run(run_dir: str | Path) -> dict[str, Any]:
-    """One run's name, recipe, loss curve, downstream curves and final figures, from its metrics CSV and summary."""
-    layout = RunLayout.of(run_dir)
-    if not layout.metrics.is_file():
-        raise UsageError(f"{run_dir}: no {layout.metrics.name} under it; pass the run dir of an edulm train run")
-    try:
-        summary = json.loads(layout.summary.read_text())
-    except (OSError, ValueError):
-        summary = {}
-    rows = read_metrics(layout.metrics, finite_only=True)
+    """One run's name, recipe, loss curve, downstream curves and last figures, from its metrics CSV (what was
+    logged, also of a run still going or stopped) and its summary (the recipe and the tasks' chance levels)."""
+    from edulm.evaluate.artifacts import last_validation, metrics_rows, run_name, training_summary
+
+    if not RunLayout.of(run_dir).metrics.is_file():
+        raise UsageError(f"{run_dir}: no training metrics in it; pass the run dir of an edulm train run")
+    summary = training_summary(run_dir) or {}
+    rows = metrics_rows(run_dir)
+    tasks = (summary.get("downstream") or {}).get("tasks") or []
+    chance = {t["task"]: t.get("chance") for t in tasks}
     names = sorted({k for r in rows for k, v in r.items() if k.startswith(DOWNSTREAM_PREFIX) and not k.endswith("_stderr")
                     and v is not None})
     downstream = {}
     for name in names:
         points = [(r["tokens"], r[name], r.get(f"{name}_stderr")) for r in rows if r.get(name) is not None]
-        downstream[name] = {"curve": points, "final": points[-1][1], "final_stderr": points[-1][2]}
-    tasks = (summary.get("downstream") or {}).get("tasks") or []
-    above = (summary.get("downstream") or {}).get("above_chance_after_tokens") or {}
-    for name, entry in downstream.items():
-        entry["above_chance_after_tokens"] = above.get(name)
+        task = name.split("/")[1]
+        examples = next((t.get("examples") for t in tasks if t["task"] == task), None)
+        downstream[name] = {"curve": points, "final": points[-1][1], "final_stderr": points[-1][2],
+                            "final_tokens": points[-1][0], "examples": examples,
+                            "above_chance_after_tokens": _above_chance(points, chance.get(task))}
+    last = last_validation(rows)
     return {
         "run_dir": str(run_dir),
-        "name": summary.get("run") or Path(run_dir).resolve().name,
+        "name": run_name(run_dir) or summary.get("run") or Path(run_dir).resolve().name,
         "status": summary.get("status"),
         "optimizer": summary.get("optimizer_description") or summary.get("optimizer"),
         "schedule": summary.get("schedule_description") or summary.get("schedule"),
-        "tokens": summary.get("tokens"),
-        "final_val_loss": summary.get("final_val_loss"),
+        "tokens": rows[-1].get("tokens") if rows else None,
+        "final_val_loss": last["val_loss"] if last else None,
         "val_curve": [(r["tokens"], r["val_loss"]) for r in rows if r.get("val_loss") is not None],
-        "chance": {t["task"]: t.get("chance") for t in tasks},
+        "chance": chance,
         "downstream": downstream,
     }
 
 
 def differences(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Every later run's final score on each shared downstream metric against the first run's."""
+    """Every later run's last score on each shared downstream metric against the first run's.
+
+    ``beyond_stderr`` is None (unknown) where a standard error is missing or 0 (a subset scored all right or all
+    wrong), and where the two scores were taken at different training tokens or on subsets of different sizes,
+    which ``comparable`` says.
+    """
     from edulm.evaluate.compare import combined_stderr
 
     first, out = runs[0], []
@@ -74,9 +88,11 @@ def differences(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for name in sorted(set(first["downstream"]) & set(other["downstream"])):
             a, b = first["downstream"][name], other["downstream"][name]
             noise = combined_stderr(a["final_stderr"], b["final_stderr"])
+            comparable = a["final_tokens"] == b["final_tokens"] and a["examples"] == b["examples"]
             diff = b["final"] - a["final"]
             out.append({"run": other["name"], "against": first["name"], "metric": name, "difference": diff,
-                        "combined_stderr": noise, "beyond_stderr": noise is not None and abs(diff) > noise})
+                        "combined_stderr": noise, "comparable": comparable,
+                        "beyond_stderr": abs(diff) > noise if noise and comparable else None})
     return out
 
 
@@ -100,13 +116,22 @@ def render_markdown(doc: dict[str, Any]) -> str:
                   "| run | metric | difference | combined standard error | beyond noise |", "|---|---|---:|---:|---|"]
         for d in doc["differences"]:
             noise = f"{d['combined_stderr']:.4f}" if d["combined_stderr"] is not None else "-"
+            beyond = {True: "yes", False: "no", None: "unknown"}[d["beyond_stderr"]]
+            if not d["comparable"]:
+                beyond += " (scored at other tokens or on another subset size)"
             lines.append(f"| {d['run']} | {d['metric'][len(DOWNSTREAM_PREFIX):]} | {d['difference']:+.4f} | {noise} "
-                         f"| {'yes' if d['beyond_stderr'] else 'no'} |")
-    above = [(r["name"], n, d["above_chance_after_tokens"]) for r in runs for n, d in r["downstream"].items()]
+                         f"| {beyond} |")
+        lines += ["", "Two runs scored on the same examples are paired, so the combined error overstates the noise "
+                      "of their difference: 'no' is cautious, 'yes' is safe."]
+    above = [(r, n, d) for r in runs for n, d in r["downstream"].items()]
     if above:
         lines += ["", "Above chance by two standard errors after (training tokens):", ""]
-        lines += [f"- {run}, {n[len(DOWNSTREAM_PREFIX):]}: " + (f"{int(t):,}" if t is not None else "not yet")
-                  for run, n, t in above]
+        for r, n, d in above:
+            if r["chance"].get(n.split("/")[1]) is None:
+                when = "no chance level (not a multiple-choice task, or the run's summary is missing)"
+            else:
+                when = f"{int(d['above_chance_after_tokens']):,}" if d["above_chance_after_tokens"] is not None else "not yet"
+            lines.append(f"- {r['name']}, {n[len(DOWNSTREAM_PREFIX):]}: {when}")
     return "\n".join(lines) + "\n"
 
 
@@ -157,10 +182,14 @@ def compare_runs_command(run_dirs: list[str], out: str | Path | None = None) -> 
 
     if len(run_dirs) < 2:
         raise UsageError(f"--runs takes two or more run dirs, got {len(run_dirs)}")
+    folders = [Path(d).resolve() for d in run_dirs]
+    if len(set(folders)) < len(folders):
+        raise UsageError("--runs names the same run dir twice; pass each run once")
     runs = [read_run(d) for d in run_dirs]  # every run read before anything is written
     if len({r["name"] for r in runs}) < len(runs):  # the same run.name twice: each is told apart by its folder
-        for r in runs:
-            r["name"] = Path(r["run_dir"]).resolve().name
+        common = Path(os.path.commonpath(folders))
+        for r, folder in zip(runs, folders):
+            r["name"] = str(folder.relative_to(common))
     out_dir = Path(out) if out is not None else Path("runs_comparison")
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"--out {out_dir}: is a file; pass a folder")

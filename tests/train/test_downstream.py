@@ -177,11 +177,21 @@ def test_edulm_compare_runs_puts_two_recipes_curves_side_by_side(corpus, tmp_pat
     table = (out / "runs_comparison.md").read_text()
     assert [r["name"] for r in doc["runs"]] == ["adamw", "muon", "plain"]  # one run.name for all: their folders tell them apart
     assert "tiny_quiz/acc" in table and "| plain |" in table
+    # The cloze task has no chance level; its 'above chance' says so rather than 'not yet'.
+    assert "adamw, tiny_cloze/acc: no chance level" in table
+    assert all(d["comparable"] for d in doc["differences"])  # both scored at the same tokens, on 5 examples
     assert (out / "runs_comparison.png").stat().st_size > 10_000
     printed = capsys.readouterr().out
     assert "wrote" in printed and "tiny_quiz/acc" in printed
+    # Equal run names and equal folder names: the folders' distinct parts tell them apart.
+    shutil.copytree(adamw, tmp_path / "exp1" / "run")
+    shutil.copytree(muon, tmp_path / "exp2" / "run")
+    assert main(["compare", "--runs", str(tmp_path / "exp1" / "run"), str(tmp_path / "exp2" / "run"), "--out", str(out)]) == 0
+    assert [r["name"] for r in json.loads((out / "runs_comparison.json").read_text())["runs"]] == ["exp1/run", "exp2/run"]
+    capsys.readouterr()
     # Bad usage: one line, exit 2, nothing written.
     for argv in (["compare", "--runs", str(adamw)], ["compare", "--runs", str(adamw), str(tmp_path / "missing")],
+                 ["compare", "--runs", str(adamw), str(adamw)], ["compare", "--runs", str(adamw), str(muon), "--bpb-text", "x"],
                  ["compare", str(out), str(out), "--runs", str(adamw), str(muon)], ["compare"]):
         assert main([*argv, "--out", str(tmp_path / "refused")]) == 2
         assert len(capsys.readouterr().err.strip().splitlines()) == 1
