@@ -128,7 +128,7 @@ def _shape(d_model: int, n_layers: int = 4) -> dict:
 _HIGH = {"a": (8e-3, 1.6e-2, 3.2e-2), "b": (4e-3, 8e-3, 1.6e-2), "c": (8e-3, 1.6e-2, 3.2e-2)}
 _MID = {"a": (4e-3, 8e-3, 1.6e-2), "b": (2e-3, 4e-3, 8e-3), "c": (4e-3, 8e-3, 1.6e-2)}
 PRESETS = {
-    # Widths 32, 48 and 64 (114,304 / 208,128 / 328,256 parameters with the 2,048-token vocabulary), each
+    # Widths 32, 48 and 64 (114,976 / 209,328 / 328,256 parameters with the 2,048-token vocabulary), each
     # trained on about 6.2 tokens per parameter (350 / 650 / 1,000 steps of 16 x 128 tokens; the largest is
     # 0.86 epoch of builtin:sample's 2.39M training tokens). Grids centred on the previous study's optima
     # (64 wide: 8e-3, 4e-3, 8e-3), twice higher for the narrowest.
@@ -141,7 +141,7 @@ PRESETS = {
                     vocab_size=512, seq_len=64, micro_batch=8, evals=2, held_out_tokens=4096, budgets=(0.5,),
                     low_budgets=(), seeds=(1, 2), max_extensions=0, embedding_factors=(2.0,), downstream_examples=40,
                     max_tokens=200_000),
-    # A CUDA GPU (not yet run): 8 layers at widths 256 and 384 (about 7.6M and 15.7M parameters with the
+    # A CUDA GPU (not yet run): 8 layers at widths 256 and 384 (about 8.4M and 15.7M parameters with the
     # 8,192-token vocabulary), 65.5M tokens at the larger, bf16. builtin:sample is far smaller than that: pass
     # --source with a larger corpus (a FineWeb-Edu parquet folder), or the study says how often it repeats the data.
     "gpu": Preset("gpu", (Width("w256", _shape(256, 8), 1000, 50,

@@ -190,6 +190,7 @@ def plot_study(path: Path, widths: dict[str, dict], title: str) -> None:
     against tokens at the largest width (seed 1, decayed branch end-points marked); right: the lr sweeps."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import NullFormatter
 
     from edulm.base.files import atomic_path
 
@@ -248,6 +249,7 @@ def plot_study(path: Path, widths: dict[str, dict], title: str) -> None:
             ax_lr.plot(lrs, [statistics.fmean(arm["sweep"][lr]) for lr in lrs], style, color=colors.get(key),
                        label=f"{name} ({key})", ms=4)
     ax_lr.set_xscale("log")
+    ax_lr.xaxis.set_minor_formatter(NullFormatter())  # the grids' factor-2 points crowd a log axis' minor labels
     ax_lr.set(xlabel="peak learning rate", ylabel="final val loss, mean over seeds", title="learning-rate sweeps")
     ax_lr.legend(fontsize=6, ncol=2)
     fig.suptitle(title, fontsize=9)

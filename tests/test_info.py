@@ -116,4 +116,4 @@ def test_fast_config_info_shows_the_reference_model_and_its_budget():
     lines = describe("configs/edu_135m_fast.yaml", []).splitlines()
     assert "parameters: 134,515,008" in lines
     assert "tokens per step: about 528,384 (258 sequences (train.global_batch_size, all processes) x 2,048 tokens)" in lines
-    assert any(line.startswith("steps: 11,356 ") for line in lines)
+    assert any(line.startswith("steps: 13,248 ") for line in lines)
