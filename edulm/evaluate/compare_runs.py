@@ -64,9 +64,9 @@ def read_run(run_dir: str | Path) -> dict[str, Any]:
         "run_dir": str(run_dir),
         "name": run_name(run_dir) or summary.get("run") or Path(run_dir).resolve().name,
         "status": summary.get("status"),
-        "optimizer": summary.get("optimizer_description") or summary.get("optimizer"),
-        "schedule": summary.get("schedule_description") or summary.get("schedule"),
-        "tokens": rows[-1].get("tokens") if rows else None,
+        "optimizer": summary.get("optimizer"),  # the names: the descriptions fill the summary, too long for a table
+        "schedule": summary.get("schedule"),
+        "tokens": int(rows[-1]["tokens"]) if rows and rows[-1].get("tokens") is not None else None,
         "final_val_loss": last["val_loss"] if last else None,
         "val_curve": [(r["tokens"], r["val_loss"]) for r in rows if r.get("val_loss") is not None],
         "chance": chance,
