@@ -1,7 +1,7 @@
 """Recipe study: how many of the reference recipe's tokens do WSD and Muon need to reach its validation loss,
 and how does that saving move with the model's size?
 
-    python bench/recipe_study.py --out runs/recipe-study            # CPU: about 1.5 hours on 2 cores
+    python bench/recipe_study.py --out runs/recipe-study            # CPU: about 2 hours on 2 cores
     python bench/recipe_study.py --out runs/recipe-study-quick --quick   # a few minutes, every code path
     python bench/recipe_study.py --out runs/recipe-study-gpu        # on a CUDA machine: the larger 'gpu' sizes
 
