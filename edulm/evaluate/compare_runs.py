@@ -23,19 +23,11 @@ from typing import Any
 
 from edulm.base.errors import UsageError
 from edulm.base.layout import RunLayout
-from edulm.base.metrics import read_metrics
+from edulm.evaluate.in_loop import COLUMN_PREFIX, tokens_above_chance
 
 RUNS_JSON = "runs_comparison.json"
 RUNS_MD = "runs_comparison.md"
 RUNS_PLOT = "runs_comparison.png"
-DOWNSTREAM_PREFIX = "downstream/"
-
-
-def _above_chance(points: list[tuple], chance: float | None) -> float | None:
-    """Tokens of the first scoring that stood above ``chance`` by two standard errors (None: never, or no chance level)."""
-    if chance is None:
-        return None
-    return next((tokens for tokens, value, stderr in points if value - 2 * (stderr or 0.0) > chance), None)
 
 
 def read_run(run_dir: str | Path) -> dict[str, Any]:
@@ -49,7 +41,7 @@ def read_run(run_dir: str | Path) -> dict[str, Any]:
     rows = metrics_rows(run_dir)
     tasks = (summary.get("downstream") or {}).get("tasks") or []
     chance = {t["task"]: t.get("chance") for t in tasks}
-    names = sorted({k for r in rows for k, v in r.items() if k.startswith(DOWNSTREAM_PREFIX) and not k.endswith("_stderr")
+    names = sorted({k for r in rows for k, v in r.items() if k.startswith(COLUMN_PREFIX) and not k.endswith("_stderr")
                     and v is not None})
     downstream = {}
     for name in names:
@@ -58,7 +50,7 @@ def read_run(run_dir: str | Path) -> dict[str, Any]:
         examples = next((t.get("examples") for t in tasks if t["task"] == task), None)
         downstream[name] = {"curve": points, "final": points[-1][1], "final_stderr": points[-1][2],
                             "final_tokens": points[-1][0], "examples": examples,
-                            "above_chance_after_tokens": _above_chance(points, chance.get(task))}
+                            "above_chance_after_tokens": tokens_above_chance(points, chance.get(task))}
     last = last_validation(rows)
     return {
         "run_dir": str(run_dir),
@@ -100,7 +92,7 @@ def render_markdown(doc: dict[str, Any]) -> str:
     """The tables of ``runs_comparison.md``."""
     runs = doc["runs"]
     names = sorted({n for r in runs for n in r["downstream"]})
-    header = "| run | optimizer | schedule | tokens | final val loss | " + " | ".join(n[len(DOWNSTREAM_PREFIX):] for n in names) + " |"
+    header = "| run | optimizer | schedule | tokens | final val loss | " + " | ".join(n[len(COLUMN_PREFIX):] for n in names) + " |"
     lines = ["# Runs compared", "", header, "|---|---|---|---:|---:|" + "---:|" * len(names)]
     for r in runs:
         cells = []
@@ -119,7 +111,7 @@ def render_markdown(doc: dict[str, Any]) -> str:
             beyond = {True: "yes", False: "no", None: "unknown"}[d["beyond_stderr"]]
             if not d["comparable"]:
                 beyond += " (scored at other tokens or on another subset size)"
-            lines.append(f"| {d['run']} | {d['metric'][len(DOWNSTREAM_PREFIX):]} | {d['difference']:+.4f} | {noise} "
+            lines.append(f"| {d['run']} | {d['metric'][len(COLUMN_PREFIX):]} | {d['difference']:+.4f} | {noise} "
                          f"| {beyond} |")
         lines += ["", "Two runs scored on the same examples are paired, so the combined error overstates the noise "
                       "of their difference: 'no' is cautious, 'yes' is safe."]
@@ -131,7 +123,7 @@ def render_markdown(doc: dict[str, Any]) -> str:
                 when = "no chance level (not a multiple-choice task, or the run's summary is missing)"
             else:
                 when = f"{int(d['above_chance_after_tokens']):,}" if d["above_chance_after_tokens"] is not None else "not yet"
-            lines.append(f"- {r['name']}, {n[len(DOWNSTREAM_PREFIX):]}: {when}")
+            lines.append(f"- {r['name']}, {n[len(COLUMN_PREFIX):]}: {when}")
     return "\n".join(lines) + "\n"
 
 
@@ -163,7 +155,7 @@ def plot_runs(runs: list[dict[str, Any]], path: Path) -> None:
         chance = next((r["chance"].get(task) for r in runs if r["chance"].get(task) is not None), None)
         if chance is not None:
             ax.axhline(chance, ls="--", color="grey", label=f"chance {chance:.3f}")
-        ax.set(xlabel="training tokens", ylabel="score", title=name[len(DOWNSTREAM_PREFIX):])
+        ax.set(xlabel="training tokens", ylabel="score", title=name[len(COLUMN_PREFIX):])
     for ax in axes[:panels]:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
@@ -199,7 +191,7 @@ def compare_runs_command(run_dirs: list[str], out: str | Path | None = None) -> 
         write_text(out_dir / RUNS_MD, render_markdown(doc))
         plot_runs(runs, out_dir / RUNS_PLOT)
     for r in runs:
-        scores = ", ".join(f"{n[len(DOWNSTREAM_PREFIX):]} {d['final']:.4f}" for n, d in r["downstream"].items())
+        scores = ", ".join(f"{n[len(COLUMN_PREFIX):]} {d['final']:.4f}" for n, d in r["downstream"].items())
         loss = f"{r['final_val_loss']:.4f}" if r["final_val_loss"] is not None else "-"
         print(f"{r['name']:<32} val loss {loss}" + (f"; {scores}" if scores else ""))
     print(f"wrote {out_dir / RUNS_MD}, {RUNS_JSON} and {RUNS_PLOT}")

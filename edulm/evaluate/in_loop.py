@@ -37,6 +37,14 @@ COLUMN_PREFIX = "downstream/"
 """Every in-loop score's name starts with this: ``downstream/TASK/METRIC`` and ``.../METRIC_stderr``."""
 
 
+def tokens_above_chance(points, chance: float | None) -> float | None:
+    """The tokens of the first ``(tokens, score, stderr)`` point whose score stands above ``chance`` by two standard
+    errors; None when none does or the task has no chance level (a cloze task)."""
+    if chance is None:
+        return None
+    return next((tokens for tokens, value, stderr in points if value - 2 * (stderr or 0.0) > chance), None)
+
+
 def score_names(tasks: list[str]) -> list[str]:
     """The names of the scores of ``tasks``, in order: ``downstream/TASK/acc``, ``..._stderr``, then acc_norm's."""
     return [f"{COLUMN_PREFIX}{task}/{metric}{suffix}" for task in tasks for metric in DOWNSTREAM_METRICS

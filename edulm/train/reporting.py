@@ -351,20 +351,15 @@ def downstream_report(run: Run, wall: float) -> dict[str, Any]:
     """``train.downstream`` for the summary: each task's subset (examples, chance level), the scores of every
     scoring (step, tokens, values) from the metrics CSV, the tokens after which each score stood above chance by
     two standard errors, and the time the scoring took (seconds and share of the run's wall time)."""
-    from edulm.evaluate.in_loop import DOWNSTREAM_METRICS, score_names
+    from edulm.evaluate.in_loop import DOWNSTREAM_METRICS, score_names, tokens_above_chance
 
     names = [n for n in score_names(run.cfg.train.downstream) if not n.endswith("_stderr")]
     rows = read_metrics(run.layout.metrics) if run.layout.metrics.is_file() else []
     curve = [{"step": int(r["step"]), "tokens": int(r["tokens"]) if r.get("tokens") is not None else None,
               "scores": {n: r.get(n) for n in names}} for r in rows if any(r.get(n) is not None for n in names)]
     chance = {s["task"]: s["chance"] for s in run.downstream_subsets}
-    above = {}
-    for name in names:
-        task = name.split("/")[1]
-        level = chance.get(task)
-        above[name] = None if level is None else next(
-            (r["tokens"] for r in rows if r.get(name) is not None
-             and r[name] - 2 * (r.get(f"{name}_stderr") or 0.0) > level), None)
+    above = {name: tokens_above_chance([(r["tokens"], r[name], r.get(f"{name}_stderr")) for r in rows if r.get(name) is not None],
+                                       chance.get(name.split("/")[1])) for name in names}
     seconds = run.state.tally.downstream_time_s
     return {"tasks": run.downstream_subsets, "metrics": list(DOWNSTREAM_METRICS), "curve": curve,
             "final": curve[-1]["scores"] if curve else None, "above_chance_after_tokens": above,
